@@ -1,0 +1,153 @@
+/*
+ * llmc.h - the one public header of the pyllmc C core: GPT-2 training on CPU.
+ *
+ * Everything between LLMC_CDEF_BEGIN and LLMC_CDEF_END is also read verbatim by the
+ * Python binding (cffi cdef), so it must stay plain C declarations: no macros inside
+ * that block except LLMC_API, which the binding strips. One source of truth.
+ *
+ * Conventions
+ *  - Every function that can fail returns an llmc_status; 0 is success.
+ *  - Failures on a model handle are described by llmc_model_last_error(model);
+ *    failures before a handle exists (create, load) by llmc_last_error(), which is
+ *    per thread.
+ *  - The library never exits, aborts or prints; bad input is an error status.
+ *  - Tensors live in five buffers (kinds): parameters, gradients, AdamW m, AdamW v,
+ *    activations. llmc_model_tensor_info() describes each named tensor as an offset
+ *    (in floats) into its kind's buffer, so callers can view memory without copying.
+ */
+#ifndef LLMC_H
+#define LLMC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_WIN32)
+#define LLMC_API __declspec(dllexport)
+#else
+#define LLMC_API __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* LLMC_CDEF_BEGIN */
+
+typedef enum {
+    LLMC_OK = 0,
+    LLMC_ERR_INVALID_ARGUMENT = 1, /* a size, pointer or value the call cannot accept */
+    LLMC_ERR_OUT_OF_MEMORY = 2,    /* an allocation failed or a size overflowed */
+    LLMC_ERR_IO = 3,               /* a file could not be opened, read or written */
+    LLMC_ERR_BAD_FORMAT = 4,       /* a file's content is not what its format allows */
+    LLMC_ERR_BAD_STATE = 5,        /* calls in the wrong order, e.g. backward before forward */
+    LLMC_ERR_UNSUPPORTED = 6       /* a feature this build does not have (e.g. a backend) */
+} llmc_status;
+
+typedef enum {
+    LLMC_KIND_PARAMS = 0,
+    LLMC_KIND_GRADS = 1,
+    LLMC_KIND_ADAM_M = 2,
+    LLMC_KIND_ADAM_V = 3,
+    LLMC_KIND_ACTS = 4
+} llmc_kind;
+
+/* GPT-2 shape; the same fields as the llm.c checkpoint header. */
+typedef struct {
+    int32_t max_seq_len;       /* maxT: rows of wpe */
+    int32_t vocab_size;        /* V */
+    int32_t padded_vocab_size; /* Vp >= V; logits columns V..Vp-1 are ignored */
+    int32_t num_layers;        /* L */
+    int32_t num_heads;         /* NH; C must be divisible by NH */
+    int32_t channels;          /* C */
+} llmc_config;
+
+/* Limits fixed at creation; activation memory is sized for them. */
+typedef struct {
+    int32_t max_batch;   /* largest B a forward call may use */
+    int32_t max_seq;     /* largest T a forward call may use; 0 means config.max_seq_len */
+    int32_t num_threads; /* OpenMP threads for this model; 0 means the OpenMP default */
+    int32_t reserved;    /* must be 0 */
+} llmc_options;
+
+/* One named tensor: its kind's buffer + offset (in floats), and its current shape. */
+typedef struct {
+    const char *name; /* e.g. "wte", "h3.qkvw", "h0.ln1", "logits"; owned by the model */
+    int32_t kind;     /* llmc_kind */
+    int32_t ndim;
+    int64_t shape[4];
+    int64_t offset; /* in floats from the start of the kind's buffer */
+    int64_t numel;
+} llmc_tensor_info;
+
+/* AdamW hyperparameters for one update; t is the 1-based step used for bias correction. */
+typedef struct {
+    float lr;
+    float beta1;
+    float beta2;
+    float eps;
+    float weight_decay;
+    int32_t t;
+    int32_t decay_matrices_only; /* 1: decay only 2-D weights (wte, wpe, qkvw, attprojw, fcw,
+                                    fcprojw); 0: decay every parameter, as llm.c does */
+} llmc_adamw_params;
+
+typedef struct llmc_model llmc_model;
+
+LLMC_API int32_t llmc_abi_version(void);
+/* sizeof of each public struct, so the binding can detect a stale library. */
+LLMC_API size_t llmc_struct_size(const char *struct_name);
+LLMC_API const char *llmc_status_name(int32_t status);
+/* Message of the last failure of create/load on this thread ("" if none). */
+LLMC_API const char *llmc_last_error(void);
+/* Message of the last failure of a call on this model ("" if none). */
+LLMC_API const char *llmc_model_last_error(const llmc_model *model);
+/* 1 if the library was built with OpenMP. */
+LLMC_API int32_t llmc_has_openmp(void);
+
+/* A fresh model with GPT-2 initialisation drawn from seed. */
+LLMC_API int32_t llmc_model_create(const llmc_config *config, const llmc_options *options,
+                                   uint64_t seed, llmc_model **out);
+/* Load an llm.c checkpoint: version 3 (fp32) or 5 (bf16, widened to fp32). */
+LLMC_API int32_t llmc_model_load(const char *path, const llmc_options *options,
+                                 llmc_model **out);
+/* Save parameters as an llm.c version 3 (fp32) checkpoint, written to path. */
+LLMC_API int32_t llmc_model_save(llmc_model *model, const char *path);
+LLMC_API void llmc_model_destroy(llmc_model *model);
+
+LLMC_API int32_t llmc_model_get_config(const llmc_model *model, llmc_config *out);
+LLMC_API int32_t llmc_model_get_options(const llmc_model *model, llmc_options *out);
+LLMC_API int32_t llmc_model_set_threads(llmc_model *model, int32_t num_threads);
+
+/* Forward pass over inputs (B x T int32 token ids). Always computes logits (B, T, Vp).
+ * With targets (B x T int32, or NULL) it also computes probs, per-position losses and
+ * the mean loss into *loss (which may be NULL); without targets *loss is set to -1. */
+LLMC_API int32_t llmc_model_forward(llmc_model *model, const int32_t *inputs,
+                                    const int32_t *targets, int32_t B, int32_t T, float *loss);
+LLMC_API int32_t llmc_model_zero_grad(llmc_model *model);
+/* Backward of the last forward (which must have had targets). Gradients are ADDED to the
+ * gradient buffer (so micro-batches accumulate); d(loss)/d(loss) is loss_scale, so the
+ * gradient is that of loss_scale * mean loss. Use 1.0 for one batch, 1/K for K micro-batches. */
+LLMC_API int32_t llmc_model_backward(llmc_model *model, float loss_scale);
+/* Global L2 norm of all parameter gradients. */
+LLMC_API int32_t llmc_model_grad_norm(llmc_model *model, float *norm);
+/* Scale gradients so their global norm is at most max_norm (as torch's clip_grad_norm_:
+ * coefficient max_norm / (norm + 1e-6) when that is below 1). *norm gets the norm before. */
+LLMC_API int32_t llmc_model_clip_grad_norm(llmc_model *model, float max_norm, float *norm);
+LLMC_API int32_t llmc_model_adamw_step(llmc_model *model, const llmc_adamw_params *params);
+
+/* The named tensors: count, and the info of the i-th (0 <= i < count). Activation shapes
+ * follow the B and T of the last forward call (max_batch, max_seq before any). */
+LLMC_API int32_t llmc_model_num_tensors(const llmc_model *model);
+LLMC_API int32_t llmc_model_tensor_info(const llmc_model *model, int32_t index,
+                                        llmc_tensor_info *out);
+/* Base pointer and length (in floats) of one kind's buffer. */
+LLMC_API int32_t llmc_model_buffer(llmc_model *model, int32_t kind, float **data, int64_t *numel);
+
+/* LLMC_CDEF_END */
+
+#define LLMC_ABI_VERSION 1
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LLMC_H */

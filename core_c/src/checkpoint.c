@@ -1,0 +1,166 @@
+/* checkpoint.c - llm.c model checkpoints: read version 3 (fp32) and 5 (bf16), write 3.
+ * Everything in the header is validated, and the file size checked against it, before a
+ * single parameter byte is allocated or read. */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define CKPT_MAGIC 20240326
+#define CKPT_HEADER_INTS 256
+#define CKPT_HEADER_BYTES (CKPT_HEADER_INTS * 4)
+
+static int is_little_endian(void) {
+    const uint16_t one = 1;
+    return *(const uint8_t *)&one == 1;
+}
+
+static float bf16_to_f32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, sizeof(f));
+    return f;
+}
+
+LLMC_API int32_t llmc_model_load(const char *path, const llmc_options *options,
+                                 llmc_model **out) {
+    if (!out) return llmc_fail_thread(LLMC_ERR_INVALID_ARGUMENT, "out pointer is NULL");
+    *out = NULL;
+    llmc_clear_thread_error();
+    if (!path) return llmc_fail_thread(LLMC_ERR_INVALID_ARGUMENT, "path is NULL");
+    if (!is_little_endian())
+        return llmc_fail_thread(LLMC_ERR_UNSUPPORTED, "big-endian hosts are not supported");
+    FILE *f = fopen(path, "rb");
+    if (!f) return llmc_fail_thread(LLMC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return llmc_fail_thread(LLMC_ERR_IO, "%s: not a regular file", path);
+    }
+    int32_t h[CKPT_HEADER_INTS];
+    if (fread(h, 1, CKPT_HEADER_BYTES, f) != CKPT_HEADER_BYTES) {
+        fclose(f);
+        return llmc_fail_thread(LLMC_ERR_BAD_FORMAT,
+                                "%s: file is %lld bytes, shorter than the %d-byte header", path,
+                                (long long)st.st_size, CKPT_HEADER_BYTES);
+    }
+    if (h[0] != CKPT_MAGIC) {
+        fclose(f);
+        return llmc_fail_thread(LLMC_ERR_BAD_FORMAT,
+                                "%s: bad magic %d (an llm.c model checkpoint has %d)", path, h[0],
+                                CKPT_MAGIC);
+    }
+    const int version = h[1];
+    if (version != 3 && version != 5) {
+        fclose(f);
+        return llmc_fail_thread(LLMC_ERR_BAD_FORMAT,
+                                "%s: unsupported checkpoint version %d (3 = fp32, 5 = bf16)", path,
+                                version);
+    }
+    llmc_config cfg = {h[2], h[3], h[7], h[4], h[5], h[6]};
+    char why[256];
+    if (!llmc_validate_config(&cfg, why, sizeof(why))) {
+        fclose(f);
+        return llmc_fail_thread(LLMC_ERR_BAD_FORMAT, "%s: bad header: %s", path, why);
+    }
+    llmc_options opt = {1, 0, 0, 0};
+    if (options) opt = *options;
+    if (opt.max_seq == 0) opt.max_seq = cfg.max_seq_len;
+    llmc_model *m = NULL;
+    int status = llmc_model_alloc(&cfg, &opt, &m);
+    if (status != LLMC_OK) {
+        fclose(f);
+        char msg[LLMC_ERRMSG_LEN];
+        snprintf(msg, sizeof(msg), "%s", llmc_last_error());
+        return llmc_fail_thread(status, "%s: %s", path, msg);
+    }
+    const size_t elem = version == 3 ? 4 : 2;
+    size_t payload, expected;
+    if (!llmc_mul_size(m->num_params, elem, &payload) ||
+        !llmc_add_size(payload, CKPT_HEADER_BYTES, &expected) ||
+        (uint64_t)st.st_size != (uint64_t)expected) {
+        llmc_model_destroy(m);
+        fclose(f);
+        return llmc_fail_thread(LLMC_ERR_BAD_FORMAT,
+                                "%s: file is %lld bytes but its header describes %zu parameters "
+                                "(%zu bytes expected)",
+                                path, (long long)st.st_size, m->num_params, expected);
+    }
+    size_t got;
+    if (version == 3) {
+        got = fread(m->params, sizeof(float), m->num_params, f);
+    } else {
+        /* widen bf16 in chunks through the (still unused) gradient buffer */
+        uint16_t *tmp = (uint16_t *)m->grads;
+        got = 0;
+        while (got < m->num_params) {
+            size_t chunk = m->num_params - got;
+            if (chunk > (size_t)1 << 20) chunk = (size_t)1 << 20;
+            size_t r = fread(tmp, sizeof(uint16_t), chunk, f);
+            for (size_t i = 0; i < r; i++) m->params[got + i] = bf16_to_f32(tmp[i]);
+            got += r;
+            if (r != chunk) break;
+        }
+        memset(m->grads, 0, m->num_params * sizeof(float));
+    }
+    fclose(f);
+    if (got != m->num_params) {
+        const size_t want = m->num_params;
+        llmc_model_destroy(m);
+        return llmc_fail_thread(LLMC_ERR_IO, "%s: read %zu of %zu parameters", path, got, want);
+    }
+    *out = m;
+    return LLMC_OK;
+}
+
+/* Written to "<path>.tmp", flushed to disk, then renamed over path: a crash mid-save never
+ * leaves a truncated checkpoint under the real name. */
+LLMC_API int32_t llmc_model_save(llmc_model *m, const char *path) {
+    if (!m) return LLMC_ERR_INVALID_ARGUMENT;
+    if (!path) return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "path is NULL");
+    size_t plen = strlen(path);
+    char *tmp = (char *)malloc(plen + 5);
+    if (!tmp) return llmc_fail(m, LLMC_ERR_OUT_OF_MEMORY, "cannot allocate a path");
+    memcpy(tmp, path, plen);
+    memcpy(tmp + plen, ".tmp", 5);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        int st = llmc_fail(m, LLMC_ERR_IO, "%s: cannot open for writing: %s", tmp, strerror(errno));
+        free(tmp);
+        return st;
+    }
+    int32_t h[CKPT_HEADER_INTS];
+    memset(h, 0, sizeof(h));
+    h[0] = CKPT_MAGIC;
+    h[1] = 3;
+    h[2] = m->cfg.max_seq_len;
+    h[3] = m->cfg.vocab_size;
+    h[4] = m->cfg.num_layers;
+    h[5] = m->cfg.num_heads;
+    h[6] = m->cfg.channels;
+    h[7] = m->cfg.padded_vocab_size;
+    int ok = fwrite(h, 1, sizeof(h), f) == sizeof(h) &&
+             fwrite(m->params, sizeof(float), m->num_params, f) == m->num_params &&
+             fflush(f) == 0 && fsync(fileno(f)) == 0;
+    int err = errno;
+    ok = (fclose(f) == 0) && ok;
+    if (!ok) {
+        remove(tmp);
+        int st = llmc_fail(m, LLMC_ERR_IO, "%s: write failed: %s", path, strerror(err));
+        free(tmp);
+        return st;
+    }
+    if (rename(tmp, path) != 0) {
+        err = errno;
+        remove(tmp);
+        int st = llmc_fail(m, LLMC_ERR_IO, "%s: cannot rename into place: %s", path, strerror(err));
+        free(tmp);
+        return st;
+    }
+    free(tmp);
+    return LLMC_OK;
+}

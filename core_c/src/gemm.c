@@ -1,0 +1,232 @@
+/* gemm.c - single-precision matrix multiply for all three matmul shapes of GPT-2.
+ *
+ * Classic packed GEMM: the K dimension is cut into KC-deep panels; for each panel, work is
+ * split into (MC rows x NC columns) tasks spread over the threads. Each task packs its block
+ * of A into MR-row strips and its block of B into NR-column strips (k-major, zero padded),
+ * so the micro-kernel streams both from L1/L2 with unit stride and keeps an MR x NR tile of
+ * C in registers. The micro-kernel is picked at run time by CPU features (AVX-512, AVX2+FMA,
+ * or portable C), so one portable build runs fast on every x86-64 machine.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define LLMC_X86 1
+#include <immintrin.h>
+#endif
+
+#define NR LLMC_GEMM_NR
+
+typedef void (*ukernel_fn)(int kc, const float *Ap, const float *Bp, float *C, int64_t ldc,
+                           int mr, int nr, float beta);
+
+/* Write an MR x NR tile held in tmp to C, only the valid mr x nr corner. */
+static void store_tile(const float *tmp, int MR, float *C, int64_t ldc, int mr, int nr,
+                       float beta) {
+    for (int r = 0; r < mr; r++) {
+        float *crow = C + r * ldc;
+        const float *trow = tmp + r * NR;
+        if (beta != 0.0f) {
+            for (int c = 0; c < nr; c++) crow[c] += trow[c];
+        } else {
+            for (int c = 0; c < nr; c++) crow[c] = trow[c];
+        }
+    }
+    (void)MR;
+}
+
+/* Portable micro-kernel: 4 x 32 tile; plain loops the compiler can vectorise. */
+#define MR_GENERIC 4
+static void ukernel_generic(int kc, const float *Ap, const float *Bp, float *C, int64_t ldc,
+                            int mr, int nr, float beta) {
+    float acc[MR_GENERIC][NR];
+    memset(acc, 0, sizeof(acc));
+    for (int k = 0; k < kc; k++) {
+        const float *b = Bp + (size_t)k * NR;
+        const float *a = Ap + (size_t)k * MR_GENERIC;
+        for (int r = 0; r < MR_GENERIC; r++) {
+            float ar = a[r];
+            for (int c = 0; c < NR; c++) acc[r][c] += ar * b[c];
+        }
+    }
+    store_tile(&acc[0][0], MR_GENERIC, C, ldc, mr, nr, beta);
+}
+
+#ifdef LLMC_X86
+/* AVX-512: 6 x 32 tile = 12 zmm accumulators, enough independent FMAs to hide latency. */
+#define MR_AVX512 6
+__attribute__((target("avx512f"))) static void
+ukernel_avx512(int kc, const float *Ap, const float *Bp, float *C, int64_t ldc, int mr, int nr,
+               float beta) {
+    __m512 c0[MR_AVX512], c1[MR_AVX512];
+    for (int r = 0; r < MR_AVX512; r++) {
+        c0[r] = _mm512_setzero_ps();
+        c1[r] = _mm512_setzero_ps();
+    }
+    for (int k = 0; k < kc; k++) {
+        __m512 b0 = _mm512_loadu_ps(Bp);
+        __m512 b1 = _mm512_loadu_ps(Bp + 16);
+        for (int r = 0; r < MR_AVX512; r++) {
+            __m512 a = _mm512_set1_ps(Ap[r]);
+            c0[r] = _mm512_fmadd_ps(a, b0, c0[r]);
+            c1[r] = _mm512_fmadd_ps(a, b1, c1[r]);
+        }
+        Ap += MR_AVX512;
+        Bp += NR;
+    }
+    if (mr == MR_AVX512 && nr == NR) {
+        for (int r = 0; r < MR_AVX512; r++) {
+            float *crow = C + r * ldc;
+            if (beta != 0.0f) {
+                c0[r] = _mm512_add_ps(c0[r], _mm512_loadu_ps(crow));
+                c1[r] = _mm512_add_ps(c1[r], _mm512_loadu_ps(crow + 16));
+            }
+            _mm512_storeu_ps(crow, c0[r]);
+            _mm512_storeu_ps(crow + 16, c1[r]);
+        }
+        return;
+    }
+    float tmp[MR_AVX512 * NR];
+    for (int r = 0; r < MR_AVX512; r++) {
+        _mm512_storeu_ps(tmp + r * NR, c0[r]);
+        _mm512_storeu_ps(tmp + r * NR + 16, c1[r]);
+    }
+    store_tile(tmp, MR_AVX512, C, ldc, mr, nr, beta);
+}
+
+/* AVX2 + FMA: 3 x 32 tile = 12 ymm accumulators (16 registers in all). */
+#define MR_AVX2 3
+__attribute__((target("avx2,fma"))) static void
+ukernel_avx2(int kc, const float *Ap, const float *Bp, float *C, int64_t ldc, int mr, int nr,
+             float beta) {
+    __m256 acc[MR_AVX2][4];
+    for (int r = 0; r < MR_AVX2; r++)
+        for (int j = 0; j < 4; j++) acc[r][j] = _mm256_setzero_ps();
+    for (int k = 0; k < kc; k++) {
+        __m256 b0 = _mm256_loadu_ps(Bp), b1 = _mm256_loadu_ps(Bp + 8);
+        __m256 b2 = _mm256_loadu_ps(Bp + 16), b3 = _mm256_loadu_ps(Bp + 24);
+        for (int r = 0; r < MR_AVX2; r++) {
+            __m256 a = _mm256_broadcast_ss(Ap + r);
+            acc[r][0] = _mm256_fmadd_ps(a, b0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(a, b1, acc[r][1]);
+            acc[r][2] = _mm256_fmadd_ps(a, b2, acc[r][2]);
+            acc[r][3] = _mm256_fmadd_ps(a, b3, acc[r][3]);
+        }
+        Ap += MR_AVX2;
+        Bp += NR;
+    }
+    float tmp[MR_AVX2 * NR];
+    for (int r = 0; r < MR_AVX2; r++)
+        for (int j = 0; j < 4; j++) _mm256_storeu_ps(tmp + r * NR + 8 * j, acc[r][j]);
+    store_tile(tmp, MR_AVX2, C, ldc, mr, nr, beta);
+}
+#endif
+
+typedef struct {
+    ukernel_fn fn;
+    int mr;
+    const char *name;
+} ukernel;
+
+/* The best kernel this CPU runs; LLMC_GEMM_ISA=generic|avx2 forces a lesser one (tests use it
+ * to cover every kernel on one machine). */
+static ukernel pick_ukernel(void) {
+    ukernel k = {ukernel_generic, MR_GENERIC, "generic"};
+#ifdef LLMC_X86
+    const char *force = getenv("LLMC_GEMM_ISA");
+    const int allow512 = !force || !strcmp(force, "avx512");
+    const int allow2 = !force || allow512 || !strcmp(force, "avx2");
+    __builtin_cpu_init();
+    if (allow512 && __builtin_cpu_supports("avx512f")) {
+        k.fn = ukernel_avx512; k.mr = MR_AVX512; k.name = "avx512";
+    } else if (allow2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        k.fn = ukernel_avx2; k.mr = MR_AVX2; k.name = "avx2";
+    }
+#endif
+    return k;
+}
+
+const char *llmc_gemm_isa(void) { return pick_ukernel().name; }
+
+/* Pack rows [0, mc) x depth [0, kc) of op(A) into strips of mr rows: Ap[s][k][r]. */
+static void pack_a(float *Ap, int transA, const float *A, int64_t lda, int m0, int k0, int mc,
+                   int kc, int mr) {
+    for (int s = 0; s < mc; s += mr) {
+        int rows = mc - s < mr ? mc - s : mr;
+        float *dst = Ap + (size_t)s * kc;
+        for (int k = 0; k < kc; k++) {
+            for (int r = 0; r < rows; r++) {
+                int64_t m = m0 + s + r, kk = k0 + k;
+                dst[(size_t)k * mr + r] = transA ? A[kk * lda + m] : A[m * lda + kk];
+            }
+            for (int r = rows; r < mr; r++) dst[(size_t)k * mr + r] = 0.0f;
+        }
+    }
+}
+
+/* Pack depth [0, kc) x columns [0, nc) of op(B) into strips of NR columns: Bp[s][k][c]. */
+static void pack_b(float *Bp, int transB, const float *B, int64_t ldb, int k0, int n0, int kc,
+                   int nc) {
+    for (int s = 0; s < nc; s += NR) {
+        int cols = nc - s < NR ? nc - s : NR;
+        float *dst = Bp + (size_t)s * kc;
+        for (int k = 0; k < kc; k++) {
+            float *d = dst + (size_t)k * NR;
+            int64_t kk = k0 + k;
+            if (!transB) {
+                const float *src = B + kk * ldb + n0 + s;
+                memcpy(d, src, (size_t)cols * sizeof(float));
+            } else {
+                for (int c = 0; c < cols; c++) d[c] = B[(int64_t)(n0 + s + c) * ldb + kk];
+            }
+            for (int c = cols; c < NR; c++) d[c] = 0.0f;
+        }
+    }
+}
+
+void llmc_sgemm(int transA, int transB, int M, int N, int K, const float *A, int64_t lda,
+                const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
+                const llmc_exec *ex) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) {
+        if (beta == 0.0f)
+            for (int m = 0; m < M; m++) memset(C + (int64_t)m * ldc, 0, (size_t)N * sizeof(float));
+        return;
+    }
+    const ukernel uk = pick_ukernel();
+    const int mr = uk.mr;
+    const int mc_max = (LLMC_GEMM_MC / mr) * mr;
+    const int m_blocks = (M + mc_max - 1) / mc_max;
+    const int n_blocks = (N + LLMC_GEMM_NC - 1) / LLMC_GEMM_NC;
+    const int tasks = m_blocks * n_blocks;
+    int nt = ex->nt < tasks ? ex->nt : tasks;
+    if (nt < 1) nt = 1;
+
+    for (int k0 = 0; k0 < K; k0 += LLMC_GEMM_KC) {
+        const int kc = K - k0 < LLMC_GEMM_KC ? K - k0 : LLMC_GEMM_KC;
+        const float beta_k = k0 == 0 ? beta : 1.0f;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+        for (int task = 0; task < tasks; task++) {
+            const int tid = LLMC_THREAD_ID();
+            float *Ap = ex->gemm_ws + (size_t)tid * LLMC_GEMM_WS_FLOATS;
+            float *Bp = Ap + (size_t)(LLMC_GEMM_MC + LLMC_GEMM_MR_MAX) * LLMC_GEMM_KC;
+            const int mb = task / n_blocks, nb = task % n_blocks;
+            const int m0 = mb * mc_max, n0 = nb * LLMC_GEMM_NC;
+            const int mc = M - m0 < mc_max ? M - m0 : mc_max;
+            const int nc = N - n0 < LLMC_GEMM_NC ? N - n0 : LLMC_GEMM_NC;
+            pack_a(Ap, transA, A, lda, m0, k0, mc, kc, mr);
+            pack_b(Bp, transB, B, ldb, k0, n0, kc, nc);
+            for (int js = 0; js < nc; js += NR) {
+                const int nr = nc - js < NR ? nc - js : NR;
+                const float *bstrip = Bp + (size_t)js * kc;
+                for (int is = 0; is < mc; is += mr) {
+                    const int rows = mc - is < mr ? mc - is : mr;
+                    float *ctile = C + (int64_t)(m0 + is) * ldc + n0 + js;
+                    uk.fn(kc, Ap + (size_t)is * kc, bstrip, ctile, ldc, rows, nr, beta_k);
+                }
+            }
+        }
+    }
+}

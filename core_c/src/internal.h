@@ -1,0 +1,182 @@
+/* internal.h - shared definitions of the C core (not part of the public API). */
+#ifndef LLMC_INTERNAL_H
+#define LLMC_INTERNAL_H
+
+#include "llmc.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#define LLMC_THREAD_ID() omp_get_thread_num()
+#define LLMC_TEAM_SIZE() omp_get_num_threads()
+#else
+#define LLMC_THREAD_ID() 0
+#define LLMC_TEAM_SIZE() 1
+#endif
+
+#define LLMC_NUM_PARAM_TENSORS 16
+#define LLMC_ERRMSG_LEN 512
+
+/* Parameter tensors in checkpoint order (FORMATS.md); one flat buffer holds them all. */
+enum {
+    P_WTE, P_WPE, P_LN1W, P_LN1B, P_QKVW, P_QKVB, P_ATTPROJW, P_ATTPROJB,
+    P_LN2W, P_LN2B, P_FCW, P_FCB, P_FCPROJW, P_FCPROJB, P_LNFW, P_LNFB
+};
+
+/* Activations kept for backward and exposed by name. Per-layer tensors are stacked with a
+ * stride sized for (max_batch, max_seq) so offsets never move when B or T change. */
+enum {
+    A_ENCODED, A_LN1, A_LN1_MEAN, A_LN1_RSTD, A_QKV, A_ATT, A_ATTY, A_ATTPROJ, A_RESIDUAL2,
+    A_LN2, A_LN2_MEAN, A_LN2_RSTD, A_FCH, A_FCH_GELU, A_FCPROJ, A_RESIDUAL3,
+    A_LNF, A_LNF_MEAN, A_LNF_RSTD, A_LOGITS, A_PROBS, A_LOSSES, A_NUM
+};
+
+/* Backward scratch (gradients of activations), reused layer after layer; not exposed. */
+typedef struct {
+    float *dresidual; /* (BT, C) gradient flowing along the residual stream */
+    float *dsmall;    /* (BT, C) d ln1 / d atty / d ln2 / d lnf */
+    float *dbig;      /* (BT, 4C) d fch_gelu, d fch, and d qkv (3C) */
+    float *dlogits;   /* (BT, Vp) */
+} backward_scratch;
+
+typedef struct {
+    const char *name; /* points into the model's name storage */
+    int kind;
+    int id;    /* parameter id (P_*) or activation id (A_*) */
+    int layer; /* for per-layer activations */
+    int64_t offset;
+} tensor_entry;
+
+struct llmc_model {
+    llmc_config cfg;
+    llmc_options opt;
+    int nthreads; /* resolved thread count (>= 1) */
+
+    size_t param_sizes[LLMC_NUM_PARAM_TENSORS];
+    size_t param_offsets[LLMC_NUM_PARAM_TENSORS];
+    size_t num_params;
+    float *params, *grads, *adam_m, *adam_v;
+    float *p[LLMC_NUM_PARAM_TENSORS];  /* views into params */
+    float *g[LLMC_NUM_PARAM_TENSORS];  /* views into grads */
+
+    size_t act_layer_stride[A_NUM]; /* floats between layer l and l+1 (0 for non-layer) */
+    size_t act_offsets[A_NUM];
+    size_t num_acts;
+    float *acts;
+    float *a[A_NUM];
+
+    backward_scratch scratch;
+    float *bwd_buffer;
+
+    float *gemm_ws; /* LLMC_GEMM_WS_FLOATS * ws_threads */
+    float *row_ws;  /* max_seq * ws_threads */
+    int ws_threads; /* threads the workspaces are sized for */
+
+    int B, T;             /* of the last forward */
+    int have_targets;     /* last forward had targets: backward allowed */
+    int32_t *targets;     /* copy of the last targets (max_batch * max_seq) */
+    int32_t *inputs;      /* copy of the last inputs */
+    float mean_loss;
+
+    /* named tensor table */
+    int num_entries;
+    tensor_entry *entries;
+    char *names;
+
+    char errmsg[LLMC_ERRMSG_LEN];
+};
+
+/* errors.c */
+int llmc_fail(llmc_model *m, int status, const char *fmt, ...);       /* sets model error */
+int llmc_fail_thread(int status, const char *fmt, ...);                /* sets thread error */
+void llmc_clear_thread_error(void);
+
+/* size arithmetic with overflow detection: return 0 on overflow */
+int llmc_mul_size(size_t a, size_t b, size_t *out);
+int llmc_add_size(size_t a, size_t b, size_t *out);
+
+/* model.c */
+int llmc_validate_config(const llmc_config *cfg, char *why, size_t why_len);
+int llmc_model_alloc(const llmc_config *cfg, const llmc_options *opt, llmc_model **out);
+void llmc_model_init_weights(llmc_model *m, uint64_t seed);
+
+/* rng.c: a small deterministic generator so initialisation is reproducible everywhere */
+typedef struct { uint64_t state; } llmc_rng;
+void llmc_rng_seed(llmc_rng *r, uint64_t seed);
+uint64_t llmc_rng_next(llmc_rng *r);
+float llmc_rng_normal(llmc_rng *r);
+
+/* kernels (each forward has its backward beside it in the same file) */
+void encoder_forward(float *out, const int32_t *inp, const float *wte, const float *wpe,
+                     int B, int T, int C, int nt);
+void encoder_backward(float *dwte, float *dwpe, const float *dout, const int32_t *inp,
+                      int B, int T, int C, int nt);
+
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                       const float *weight, const float *bias, int N, int C, int nt);
+/* dinp += layernorm backward; dweight, dbias accumulate */
+void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                        const float *inp, const float *weight, const float *mean,
+                        const float *rstd, int N, int C, int nt);
+
+/* Execution context handed to kernels: thread count and preallocated workspaces, so no
+ * kernel allocates during a step. */
+typedef struct {
+    int nt;                 /* OpenMP threads to use */
+    float *gemm_ws;         /* LLMC_GEMM_WS_FLOATS per thread */
+    float *row_ws;          /* max_seq floats per thread (attention backward) */
+    int row_ws_len;
+} llmc_exec;
+
+/* out (N, OC) = inp (N, IC) @ weight (OC, IC)^T + bias (OC or NULL) */
+void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
+                    int N, int IC, int OC, const llmc_exec *ex);
+/* dinp (N, IC) = dout @ weight (overwritten, skipped when dinp is NULL);
+ * dweight += dout^T @ inp; dbias += colsum(dout) (skipped when NULL) */
+void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                     const float *inp, const float *weight, int N, int IC, int OC,
+                     const llmc_exec *ex);
+
+/* causal self-attention over qkv (B, T, 3C) -> out (B, T, C); att (B, NH, T, T) probs */
+void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH,
+                       int nt);
+/* dqkv (B, T, 3C) is overwritten */
+void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
+                        int B, int T, int C, int NH, const llmc_exec *ex);
+
+void gelu_forward(float *out, const float *inp, size_t N, int nt);
+/* dinp = gelu'(inp) * dout (dinp may alias dout) */
+void gelu_backward(float *dinp, const float *inp, const float *dout, size_t N, int nt);
+
+void residual_forward(float *out, const float *a, const float *b, size_t N, int nt);
+
+/* probs over the first V of Vp columns, per-position losses; returns mean loss */
+float crossentropy_forward(float *probs, float *losses, const float *logits,
+                           const int32_t *targets, int N, int V, int Vp, int nt);
+/* dlogits = (probs - onehot) * dloss, padded columns 0 (overwritten) */
+void crossentropy_backward(float *dlogits, const float *probs, const int32_t *targets,
+                           float dloss, int N, int V, int Vp, int nt);
+
+/* gemm.c: C (M, N) = beta * C + op(A) (M, K) @ op(B) (K, N); beta is 0 or 1.
+ * op(A)(m, k) = transA ? A[k * lda + m] : A[m * lda + k]; likewise for B. */
+#define LLMC_GEMM_MC 96
+#define LLMC_GEMM_KC 256
+#define LLMC_GEMM_NC 512
+#define LLMC_GEMM_NR 32
+#define LLMC_GEMM_MR_MAX 8
+#define LLMC_GEMM_WS_FLOATS \
+    ((size_t)(LLMC_GEMM_MC + LLMC_GEMM_MR_MAX) * LLMC_GEMM_KC + (size_t)LLMC_GEMM_KC * LLMC_GEMM_NC)
+#define LLMC_MAX_THREADS 256
+void llmc_sgemm(int transA, int transB, int M, int N, int K, const float *A, int64_t lda,
+                const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
+                const llmc_exec *ex);
+const char *llmc_gemm_isa(void);
+
+/* adamw.c: returns nothing; hyperparameters per torch.optim.AdamW */
+void adamw_update(float *param, const float *grad, float *m, float *v, size_t n, float lr,
+                  float beta1, float beta2, float eps, float weight_decay, int t, int nt);
+
+#endif

@@ -1,0 +1,634 @@
+/* model.c - the GPT-2 model: memory layout, named tensor table, creation and destruction. */
+#include "internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Limits that keep every size computation far from overflow and reject absurd headers
+ * before anything is allocated. GPT-2 XL is L48 C1600 NH25 V50257 maxT1024. */
+#define MAX_VOCAB (1 << 24)
+#define MAX_CHANNELS (1 << 16)
+#define MAX_LAYERS 1024
+#define MAX_SEQ (1 << 20)
+
+static const char *const PARAM_NAMES[LLMC_NUM_PARAM_TENSORS] = {
+    "wte", "wpe", "ln1w", "ln1b", "qkvw", "qkvb", "attprojw", "attprojb",
+    "ln2w", "ln2b", "fcw", "fcb", "fcprojw", "fcprojb", "lnfw", "lnfb"};
+
+/* 2-D weight matrices: the tensors decayed when decay_matrices_only is set */
+static const int PARAM_IS_MATRIX[LLMC_NUM_PARAM_TENSORS] = {1, 1, 0, 0, 1, 0, 1, 0,
+                                                            0, 0, 1, 0, 1, 0, 0, 0};
+
+static const char *const ACT_NAMES[A_NUM] = {
+    "encoded", "ln1", "ln1_mean", "ln1_rstd", "qkv", "att", "atty", "attproj", "residual2",
+    "ln2", "ln2_mean", "ln2_rstd", "fch", "fch_gelu", "fcproj", "residual3",
+    "lnf", "lnf_mean", "lnf_rstd", "logits", "probs", "losses"};
+
+static int act_is_per_layer(int a) { return a >= A_LN1 && a <= A_RESIDUAL3; }
+
+int llmc_validate_config(const llmc_config *c, char *why, size_t n) {
+    if (c->max_seq_len < 1 || c->max_seq_len > MAX_SEQ)
+        snprintf(why, n, "max_seq_len %d is outside [1, %d]", c->max_seq_len, MAX_SEQ);
+    else if (c->vocab_size < 1 || c->vocab_size > MAX_VOCAB)
+        snprintf(why, n, "vocab_size %d is outside [1, %d]", c->vocab_size, MAX_VOCAB);
+    else if (c->padded_vocab_size < c->vocab_size || c->padded_vocab_size > MAX_VOCAB)
+        snprintf(why, n, "padded_vocab_size %d must be in [vocab_size %d, %d]",
+                 c->padded_vocab_size, c->vocab_size, MAX_VOCAB);
+    else if (c->num_layers < 1 || c->num_layers > MAX_LAYERS)
+        snprintf(why, n, "num_layers %d is outside [1, %d]", c->num_layers, MAX_LAYERS);
+    else if (c->channels < 1 || c->channels > MAX_CHANNELS)
+        snprintf(why, n, "channels %d is outside [1, %d]", c->channels, MAX_CHANNELS);
+    else if (c->num_heads < 1 || c->num_heads > c->channels)
+        snprintf(why, n, "num_heads %d is outside [1, channels %d]", c->num_heads, c->channels);
+    else if (c->channels % c->num_heads != 0)
+        snprintf(why, n, "channels %d is not divisible by num_heads %d", c->channels,
+                 c->num_heads);
+    else
+        return 1;
+    return 0;
+}
+
+static int resolve_threads(int requested) {
+    int n = requested;
+#ifdef _OPENMP
+    if (n <= 0) n = omp_get_max_threads();
+#else
+    n = 1;
+#endif
+    if (n < 1) n = 1;
+    if (n > LLMC_MAX_THREADS) n = LLMC_MAX_THREADS;
+    return n;
+}
+
+/* Sum of sizes with overflow checks; returns 0 on overflow. */
+static int sum_sizes(const size_t *sizes, int count, size_t *offsets, size_t *total) {
+    size_t acc = 0;
+    for (int i = 0; i < count; i++) {
+        offsets[i] = acc;
+        if (!llmc_add_size(acc, sizes[i], &acc)) return 0;
+    }
+    *total = acc;
+    return 1;
+}
+
+/* product of up to four factors with overflow detection */
+static int prod(size_t *out, size_t a, size_t b, size_t c, size_t d) {
+    size_t x;
+    return llmc_mul_size(a, b, &x) && llmc_mul_size(x, c, &x) && llmc_mul_size(x, d, out);
+}
+
+static int compute_param_sizes(llmc_model *m) {
+    const size_t Vp = m->cfg.padded_vocab_size, maxT = m->cfg.max_seq_len;
+    const size_t L = m->cfg.num_layers, C = m->cfg.channels;
+    size_t *s = m->param_sizes;
+    int ok = prod(&s[P_WTE], Vp, C, 1, 1) && prod(&s[P_WPE], maxT, C, 1, 1) &&
+             prod(&s[P_LN1W], L, C, 1, 1) && prod(&s[P_LN1B], L, C, 1, 1) &&
+             prod(&s[P_QKVW], L, 3, C, C) && prod(&s[P_QKVB], L, 3, C, 1) &&
+             prod(&s[P_ATTPROJW], L, C, C, 1) && prod(&s[P_ATTPROJB], L, C, 1, 1) &&
+             prod(&s[P_LN2W], L, C, 1, 1) && prod(&s[P_LN2B], L, C, 1, 1) &&
+             prod(&s[P_FCW], L, 4, C, C) && prod(&s[P_FCB], L, 4, C, 1) &&
+             prod(&s[P_FCPROJW], L, C, 4, C) && prod(&s[P_FCPROJB], L, C, 1, 1) &&
+             prod(&s[P_LNFW], C, 1, 1, 1) && prod(&s[P_LNFB], C, 1, 1, 1);
+    return ok && sum_sizes(s, LLMC_NUM_PARAM_TENSORS, m->param_offsets, &m->num_params);
+}
+
+static int compute_act_sizes(llmc_model *m) {
+    const size_t B = m->opt.max_batch, T = m->opt.max_seq, C = m->cfg.channels;
+    const size_t L = m->cfg.num_layers, NH = m->cfg.num_heads, Vp = m->cfg.padded_vocab_size;
+    size_t BT;
+    if (!llmc_mul_size(B, T, &BT)) return 0;
+    size_t per[A_NUM]; /* floats of one layer (or of the whole tensor if not per layer) */
+    int ok = prod(&per[A_ENCODED], BT, C, 1, 1) && prod(&per[A_LN1], BT, C, 1, 1) &&
+             prod(&per[A_LN1_MEAN], BT, 1, 1, 1) && prod(&per[A_LN1_RSTD], BT, 1, 1, 1) &&
+             prod(&per[A_QKV], BT, 3, C, 1) && prod(&per[A_ATT], B, NH, T, T) &&
+             prod(&per[A_ATTY], BT, C, 1, 1) && prod(&per[A_ATTPROJ], BT, C, 1, 1) &&
+             prod(&per[A_RESIDUAL2], BT, C, 1, 1) && prod(&per[A_LN2], BT, C, 1, 1) &&
+             prod(&per[A_LN2_MEAN], BT, 1, 1, 1) && prod(&per[A_LN2_RSTD], BT, 1, 1, 1) &&
+             prod(&per[A_FCH], BT, 4, C, 1) && prod(&per[A_FCH_GELU], BT, 4, C, 1) &&
+             prod(&per[A_FCPROJ], BT, C, 1, 1) && prod(&per[A_RESIDUAL3], BT, C, 1, 1) &&
+             prod(&per[A_LNF], BT, C, 1, 1) && prod(&per[A_LNF_MEAN], BT, 1, 1, 1) &&
+             prod(&per[A_LNF_RSTD], BT, 1, 1, 1) && prod(&per[A_LOGITS], BT, Vp, 1, 1) &&
+             prod(&per[A_PROBS], BT, Vp, 1, 1) && prod(&per[A_LOSSES], BT, 1, 1, 1);
+    if (!ok) return 0;
+    size_t total[A_NUM];
+    for (int a = 0; a < A_NUM; a++) {
+        m->act_layer_stride[a] = act_is_per_layer(a) ? per[a] : 0;
+        if (!llmc_mul_size(per[a], act_is_per_layer(a) ? L : 1, &total[a])) return 0;
+    }
+    return sum_sizes(total, A_NUM, m->act_offsets, &m->num_acts);
+}
+
+static float *alloc_floats(size_t n) {
+    size_t bytes;
+    if (!llmc_mul_size(n ? n : 1, sizeof(float), &bytes)) return NULL;
+    return (float *)calloc(1, bytes);
+}
+
+/* (Re)size the per-thread workspaces for nthreads threads. Keeps the old ones on failure. */
+static int ensure_workspaces(llmc_model *m, int nthreads) {
+    if (m->gemm_ws && m->row_ws && nthreads <= m->ws_threads) return LLMC_OK;
+    size_t g, r;
+    if (!llmc_mul_size(LLMC_GEMM_WS_FLOATS, (size_t)nthreads, &g) ||
+        !llmc_mul_size((size_t)m->opt.max_seq, (size_t)nthreads, &r))
+        return llmc_fail(m, LLMC_ERR_OUT_OF_MEMORY, "workspace size overflows");
+    float *gw = alloc_floats(g), *rw = alloc_floats(r);
+    if (!gw || !rw) {
+        free(gw);
+        free(rw);
+        return llmc_fail(m, LLMC_ERR_OUT_OF_MEMORY,
+                         "cannot allocate workspaces for %d threads", nthreads);
+    }
+    free(m->gemm_ws);
+    free(m->row_ws);
+    m->gemm_ws = gw;
+    m->row_ws = rw;
+    m->ws_threads = nthreads;
+    return LLMC_OK;
+}
+
+static int build_tensor_table(llmc_model *m) {
+    const int L = m->cfg.num_layers;
+    const int n_layer_acts = A_RESIDUAL3 - A_LN1 + 1;
+    m->num_entries = 4 * LLMC_NUM_PARAM_TENSORS + (A_NUM - n_layer_acts) + n_layer_acts * L;
+    m->entries = (tensor_entry *)calloc((size_t)m->num_entries, sizeof(tensor_entry));
+    const size_t name_len = 32;
+    m->names = (char *)calloc((size_t)m->num_entries, name_len);
+    if (!m->entries || !m->names) return 0;
+    int e = 0;
+    for (int kind = LLMC_KIND_PARAMS; kind <= LLMC_KIND_ADAM_V; kind++) {
+        for (int i = 0; i < LLMC_NUM_PARAM_TENSORS; i++, e++) {
+            tensor_entry *t = &m->entries[e];
+            char *nm = m->names + (size_t)e * name_len;
+            snprintf(nm, name_len, "%s", PARAM_NAMES[i]);
+            t->name = nm;
+            t->kind = kind;
+            t->offset = (int64_t)m->param_offsets[i];
+            t->id = i;
+        }
+    }
+    /* activations: shapes depend on B, T and are filled at query time; store (act, layer) */
+    for (int a = 0; a < A_NUM; a++) {
+        const int layers = act_is_per_layer(a) ? L : 1;
+        for (int l = 0; l < layers; l++, e++) {
+            tensor_entry *t = &m->entries[e];
+            char *nm = m->names + (size_t)e * name_len;
+            if (act_is_per_layer(a))
+                snprintf(nm, name_len, "h%d.%s", l, ACT_NAMES[a]);
+            else
+                snprintf(nm, name_len, "%s", ACT_NAMES[a]);
+            t->name = nm;
+            t->kind = LLMC_KIND_ACTS;
+            t->id = a;
+            t->layer = l;
+            t->offset = (int64_t)(m->act_offsets[a] + (size_t)l * m->act_layer_stride[a]);
+        }
+    }
+    return e == m->num_entries;
+}
+
+int llmc_model_alloc(const llmc_config *cfg, const llmc_options *opt, llmc_model **out) {
+    char why[256];
+    *out = NULL;
+    if (!cfg) return llmc_fail_thread(LLMC_ERR_INVALID_ARGUMENT, "config is NULL");
+    if (!llmc_validate_config(cfg, why, sizeof(why)))
+        return llmc_fail_thread(LLMC_ERR_INVALID_ARGUMENT, "invalid config: %s", why);
+    llmc_options o = {1, 0, 0, 0};
+    if (opt) o = *opt;
+    if (o.max_seq == 0) o.max_seq = cfg->max_seq_len;
+    if (o.max_batch < 1 || o.max_batch > (1 << 20))
+        return llmc_fail_thread(LLMC_ERR_INVALID_ARGUMENT, "max_batch %d is outside [1, %d]",
+                                o.max_batch, 1 << 20);
+    if (o.max_seq < 1 || o.max_seq > cfg->max_seq_len)
+        return llmc_fail_thread(LLMC_ERR_INVALID_ARGUMENT,
+                                "max_seq %d is outside [1, max_seq_len %d]", o.max_seq,
+                                cfg->max_seq_len);
+    if ((int64_t)o.max_batch * o.max_seq > (1 << 30))
+        return llmc_fail_thread(LLMC_ERR_INVALID_ARGUMENT,
+                                "max_batch * max_seq = %lld tokens is too many",
+                                (long long)o.max_batch * o.max_seq);
+    if (o.num_threads < 0)
+        return llmc_fail_thread(LLMC_ERR_INVALID_ARGUMENT, "num_threads %d is negative",
+                                o.num_threads);
+    if (o.reserved != 0)
+        return llmc_fail_thread(LLMC_ERR_INVALID_ARGUMENT, "options.reserved must be 0");
+
+    llmc_model *m = (llmc_model *)calloc(1, sizeof(llmc_model));
+    if (!m) return llmc_fail_thread(LLMC_ERR_OUT_OF_MEMORY, "cannot allocate the model");
+    m->cfg = *cfg;
+    m->opt = o;
+    m->nthreads = resolve_threads(o.num_threads);
+    m->B = o.max_batch;
+    m->T = o.max_seq;
+
+    if (!compute_param_sizes(m) || !compute_act_sizes(m)) {
+        llmc_model_destroy(m);
+        return llmc_fail_thread(LLMC_ERR_OUT_OF_MEMORY, "model sizes overflow");
+    }
+    const size_t BT = (size_t)o.max_batch * o.max_seq, C = cfg->channels;
+    size_t bwd = 0, dlog;
+    int ok = llmc_mul_size(BT, (size_t)cfg->padded_vocab_size, &dlog) &&
+             llmc_add_size(dlog, BT * C * 6, &bwd); /* dresidual C + dsmall C + dbig 4C */
+
+    m->params = ok ? alloc_floats(m->num_params) : NULL;
+    m->grads = ok ? alloc_floats(m->num_params) : NULL;
+    m->adam_m = ok ? alloc_floats(m->num_params) : NULL;
+    m->adam_v = ok ? alloc_floats(m->num_params) : NULL;
+    m->acts = ok ? alloc_floats(m->num_acts) : NULL;
+    m->bwd_buffer = ok ? alloc_floats(bwd) : NULL;
+    m->inputs = (int32_t *)calloc(BT, sizeof(int32_t));
+    m->targets = (int32_t *)calloc(BT, sizeof(int32_t));
+    if (!m->params || !m->grads || !m->adam_m || !m->adam_v || !m->acts || !m->bwd_buffer ||
+        !m->inputs || !m->targets || !build_tensor_table(m) ||
+        ensure_workspaces(m, m->nthreads) != LLMC_OK) {
+        size_t mb = (m->num_params * 4 + m->num_acts + bwd) * sizeof(float) >> 20;
+        llmc_model_destroy(m);
+        return llmc_fail_thread(LLMC_ERR_OUT_OF_MEMORY,
+                                "cannot allocate model memory (about %zu MiB)", mb);
+    }
+    for (int i = 0; i < LLMC_NUM_PARAM_TENSORS; i++) {
+        m->p[i] = m->params + m->param_offsets[i];
+        m->g[i] = m->grads + m->param_offsets[i];
+    }
+    for (int a = 0; a < A_NUM; a++) m->a[a] = m->acts + m->act_offsets[a];
+    m->scratch.dresidual = m->bwd_buffer;
+    m->scratch.dsmall = m->scratch.dresidual + BT * C;
+    m->scratch.dbig = m->scratch.dsmall + BT * C;
+    m->scratch.dlogits = m->scratch.dbig + BT * C * 4;
+    *out = m;
+    return LLMC_OK;
+}
+
+/* GPT-2 initialisation: N(0, 0.02) weights, residual projections scaled by 1/sqrt(2L)
+ * (they add into the residual stream once per layer and twice per block), zero biases,
+ * unit layernorm weights, zero padded vocabulary rows. Drawn tensor by tensor in checkpoint
+ * order from one generator, so a seed fixes the model. */
+void llmc_model_init_weights(llmc_model *m, uint64_t seed) {
+    llmc_rng rng;
+    llmc_rng_seed(&rng, seed);
+    const float std = 0.02f;
+    const float proj_std = 0.02f / sqrtf(2.0f * (float)m->cfg.num_layers);
+    for (int i = 0; i < LLMC_NUM_PARAM_TENSORS; i++) {
+        float *p = m->p[i];
+        const size_t n = m->param_sizes[i];
+        switch (i) {
+        case P_LN1W: case P_LN2W: case P_LNFW:
+            for (size_t j = 0; j < n; j++) p[j] = 1.0f;
+            break;
+        case P_WTE: {
+            const size_t real = (size_t)m->cfg.vocab_size * m->cfg.channels;
+            for (size_t j = 0; j < real; j++) p[j] = std * llmc_rng_normal(&rng);
+            for (size_t j = real; j < n; j++) p[j] = 0.0f;
+            break;
+        }
+        case P_WPE: case P_QKVW: case P_FCW:
+            for (size_t j = 0; j < n; j++) p[j] = std * llmc_rng_normal(&rng);
+            break;
+        case P_ATTPROJW: case P_FCPROJW:
+            for (size_t j = 0; j < n; j++) p[j] = proj_std * llmc_rng_normal(&rng);
+            break;
+        default:
+            memset(p, 0, n * sizeof(float));
+        }
+    }
+}
+
+LLMC_API int32_t llmc_abi_version(void) { return LLMC_ABI_VERSION; }
+
+LLMC_API size_t llmc_struct_size(const char *name) {
+    if (!name) return 0;
+    if (!strcmp(name, "llmc_config")) return sizeof(llmc_config);
+    if (!strcmp(name, "llmc_options")) return sizeof(llmc_options);
+    if (!strcmp(name, "llmc_tensor_info")) return sizeof(llmc_tensor_info);
+    if (!strcmp(name, "llmc_adamw_params")) return sizeof(llmc_adamw_params);
+    return 0;
+}
+
+LLMC_API int32_t llmc_has_openmp(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+LLMC_API int32_t llmc_model_create(const llmc_config *config, const llmc_options *options,
+                                   uint64_t seed, llmc_model **out) {
+    if (!out) return llmc_fail_thread(LLMC_ERR_INVALID_ARGUMENT, "out pointer is NULL");
+    llmc_clear_thread_error();
+    int st = llmc_model_alloc(config, options, out);
+    if (st != LLMC_OK) return st;
+    llmc_model_init_weights(*out, seed);
+    return LLMC_OK;
+}
+
+LLMC_API void llmc_model_destroy(llmc_model *m) {
+    if (!m) return;
+    free(m->params);
+    free(m->grads);
+    free(m->adam_m);
+    free(m->adam_v);
+    free(m->acts);
+    free(m->bwd_buffer);
+    free(m->inputs);
+    free(m->targets);
+    free(m->entries);
+    free(m->names);
+    free(m->gemm_ws);
+    free(m->row_ws);
+    free(m);
+}
+
+LLMC_API int32_t llmc_model_get_config(const llmc_model *m, llmc_config *out) {
+    if (!m || !out) return LLMC_ERR_INVALID_ARGUMENT;
+    *out = m->cfg;
+    return LLMC_OK;
+}
+
+LLMC_API int32_t llmc_model_get_options(const llmc_model *m, llmc_options *out) {
+    if (!m || !out) return LLMC_ERR_INVALID_ARGUMENT;
+    *out = m->opt;
+    out->num_threads = m->nthreads;
+    return LLMC_OK;
+}
+
+LLMC_API int32_t llmc_model_set_threads(llmc_model *m, int32_t n) {
+    if (!m) return LLMC_ERR_INVALID_ARGUMENT;
+    if (n < 0) return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "num_threads %d is negative", n);
+    const int resolved = resolve_threads(n);
+    int st = ensure_workspaces(m, resolved);
+    if (st != LLMC_OK) return st;
+    m->nthreads = resolved;
+    return LLMC_OK;
+}
+
+LLMC_API int32_t llmc_model_num_tensors(const llmc_model *m) { return m ? m->num_entries : 0; }
+
+static void fill_param_shape(const llmc_model *m, int id, llmc_tensor_info *o) {
+    const int64_t L = m->cfg.num_layers, C = m->cfg.channels;
+    int64_t s[3] = {0, 0, 0};
+    int nd = 2;
+    switch (id) {
+    case P_WTE: s[0] = m->cfg.padded_vocab_size; s[1] = C; break;
+    case P_WPE: s[0] = m->cfg.max_seq_len; s[1] = C; break;
+    case P_LN1W: case P_LN1B: case P_ATTPROJB: case P_LN2W: case P_LN2B: case P_FCPROJB:
+        s[0] = L; s[1] = C; break;
+    case P_QKVB: s[0] = L; s[1] = 3 * C; break;
+    case P_FCB: s[0] = L; s[1] = 4 * C; break;
+    case P_QKVW: nd = 3; s[0] = L; s[1] = 3 * C; s[2] = C; break;
+    case P_ATTPROJW: nd = 3; s[0] = L; s[1] = C; s[2] = C; break;
+    case P_FCW: nd = 3; s[0] = L; s[1] = 4 * C; s[2] = C; break;
+    case P_FCPROJW: nd = 3; s[0] = L; s[1] = C; s[2] = 4 * C; break;
+    default: nd = 1; s[0] = C; /* lnfw, lnfb */
+    }
+    o->ndim = nd;
+    for (int i = 0; i < 3; i++) o->shape[i] = s[i];
+}
+
+static void fill_act_shape(const llmc_model *m, int a, llmc_tensor_info *o) {
+    const int64_t B = m->B, T = m->T, C = m->cfg.channels;
+    o->ndim = 3;
+    o->shape[0] = B;
+    o->shape[1] = T;
+    switch (a) {
+    case A_LN1_MEAN: case A_LN1_RSTD: case A_LN2_MEAN: case A_LN2_RSTD:
+    case A_LNF_MEAN: case A_LNF_RSTD: case A_LOSSES:
+        o->ndim = 2; break;
+    case A_QKV: o->shape[2] = 3 * C; break;
+    case A_FCH: case A_FCH_GELU: o->shape[2] = 4 * C; break;
+    case A_LOGITS: case A_PROBS: o->shape[2] = m->cfg.padded_vocab_size; break;
+    case A_ATT:
+        o->ndim = 4; o->shape[1] = m->cfg.num_heads; o->shape[2] = T; o->shape[3] = T; break;
+    default: o->shape[2] = C;
+    }
+}
+
+LLMC_API int32_t llmc_model_tensor_info(const llmc_model *m, int32_t index,
+                                        llmc_tensor_info *out) {
+    if (!m || !out) return LLMC_ERR_INVALID_ARGUMENT;
+    if (index < 0 || index >= m->num_entries)
+        return llmc_fail((llmc_model *)m, LLMC_ERR_INVALID_ARGUMENT,
+                         "tensor index %d is outside [0, %d)", index, m->num_entries);
+    const tensor_entry *t = &m->entries[index];
+    memset(out, 0, sizeof(*out));
+    out->name = t->name;
+    out->kind = t->kind;
+    out->offset = t->offset;
+    if (t->kind == LLMC_KIND_ACTS)
+        fill_act_shape(m, t->id, out);
+    else
+        fill_param_shape(m, t->id, out);
+    int64_t n = 1;
+    for (int i = 0; i < out->ndim; i++) n *= out->shape[i];
+    out->numel = n;
+    return LLMC_OK;
+}
+
+LLMC_API int32_t llmc_model_buffer(llmc_model *m, int32_t kind, float **data, int64_t *numel) {
+    if (!m || !data || !numel) return LLMC_ERR_INVALID_ARGUMENT;
+    switch (kind) {
+    case LLMC_KIND_PARAMS: *data = m->params; *numel = (int64_t)m->num_params; break;
+    case LLMC_KIND_GRADS: *data = m->grads; *numel = (int64_t)m->num_params; break;
+    case LLMC_KIND_ADAM_M: *data = m->adam_m; *numel = (int64_t)m->num_params; break;
+    case LLMC_KIND_ADAM_V: *data = m->adam_v; *numel = (int64_t)m->num_params; break;
+    case LLMC_KIND_ACTS: *data = m->acts; *numel = (int64_t)m->num_acts; break;
+    default: return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "unknown tensor kind %d", kind);
+    }
+    return LLMC_OK;
+}
+
+/* ---- training step pieces ---- */
+
+static llmc_exec exec_of(llmc_model *m) {
+    llmc_exec ex = {m->nthreads, m->gemm_ws, m->row_ws, m->opt.max_seq};
+    return ex;
+}
+
+/* pointer to layer l of a per-layer activation */
+static float *act(llmc_model *m, int a, int l) { return m->a[a] + (size_t)l * m->act_layer_stride[a]; }
+
+static int check_tokens(llmc_model *m, const int32_t *tok, int B, int T, const char *what) {
+    const int V = m->cfg.vocab_size;
+    for (int i = 0; i < B * T; i++) {
+        if (tok[i] < 0 || tok[i] >= V)
+            return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT,
+                             "%s[%d, %d] = %d is not a token id in [0, vocab_size %d)", what,
+                             i / T, i % T, tok[i], V);
+    }
+    return LLMC_OK;
+}
+
+LLMC_API int32_t llmc_model_forward(llmc_model *m, const int32_t *inputs, const int32_t *targets,
+                                    int32_t B, int32_t T, float *loss) {
+    if (!m) return LLMC_ERR_INVALID_ARGUMENT;
+    if (!inputs) return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "inputs is NULL");
+    if (B < 1 || B > m->opt.max_batch)
+        return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "B = %d is outside [1, max_batch %d]", B,
+                         m->opt.max_batch);
+    if (T < 1 || T > m->opt.max_seq)
+        return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "T = %d is outside [1, max_seq %d]", T,
+                         m->opt.max_seq);
+    int st = check_tokens(m, inputs, B, T, "inputs");
+    if (st == LLMC_OK && targets) st = check_tokens(m, targets, B, T, "targets");
+    if (st != LLMC_OK) return st;
+
+    const int C = m->cfg.channels, NH = m->cfg.num_heads, L = m->cfg.num_layers;
+    const int Vp = m->cfg.padded_vocab_size, BT = B * T, nt = m->nthreads;
+    const llmc_exec ex = exec_of(m);
+    memcpy(m->inputs, inputs, (size_t)BT * sizeof(int32_t));
+    m->B = B;
+    m->T = T;
+    m->have_targets = 0;
+    float **p = m->p;
+
+    encoder_forward(m->a[A_ENCODED], m->inputs, p[P_WTE], p[P_WPE], B, T, C, nt);
+    for (int l = 0; l < L; l++) {
+        const float *res = l == 0 ? m->a[A_ENCODED] : act(m, A_RESIDUAL3, l - 1);
+        const size_t lc = (size_t)l * C;
+        layernorm_forward(act(m, A_LN1, l), act(m, A_LN1_MEAN, l), act(m, A_LN1_RSTD, l), res,
+                          p[P_LN1W] + lc, p[P_LN1B] + lc, BT, C, nt);
+        matmul_forward(act(m, A_QKV, l), act(m, A_LN1, l), p[P_QKVW] + lc * 3 * C,
+                       p[P_QKVB] + lc * 3, BT, C, 3 * C, &ex);
+        attention_forward(act(m, A_ATTY, l), act(m, A_ATT, l), act(m, A_QKV, l), B, T, C, NH,
+                          nt);
+        matmul_forward(act(m, A_ATTPROJ, l), act(m, A_ATTY, l), p[P_ATTPROJW] + lc * C,
+                       p[P_ATTPROJB] + lc, BT, C, C, &ex);
+        residual_forward(act(m, A_RESIDUAL2, l), res, act(m, A_ATTPROJ, l), (size_t)BT * C, nt);
+        layernorm_forward(act(m, A_LN2, l), act(m, A_LN2_MEAN, l), act(m, A_LN2_RSTD, l),
+                          act(m, A_RESIDUAL2, l), p[P_LN2W] + lc, p[P_LN2B] + lc, BT, C, nt);
+        matmul_forward(act(m, A_FCH, l), act(m, A_LN2, l), p[P_FCW] + lc * 4 * C,
+                       p[P_FCB] + lc * 4, BT, C, 4 * C, &ex);
+        gelu_forward(act(m, A_FCH_GELU, l), act(m, A_FCH, l), (size_t)BT * 4 * C, nt);
+        matmul_forward(act(m, A_FCPROJ, l), act(m, A_FCH_GELU, l), p[P_FCPROJW] + lc * 4 * C,
+                       p[P_FCPROJB] + lc, BT, 4 * C, C, &ex);
+        residual_forward(act(m, A_RESIDUAL3, l), act(m, A_RESIDUAL2, l), act(m, A_FCPROJ, l),
+                         (size_t)BT * C, nt);
+    }
+    layernorm_forward(m->a[A_LNF], m->a[A_LNF_MEAN], m->a[A_LNF_RSTD],
+                      act(m, A_RESIDUAL3, L - 1), p[P_LNFW], p[P_LNFB], BT, C, nt);
+    /* weight tying: the classifier is wte itself */
+    matmul_forward(m->a[A_LOGITS], m->a[A_LNF], p[P_WTE], NULL, BT, C, Vp, &ex);
+
+    if (targets) {
+        memcpy(m->targets, targets, (size_t)BT * sizeof(int32_t));
+        m->mean_loss = crossentropy_forward(m->a[A_PROBS], m->a[A_LOSSES], m->a[A_LOGITS],
+                                            m->targets, BT, m->cfg.vocab_size, Vp, nt);
+        m->have_targets = 1;
+        if (loss) *loss = m->mean_loss;
+    } else if (loss) {
+        *loss = -1.0f;
+    }
+    return LLMC_OK;
+}
+
+LLMC_API int32_t llmc_model_zero_grad(llmc_model *m) {
+    if (!m) return LLMC_ERR_INVALID_ARGUMENT;
+    const size_t n = m->num_params;
+    float *g = m->grads;
+#pragma omp parallel for num_threads(m->nthreads) schedule(static)
+    for (size_t i = 0; i < n; i++) g[i] = 0.0f;
+    return LLMC_OK;
+}
+
+LLMC_API int32_t llmc_model_backward(llmc_model *m, float loss_scale) {
+    if (!m) return LLMC_ERR_INVALID_ARGUMENT;
+    if (!m->have_targets)
+        return llmc_fail(m, LLMC_ERR_BAD_STATE,
+                         "backward needs a preceding forward call with targets");
+    if (!isfinite(loss_scale))
+        return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "loss_scale is not finite");
+    const int B = m->B, T = m->T, BT = B * T;
+    const int C = m->cfg.channels, NH = m->cfg.num_heads, L = m->cfg.num_layers;
+    const int V = m->cfg.vocab_size, Vp = m->cfg.padded_vocab_size, nt = m->nthreads;
+    const llmc_exec ex = exec_of(m);
+    float **p = m->p, **g = m->g;
+    float *dres = m->scratch.dresidual, *dsmall = m->scratch.dsmall, *dbig = m->scratch.dbig;
+
+    crossentropy_backward(m->scratch.dlogits, m->a[A_PROBS], m->targets, loss_scale / (float)BT,
+                          BT, V, Vp, nt);
+    matmul_backward(dsmall, g[P_WTE], NULL, m->scratch.dlogits, m->a[A_LNF], p[P_WTE], BT, C,
+                    Vp, &ex);
+    memset(dres, 0, (size_t)BT * C * sizeof(float));
+    layernorm_backward(dres, g[P_LNFW], g[P_LNFB], dsmall, act(m, A_RESIDUAL3, L - 1),
+                       p[P_LNFW], m->a[A_LNF_MEAN], m->a[A_LNF_RSTD], BT, C, nt);
+
+    for (int l = L - 1; l >= 0; l--) {
+        const float *res = l == 0 ? m->a[A_ENCODED] : act(m, A_RESIDUAL3, l - 1);
+        const size_t lc = (size_t)l * C;
+        /* dres holds d residual3[l]; the MLP branch */
+        matmul_backward(dbig, g[P_FCPROJW] + lc * 4 * C, g[P_FCPROJB] + lc, dres,
+                        act(m, A_FCH_GELU, l), p[P_FCPROJW] + lc * 4 * C, BT, 4 * C, C, &ex);
+        gelu_backward(dbig, act(m, A_FCH, l), dbig, (size_t)BT * 4 * C, nt);
+        matmul_backward(dsmall, g[P_FCW] + lc * 4 * C, g[P_FCB] + lc * 4, dbig,
+                        act(m, A_LN2, l), p[P_FCW] + lc * 4 * C, BT, C, 4 * C, &ex);
+        layernorm_backward(dres, g[P_LN2W] + lc, g[P_LN2B] + lc, dsmall, act(m, A_RESIDUAL2, l),
+                           p[P_LN2W] + lc, act(m, A_LN2_MEAN, l), act(m, A_LN2_RSTD, l), BT, C,
+                           nt);
+        /* dres now holds d residual2[l]; the attention branch */
+        matmul_backward(dsmall, g[P_ATTPROJW] + lc * C, g[P_ATTPROJB] + lc, dres,
+                        act(m, A_ATTY, l), p[P_ATTPROJW] + lc * C, BT, C, C, &ex);
+        attention_backward(dbig, dsmall, act(m, A_QKV, l), act(m, A_ATT, l), B, T, C, NH, &ex);
+        matmul_backward(dsmall, g[P_QKVW] + lc * 3 * C, g[P_QKVB] + lc * 3, dbig,
+                        act(m, A_LN1, l), p[P_QKVW] + lc * 3 * C, BT, C, 3 * C, &ex);
+        layernorm_backward(dres, g[P_LN1W] + lc, g[P_LN1B] + lc, dsmall, res, p[P_LN1W] + lc,
+                           act(m, A_LN1_MEAN, l), act(m, A_LN1_RSTD, l), BT, C, nt);
+    }
+    encoder_backward(g[P_WTE], g[P_WPE], dres, m->inputs, B, T, C, nt);
+    return LLMC_OK;
+}
+
+static double grad_sumsq(llmc_model *m) {
+    const size_t n = m->num_params;
+    const float *g = m->grads;
+    double s = 0.0;
+#pragma omp parallel for num_threads(m->nthreads) schedule(static) reduction(+ : s)
+    for (size_t i = 0; i < n; i++) s += (double)g[i] * g[i];
+    return s;
+}
+
+LLMC_API int32_t llmc_model_grad_norm(llmc_model *m, float *norm) {
+    if (!m || !norm) return LLMC_ERR_INVALID_ARGUMENT;
+    *norm = (float)sqrt(grad_sumsq(m));
+    return LLMC_OK;
+}
+
+LLMC_API int32_t llmc_model_clip_grad_norm(llmc_model *m, float max_norm, float *norm) {
+    if (!m) return LLMC_ERR_INVALID_ARGUMENT;
+    if (!(max_norm > 0.0f) || !isfinite(max_norm))
+        return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "max_norm must be positive and finite");
+    const float total = (float)sqrt(grad_sumsq(m));
+    if (norm) *norm = total;
+    const float coef = max_norm / (total + 1e-6f);
+    if (coef < 1.0f) {
+        const size_t n = m->num_params;
+        float *g = m->grads;
+#pragma omp parallel for num_threads(m->nthreads) schedule(static)
+        for (size_t i = 0; i < n; i++) g[i] *= coef;
+    }
+    return LLMC_OK;
+}
+
+LLMC_API int32_t llmc_model_adamw_step(llmc_model *m, const llmc_adamw_params *hp) {
+    if (!m) return LLMC_ERR_INVALID_ARGUMENT;
+    if (!hp) return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "adamw params is NULL");
+    if (!isfinite(hp->lr) || hp->lr < 0.0f)
+        return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "lr %g must be finite and >= 0", hp->lr);
+    if (!(hp->beta1 >= 0.0f && hp->beta1 < 1.0f) || !(hp->beta2 >= 0.0f && hp->beta2 < 1.0f))
+        return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "betas (%g, %g) must be in [0, 1)",
+                         hp->beta1, hp->beta2);
+    if (!(hp->eps >= 0.0f) || !isfinite(hp->eps))
+        return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "eps %g must be finite and >= 0", hp->eps);
+    if (!(hp->weight_decay >= 0.0f) || !isfinite(hp->weight_decay))
+        return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "weight_decay %g must be finite and >= 0",
+                         hp->weight_decay);
+    if (hp->t < 1) return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "step t = %d must be >= 1", hp->t);
+    for (int i = 0; i < LLMC_NUM_PARAM_TENSORS; i++) {
+        const float wd = (!hp->decay_matrices_only || PARAM_IS_MATRIX[i]) ? hp->weight_decay : 0.0f;
+        const size_t off = m->param_offsets[i];
+        adamw_update(m->params + off, m->grads + off, m->adam_m + off, m->adam_v + off,
+                     m->param_sizes[i], hp->lr, hp->beta1, hp->beta2, hp->eps, wd, hp->t,
+                     m->nthreads);
+    }
+    return LLMC_OK;
+}
