@@ -1,6 +1,8 @@
 /* attention.c - causal multi-head self-attention (softmax probabilities kept for backward). */
 #include "internal.h"
 
+#include "vecmath.h"
+
 #include <math.h>
 #include <string.h>
 
@@ -29,7 +31,7 @@ void attention_forward(float *out, float *att, const float *qkv, int B, int T, i
                 }
                 double sum = 0.0;
                 for (int t2 = 0; t2 <= t; t2++) {
-                    const float e = expf(arow[t2] - maxv);
+                    const float e = llmc_expf(arow[t2] - maxv);
                     arow[t2] = e;
                     sum += e;
                 }

@@ -83,12 +83,13 @@ LLMC_API int32_t llmc_model_load(const char *path, const llmc_options *options,
     if (!llmc_mul_size(m->num_params, elem, &payload) ||
         !llmc_add_size(payload, CKPT_HEADER_BYTES, &expected) ||
         (uint64_t)st.st_size != (uint64_t)expected) {
+        const size_t nparams = m->num_params;
         llmc_model_destroy(m);
         fclose(f);
         return llmc_fail_thread(LLMC_ERR_BAD_FORMAT,
                                 "%s: file is %lld bytes but its header describes %zu parameters "
                                 "(%zu bytes expected)",
-                                path, (long long)st.st_size, m->num_params, expected);
+                                path, (long long)st.st_size, nparams, expected);
     }
     size_t got;
     if (version == 3) {

@@ -3,6 +3,8 @@
  * probability 0 and gradient 0. */
 #include "internal.h"
 
+#include "vecmath.h"
+
 #include <math.h>
 
 float crossentropy_forward(float *probs, float *losses, const float *logits,
@@ -15,12 +17,14 @@ float crossentropy_forward(float *probs, float *losses, const float *logits,
         float maxv = -INFINITY;
         for (int i = 0; i < V; i++)
             if (x[i] > maxv) maxv = x[i];
-        double sum = 0.0;
+        float sum_f = 0.0f;
+#pragma omp simd reduction(+ : sum_f)
         for (int i = 0; i < V; i++) {
-            const float e = expf(x[i] - maxv);
+            const float e = llmc_expf(x[i] - maxv);
             p[i] = e;
-            sum += e;
+            sum_f += e;
         }
+        const double sum = sum_f;
         const float inv = (float)(1.0 / sum);
         for (int i = 0; i < V; i++) p[i] *= inv;
         for (int i = V; i < Vp; i++) p[i] = 0.0f;

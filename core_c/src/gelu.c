@@ -1,32 +1,53 @@
 /* gelu.c - GELU with the tanh approximation (HF "gelu_new"), its backward, and the
- * residual add. */
+ * residual add. The per-range helpers are compiled for AVX-512, AVX2 and baseline x86-64
+ * and chosen at load time (target_clones), so a portable build still runs wide vectors. */
 #include "internal.h"
-
-#include <math.h>
+#include "vecmath.h"
 
 #define GELU_K 0.7978845608028654f /* sqrt(2 / pi) */
 #define GELU_A 0.044715f
 
-void gelu_forward(float *out, const float *inp, size_t N, int nt) {
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (size_t i = 0; i < N; i++) {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(LLMC_SANITIZE)
+#define LLMC_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define LLMC_CLONES
+#endif
+
+LLMC_CLONES static void gelu_range(float *out, const float *inp, size_t n) {
+    for (size_t i = 0; i < n; i++) {
         const float x = inp[i];
         const float u = GELU_K * (x + GELU_A * x * x * x);
-        out[i] = 0.5f * x * (1.0f + tanhf(u));
+        out[i] = 0.5f * x * (1.0f + llmc_tanhf(u));
     }
 }
 
-void gelu_backward(float *dinp, const float *inp, const float *dout, size_t N, int nt) {
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (size_t i = 0; i < N; i++) {
+LLMC_CLONES static void gelu_backward_range(float *dinp, const float *inp, const float *dout,
+                                            size_t n) {
+    for (size_t i = 0; i < n; i++) {
         const float x = inp[i];
         const float u = GELU_K * (x + GELU_A * x * x * x);
-        const float th = tanhf(u);
+        const float th = llmc_tanhf(u);
         const float sech2 = 1.0f - th * th;
         const float local = 0.5f * (1.0f + th) +
                             0.5f * x * sech2 * GELU_K * (1.0f + 3.0f * GELU_A * x * x);
         dinp[i] = local * dout[i];
     }
+}
+
+/* split [0, N) into one contiguous chunk per thread */
+#define FOR_THREAD_CHUNK(N, nt, body)                                                      \
+    _Pragma("omp parallel num_threads(nt)") {                                              \
+        const size_t tid_ = (size_t)LLMC_THREAD_ID(), nth_ = (size_t)LLMC_TEAM_SIZE();     \
+        const size_t lo = (N) * tid_ / nth_, hi = (N) * (tid_ + 1) / nth_;                 \
+        body;                                                                              \
+    }
+
+void gelu_forward(float *out, const float *inp, size_t N, int nt) {
+    FOR_THREAD_CHUNK(N, nt, gelu_range(out + lo, inp + lo, hi - lo))
+}
+
+void gelu_backward(float *dinp, const float *inp, const float *dout, size_t N, int nt) {
+    FOR_THREAD_CHUNK(N, nt, gelu_backward_range(dinp + lo, inp + lo, dout + lo, hi - lo))
 }
 
 void residual_forward(float *out, const float *a, const float *b, size_t N, int nt) {

@@ -150,18 +150,27 @@ static ukernel pick_ukernel(void) {
 
 const char *llmc_gemm_isa(void) { return pick_ukernel().name; }
 
-/* Pack rows [0, mc) x depth [0, kc) of op(A) into strips of mr rows: Ap[s][k][r]. */
+/* Pack rows [0, mc) x depth [0, kc) of op(A) into strips of mr rows: Ap[s][k][r].
+ * Loops run along the source's contiguous dimension. */
 static void pack_a(float *Ap, int transA, const float *A, int64_t lda, int m0, int k0, int mc,
                    int kc, int mr) {
     for (int s = 0; s < mc; s += mr) {
-        int rows = mc - s < mr ? mc - s : mr;
+        const int rows = mc - s < mr ? mc - s : mr;
         float *dst = Ap + (size_t)s * kc;
-        for (int k = 0; k < kc; k++) {
-            for (int r = 0; r < rows; r++) {
-                int64_t m = m0 + s + r, kk = k0 + k;
-                dst[(size_t)k * mr + r] = transA ? A[kk * lda + m] : A[m * lda + kk];
+        if (transA) {
+            for (int k = 0; k < kc; k++) {
+                const float *src = A + (int64_t)(k0 + k) * lda + m0 + s;
+                float *d = dst + (size_t)k * mr;
+                for (int r = 0; r < rows; r++) d[r] = src[r];
+                for (int r = rows; r < mr; r++) d[r] = 0.0f;
             }
-            for (int r = rows; r < mr; r++) dst[(size_t)k * mr + r] = 0.0f;
+        } else {
+            for (int r = 0; r < rows; r++) {
+                const float *src = A + (int64_t)(m0 + s + r) * lda + k0;
+                for (int k = 0; k < kc; k++) dst[(size_t)k * mr + r] = src[k];
+            }
+            for (int r = rows; r < mr; r++)
+                for (int k = 0; k < kc; k++) dst[(size_t)k * mr + r] = 0.0f;
         }
     }
 }
@@ -170,20 +179,47 @@ static void pack_a(float *Ap, int transA, const float *A, int64_t lda, int m0, i
 static void pack_b(float *Bp, int transB, const float *B, int64_t ldb, int k0, int n0, int kc,
                    int nc) {
     for (int s = 0; s < nc; s += NR) {
-        int cols = nc - s < NR ? nc - s : NR;
+        const int cols = nc - s < NR ? nc - s : NR;
         float *dst = Bp + (size_t)s * kc;
-        for (int k = 0; k < kc; k++) {
-            float *d = dst + (size_t)k * NR;
-            int64_t kk = k0 + k;
-            if (!transB) {
-                const float *src = B + kk * ldb + n0 + s;
+        if (!transB) {
+            for (int k = 0; k < kc; k++) {
+                const float *src = B + (int64_t)(k0 + k) * ldb + n0 + s;
+                float *d = dst + (size_t)k * NR;
                 memcpy(d, src, (size_t)cols * sizeof(float));
-            } else {
-                for (int c = 0; c < cols; c++) d[c] = B[(int64_t)(n0 + s + c) * ldb + kk];
+                for (int c = cols; c < NR; c++) d[c] = 0.0f;
             }
-            for (int c = cols; c < NR; c++) d[c] = 0.0f;
+        } else {
+            for (int c = 0; c < cols; c++) {
+                const float *src = B + (int64_t)(n0 + s + c) * ldb + k0;
+                for (int k = 0; k < kc; k++) dst[(size_t)k * NR + c] = src[k];
+            }
+            for (int c = cols; c < NR; c++)
+                for (int k = 0; k < kc; k++) dst[(size_t)k * NR + c] = 0.0f;
         }
     }
+}
+
+/* Work is split into tiles of C (up to MT x NT), each owned by one thread for the whole K
+ * loop: no barriers between K panels and no two threads ever write the same C element.
+ * Packing costs about 1/NT + 1/MT of the multiply-adds, so tiles should be wide; but the
+ * threads should also get equal work. choose_tile_width() trades the two off. */
+static int choose_tile_width(int N, int m_tiles, int nthreads) {
+    static const int widths[] = {512, 384, 256, 192, 128, 96, 64};
+    int best = widths[0];
+    double best_cost = 1e300;
+    for (size_t i = 0; i < sizeof(widths) / sizeof(widths[0]); i++) {
+        const int w = widths[i];
+        const int tiles = m_tiles * ((N + w - 1) / w);
+        const int rounds = (tiles + nthreads - 1) / nthreads;
+        const int eff_w = w < N ? w : N;
+        /* time ~ rounds of one tile's work, inflated by the packing share (~16 / width) */
+        const double cost = (double)rounds * eff_w * (1.0 + 16.0 / eff_w);
+        if (cost < best_cost - 1e-9) {
+            best_cost = cost;
+            best = w;
+        }
+    }
+    return best;
 }
 
 void llmc_sgemm(int transA, int transB, int M, int N, int K, const float *A, int64_t lda,
@@ -197,25 +233,27 @@ void llmc_sgemm(int transA, int transB, int M, int N, int K, const float *A, int
     }
     const ukernel uk = pick_ukernel();
     const int mr = uk.mr;
-    const int mc_max = (LLMC_GEMM_MC / mr) * mr;
-    const int m_blocks = (M + mc_max - 1) / mc_max;
-    const int n_blocks = (N + LLMC_GEMM_NC - 1) / LLMC_GEMM_NC;
-    const int tasks = m_blocks * n_blocks;
-    int nt = ex->nt < tasks ? ex->nt : tasks;
-    if (nt < 1) nt = 1;
+    const int mt_max = (LLMC_GEMM_MC / mr) * mr;
+    const int m_tiles = (M + mt_max - 1) / mt_max;
+    /* equal row tiles, rounded up to whole micro-kernel strips */
+    const int mt = ((M + m_tiles - 1) / m_tiles + mr - 1) / mr * mr;
+    const int nthreads_max = ex->nt < 1 ? 1 : ex->nt;
+    const int nt_width = choose_tile_width(N, m_tiles, nthreads_max);
+    const int n_tiles = (N + nt_width - 1) / nt_width;
+    const int tiles = m_tiles * n_tiles;
+    const int nthreads = nthreads_max < tiles ? nthreads_max : tiles;
 
-    for (int k0 = 0; k0 < K; k0 += LLMC_GEMM_KC) {
-        const int kc = K - k0 < LLMC_GEMM_KC ? K - k0 : LLMC_GEMM_KC;
-        const float beta_k = k0 == 0 ? beta : 1.0f;
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-        for (int task = 0; task < tasks; task++) {
-            const int tid = LLMC_THREAD_ID();
-            float *Ap = ex->gemm_ws + (size_t)tid * LLMC_GEMM_WS_FLOATS;
-            float *Bp = Ap + (size_t)(LLMC_GEMM_MC + LLMC_GEMM_MR_MAX) * LLMC_GEMM_KC;
-            const int mb = task / n_blocks, nb = task % n_blocks;
-            const int m0 = mb * mc_max, n0 = nb * LLMC_GEMM_NC;
-            const int mc = M - m0 < mc_max ? M - m0 : mc_max;
-            const int nc = N - n0 < LLMC_GEMM_NC ? N - n0 : LLMC_GEMM_NC;
+#pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
+    for (int tile = 0; tile < tiles; tile++) {
+        float *Ap = ex->gemm_ws + (size_t)LLMC_THREAD_ID() * LLMC_GEMM_WS_FLOATS;
+        float *Bp = Ap + (size_t)(LLMC_GEMM_MC + LLMC_GEMM_MR_MAX) * LLMC_GEMM_KC;
+        /* n varies slowest: consecutive tiles share their B columns while they are hot */
+        const int m0 = (tile % m_tiles) * mt, n0 = (tile / m_tiles) * nt_width;
+        const int mc = M - m0 < mt ? M - m0 : mt;
+        const int nc = N - n0 < nt_width ? N - n0 : nt_width;
+        for (int k0 = 0; k0 < K; k0 += LLMC_GEMM_KC) {
+            const int kc = K - k0 < LLMC_GEMM_KC ? K - k0 : LLMC_GEMM_KC;
+            const float beta_k = k0 == 0 ? beta : 1.0f;
             pack_a(Ap, transA, A, lda, m0, k0, mc, kc, mr);
             pack_b(Bp, transB, B, ldb, k0, n0, kc, nc);
             for (int js = 0; js < nc; js += NR) {

@@ -162,7 +162,7 @@ void crossentropy_backward(float *dlogits, const float *probs, const int32_t *ta
 
 /* gemm.c: C (M, N) = beta * C + op(A) (M, K) @ op(B) (K, N); beta is 0 or 1.
  * op(A)(m, k) = transA ? A[k * lda + m] : A[m * lda + k]; likewise for B. */
-#define LLMC_GEMM_MC 96
+#define LLMC_GEMM_MC 288
 #define LLMC_GEMM_KC 256
 #define LLMC_GEMM_NC 512
 #define LLMC_GEMM_NR 32

@@ -57,16 +57,19 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
             di[c] += r * (dn - mean_dn - xhat * mean_dnx);
         }
     }
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int c = 0; c < C; c++) {
-        float dw = 0.0f, db = 0.0f;
+#pragma omp parallel num_threads(nt)
+    {
+        /* channel slices per thread, rows in order: contiguous reads, fixed summation order */
+        const int tid = LLMC_THREAD_ID(), nth = LLMC_TEAM_SIZE();
+        const int c0 = (int)((int64_t)C * tid / nth), c1 = (int)((int64_t)C * (tid + 1) / nth);
         for (int n = 0; n < N; n++) {
-            const float dv = dout[(size_t)n * C + c];
-            const float xhat = (inp[(size_t)n * C + c] - mean[n]) * rstd[n];
-            dw += dv * xhat;
-            db += dv;
+            const float *d = dout + (size_t)n * C;
+            const float *x = inp + (size_t)n * C;
+            const float m = mean[n], r = rstd[n];
+            for (int c = c0; c < c1; c++) {
+                dweight[c] += d[c] * ((x[c] - m) * r);
+                dbias[c] += d[c];
+            }
         }
-        dweight[c] += dw;
-        dbias[c] += db;
     }
 }

@@ -2,6 +2,20 @@
  * backward, both on top of llmc_sgemm. */
 #include "internal.h"
 
+/* dbias[o] += sum_n dout[n, o]. Threads split the columns and walk rows in order, so memory
+ * is read row by row (contiguously) and every sum has a fixed order. */
+static void bias_backward(float *dbias, const float *dout, int N, int OC, int nt) {
+#pragma omp parallel num_threads(nt)
+    {
+        const int tid = LLMC_THREAD_ID(), n = LLMC_TEAM_SIZE();
+        const int o0 = (int)((int64_t)OC * tid / n), o1 = (int)((int64_t)OC * (tid + 1) / n);
+        for (int r = 0; r < N; r++) {
+            const float *d = dout + (size_t)r * OC;
+            for (int o = o0; o < o1; o++) dbias[o] += d[o];
+        }
+    }
+}
+
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int N, int IC, int OC, const llmc_exec *ex) {
     float beta = 0.0f;
@@ -22,12 +36,5 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
                      const llmc_exec *ex) {
     if (dinp) llmc_sgemm(0, 0, N, IC, OC, dout, OC, weight, IC, 0.0f, dinp, IC, ex);
     llmc_sgemm(1, 0, OC, IC, N, dout, OC, inp, IC, 1.0f, dweight, IC, ex);
-    if (dbias) {
-#pragma omp parallel for num_threads(ex->nt) schedule(static)
-        for (int o = 0; o < OC; o++) {
-            float s = 0.0f;
-            for (int n = 0; n < N; n++) s += dout[(size_t)n * OC + o];
-            dbias[o] += s;
-        }
-    }
+    if (dbias) bias_backward(dbias, dout, N, OC, ex->nt);
 }

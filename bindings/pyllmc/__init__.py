@@ -1,0 +1,35 @@
+"""pyllmc: GPT-2 training through a hand-written C core, bound with cffi, checked against PyTorch."""
+
+__version__ = "0.1.0"
+
+from . import errors
+from ._ffi import ABI_VERSION, LIBRARY_PATH
+from .errors import (
+    BadFormatError,
+    FileError,
+    InvalidArgumentError,
+    OutOfMemoryError,
+    PyllmcError,
+    StateError,
+    UnsupportedError,
+)
+from .model import GPTConfig, Model, ModelOptions, TensorInfo, pad_vocab
+
+__all__ = [
+    "__version__",
+    "ABI_VERSION",
+    "LIBRARY_PATH",
+    "GPTConfig",
+    "Model",
+    "ModelOptions",
+    "TensorInfo",
+    "pad_vocab",
+    "errors",
+    "PyllmcError",
+    "InvalidArgumentError",
+    "OutOfMemoryError",
+    "FileError",
+    "BadFormatError",
+    "StateError",
+    "UnsupportedError",
+]

@@ -1,0 +1,270 @@
+"""Training checkpoints: everything needed to continue a run bit-identically.
+
+Layout of a run directory ``DIR`` (the Trainer's ``out_dir``)::
+
+    DIR/metrics.jsonl            one JSON object per optimizer step
+    DIR/loss.png                 loss curve (train and val), written at the end
+    DIR/tokenizer.bin            the run's tokenizer, when it has one (llm.c format)
+    DIR/ckpt_00000100/           one directory per saved step (8-digit step number)
+        model.bin                parameters: llm.c version-3 fp32 checkpoint (FORMATS.md)
+        optimizer.bin            AdamW first and second moments (format below)
+        state.json               step, data-loader position, RNG state, run settings
+
+Atomicity: a checkpoint is written into a hidden temporary directory
+``DIR/.ckpt_00000100.tmp-<pid>``; every file is fsynced, then the directory, then it is
+renamed to its final name and ``DIR`` is fsynced. A save that is interrupted (exception,
+SIGKILL, power loss) leaves at most a temporary directory, which readers ignore and the
+next save removes, so the previous checkpoint is never harmed. After a successful save
+only the newest ``keep_last`` checkpoints are kept.
+
+optimizer.bin (little-endian): a header of 256 int32 -
+[0] magic 20250117, [1] version 1, [2] AdamW step t of the last update,
+[3] 0 (reserved), [4] and [5] the number of parameters P as an int64 (low, high word),
+the rest zero - followed by P float32 values of adam_m and then P float32 values of
+adam_v, in the order of the model's parameter buffer (checkpoint order, FORMATS.md).
+The file is exactly 1024 + 8*P bytes.
+
+state.json: ``{"format": "pyllmc-checkpoint", "version": 1, "step": int,
+"files": {name: size in bytes}, "data": DataLoader.state(), "rng": numpy PCG64 state,
+"metrics_bytes": size of metrics.jsonl after this step's row, "train": run settings,
+"model_config": GPTConfig fields, "threads": int, ...}``. It is written last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+import numpy as np
+
+from .errors import BadFormatError, FileError, InvalidArgumentError
+
+OPTIMIZER_MAGIC = 20250117
+OPTIMIZER_VERSION = 1
+HEADER_INTS = 256
+HEADER_BYTES = HEADER_INTS * 4
+STATE_FORMAT = "pyllmc-checkpoint"
+STATE_VERSION = 1
+
+_CKPT_RE = re.compile(r"^ckpt_(\d{8,})$")
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def checkpoint_name(step: int) -> str:
+    return f"ckpt_{int(step):08d}"
+
+
+# ------------------------------------------------------------------ fsync helpers
+def fsync_file(path: PathLike) -> None:
+    fd = os.open(os.fspath(path), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: PathLike) -> None:
+    try:
+        fd = os.open(os.fspath(path), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems do not fsync directories
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_bytes_synced(path: PathLike, chunks) -> None:
+    with open(os.fspath(path), "wb") as f:
+        for c in chunks:
+            f.write(c)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+# ------------------------------------------------------------------ optimizer.bin
+def write_optimizer_state(path: PathLike, adam_m: np.ndarray, adam_v: np.ndarray, step: int) -> None:
+    """Write AdamW moments (flat float32 arrays of equal length) as optimizer.bin, fsynced."""
+    m = np.ascontiguousarray(adam_m, dtype="<f4").reshape(-1)
+    v = np.ascontiguousarray(adam_v, dtype="<f4").reshape(-1)
+    if m.size != v.size:
+        raise InvalidArgumentError(f"adam_m has {m.size} values, adam_v {v.size}")
+    header = np.zeros(HEADER_INTS, dtype="<i4")
+    header[0], header[1], header[2] = OPTIMIZER_MAGIC, OPTIMIZER_VERSION, int(step)
+    header[4:6] = np.array([m.size], dtype="<i8").view("<i4")
+    _write_bytes_synced(path, (header.tobytes(), memoryview(m).cast("B"), memoryview(v).cast("B")))
+
+
+def read_optimizer_state(path: PathLike, num_params: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray, int]:
+    """Read optimizer.bin -> (adam_m, adam_v, step), validating header and size."""
+    path = os.fspath(path)
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            raw = f.read(HEADER_BYTES)
+    except OSError as e:
+        raise FileError(f"{path}: cannot read optimizer state: {e.strerror or e}") from None
+    if len(raw) < HEADER_BYTES:
+        raise BadFormatError(f"{path}: {size} bytes, shorter than the 1024-byte optimizer header")
+    h = np.frombuffer(raw, dtype="<i4")
+    if int(h[0]) != OPTIMIZER_MAGIC:
+        raise BadFormatError(f"{path}: bad optimizer-state magic {int(h[0])} (expected {OPTIMIZER_MAGIC})")
+    if int(h[1]) != OPTIMIZER_VERSION:
+        raise BadFormatError(f"{path}: unsupported optimizer-state version {int(h[1])}")
+    n = int(h[4:6].copy().view("<i8")[0])
+    if n < 0 or (num_params is not None and n != num_params):
+        raise BadFormatError(f"{path}: holds {n} parameters, the model has {num_params}")
+    if size != HEADER_BYTES + 8 * n:
+        raise BadFormatError(f"{path}: file is {size} bytes, header implies {HEADER_BYTES + 8 * n}")
+    data = np.fromfile(path, dtype="<f4", offset=HEADER_BYTES, count=2 * n)
+    return data[:n], data[n:], int(h[2])
+
+
+# ------------------------------------------------------------------ directories
+def list_checkpoints(directory: PathLike) -> List[Tuple[int, Path]]:
+    """Complete checkpoints in ``directory`` as (step, path), oldest first.
+
+    Complete means: the final name (not a temporary directory) and a state.json."""
+    d = Path(directory)
+    if not d.is_dir():
+        return []
+    out = []
+    for p in d.iterdir():
+        m = _CKPT_RE.match(p.name)
+        if m and p.is_dir() and (p / "state.json").is_file():
+            out.append((int(m.group(1)), p))
+    out.sort()
+    return out
+
+
+def latest_checkpoint(directory: PathLike) -> Optional[Path]:
+    cks = list_checkpoints(directory)
+    return cks[-1][1] if cks else None
+
+
+def is_checkpoint_dir(path: PathLike) -> bool:
+    p = Path(path)
+    return p.is_dir() and (p / "state.json").is_file() and (p / "model.bin").is_file()
+
+
+def remove_stale_temporaries(directory: PathLike) -> None:
+    d = Path(directory)
+    if not d.is_dir():
+        return
+    for p in d.iterdir():
+        if p.name.startswith(".ckpt_") and (".tmp-" in p.name or ".old-" in p.name) and p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def save_checkpoint(
+    model: Any,
+    directory: PathLike,
+    step: int,
+    state: Dict[str, Any],
+    *,
+    keep_last: int = 2,
+    adam_step: Optional[int] = None,
+    _write_optimizer: Optional[Callable[..., None]] = None,
+) -> Path:
+    """Atomically write checkpoint ``step`` of ``model`` (a pyllmc.Model) into ``directory``.
+
+    ``state`` is stored as state.json (with ``step``, ``format``, ``version`` and ``files``
+    filled in). Keeps the newest ``keep_last`` checkpoints (0 keeps all). Returns the path.
+    """
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(d)
+    name = checkpoint_name(step)
+    final = d / name
+    tmp = d / f".{name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    writer = _write_optimizer or write_optimizer_state
+    try:
+        model.save(tmp / "model.bin")
+        fsync_file(tmp / "model.bin")
+        writer(tmp / "optimizer.bin", model.flat("adam_m"), model.flat("adam_v"),
+               step if adam_step is None else adam_step)
+        doc = dict(state)
+        doc.update({
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
+            "step": int(step),
+            "files": {f: os.path.getsize(tmp / f) for f in ("model.bin", "optimizer.bin")},
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        })
+        _write_bytes_synced(tmp / "state.json", (json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n",))
+        fsync_dir(tmp)
+        old = None
+        if final.exists():  # re-saving the same step: move the old one aside first
+            old = d / f".{name}.old-{os.getpid()}"
+            os.replace(final, old)
+        os.replace(tmp, final)
+        fsync_dir(d)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if keep_last and keep_last > 0:
+        cks = list_checkpoints(d)
+        for _, p in cks[:-keep_last]:
+            if p != final:
+                shutil.rmtree(p, ignore_errors=True)
+    return final
+
+
+def read_state(path: PathLike) -> Dict[str, Any]:
+    """state.json of a checkpoint directory, validated."""
+    p = Path(path) / "state.json"
+    try:
+        with open(p, "rb") as f:
+            doc = json.loads(f.read().decode("utf-8"))
+    except FileNotFoundError:
+        raise FileError(f"{p}: no such file (not a pyllmc checkpoint directory)") from None
+    except OSError as e:
+        raise FileError(f"{p}: cannot read: {e.strerror or e}") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadFormatError(f"{p}: not valid JSON: {e}") from None
+    if not isinstance(doc, dict) or doc.get("format") != STATE_FORMAT:
+        raise BadFormatError(f"{p}: not a pyllmc checkpoint state (format != {STATE_FORMAT!r})")
+    if doc.get("version") != STATE_VERSION:
+        raise BadFormatError(f"{p}: unsupported checkpoint version {doc.get('version')!r}")
+    for key in ("step", "files"):
+        if key not in doc:
+            raise BadFormatError(f"{p}: missing {key!r}")
+    for fname, size in dict(doc["files"]).items():
+        fp = Path(path) / fname
+        if not fp.is_file():
+            raise BadFormatError(f"{fp}: missing from the checkpoint")
+        if os.path.getsize(fp) != int(size):
+            raise BadFormatError(f"{fp}: {os.path.getsize(fp)} bytes, the checkpoint recorded {size}")
+    return doc
+
+
+def load_checkpoint(path: PathLike, *, max_batch: int, max_seq: Optional[int] = None,
+                    threads: int = 0) -> Tuple[Any, Dict[str, Any]]:
+    """(Model with parameters and AdamW state restored, state dict) of a checkpoint directory."""
+    from .model import Model
+
+    p = Path(path)
+    state = read_state(p)
+    model = Model.from_checkpoint(p / "model.bin", max_batch=max_batch, max_seq=max_seq, threads=threads)
+    try:
+        m_flat, v_flat = model.flat("adam_m"), model.flat("adam_v")
+        m, v, _ = read_optimizer_state(p / "optimizer.bin", num_params=m_flat.size)
+        m_flat[...] = m
+        v_flat[...] = v
+    except BaseException:
+        model.close()
+        raise
+    return model, state

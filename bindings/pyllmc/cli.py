@@ -1,0 +1,65 @@
+"""The `pyllmc` command line: thin argument parsing and printing, no logic of its own.
+
+Bad input gives one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, NoReturn, Optional
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, exit 2 (argparse prints usage too)
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from . import __version__
+    from ._ffi import ABI_VERSION, HEADER_PATH, LIBRARY_PATH, lib
+
+    print(f"pyllmc {__version__}")
+    print(f"abi version: {int(lib.llmc_abi_version())} (header {ABI_VERSION})")
+    print(f"library: {LIBRARY_PATH}")
+    print(f"header: {HEADER_PATH}")
+    print(f"openmp: {'yes' if lib.llmc_has_openmp() else 'no'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="pyllmc", description="GPT-2 training with a C core, checked against PyTorch.")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    p = sub.add_parser("info", help="show the C library in use (ABI version, path, OpenMP)")
+    p.set_defaults(func=_cmd_info)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from . import __version__
+
+        print(f"pyllmc {__version__}")
+        return 0
+    if not getattr(args, "func", None):
+        parser.error("a command is required (see `pyllmc --help`)")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        sys.stderr.write("pyllmc: interrupted\n")
+        return 130
+    except Exception as e:  # a PyllmcError or OS error from bad input: one line, exit 2
+        from .errors import PyllmcError
+
+        if isinstance(e, (PyllmcError, OSError, ValueError)):
+            sys.stderr.write(f"pyllmc: error: {e}\n")
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,574 @@
+"""GPTConfig and Model: a Python object around one C ``llmc_model*``.
+
+Memory views
+------------
+``Model.params``, ``grads``, ``adam_m``, ``adam_v`` and ``acts`` are dicts of zero-copy
+float32 numpy arrays that look straight into the C model's buffers: writing to them changes
+the model, and they show the C side's updates without copying. Every view keeps the C model
+alive, so a view may outlive its ``Model`` object (the memory is freed when the last of them
+goes). ``Model.close()`` however frees the C model at once: after ``close()`` every view of
+that model is invalid and must not be touched (reading it is undefined behaviour), and every
+method of the model raises ``StateError``.
+
+Activation views (``acts``, ``logits()``) have the shapes of the last forward call; they are
+rebuilt after each forward, so take them again after calling ``forward``.
+
+Threads: calls into C release the GIL (cffi does this for every call). One model may be used
+from several Python threads; its methods are serialised by a per-model lock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import numpy as np
+
+from ._ffi import ffi, lib, string
+from .errors import InvalidArgumentError, PyllmcError, StateError, check
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+KINDS: Dict[str, int] = {"params": 0, "grads": 1, "adam_m": 2, "adam_v": 3, "acts": 4}
+KIND_NAMES: Dict[int, str] = {v: k for k, v in KINDS.items()}
+
+_INT32_MAX = 2**31 - 1
+
+# llm.c's GPT-2 sizes (depth -> layers, channels, heads) for the standard descriptors.
+_KNOWN_SIZES = {12: (12, 768, 12), 24: (24, 1024, 16), 36: (36, 1280, 20), 48: (48, 1600, 25)}
+
+
+def pad_vocab(vocab_size: int, multiple: int = 128) -> int:
+    """``vocab_size`` rounded up to a multiple of ``multiple`` (50257 -> 50304)."""
+    return -(-int(vocab_size) // multiple) * multiple
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """GPT-2 shape; the same fields (and order) as ``llmc_config`` and the checkpoint header."""
+
+    max_seq_len: int  # maxT
+    vocab_size: int  # V
+    padded_vocab_size: int  # Vp >= V
+    num_layers: int  # L
+    num_heads: int  # NH
+    channels: int  # C
+
+    @classmethod
+    def from_size(
+        cls,
+        descriptor: str,
+        *,
+        max_seq_len: int = 1024,
+        vocab_size: int = 50257,
+        padded_vocab_size: Optional[int] = None,
+    ) -> "GPTConfig":
+        """Config for a size descriptor ``dN`` as in llm.c.
+
+        d12 -> L12 C768 NH12 (GPT-2 124M), d24 -> L24 C1024 NH16, d36 -> L36 C1280 NH20,
+        d48 -> L48 C1600 NH25; any other dN -> L=N, C=64*N, NH=N.
+        """
+        m = re.fullmatch(r"[dD](\d+)", str(descriptor).strip())
+        if not m or int(m.group(1)) < 1:
+            raise InvalidArgumentError(
+                f"bad model size descriptor {descriptor!r}: expected dN with N >= 1, e.g. d12"
+            )
+        n = int(m.group(1))
+        layers, channels, heads = _KNOWN_SIZES.get(n, (n, 64 * n, n))
+        vp = pad_vocab(vocab_size) if padded_vocab_size is None else int(padded_vocab_size)
+        return cls(int(max_seq_len), int(vocab_size), vp, layers, heads, channels)
+
+    def padded(self, multiple: int = 128) -> "GPTConfig":
+        """This config with ``padded_vocab_size`` = ``vocab_size`` rounded up to ``multiple``."""
+        return dataclasses.replace(self, padded_vocab_size=pad_vocab(self.vocab_size, multiple))
+
+    @property
+    def head_size(self) -> int:
+        return self.channels // self.num_heads
+
+    def param_shapes(self) -> Dict[str, Tuple[int, ...]]:
+        """Shapes of the 16 parameter tensors in checkpoint order (FORMATS.md)."""
+        L, C, Vp, T = self.num_layers, self.channels, self.padded_vocab_size, self.max_seq_len
+        return {
+            "wte": (Vp, C), "wpe": (T, C),
+            "ln1w": (L, C), "ln1b": (L, C),
+            "qkvw": (L, 3 * C, C), "qkvb": (L, 3 * C),
+            "attprojw": (L, C, C), "attprojb": (L, C),
+            "ln2w": (L, C), "ln2b": (L, C),
+            "fcw": (L, 4 * C, C), "fcb": (L, 4 * C),
+            "fcprojw": (L, C, 4 * C), "fcprojb": (L, C),
+            "lnfw": (C,), "lnfb": (C,),
+        }  # fmt: skip
+
+    def num_params(self) -> int:
+        """Number of parameters, wte padding rows included (124,475,904 for d12)."""
+        return sum(int(np.prod(s)) for s in self.param_shapes().values())
+
+    def to_c(self):
+        c = ffi.new("llmc_config *")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise InvalidArgumentError(f"config.{f.name} must be an int, got {value!r}")
+            if not -(2**31) <= int(value) <= _INT32_MAX:
+                raise InvalidArgumentError(f"config.{f.name} = {value} does not fit in int32")
+            setattr(c, f.name, int(value))
+        return c
+
+    @classmethod
+    def from_c(cls, c) -> "GPTConfig":
+        return cls(*(int(getattr(c, f.name)) for f in dataclasses.fields(cls)))
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Limits fixed at creation (``llmc_options``)."""
+
+    max_batch: int
+    max_seq: int
+    num_threads: int
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One named tensor of the C model: which buffer (kind), where (offset, in floats), shape."""
+
+    name: str
+    kind: str
+    shape: Tuple[int, ...]
+    offset: int
+    numel: int
+
+
+class _Handle:
+    """Owns one ``llmc_model*``; destroys it on close() or when garbage-collected.
+
+    Numpy views hold a reference to this object (not to the Model), so the C memory stays
+    valid as long as any view exists, and there are no reference cycles.
+    """
+
+    def __init__(self, ptr):
+        self.ptr = ptr
+        self._destroy = lib.llmc_model_destroy  # kept so __del__ works at interpreter exit
+
+    def close(self) -> None:
+        ptr, self.ptr = self.ptr, None
+        if ptr is not None:
+            self._destroy(ptr)
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class _BufferExport:
+    """Presents ``numel`` floats at ``address`` to numpy via ``__array_interface__``.
+
+    ``np.asarray`` keeps this object as the array's base, and this object keeps the handle,
+    so a view (and every slice of it) keeps the C model alive.
+    """
+
+    def __init__(self, address: int, numel: int, handle: _Handle):
+        self.__array_interface__ = {
+            "version": 3,
+            "shape": (int(numel),),
+            "typestr": "<f4",
+            "data": (int(address), False),  # False: writable
+        }
+        self._handle = handle
+
+
+def _int_arg(name: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidArgumentError(f"{name} must be an int, got {value!r}")
+    if not lo <= int(value) <= hi:
+        raise InvalidArgumentError(f"{name} = {value} is outside [{lo}, {hi}]")
+    return int(value)
+
+
+def _float_arg(name: str, value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"{name} must be a number, got {value!r}") from None
+
+
+def _make_options(max_batch: Any, max_seq: Any, threads: Any):
+    opt = ffi.new("llmc_options *")
+    opt.max_batch = _int_arg("max_batch", max_batch, 1, _INT32_MAX)
+    opt.max_seq = 0 if max_seq is None else _int_arg("max_seq", max_seq, 1, _INT32_MAX)
+    opt.num_threads = _int_arg("threads", threads, 0, _INT32_MAX)
+    opt.reserved = 0
+    return opt
+
+
+class Model:
+    """One GPT-2 model in the C core. Create with ``Model.from_config`` or ``Model.from_checkpoint``.
+
+    The training step is ``forward(inputs, targets)`` -> loss, ``zero_grad()``,
+    ``backward()``, optionally ``clip_grad_norm(g)``, then ``adamw_step(lr, t=step)``.
+    """
+
+    def __init__(self, _handle: _Handle):
+        if not isinstance(_handle, _Handle):
+            raise TypeError("use Model.from_config() or Model.from_checkpoint()")
+        self._h = _handle
+        self._lock = threading.RLock()
+        c = ffi.new("llmc_config *")
+        check(lib.llmc_model_get_config(_handle.ptr, c), _handle.ptr)
+        self._config = GPTConfig.from_c(c)
+        self._generation = 0  # bumped by every forward: activation shapes may change
+        self._last_bt: Optional[Tuple[int, int]] = None
+        self._infos: Optional[Tuple[int, List[TensorInfo]]] = None
+        self._flats: Dict[int, Tuple[int, int, np.ndarray]] = {}
+        self._views: Dict[int, Tuple[int, int, int, Dict[str, np.ndarray]]] = {}
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def from_config(
+        cls,
+        config: Union[GPTConfig, str],
+        *,
+        max_batch: int = 4,
+        max_seq: Optional[int] = None,
+        threads: int = 0,
+        seed: int = 0,
+    ) -> "Model":
+        """A freshly initialised model (GPT-2 initialisation drawn from ``seed``).
+
+        ``config`` may also be a size descriptor such as ``"d12"``. ``max_seq`` defaults to
+        ``config.max_seq_len``; ``threads=0`` uses the OpenMP default.
+        """
+        if isinstance(config, str):
+            config = GPTConfig.from_size(config)
+        if not isinstance(config, GPTConfig):
+            raise InvalidArgumentError(f"config must be a GPTConfig or a descriptor like 'd12', got {config!r}")
+        c = config.to_c()
+        opt = _make_options(max_batch, max_seq, threads)
+        seed = _int_arg("seed", seed, 0, 2**64 - 1)
+        out = ffi.new("llmc_model **")
+        check(lib.llmc_model_create(c, opt, seed, out))
+        return cls(_Handle(out[0]))
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: PathLike,
+        *,
+        max_batch: int = 4,
+        max_seq: Optional[int] = None,
+        threads: int = 0,
+    ) -> "Model":
+        """Load an llm.c checkpoint (version 3 fp32 or 5 bf16)."""
+        opt = _make_options(max_batch, max_seq, threads)
+        spath = os.fspath(path)
+        out = ffi.new("llmc_model **")
+        check(lib.llmc_model_load(os.fsencode(spath), opt, out), context=str(spath))
+        return cls(_Handle(out[0]))
+
+    def save(self, path: PathLike) -> None:
+        """Save the parameters as an llm.c version 3 (fp32) checkpoint."""
+        spath = os.fspath(path)
+        with self._lock:
+            ptr = self._ptr()
+            check(lib.llmc_model_save(ptr, os.fsencode(spath)), ptr, context=str(spath))
+
+    # ---------------------------------------------------------------- lifetime
+    def _ptr(self):
+        ptr = self._h.ptr
+        if ptr is None:
+            raise StateError("the model is closed")
+        return ptr
+
+    @property
+    def closed(self) -> bool:
+        return self._h.ptr is None
+
+    def close(self) -> None:
+        """Free the C model now. Views taken from it become invalid; methods raise StateError."""
+        with self._lock:
+            self._flats.clear()
+            self._views.clear()
+            self._infos = None
+            self._h.close()
+
+    def __enter__(self) -> "Model":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # No __del__ here: the C model is freed by _Handle.__del__ with the last reference to
+    # the handle, i.e. with this Model unless numpy views taken from it are still alive.
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"Model({self._config}, {state})"
+
+    # ---------------------------------------------------------------- properties
+    @property
+    def config(self) -> GPTConfig:
+        return self._config
+
+    @property
+    def options(self) -> ModelOptions:
+        with self._lock:
+            ptr = self._ptr()
+            o = ffi.new("llmc_options *")
+            check(lib.llmc_model_get_options(ptr, o), ptr)
+            return ModelOptions(int(o.max_batch), int(o.max_seq), int(o.num_threads))
+
+    @property
+    def max_batch(self) -> int:
+        return self.options.max_batch
+
+    @property
+    def max_seq(self) -> int:
+        return self.options.max_seq or self._config.max_seq_len
+
+    def set_threads(self, n: int) -> None:
+        """OpenMP threads for this model's calls; 0 means the OpenMP default."""
+        n = _int_arg("threads", n, 0, _INT32_MAX)
+        with self._lock:
+            ptr = self._ptr()
+            check(lib.llmc_model_set_threads(ptr, n), ptr)
+
+    # ---------------------------------------------------------------- training step
+    def _tokens(self, x: Any, what: str) -> np.ndarray:
+        arr = np.asarray(x)
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise InvalidArgumentError(f"{what} must be an integer array, got dtype {arr.dtype}")
+        if arr.ndim != 2:
+            raise InvalidArgumentError(f"{what} must have shape (B, T), got shape {arr.shape}")
+        V = self._config.vocab_size
+        if arr.size:
+            bad = (arr < 0) | (arr >= V)
+            if bad.any():
+                b, t = (int(i) for i in np.argwhere(bad)[0])
+                raise InvalidArgumentError(
+                    f"{what}[{b}, {t}] = {int(arr[b, t])} is not a token id in [0, {V})"
+                )
+        return np.ascontiguousarray(arr, dtype=np.int32)
+
+    def forward(self, inputs: Any, targets: Any = None) -> Optional[float]:
+        """Forward pass over ``inputs`` (B, T) token ids; the mean loss when ``targets`` given.
+
+        Any integer array-like is accepted (converted to contiguous int32). Logits (and with
+        targets probs and per-position losses) are left in ``acts``; see ``logits()``.
+        """
+        x = self._tokens(inputs, "inputs")
+        B, T = x.shape
+        opts = self.options
+        max_seq = opts.max_seq or self._config.max_seq_len
+        if not 1 <= B <= opts.max_batch:
+            raise InvalidArgumentError(f"batch size B = {B} is outside [1, max_batch = {opts.max_batch}]")
+        if not 1 <= T <= max_seq:
+            raise InvalidArgumentError(f"sequence length T = {T} is outside [1, max_seq = {max_seq}]")
+        y = None
+        if targets is not None:
+            y = self._tokens(targets, "targets")
+            if y.shape != x.shape:
+                raise InvalidArgumentError(f"targets shape {y.shape} differs from inputs shape {x.shape}")
+        loss = ffi.new("float *")
+        with self._lock:
+            ptr = self._ptr()
+            self._generation += 1
+            self._last_bt = None
+            status = lib.llmc_model_forward(
+                ptr,
+                ffi.from_buffer("int32_t[]", x),
+                ffi.from_buffer("int32_t[]", y) if y is not None else ffi.NULL,
+                B,
+                T,
+                loss,
+            )
+            check(status, ptr)
+            self._last_bt = (B, T)
+        return float(loss[0]) if y is not None else None
+
+    def zero_grad(self) -> None:
+        with self._lock:
+            ptr = self._ptr()
+            check(lib.llmc_model_zero_grad(ptr), ptr)
+
+    def backward(self, loss_scale: float = 1.0) -> None:
+        """Backward of the last forward (which needs targets); gradients are ADDED to grads.
+
+        The gradient is that of ``loss_scale * mean loss``: use 1/K for K micro-batches.
+        """
+        scale = _float_arg("loss_scale", loss_scale)
+        with self._lock:
+            ptr = self._ptr()
+            check(lib.llmc_model_backward(ptr, scale), ptr)
+
+    def grad_norm(self) -> float:
+        """Global L2 norm of all parameter gradients."""
+        norm = ffi.new("float *")
+        with self._lock:
+            ptr = self._ptr()
+            check(lib.llmc_model_grad_norm(ptr, norm), ptr)
+        return float(norm[0])
+
+    def clip_grad_norm(self, max_norm: float) -> float:
+        """Scale gradients to global norm <= max_norm (as torch); returns the norm before."""
+        mn = _float_arg("max_norm", max_norm)
+        norm = ffi.new("float *")
+        with self._lock:
+            ptr = self._ptr()
+            check(lib.llmc_model_clip_grad_norm(ptr, mn, norm), ptr)
+        return float(norm[0])
+
+    def adamw_step(
+        self,
+        lr: float,
+        *,
+        t: int,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        decay_matrices_only: bool = False,
+    ) -> None:
+        """One AdamW update; ``t`` is the 1-based step number used for bias correction."""
+        p = ffi.new("llmc_adamw_params *")
+        p.lr = _float_arg("lr", lr)
+        p.beta1 = _float_arg("beta1", beta1)
+        p.beta2 = _float_arg("beta2", beta2)
+        p.eps = _float_arg("eps", eps)
+        p.weight_decay = _float_arg("weight_decay", weight_decay)
+        p.t = _int_arg("t", t, 1, _INT32_MAX)
+        p.decay_matrices_only = 1 if decay_matrices_only else 0
+        with self._lock:
+            ptr = self._ptr()
+            check(lib.llmc_model_adamw_step(ptr, p), ptr)
+
+    # ---------------------------------------------------------------- tensor views
+    def tensors(self, kind: Union[str, int, None] = None) -> List[TensorInfo]:
+        """The C model's named-tensor table (optionally of one kind), current shapes."""
+        with self._lock:
+            infos = self._tensor_infos()
+        if kind is None:
+            return list(infos)
+        k = KIND_NAMES[self._kind(kind)]
+        return [i for i in infos if i.kind == k]
+
+    def _tensor_infos(self) -> List[TensorInfo]:
+        if self._infos is not None and self._infos[0] == self._generation:
+            return self._infos[1]
+        ptr = self._ptr()
+        n = int(lib.llmc_model_num_tensors(ptr))
+        if n < 0:
+            check(n, ptr)
+        out: List[TensorInfo] = []
+        info = ffi.new("llmc_tensor_info *")
+        for i in range(n):
+            check(lib.llmc_model_tensor_info(ptr, i, info), ptr)
+            ndim = int(info.ndim)
+            if not 0 <= ndim <= 4:
+                raise PyllmcError(f"tensor #{i}: the library reported ndim = {ndim}")
+            out.append(
+                TensorInfo(
+                    name=string(info.name),
+                    kind=KIND_NAMES.get(int(info.kind), str(int(info.kind))),
+                    shape=tuple(int(info.shape[d]) for d in range(ndim)),
+                    offset=int(info.offset),
+                    numel=int(info.numel),
+                )
+            )
+        self._infos = (self._generation, out)
+        return out
+
+    @staticmethod
+    def _kind(kind: Union[str, int]) -> int:
+        if isinstance(kind, str):
+            if kind not in KINDS:
+                raise InvalidArgumentError(f"unknown buffer kind {kind!r}; expected one of {list(KINDS)}")
+            return KINDS[kind]
+        k = int(kind)
+        if k not in KIND_NAMES:
+            raise InvalidArgumentError(f"unknown buffer kind {kind!r}")
+        return k
+
+    def _flat(self, k: int) -> Tuple[int, int, np.ndarray]:
+        ptr = self._ptr()
+        data = ffi.new("float **")
+        numel = ffi.new("int64_t *")
+        check(lib.llmc_model_buffer(ptr, k, data, numel), ptr)
+        addr = int(ffi.cast("uintptr_t", data[0]))
+        n = int(numel[0])
+        cached = self._flats.get(k)
+        if cached is not None and cached[0] == addr and cached[1] == n:
+            return cached
+        if n < 0 or (n > 0 and addr == 0):
+            raise PyllmcError(f"the library reported an invalid {KIND_NAMES[k]} buffer")
+        if n == 0:
+            arr = np.zeros(0, dtype=np.float32)
+        else:
+            arr = np.asarray(_BufferExport(addr, n, self._h))
+        entry = (addr, n, arr)
+        self._flats[k] = entry
+        return entry
+
+    def flat(self, kind: Union[str, int]) -> np.ndarray:
+        """The whole buffer of one kind ("params", "grads", "adam_m", "adam_v", "acts")
+        as a 1-D zero-copy float32 view."""
+        k = self._kind(kind)
+        with self._lock:
+            return self._flat(k)[2]
+
+    def _named_views(self, k: int) -> Dict[str, np.ndarray]:
+        with self._lock:
+            addr, n, flat = self._flat(k)
+            gen = self._generation if k == KINDS["acts"] else 0
+            cached = self._views.get(k)
+            if cached is not None and cached[:3] == (addr, n, gen):
+                return dict(cached[3])
+            kname = KIND_NAMES[k]
+            views: Dict[str, np.ndarray] = {}
+            for ti in self._tensor_infos():
+                if ti.kind != kname:
+                    continue
+                if ti.numel != int(np.prod(ti.shape, dtype=np.int64)) or ti.offset < 0 or ti.offset + ti.numel > n:
+                    raise PyllmcError(
+                        f"the library reported tensor {ti.name!r} (shape {ti.shape}, offset {ti.offset}) "
+                        f"outside its {kname} buffer of {n} floats"
+                    )
+                views[ti.name] = flat[ti.offset : ti.offset + ti.numel].reshape(ti.shape)
+            self._views[k] = (addr, n, gen, views)
+            return dict(views)
+
+    @property
+    def params(self) -> Dict[str, np.ndarray]:
+        """Parameters by name: zero-copy float32 views (writable)."""
+        return self._named_views(KINDS["params"])
+
+    @property
+    def grads(self) -> Dict[str, np.ndarray]:
+        return self._named_views(KINDS["grads"])
+
+    @property
+    def adam_m(self) -> Dict[str, np.ndarray]:
+        return self._named_views(KINDS["adam_m"])
+
+    @property
+    def adam_v(self) -> Dict[str, np.ndarray]:
+        return self._named_views(KINDS["adam_v"])
+
+    @property
+    def acts(self) -> Dict[str, np.ndarray]:
+        """Activations of the last forward by name, shaped for its (B, T)."""
+        return self._named_views(KINDS["acts"])
+
+    def logits(self) -> np.ndarray:
+        """Logits of the last forward, shape (B, T, V): a view without the padded columns."""
+        with self._lock:
+            self._ptr()
+            if self._last_bt is None:
+                raise StateError("no forward pass has completed yet: call forward() first")
+            return self.acts["logits"][..., : self._config.vocab_size]

@@ -1,0 +1,156 @@
+"""Turn a model source ``M`` (DESIGN.md) into a pyllmc.Model.
+
+``M`` may be:
+- a size descriptor ``dN`` (``d12`` = GPT-2 124M shape, ``d6``, ...): a fresh model drawn
+  from ``seed``, with the given vocabulary size (default 50257) and max sequence length
+  (default 1024);
+- an llm.c checkpoint file (``*.bin``, version 3 or 5);
+- a pyllmc checkpoint directory (``ckpt_XXXXXXXX/`` with model.bin) or a training run
+  directory (its newest checkpoint);
+- a local Hugging Face GPT-2 directory (config.json + model.safetensors) or a hub id such
+  as ``gpt2`` (loaded through ``pyllmc.reference``, which needs torch/transformers; a hub
+  id only works when the model is in the local cache or the hub can be reached);
+- a ``GPTConfig`` or an already created ``Model`` (library use).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Optional, Tuple
+
+from .errors import FileError, InvalidArgumentError, PyllmcError, UnsupportedError
+from .model import GPTConfig, Model, pad_vocab
+
+_DESCRIPTOR = re.compile(r"^[dD]\d+$")
+
+
+def is_descriptor(spec: Any) -> bool:
+    return isinstance(spec, str) and bool(_DESCRIPTOR.match(spec.strip()))
+
+
+def check_device(device: str) -> None:
+    """Only the CPU backend exists in this build."""
+    if device in (None, "", "cpu"):
+        return
+    if str(device).startswith("cuda"):
+        raise UnsupportedError(f"device {device!r}: this build of pyllmc has no CUDA backend; use --device cpu")
+    raise InvalidArgumentError(f"unknown device {device!r} (expected cpu or cuda)")
+
+
+def resolve_checkpoint_file(spec: Any) -> Optional[Path]:
+    """The model.bin that ``spec`` names when it is a checkpoint/run directory or .bin file."""
+    p = Path(os.fspath(spec))
+    if p.is_file():
+        return p
+    if p.is_dir():
+        from .checkpoint import latest_checkpoint
+
+        if (p / "model.bin").is_file():
+            return p / "model.bin"
+        ck = latest_checkpoint(p)
+        if ck is not None:
+            return ck / "model.bin"
+    return None
+
+
+def _hf_params(spec: str) -> Tuple[GPTConfig, dict]:
+    try:
+        from .reference import hf_to_params, load_hf_dir_params, load_reference  # noqa: F401
+    except ImportError as e:
+        raise UnsupportedError(
+            f"{spec}: loading a Hugging Face model needs torch and transformers "
+            f"(pip install 'pyllmc[torch]'): {e}") from None
+    p = Path(spec)
+    try:
+        if p.is_dir() and (p / "model.safetensors").is_file() and (p / "config.json").is_file():
+            cfg, params = load_hf_dir_params(p)
+        else:
+            from .reference import hf_to_params as _h2p
+
+            ref = load_reference(spec)
+            c = ref.config
+            V = int(c.vocab_size)
+            params = _h2p(ref, pad_vocab(V))
+            cfg = GPTConfig(int(c.n_positions), V, pad_vocab(V), int(c.n_layer), int(c.n_head), int(c.n_embd))
+    except PyllmcError:
+        raise
+    except OSError as e:
+        raise FileError(f"{spec}: cannot load this Hugging Face model (offline, or not a model): "
+                        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    except ValueError as e:
+        raise InvalidArgumentError(f"{spec}: {str(e).splitlines()[0]}") from None
+    g = GPTConfig(cfg.max_seq_len, cfg.vocab_size, cfg.padded_vocab_size, cfg.num_layers, cfg.num_heads,
+                  cfg.channels)
+    return g, params
+
+
+def load_model(
+    spec: Any,
+    *,
+    max_batch: int = 1,
+    max_seq: Optional[int] = None,
+    threads: int = 0,
+    seed: int = 0,
+    vocab_size: Optional[int] = None,
+    max_seq_len: Optional[int] = None,
+) -> Model:
+    """A Model for source ``spec`` (see the module docstring)."""
+    if isinstance(spec, Model):
+        return spec
+    if isinstance(spec, GPTConfig):
+        return Model.from_config(spec, max_batch=max_batch, max_seq=max_seq, threads=threads, seed=seed)
+    if spec is None or (isinstance(spec, str) and not spec.strip()):
+        raise InvalidArgumentError("no model given (a size like d6, a .bin checkpoint, or a HF directory/id)")
+    if is_descriptor(spec):
+        V = int(vocab_size) if vocab_size else 50257
+        cfg = GPTConfig.from_size(spec.strip(), max_seq_len=int(max_seq_len or 1024), vocab_size=V)
+        if max_seq is not None and max_seq > cfg.max_seq_len:
+            raise InvalidArgumentError(f"sequence length {max_seq} exceeds the model's max_seq_len {cfg.max_seq_len}")
+        return Model.from_config(cfg, max_batch=max_batch, max_seq=max_seq, threads=threads, seed=seed)
+    s = os.fspath(spec)
+    p = Path(s)
+    if p.is_dir() and (p / "config.json").is_file() and (p / "model.safetensors").is_file():
+        cfg, params = _hf_params(s)
+        return _model_from_params(cfg, params, max_batch, max_seq, threads)
+    ck = resolve_checkpoint_file(s)
+    if ck is not None:
+        _check_max_seq(ck, max_seq)
+        return Model.from_checkpoint(ck, max_batch=max_batch, max_seq=max_seq, threads=threads)
+    if p.is_dir():
+        raise FileError(f"{s}: directory holds no model (no model.bin, checkpoint, or config.json)")
+    if s.endswith(".bin") or s.startswith((".", "/", "~")) or s.count("/") > 1:
+        raise FileError(f"{s}: no such file")
+    # a Hugging Face hub id
+    cfg, params = _hf_params(s)
+    return _model_from_params(cfg, params, max_batch, max_seq, threads)
+
+
+def _check_max_seq(path: Path, max_seq: Optional[int]) -> None:
+    if max_seq is None:
+        return
+    try:
+        with open(path, "rb") as f:
+            import numpy as np
+
+            h = np.frombuffer(f.read(1024), dtype="<i4")
+        if h.size == 256 and h[0] == 20240326 and 0 < int(h[2]) < max_seq:
+            raise InvalidArgumentError(
+                f"{path}: the model's max sequence length is {int(h[2])}, shorter than T = {max_seq}")
+    except OSError:
+        pass  # Model.from_checkpoint reports it
+
+
+def _model_from_params(cfg: GPTConfig, params: dict, max_batch: int, max_seq: Optional[int], threads: int) -> Model:
+    from .reference import load_into_model
+
+    if max_seq is not None and max_seq > cfg.max_seq_len:
+        raise InvalidArgumentError(f"sequence length {max_seq} exceeds the model's max_seq_len {cfg.max_seq_len}")
+    m = Model.from_config(cfg, max_batch=max_batch, max_seq=max_seq, threads=threads, seed=0)
+    try:
+        load_into_model(m, params)
+    except BaseException:
+        m.close()
+        raise
+    return m

@@ -1,0 +1,274 @@
+"""The C core against the PyTorch reference (transformers GPT2LMHeadModel), layer by layer:
+logits, loss, every activation, every parameter gradient, multi-step AdamW trajectories,
+gradient accumulation and checkpoint interchange. Thresholds: pyllmc.reference.tolerance.
+
+Set PYLLMC_PARITY_DUMP=dir to write every comparison row as JSON (for reports)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from pyllmc import GPTConfig, Model  # noqa: E402
+from pyllmc.reference import (  # noqa: E402
+    PARAM_NAMES, ReferenceTrainer, as_llmc_config, capture, compare, compare_scalar, first_failure,
+    format_rows, forward_backward_rows, hf_to_params, load_into_model, load_reference,
+    make_config, model_params, model_tensors, pad_vocab, padded_columns, randomize_params,
+    read_llmc_checkpoint, round_to_bf16, state_rows, to_dtype, write_llmc_checkpoint,
+)
+
+pytestmark = pytest.mark.parity
+
+# id: (V, maxT, L, NH, C, B, T)
+CASES = {
+    "v101": (101, 16, 2, 4, 32, 2, 8),    # V not a multiple of 128 -> Vp = 128 (padding in play)
+    "t1": (64, 8, 2, 2, 32, 3, 1),        # T = 1 (single-token attention), V < 128
+    "nh1": (96, 16, 2, 1, 48, 4, 16),     # one head of size 48, T = maxT, B = 4
+    "c64": (257, 24, 3, 4, 64, 1, 13),    # B = 1, odd T < maxT, 3 layers, Vp = 384
+}
+
+
+def _dump(name, rows):
+    d = os.environ.get("PYLLMC_PARITY_DUMP")
+    if d:
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, re.sub(r"[^\w.-]", "_", name) + ".json"), "w") as f:
+            json.dump(rows, f, indent=1, default=float)
+
+
+def assert_rows(rows, what):
+    bad = [r for r in rows if not r["passed"]]
+    first = first_failure(rows)
+    assert not bad, (f"{what}: {len(bad)} of {len(rows)} tensors out of tolerance; first divergence "
+                     f"{first['name']}\n" + format_rows(bad))
+
+
+def batch(V, B, T, seed):
+    g = torch.Generator().manual_seed(seed)
+    tok = torch.randint(0, V, (B, T + 1), generator=g)
+    return tok[:, :-1].numpy().astype(np.int32), tok[:, 1:].numpy().astype(np.int32)
+
+
+class Setup:
+    """A randomised reference model (fp32 and fp64 copies) and a C model with the same weights."""
+
+    def __init__(self, V, maxT, L, NH, C, B, T, seed=0):
+        self.V, self.maxT, self.L, self.NH, self.C, self.B, self.T = V, maxT, L, NH, C, B, T
+        self.Vp = pad_vocab(V)
+        self.hf_config = make_config(vocab_size=V, n_positions=maxT, n_layer=L, n_head=NH, n_embd=C)
+        self.ref = load_reference(self.hf_config, seed=seed)
+        randomize_params(self.ref, seed=seed + 1)
+        self.ref64 = to_dtype(self.ref, torch.float64)
+        self.params = hf_to_params(self.ref, self.Vp)
+        self.cfg = GPTConfig(max_seq_len=maxT, vocab_size=V, padded_vocab_size=self.Vp, num_layers=L,
+                             num_heads=NH, channels=C)
+
+    def c_model(self, max_batch=None, max_seq=None):
+        m = Model.from_config(self.cfg, max_batch=max_batch or self.B, max_seq=max_seq or self.T, seed=123)
+        load_into_model(m, self.params)
+        return m
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def setup(request):
+    return Setup(*CASES[request.param])
+
+
+def test_weights_load_exactly(setup):
+    with setup.c_model() as m:
+        got = model_params(m)
+        for n in PARAM_NAMES:
+            np.testing.assert_array_equal(got[n].view(np.uint32), setup.params[n].view(np.uint32), err_msg=n)
+
+
+def test_forward_backward_parity(setup, request):
+    x, y = batch(setup.V, setup.B, setup.T, seed=10)
+    with setup.c_model() as m:
+        out = forward_backward_rows(m, setup.ref, setup.ref64, x, y, setup.Vp)
+        rows = out["rows"]
+        _dump(request.node.name, rows)
+        # the padded vocabulary columns: probabilities exactly 0, logits (wte rows are 0) 0
+        assert not padded_columns(m, "probs", setup.V).any()
+        assert not padded_columns(m, "logits", setup.V).any()
+        # the logits() view is the unpadded logits
+        lg = m.logits()
+        assert lg.shape == (setup.B, setup.T, setup.V)
+        np.testing.assert_array_equal(lg, m.acts["logits"][..., : setup.V])
+        # the grad of the padded wte rows is exactly 0
+        assert not model_tensors(m.grads)["wte"][setup.V:].any()
+    assert_rows(rows, "forward/backward")
+    # every activation and every gradient was compared
+    names = {r["name"] for r in rows}
+    assert {"loss", "encoded", "logits", "probs", "losses", "lnf", "grad.wte", "grad.lnfb"} <= names
+    assert sum(n.startswith("grad.") for n in names) == 4 + 12 * setup.L
+    assert sum(re.match(r"h\d+\.", n) is not None for n in names) == 15 * setup.L
+
+
+def test_forward_without_targets(setup):
+    x, y = batch(setup.V, setup.B, setup.T, seed=11)
+    with setup.c_model() as m:
+        assert m.forward(x) is None
+        c_logits = np.array(m.logits(), copy=True)
+        with torch.no_grad():
+            r32 = setup.ref(torch.from_numpy(x).long()).logits.numpy()
+            r64 = setup.ref64(torch.from_numpy(x).long()).logits.numpy()
+        row = compare("logits", c_logits, r32, r64)
+        assert row["passed"], format_rows([row])
+        # the same logits as a forward with targets
+        m.forward(x, y)
+        np.testing.assert_array_equal(m.logits(), c_logits)
+
+
+def _run_steps(setup, nsteps, lr, weight_decay, decay_matrices_only, grad_clip, request):
+    tr32 = ReferenceTrainer(to_dtype(setup.ref, torch.float32), lr=lr, weight_decay=weight_decay,
+                            decay_matrices_only=decay_matrices_only, grad_clip=grad_clip,
+                            padded_vocab_size=setup.Vp)
+    tr64 = ReferenceTrainer(to_dtype(setup.ref, torch.float64), lr=lr, weight_decay=weight_decay,
+                            decay_matrices_only=decay_matrices_only, grad_clip=grad_clip,
+                            padded_vocab_size=setup.Vp)
+    rows, losses_c, losses_t = [], [], []
+    with setup.c_model() as m:
+        for step in range(1, nsteps + 1):
+            x, y = batch(setup.V, setup.B, setup.T, seed=100 + step)
+            lc = m.forward(x, y)
+            m.zero_grad()
+            m.backward(1.0)
+            if grad_clip > 0:
+                nc = m.clip_grad_norm(grad_clip)
+            else:
+                nc = m.grad_norm()
+            m.adamw_step(lr, t=step, weight_decay=weight_decay, decay_matrices_only=decay_matrices_only)
+            o32 = tr32.step([(x, y)])
+            o64 = tr64.step([(x, y)])
+            if grad_clip > 0:
+                assert o32["grad_norm"] > grad_clip, "the clipping run must actually clip"
+            losses_c.append(lc)
+            losses_t.append(o32["loss"])
+            rows.append(compare_scalar("loss", lc, o32["loss"], o64["loss"], step=step))
+            rows.append(compare_scalar("grad_norm", nc, o32["grad_norm"], o64["grad_norm"], step=step))
+        rows += state_rows(model_tensors(m.params), tr32.params(), tr64.params(), "", step=nsteps)
+        m32, v32 = tr32.optimizer_state()
+        m64, v64 = tr64.optimizer_state()
+        rows += state_rows(model_tensors(m.adam_m), m32, m64, "adam_m.", step=nsteps)
+        rows += state_rows(model_tensors(m.adam_v), v32, v64, "adam_v.", step=nsteps)
+        # wte padding rows stay exactly zero through AdamW (zero grad, zero weight)
+        assert not model_tensors(m.params)["wte"][setup.V:].any()
+    _dump(request.node.name, rows)
+    # the parameters really moved (the test can see a broken update)
+    moved = max(float(np.max(np.abs(tr32.params()[n] - setup.params[n]))) for n in PARAM_NAMES)
+    assert moved > 0.5 * lr
+    return rows, losses_c, losses_t
+
+
+def test_adamw_five_steps_weight_decay(setup, request):
+    rows, lc, lt = _run_steps(setup, 5, lr=3e-3, weight_decay=0.1, decay_matrices_only=False,
+                              grad_clip=0.0, request=request)
+    assert_rows(rows, f"5 AdamW steps (losses C {lc} torch {lt})")
+
+
+def test_adamw_five_steps_clipped_matrix_decay(setup, request):
+    rows, lc, lt = _run_steps(setup, 5, lr=3e-3, weight_decay=0.1, decay_matrices_only=True,
+                              grad_clip=0.05, request=request)
+    assert_rows(rows, f"5 clipped AdamW steps (losses C {lc} torch {lt})")
+
+
+def test_gradient_accumulation(request):
+    s = Setup(*CASES["v101"][:5], B=4, T=8, seed=5)
+    x, y = batch(s.V, 4, 8, seed=21)
+    with s.c_model(max_batch=4) as m:
+        m.zero_grad()
+        for half in (slice(0, 2), slice(2, 4)):
+            m.forward(x[half], y[half])
+            m.backward(0.5)
+        acc = model_tensors(m.grads)
+        m.zero_grad()
+        full_loss = m.forward(x, y)
+        m.backward(1.0)
+        full = model_tensors(m.grads)
+    # reference: one backward over the full batch, fp32 and fp64
+    ref_full = capture(s.ref, x, y, padded_vocab_size=s.Vp).grads
+    ref_full64 = capture(s.ref64, x, y, padded_vocab_size=s.Vp).grads
+    # the reference's own micro-batch accumulation agrees too (sanity of the harness)
+    ref_acc = ReferenceTrainer(to_dtype(s.ref, torch.float32), padded_vocab_size=s.Vp).step(
+        [(x[:2], y[:2]), (x[2:], y[2:])])["grads"]
+    rows = state_rows(acc, ref_full, ref_full64, "grad_accum.")
+    rows += state_rows(acc, full, None, "accum_vs_full.")
+    rows += state_rows(ref_acc, ref_full, ref_full64, "ref_accum.")
+    _dump(request.node.name, rows)
+    assert_rows(rows, "gradient accumulation")
+    assert np.isfinite(full_loss)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    s = Setup(*CASES["v101"], seed=7)
+    x, y = batch(s.V, s.B, s.T, seed=31)
+    with s.c_model() as m:
+        loss1 = m.forward(x, y)
+        logits1 = np.array(m.logits(), copy=True)
+        p = tmp_path / "c.bin"
+        m.save(p)
+    # the C core's file is byte-identical to the reference writer's v3 file
+    q = tmp_path / "ref.bin"
+    write_llmc_checkpoint(q, s.params, as_llmc_config(s.cfg), version=3)
+    assert p.read_bytes() == q.read_bytes()
+    cfg2, p2 = read_llmc_checkpoint(p)
+    assert cfg2 == as_llmc_config(s.cfg)
+    for n in PARAM_NAMES:
+        np.testing.assert_array_equal(p2[n].view(np.uint32), s.params[n].view(np.uint32), err_msg=n)
+    with Model.from_checkpoint(p, max_batch=s.B, max_seq=s.T) as m2:
+        assert m2.config == s.cfg
+        got = model_params(m2)
+        for n in PARAM_NAMES:
+            np.testing.assert_array_equal(got[n].view(np.uint32), s.params[n].view(np.uint32), err_msg=n)
+        # same weights, same inputs -> the same numbers (the core is deterministic)
+        assert m2.forward(x, y) == loss1
+        np.testing.assert_array_equal(m2.logits(), logits1)
+        # and saving again reproduces the file
+        m2.save(tmp_path / "again.bin")
+    assert (tmp_path / "again.bin").read_bytes() == p.read_bytes()
+
+
+@pytest.mark.parametrize("version", [3, 5])
+def test_reference_checkpoint_loads_into_c(tmp_path, version):
+    s = Setup(*CASES["c64"], seed=9)
+    path = tmp_path / f"ref_v{version}.bin"
+    write_llmc_checkpoint(path, s.params, as_llmc_config(s.cfg), version=version)
+    expected = s.params if version == 3 else {n: round_to_bf16(a) for n, a in s.params.items()}
+    if version == 5:  # rounding really happened
+        assert any(not np.array_equal(expected[n], s.params[n]) for n in PARAM_NAMES)
+    with Model.from_checkpoint(path, max_batch=s.B, max_seq=s.T) as m:
+        assert m.config == s.cfg
+        got = model_params(m)
+        for n in PARAM_NAMES:
+            np.testing.assert_array_equal(got[n].view(np.uint32), expected[n].view(np.uint32), err_msg=n)
+        # and the loaded model computes what the reference computes with those weights
+        x, y = batch(s.V, s.B, s.T, seed=41)
+        ref = load_reference(str(path))
+        loss_c = m.forward(x, y)
+        r = capture(ref, x, y, backward=False)
+        r64 = capture(to_dtype(ref, torch.float64), x, y, backward=False)
+        row = compare_scalar("loss", loss_c, r.loss, r64.loss)
+        assert row["passed"], format_rows([row])
+
+
+@pytest.mark.slow
+def test_d12_shape_parity(request):
+    """GPT-2 124M shape (d12, V=50257 -> Vp=50304, maxT=1024) with random GPT-2 init."""
+    B, T = 2, 32
+    ref = load_reference("d12", seed=0)
+    ref64 = to_dtype(ref, torch.float64)
+    params = hf_to_params(ref, 50304)
+    cfg = GPTConfig(max_seq_len=1024, vocab_size=50257, padded_vocab_size=50304, num_layers=12,
+                    num_heads=12, channels=768)
+    x, y = batch(50257, B, T, seed=51)
+    with Model.from_config(cfg, max_batch=B, max_seq=T) as m:
+        load_into_model(m, params)
+        out = forward_backward_rows(m, ref, ref64, x, y, 50304)
+    _dump(request.node.name, out["rows"])
+    assert_rows(out["rows"], "d12 forward/backward")
