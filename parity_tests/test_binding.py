@@ -361,7 +361,11 @@ def test_training_step_pieces():
         assert np.abs(g).sum() > 0
         norm = m.grad_norm()
         assert norm == pytest.approx(float(np.sqrt((g * g).sum())), rel=1e-4)
-        # accumulation: a second backward adds the same gradient
+        # backward consumes probs (d logits are computed in place): a second one needs a new forward
+        with pytest.raises(pyllmc.StateError):
+            m.backward()
+        # accumulation: a second forward + backward adds the same gradient
+        m.forward(x, y)
         m.backward(0.5)
         assert m.grad_norm() == pytest.approx(1.5 * norm, rel=1e-4)
         before = m.clip_grad_norm(0.1 * norm)

@@ -17,11 +17,13 @@ pytest.importorskip("transformers")
 
 from pyllmc import GPTConfig, Model  # noqa: E402
 from pyllmc.reference import (  # noqa: E402
-    PARAM_NAMES, ReferenceTrainer, as_llmc_config, capture, compare, compare_scalar, first_failure,
-    format_rows, forward_backward_rows, hf_to_params, load_into_model, load_reference,
-    make_config, model_params, model_tensors, pad_vocab, padded_columns, randomize_params,
-    read_llmc_checkpoint, round_to_bf16, state_rows, to_dtype, write_llmc_checkpoint,
+    PARAM_NAMES, ReferenceTrainer, adamw_on_arrays, as_llmc_config, capture, compare,
+    compare_scalar, first_failure, format_rows, forward_backward_rows, hf_to_params,
+    load_into_model, load_reference, make_config, model_params, model_tensors, pad_vocab,
+    padded_columns, perturb_ulp, randomize_params, read_llmc_checkpoint, round_to_bf16, state_rows, to_dtype,
+    write_llmc_checkpoint,
 )
+from pyllmc.reference.tolerance import ELEMENTWISE_RTOL  # noqa: E402
 
 pytestmark = pytest.mark.parity
 
@@ -100,6 +102,10 @@ def test_forward_backward_parity(setup, request):
         lg = m.logits()
         assert lg.shape == (setup.B, setup.T, setup.V)
         np.testing.assert_array_equal(lg, m.acts["logits"][..., : setup.V])
+        # attention probabilities above the diagonal (future positions) are exactly 0
+        upper = np.triu_indices(setup.T, 1)
+        for l in range(setup.L):
+            assert not m.acts[f"h{l}.att"][:, :, upper[0], upper[1]].any(), f"h{l}.att masked entries"
         # the grad of the padded wte rows is exactly 0
         assert not model_tensors(m.grads)["wte"][setup.V:].any()
     assert_rows(rows, "forward/backward")
@@ -125,13 +131,16 @@ def test_forward_without_targets(setup):
         np.testing.assert_array_equal(m.logits(), c_logits)
 
 
+NOISE_RUNS = 3  # extra fp32 reference runs from 1-ulp-moved weights (tolerance.py: trajectories)
+
+
 def _run_steps(setup, nsteps, lr, weight_decay, decay_matrices_only, grad_clip, request):
-    tr32 = ReferenceTrainer(to_dtype(setup.ref, torch.float32), lr=lr, weight_decay=weight_decay,
-                            decay_matrices_only=decay_matrices_only, grad_clip=grad_clip,
-                            padded_vocab_size=setup.Vp)
-    tr64 = ReferenceTrainer(to_dtype(setup.ref, torch.float64), lr=lr, weight_decay=weight_decay,
-                            decay_matrices_only=decay_matrices_only, grad_clip=grad_clip,
-                            padded_vocab_size=setup.Vp)
+    kw = dict(lr=lr, weight_decay=weight_decay, decay_matrices_only=decay_matrices_only,
+              grad_clip=grad_clip, padded_vocab_size=setup.Vp)
+    tr32 = ReferenceTrainer(to_dtype(setup.ref, torch.float32), **kw)
+    tr64 = ReferenceTrainer(to_dtype(setup.ref, torch.float64), **kw)
+    alts = [ReferenceTrainer(perturb_ulp(to_dtype(setup.ref, torch.float32), seed=s), **kw)
+            for s in range(NOISE_RUNS)]
     rows, losses_c, losses_t = [], [], []
     with setup.c_model() as m:
         for step in range(1, nsteps + 1):
@@ -146,17 +155,23 @@ def _run_steps(setup, nsteps, lr, weight_decay, decay_matrices_only, grad_clip, 
             m.adamw_step(lr, t=step, weight_decay=weight_decay, decay_matrices_only=decay_matrices_only)
             o32 = tr32.step([(x, y)])
             o64 = tr64.step([(x, y)])
+            oa = [t.step([(x, y)]) for t in alts]
             if grad_clip > 0:
                 assert o32["grad_norm"] > grad_clip, "the clipping run must actually clip"
             losses_c.append(lc)
             losses_t.append(o32["loss"])
-            rows.append(compare_scalar("loss", lc, o32["loss"], o64["loss"], step=step))
-            rows.append(compare_scalar("grad_norm", nc, o32["grad_norm"], o64["grad_norm"], step=step))
-        rows += state_rows(model_tensors(m.params), tr32.params(), tr64.params(), "", step=nsteps)
+            rows.append(compare_scalar("loss", lc, o32["loss"], o64["loss"], [o["loss"] for o in oa], step=step))
+            rows.append(compare_scalar("grad_norm", nc, o32["grad_norm"], o64["grad_norm"],
+                                       [o["grad_norm"] for o in oa], step=step))
+        rows += state_rows(model_tensors(m.params), tr32.params(), tr64.params(), "", step=nsteps,
+                           ref32_alts=[t.params() for t in alts])
         m32, v32 = tr32.optimizer_state()
         m64, v64 = tr64.optimizer_state()
-        rows += state_rows(model_tensors(m.adam_m), m32, m64, "adam_m.", step=nsteps)
-        rows += state_rows(model_tensors(m.adam_v), v32, v64, "adam_v.", step=nsteps)
+        alt_states = [t.optimizer_state() for t in alts]
+        rows += state_rows(model_tensors(m.adam_m), m32, m64, "adam_m.", step=nsteps,
+                           ref32_alts=[a[0] for a in alt_states])
+        rows += state_rows(model_tensors(m.adam_v), v32, v64, "adam_v.", step=nsteps,
+                           ref32_alts=[a[1] for a in alt_states])
         # wte padding rows stay exactly zero through AdamW (zero grad, zero weight)
         assert not model_tensors(m.params)["wte"][setup.V:].any()
     _dump(request.node.name, rows)
@@ -176,6 +191,70 @@ def test_adamw_five_steps_clipped_matrix_decay(setup, request):
     rows, lc, lt = _run_steps(setup, 5, lr=3e-3, weight_decay=0.1, decay_matrices_only=True,
                               grad_clip=0.05, request=request)
     assert_rows(rows, f"5 clipped AdamW steps (losses C {lc} torch {lt})")
+
+
+def _random_grads(setup, rng, scale):
+    g = {n: (rng.standard_normal(a.shape) * scale).astype(np.float32) for n, a in setup.params.items()}
+    g["wte"][setup.V:] = 0.0  # the padded rows never get a gradient
+    return g
+
+
+@pytest.mark.parametrize("decay_matrices_only", [False, True])
+def test_adamw_isolated(decay_matrices_only, request):
+    """AdamW alone: the same gradients written into the C grads and given to
+    torch.optim.AdamW; params, m and v must agree to a few ulp (elementwise math)."""
+    s = Setup(*CASES["v101"], seed=11)
+    rng = np.random.default_rng(5)
+    hp = dict(lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.1, decay_matrices_only=decay_matrices_only)
+    # gradients of very different sizes (Adam's eps matters for the small ones)
+    steps = [_random_grads(s, rng, scale) for scale in (1e-1, 1e-3, 1e-6, 1e-2)]
+    with s.c_model() as m:
+        for t, g in enumerate(steps, 1):
+            for n in PARAM_NAMES:
+                m.grads[n][...] = g[n]
+            m.adamw_step(hp["lr"], t=t, beta1=hp["beta1"], beta2=hp["beta2"], eps=hp["eps"],
+                         weight_decay=hp["weight_decay"], decay_matrices_only=decay_matrices_only)
+        c = {"params": model_tensors(m.params), "adam_m": model_tensors(m.adam_m),
+             "adam_v": model_tensors(m.adam_v)}
+    r32 = adamw_on_arrays(s.params, steps, **hp)
+    r64 = adamw_on_arrays(s.params, steps, **hp, dtype=torch.float64)
+    rows = []
+    for kind in ("params", "adam_m", "adam_v"):
+        rows += state_rows(c[kind], r32[kind], r64[kind], "" if kind == "params" else kind + ".",
+                           step=len(steps), rtol=ELEMENTWISE_RTOL)
+    _dump(request.node.name, rows)
+    assert_rows(rows, "AdamW on identical gradients")
+
+
+def test_grad_norm_and_clip_isolated(request):
+    s = Setup(*CASES["c64"], seed=12)
+    rng = np.random.default_rng(6)
+    g = _random_grads(s, rng, 1e-2)
+    ref = adamw_on_arrays(s.params, [g], lr=0.0, dtype=torch.float64)
+    norm64 = ref["grad_norms"][0]
+    norm32 = adamw_on_arrays(s.params, [g], lr=0.0)["grad_norms"][0]
+    with s.c_model() as m:
+        for n in PARAM_NAMES:
+            m.grads[n][...] = g[n]
+        rows = [compare_scalar("grad_norm", m.grad_norm(), norm32, norm64)]
+        # no clipping when the norm is below max_norm: grads untouched
+        before = model_tensors(m.grads)
+        assert m.clip_grad_norm(10 * norm64) == pytest.approx(norm64, rel=1e-5)
+        after = model_tensors(m.grads)
+        for n in PARAM_NAMES:
+            np.testing.assert_array_equal(after[n], before[n], err_msg=n)
+        # clipping to a quarter of the norm: torch's coefficient max_norm / (norm + 1e-6)
+        max_norm = norm64 / 4
+        nc = m.clip_grad_norm(max_norm)
+        rows.append(compare_scalar("clip_norm_before", nc, norm32, norm64))
+        coef = max_norm / (norm64 + 1e-6)
+        expect64 = {n: g[n].astype(np.float64) * coef for n in PARAM_NAMES}
+        expect32 = {n: (torch.from_numpy(g[n]) * torch.tensor(max_norm / (norm32 + 1e-6), dtype=torch.float32)).numpy()
+                    for n in PARAM_NAMES}
+        rows += state_rows(model_tensors(m.grads), expect32, expect64, "clipped.", rtol=ELEMENTWISE_RTOL)
+        rows.append(compare_scalar("norm_after_clip", m.grad_norm(), max_norm, max_norm))
+    _dump(request.node.name, rows)
+    assert_rows(rows, "grad norm / clipping")
 
 
 def test_gradient_accumulation(request):

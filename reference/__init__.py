@@ -9,7 +9,7 @@ from .convert import (
     save_hf_dir, split_layers, write_llmc_checkpoint,
 )
 from .hf import (
-    is_size_descriptor, load_reference, make_config, prepare_reference, random_model,
+    is_size_descriptor, load_reference, make_config, perturb_ulp, prepare_reference, random_model,
     randomize_params, size_config, size_to_shape, to_dtype,
 )
 from .capture import Capture, activation_names, capture, lm_losses, param_grads
@@ -23,7 +23,7 @@ __all__ = [
     "hf_to_params", "load_hf_dir_params", "load_into_model", "model_params", "model_tensors", "num_params",
     "pad_vocab", "param_shapes", "params_to_hf_model", "params_to_hf_state_dict",
     "read_llmc_checkpoint", "round_to_bf16", "save_hf_dir", "split_layers",
-    "write_llmc_checkpoint", "is_size_descriptor", "load_reference", "make_config",
+    "write_llmc_checkpoint", "is_size_descriptor", "load_reference", "make_config", "perturb_ulp",
     "prepare_reference", "random_model", "randomize_params", "size_config", "size_to_shape",
     "to_dtype", "Capture", "activation_names", "capture", "lm_losses", "param_grads",
     "ReferenceTrainer", "adamw_on_arrays", "adamw_param_groups", "clip_coefficient", "total_grad_norm",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import os
 import re
 from typing import Any, Dict, Tuple
@@ -143,11 +144,12 @@ def load_reference(spec: Any, dtype: torch.dtype = torch.float32, seed: int = 0)
 
         cfg, params = read_llmc_checkpoint(spec_s)
         return prepare_reference(params_to_hf_model(params, cfg, dtype=dtype))
+    # load in the stored dtype, then widen/convert exactly with .to(dtype): the same on
+    # transformers 4.x (torch_dtype=) and 5.x (dtype=), whose keyword names differ
     model = GPT2LMHeadModel.from_pretrained(
-        spec_s, dtype=dtype, attn_implementation="eager",
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        spec_s, attn_implementation="eager", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
     )
-    return prepare_reference(model)
+    return prepare_reference(model.to(dtype))
 
 
 def to_dtype(model: Any, dtype: torch.dtype) -> Any:
@@ -184,4 +186,16 @@ def randomize_params(model: Any, seed: int = 0, weight_scale: float = 1.0) -> An
         elif isinstance(mod, torch.nn.LayerNorm):
             fill(mod.weight, 1.0, 0.2)
             fill(mod.bias, 0.0, 0.1)
+    return model
+
+
+@torch.no_grad()
+def perturb_ulp(model: Any, seed: int = 0) -> Any:
+    """Move every parameter element by one ulp up or down (random sign, from seed): an
+    equally valid fp32 starting point, used to measure how far rounding-level differences
+    carry through a trajectory (see tolerance.py). Returns the model."""
+    g = torch.Generator().manual_seed(seed)
+    for p in model.parameters():
+        direction = torch.where(torch.rand(p.shape, generator=g) < 0.5, -math.inf, math.inf).to(p.dtype)
+        p.copy_(torch.nextafter(p, direction))
     return model

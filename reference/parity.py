@@ -34,8 +34,10 @@ def padded_columns(model: Any, name: str, vocab_size: int) -> np.ndarray:
     return np.array(model.acts[name][..., vocab_size:], copy=True)
 
 
-def compare_scalar(name: str, c: float, r32: float, r64: Optional[float] = None, **kw: Any) -> Dict[str, Any]:
-    return compare(name, np.array([c]), np.array([r32]), None if r64 is None else np.array([r64]), **kw)
+def compare_scalar(name: str, c: float, r32: float, r64: Optional[float] = None,
+                   ref32_alts: Optional[Sequence[float]] = None, **kw: Any) -> Dict[str, Any]:
+    return compare(name, np.array([c]), np.array([r32]), None if r64 is None else np.array([r64]),
+                   ref32_alts=[np.array([a]) for a in (ref32_alts or ())], **kw)
 
 
 def forward_backward_rows(model_c: Any, ref32: Any, ref64: Any, inputs: Any, targets: Any,
@@ -48,10 +50,11 @@ def forward_backward_rows(model_c: Any, ref32: Any, ref64: Any, inputs: Any, tar
     V = int(ref32.config.vocab_size)
     L = int(ref32.config.n_layer)
     c_loss = model_c.forward(np.asarray(inputs), np.asarray(targets))
+    names = activation_names(L, with_targets=True)
+    # copied before backward, which turns probs into d logits in place
+    c_acts = c_activations(model_c, V, names)
     model_c.zero_grad()
     model_c.backward(loss_scale)
-    names = activation_names(L, with_targets=True)
-    c_acts = c_activations(model_c, V, names)
     c_grads = model_tensors(model_c.grads)
     r32: Capture = capture(ref32, inputs, targets, loss_scale=loss_scale, padded_vocab_size=padded_vocab_size)
     r64: Optional[Capture] = None

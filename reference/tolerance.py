@@ -25,6 +25,15 @@ A tensor passes when
      arithmetic (the key bias) but rounding noise in fp32 into +-lr updates, in PyTorch
      fp32 as much as in C.
 
+For multi-step trajectories the fp32 reference's own distance from fp64 is a single sample
+of a heavy-tailed distribution (AdamW divides by sqrt(v), so elements whose gradient is near
+zero turn rounding noise into steps of order lr, and which elements those are is chance).
+Measured (5 clipped AdamW steps, the nh1 config of parity_tests): 8 runs of the same fp32
+reference, each started from weights moved by 1 ulp, were up to 11x farther (RMSE) from
+fp64 than the unmoved run on the same tensor. So for trajectories the baseline of (2) is
+the LARGEST rmse(r32' vs r64) over the reference and a few such equally valid fp32 runs
+(`ref32_alts`): the noise level of fp32, not the luck of one run.
+
 Anything non-finite in C where the reference is finite fails outright.
 """
 from __future__ import annotations
@@ -76,12 +85,14 @@ def _rms(a: np.ndarray) -> float:
 
 
 def compare(name: str, c_array: Any, ref32: Any, ref64: Any = None, *, step: Optional[int] = None,
-            rtol: float = RTOL, factor: float = ATTRIBUTION_FACTOR) -> Dict[str, Any]:
+            rtol: float = RTOL, factor: float = ATTRIBUTION_FACTOR,
+            ref32_alts: Optional[Iterable[Any]] = None) -> Dict[str, Any]:
     """Compare one tensor of the C core with the fp32 (and optionally fp64) reference.
 
     Returns a dict with name, step, shape, max_abs, max_rel (max |c - r| / max(|r|, rms(r))),
     rmse (c vs ref32), ref_rms, direct_passed, and when ref64 is given rmse_c_vs_64,
-    rmse_32_vs_64, attributed_limit, attributed_passed; `passed` is the policy's verdict and
+    rmse_32_vs_64 (the largest over ref32 and ref32_alts, other valid fp32 runs of the
+    reference, see the module doc), attributed_limit, attributed_passed; `passed` is the policy's verdict and
     `method` says which test decided ("fp32", "fp64-attributed", or "failed"), plus the
     worst element (index, c, ref).
     """
@@ -122,6 +133,11 @@ def compare(name: str, c_array: Any, ref32: Any, ref64: Any = None, *, step: Opt
             raise ValueError(f"{name}: fp64 reference shape {r64.shape} != {r.shape}")
         rm_c = _rms(c - r64) if nonfinite == 0 else math.inf
         rm_32 = _rms(r - r64)
+        for alt in (ref32_alts or ()):
+            a64 = np.asarray(alt, dtype=np.float64)
+            if a64.shape != r.shape:
+                raise ValueError(f"{name}: alternative fp32 reference shape {a64.shape} != {r.shape}")
+            rm_32 = max(rm_32, _rms(a64 - r64))
         limit = factor * rm_32 + FLOOR_ULPS * EPS32 * _rms(r64) + TINY
         out["rmse_c_vs_64"] = rm_c
         out["rmse_32_vs_64"] = rm_32
@@ -138,21 +154,25 @@ def compare(name: str, c_array: Any, ref32: Any, ref64: Any = None, *, step: Opt
 
 def compare_dicts(c: Mapping[str, Any], ref32: Mapping[str, Any], ref64: Optional[Mapping[str, Any]] = None,
                   names: Optional[Iterable[str]] = None, *, prefix: str = "", step: Optional[int] = None,
-                  split_layers: bool = True, **kw: Any) -> List[Dict[str, Any]]:
+                  split_layers: bool = True, ref32_alts: Optional[List[Mapping[str, Any]]] = None,
+                  **kw: Any) -> List[Dict[str, Any]]:
     """compare() over many tensors; layer-stacked parameters (qkvw, ...) are compared per
-    layer and reported as e.g. 'grad.h3.qkvw'. Rows come back in `names` order."""
+    layer and reported as e.g. 'grad.h3.qkvw'. Rows come back in `names` order.
+    ref32_alts: dicts like ref32 from other valid fp32 runs (see compare)."""
     from .convert import LAYER_PARAMS
 
     rows = []
+    alts = list(ref32_alts or ())
     for n in (list(names) if names is not None else list(ref32)):
         a, r = np.asarray(c[n]), np.asarray(ref32[n])
         r64 = None if ref64 is None else np.asarray(ref64[n])
+        al = [np.asarray(d[n]) for d in alts]
         if split_layers and n in LAYER_PARAMS:
             for l in range(r.shape[0]):
                 rows.append(compare(f"{prefix}h{l}.{n}", a[l], r[l], None if r64 is None else r64[l],
-                                    step=step, **kw))
+                                    step=step, ref32_alts=[x[l] for x in al], **kw))
         else:
-            rows.append(compare(prefix + n, a, r, r64, step=step, **kw))
+            rows.append(compare(prefix + n, a, r, r64, step=step, ref32_alts=al, **kw))
     return rows
 
 

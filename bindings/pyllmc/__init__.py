@@ -14,6 +14,7 @@ from .errors import (
     UnsupportedError,
 )
 from .model import GPTConfig, Model, ModelOptions, TensorInfo, pad_vocab
+from .trainer import Callback, History, Trainer, TrainerConfig, TrainStatus
 
 __all__ = [
     "__version__",
@@ -24,6 +25,11 @@ __all__ = [
     "ModelOptions",
     "TensorInfo",
     "pad_vocab",
+    "Trainer",
+    "TrainerConfig",
+    "TrainStatus",
+    "Callback",
+    "History",
     "errors",
     "PyllmcError",
     "InvalidArgumentError",

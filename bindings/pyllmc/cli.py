@@ -34,7 +34,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     p = sub.add_parser("info", help="show the C library in use (ABI version, path, OpenMP)")
     p.set_defaults(func=_cmd_info)
+    _add_trainer_commands(sub)
     return parser
+
+
+def _add_trainer_commands(sub) -> None:
+    """train, sample, prepare-data, demo: each lives in its own module (add_arguments/run)."""
+    from . import cli_prepare, cli_sample, cli_train, demo
+
+    for name, mod, help_text in (
+        ("demo", demo, "offline demo: parity check, then a small GPT-2 learns addition (~3 min)"),
+        ("train", cli_train, "train a GPT-2 through the C core (metrics.jsonl, checkpoints, --resume)"),
+        ("sample", cli_sample, "generate text from a model"),
+        ("prepare-data", cli_prepare, "text files -> token shards + tokenizer.bin"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        mod.add_arguments(p)
+        p.set_defaults(func=mod.run)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

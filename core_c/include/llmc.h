@@ -1,5 +1,6 @@
 /*
- * llmc.h - the one public header of the pyllmc C core: GPT-2 training on CPU.
+ * llmc.h - the one public header of the pyllmc C core: GPT-2 training on CPU (OpenMP) or,
+ * in a build with CUDA, on an NVIDIA GPU; the device is chosen per model at run time.
  *
  * Everything between LLMC_CDEF_BEGIN and LLMC_CDEF_END is also read verbatim by the
  * Python binding (cffi cdef), so it must stay plain C declarations: no macros inside
@@ -14,6 +15,16 @@
  *  - Tensors live in five buffers (kinds): parameters, gradients, AdamW m, AdamW v,
  *    activations. llmc_model_tensor_info() describes each named tensor as an offset
  *    (in floats) into its kind's buffer, so callers can view memory without copying.
+ *    The four parameter-shaped kinds use the checkpoint names (wte, ..., lnfb) with
+ *    layer-stacked shapes (qkvw is (L, 3C, C)); reports prefix the kind (grad.wte,
+ *    adam_m.wte) and slice layers (h3.qkvw) themselves.
+ *  - One model handle must not be used by two threads at once; distinct handles share
+ *    nothing and may run concurrently.
+ *  - Devices: options.device picks the backend (LLMC_DEVICE_CPU or LLMC_DEVICE_CUDA). On a
+ *    CUDA model the five buffers live in GPU memory: llmc_model_buffer() then returns DEVICE
+ *    pointers (llmc_model_device() says which), with the same named-tensor offsets as on the
+ *    CPU; llmc_model_copy_to_host()/llmc_model_copy_from_host() move floats either way on
+ *    both devices. Every call on a CUDA model has finished on the GPU when it returns.
  */
 #ifndef LLMC_H
 #define LLMC_H
@@ -51,6 +62,18 @@ typedef enum {
     LLMC_KIND_ACTS = 4
 } llmc_kind;
 
+typedef enum {
+    LLMC_DEVICE_CPU = 0,
+    LLMC_DEVICE_CUDA = 1
+} llmc_device;
+
+typedef enum {
+    LLMC_PRECISION_FP32 = 0, /* fp32 everywhere (on CUDA: cuBLAS with TF32 off) */
+    LLMC_PRECISION_BF16 = 1  /* CUDA only: matmul and attention GEMM inputs rounded to bf16,
+                                fp32 accumulation, fp32 master weights, gradients, optimizer
+                                state and stored activations */
+} llmc_precision;
+
 /* GPT-2 shape; the same fields as the llm.c checkpoint header. */
 typedef struct {
     int32_t max_seq_len;       /* maxT: rows of wpe */
@@ -66,12 +89,14 @@ typedef struct {
     int32_t max_batch;   /* largest B a forward call may use */
     int32_t max_seq;     /* largest T a forward call may use; 0 means config.max_seq_len */
     int32_t num_threads; /* OpenMP threads for this model; 0 means the OpenMP default */
+    int32_t device;      /* llmc_device; 0 = CPU */
+    int32_t precision;   /* llmc_precision; 0 = fp32 */
     int32_t reserved;    /* must be 0 */
 } llmc_options;
 
 /* One named tensor: its kind's buffer + offset (in floats), and its current shape. */
 typedef struct {
-    const char *name; /* e.g. "wte", "h3.qkvw", "h0.ln1", "logits"; owned by the model */
+    const char *name; /* e.g. "wte", "qkvw", "h0.ln1", "logits"; owned by the model */
     int32_t kind;     /* llmc_kind */
     int32_t ndim;
     int64_t shape[4];
@@ -79,13 +104,16 @@ typedef struct {
     int64_t numel;
 } llmc_tensor_info;
 
-/* AdamW hyperparameters for one update; t is the 1-based step used for bias correction. */
+/* AdamW hyperparameters for one update; t is the 1-based step used for bias correction.
+ * Doubles, because the scalars derived from them (1 - beta2, the bias corrections,
+ * 1 - lr * weight_decay) must be formed in double and rounded once, as torch.optim.AdamW
+ * does with Python floats: 1.0f - 0.999f differs from 0.001 by 1.3e-5 relative. */
 typedef struct {
-    float lr;
-    float beta1;
-    float beta2;
-    float eps;
-    float weight_decay;
+    double lr;
+    double beta1;
+    double beta2;
+    double eps;
+    double weight_decay;
     int32_t t;
     int32_t decay_matrices_only; /* 1: decay only 2-D weights (wte, wpe, qkvw, attprojw, fcw,
                                     fcprojw); 0: decay every parameter, as llm.c does */
@@ -94,7 +122,8 @@ typedef struct {
 typedef struct llmc_model llmc_model;
 
 LLMC_API int32_t llmc_abi_version(void);
-/* sizeof of each public struct, so the binding can detect a stale library. */
+/* sizeof of each public struct, so the binding can detect a stale library; 0 for a name
+ * it does not know. */
 LLMC_API size_t llmc_struct_size(const char *struct_name);
 LLMC_API const char *llmc_status_name(int32_t status);
 /* Message of the last failure of create/load on this thread ("" if none). */
@@ -103,6 +132,14 @@ LLMC_API const char *llmc_last_error(void);
 LLMC_API const char *llmc_model_last_error(const llmc_model *model);
 /* 1 if the library was built with OpenMP. */
 LLMC_API int32_t llmc_has_openmp(void);
+/* 1 if the library was built with the CUDA backend (whether or not a GPU is present). */
+LLMC_API int32_t llmc_built_with_cuda(void);
+/* 1 if CUDA models can be created here: built with CUDA, a driver and a GPU are present and
+ * cuBLAS could be loaded. Never fails or aborts; 0 otherwise (llmc_cuda_describe says why). */
+LLMC_API int32_t llmc_has_cuda(void);
+/* One line on the CUDA backend: the device in use, or why CUDA is not available. The string
+ * is per thread and valid until the next call of this function on the thread. */
+LLMC_API const char *llmc_cuda_describe(void);
 
 /* A fresh model with GPT-2 initialisation drawn from seed. */
 LLMC_API int32_t llmc_model_create(const llmc_config *config, const llmc_options *options,
@@ -115,6 +152,7 @@ LLMC_API int32_t llmc_model_save(llmc_model *model, const char *path);
 LLMC_API void llmc_model_destroy(llmc_model *model);
 
 LLMC_API int32_t llmc_model_get_config(const llmc_model *model, llmc_config *out);
+/* The options as resolved at creation: max_seq and num_threads are never 0 here. */
 LLMC_API int32_t llmc_model_get_options(const llmc_model *model, llmc_options *out);
 LLMC_API int32_t llmc_model_set_threads(llmc_model *model, int32_t num_threads);
 
@@ -124,7 +162,10 @@ LLMC_API int32_t llmc_model_set_threads(llmc_model *model, int32_t num_threads);
 LLMC_API int32_t llmc_model_forward(llmc_model *model, const int32_t *inputs,
                                     const int32_t *targets, int32_t B, int32_t T, float *loss);
 LLMC_API int32_t llmc_model_zero_grad(llmc_model *model);
-/* Backward of the last forward (which must have had targets). Gradients are ADDED to the
+/* Backward of the last forward (which must have had targets). It turns the probs activation
+ * into d loss / d logits in place (one vocabulary-sized buffer fewer), so read probs before
+ * calling backward; a second backward without a new forward is a BAD_STATE error.
+ * Gradients are ADDED to the
  * gradient buffer (so micro-batches accumulate); d(loss)/d(loss) is loss_scale, so the
  * gradient is that of loss_scale * mean loss. Use 1.0 for one batch, 1/K for K micro-batches. */
 LLMC_API int32_t llmc_model_backward(llmc_model *model, float loss_scale);
@@ -140,12 +181,24 @@ LLMC_API int32_t llmc_model_adamw_step(llmc_model *model, const llmc_adamw_param
 LLMC_API int32_t llmc_model_num_tensors(const llmc_model *model);
 LLMC_API int32_t llmc_model_tensor_info(const llmc_model *model, int32_t index,
                                         llmc_tensor_info *out);
-/* Base pointer and length (in floats) of one kind's buffer. */
+/* Base pointer and length (in floats) of one kind's buffer: a host pointer on a CPU model,
+ * a device pointer on a CUDA model. */
 LLMC_API int32_t llmc_model_buffer(llmc_model *model, int32_t kind, float **data, int64_t *numel);
+/* llmc_device of the model's buffers (-1 for NULL). */
+LLMC_API int32_t llmc_model_device(const llmc_model *model);
+/* llmc_precision of the model (-1 for NULL). */
+LLMC_API int32_t llmc_model_precision(const llmc_model *model);
+/* Copy count floats starting at offset (in floats) of one kind's buffer to host memory dst,
+ * or from host memory src into it; on either device. offset + count must lie within the
+ * buffer. */
+LLMC_API int32_t llmc_model_copy_to_host(llmc_model *model, int32_t kind, int64_t offset,
+                                         int64_t count, float *dst);
+LLMC_API int32_t llmc_model_copy_from_host(llmc_model *model, int32_t kind, int64_t offset,
+                                           int64_t count, const float *src);
 
 /* LLMC_CDEF_END */
 
-#define LLMC_ABI_VERSION 1
+#define LLMC_ABI_VERSION 2
 
 #ifdef __cplusplus
 }

@@ -67,7 +67,7 @@ LLMC_API int32_t llmc_model_load(const char *path, const llmc_options *options,
         fclose(f);
         return llmc_fail_thread(LLMC_ERR_BAD_FORMAT, "%s: bad header: %s", path, why);
     }
-    llmc_options opt = {1, 0, 0, 0};
+    llmc_options opt = {1, 0, 0, 0, 0, 0};
     if (options) opt = *options;
     if (opt.max_seq == 0) opt.max_seq = cfg.max_seq_len;
     llmc_model *m = NULL;
@@ -91,38 +91,86 @@ LLMC_API int32_t llmc_model_load(const char *path, const llmc_options *options,
                                 "(%zu bytes expected)",
                                 path, (long long)st.st_size, nparams, expected);
     }
+    /* a CPU model reads straight into its parameters; another device through host memory */
+    const int on_host = m->device == LLMC_DEVICE_CPU;
+    float *params = on_host ? m->params : (float *)malloc(m->num_params * sizeof(float));
+    uint16_t *tmp = NULL;
+    if (version == 5) /* widen bf16 in chunks through the (still unused) gradient buffer */
+        tmp = on_host ? (uint16_t *)m->grads : (uint16_t *)malloc(((size_t)1 << 20) * 2);
+    if (!params || (version == 5 && !tmp)) {
+        if (!on_host) {
+            free(params);
+            free(tmp);
+        }
+        llmc_model_destroy(m);
+        fclose(f);
+        return llmc_fail_thread(LLMC_ERR_OUT_OF_MEMORY,
+                                "%s: cannot allocate host memory to read the parameters", path);
+    }
     size_t got;
     if (version == 3) {
-        got = fread(m->params, sizeof(float), m->num_params, f);
+        got = fread(params, sizeof(float), m->num_params, f);
     } else {
-        /* widen bf16 in chunks through the (still unused) gradient buffer */
-        uint16_t *tmp = (uint16_t *)m->grads;
         got = 0;
         while (got < m->num_params) {
             size_t chunk = m->num_params - got;
             if (chunk > (size_t)1 << 20) chunk = (size_t)1 << 20;
             size_t r = fread(tmp, sizeof(uint16_t), chunk, f);
-            for (size_t i = 0; i < r; i++) m->params[got + i] = bf16_to_f32(tmp[i]);
+            for (size_t i = 0; i < r; i++) params[got + i] = bf16_to_f32(tmp[i]);
             got += r;
             if (r != chunk) break;
         }
-        memset(m->grads, 0, m->num_params * sizeof(float));
+        if (on_host) memset(m->grads, 0, m->num_params * sizeof(float));
     }
     fclose(f);
+    int status_up = LLMC_OK;
+    if (!on_host) {
+        free(tmp);
+        if (got == m->num_params)
+            status_up = m->be->copy(m, LLMC_KIND_PARAMS, 0, m->num_params, params, 0);
+        free(params);
+    }
     if (got != m->num_params) {
         const size_t want = m->num_params;
         llmc_model_destroy(m);
         return llmc_fail_thread(LLMC_ERR_IO, "%s: read %zu of %zu parameters", path, got, want);
     }
+    if (status_up != LLMC_OK) {
+        char msg[LLMC_ERRMSG_LEN];
+        snprintf(msg, sizeof(msg), "%s", m->errmsg);
+        llmc_model_destroy(m);
+        return llmc_fail_thread(status_up, "%s: %s", path, msg);
+    }
     *out = m;
     return LLMC_OK;
 }
+
+static int save_params(llmc_model *m, const float *params, const char *path);
 
 /* Written to "<path>.tmp", flushed to disk, then renamed over path: a crash mid-save never
  * leaves a truncated checkpoint under the real name. */
 LLMC_API int32_t llmc_model_save(llmc_model *m, const char *path) {
     if (!m) return LLMC_ERR_INVALID_ARGUMENT;
     if (!path) return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "path is NULL");
+    /* a model on another device is saved from a host copy of its parameters */
+    float *params = m->params;
+    if (m->device != LLMC_DEVICE_CPU) {
+        params = (float *)malloc(m->num_params * sizeof(float));
+        if (!params)
+            return llmc_fail(m, LLMC_ERR_OUT_OF_MEMORY,
+                             "cannot allocate host memory for the parameters");
+        const int st = m->be->copy(m, LLMC_KIND_PARAMS, 0, m->num_params, params, 1);
+        if (st != LLMC_OK) {
+            free(params);
+            return st;
+        }
+    }
+    int status = save_params(m, params, path);
+    if (params != m->params) free(params);
+    return status;
+}
+
+static int save_params(llmc_model *m, const float *params, const char *path) {
     size_t plen = strlen(path);
     char *tmp = (char *)malloc(plen + 5);
     if (!tmp) return llmc_fail(m, LLMC_ERR_OUT_OF_MEMORY, "cannot allocate a path");
@@ -145,7 +193,7 @@ LLMC_API int32_t llmc_model_save(llmc_model *m, const char *path) {
     h[6] = m->cfg.channels;
     h[7] = m->cfg.padded_vocab_size;
     int ok = fwrite(h, 1, sizeof(h), f) == sizeof(h) &&
-             fwrite(m->params, sizeof(float), m->num_params, f) == m->num_params &&
+             fwrite(params, sizeof(float), m->num_params, f) == m->num_params &&
              fflush(f) == 0 && fsync(fileno(f)) == 0;
     int err = errno;
     ok = (fclose(f) == 0) && ok;

@@ -55,44 +55,54 @@ static void ukernel_generic(int kc, const float *Ap, const float *Bp, float *C, 
 }
 
 #ifdef LLMC_X86
-/* AVX-512: 6 x 32 tile = 12 zmm accumulators, enough independent FMAs to hide latency. */
-#define MR_AVX512 6
+/* AVX-512: 8 x 32 tile = 16 zmm accumulators (plus 2 for B and 1 broadcast, of 32): two
+ * FMA ports with 4-cycle latency need at least 8 independent chains. Accumulators are
+ * named variables, not an array, so they never touch the stack. */
+#define MR_AVX512 8
+#define AVX512_ROW_DECL(r) __m512 c##r##a = _mm512_setzero_ps(), c##r##b = _mm512_setzero_ps()
+#define AVX512_ROW_FMA(r)                                                                  \
+    do {                                                                                   \
+        const __m512 a_ = _mm512_set1_ps(Ap[r]);                                           \
+        c##r##a = _mm512_fmadd_ps(a_, b0, c##r##a);                                        \
+        c##r##b = _mm512_fmadd_ps(a_, b1, c##r##b);                                        \
+    } while (0)
+#define AVX512_ROW_STORE(r)                                                                \
+    do {                                                                                   \
+        float *cr_ = C + (r) * ldc;                                                        \
+        if (beta != 0.0f) {                                                                \
+            c##r##a = _mm512_add_ps(c##r##a, _mm512_loadu_ps(cr_));                        \
+            c##r##b = _mm512_add_ps(c##r##b, _mm512_loadu_ps(cr_ + 16));                   \
+        }                                                                                  \
+        _mm512_storeu_ps(cr_, c##r##a);                                                    \
+        _mm512_storeu_ps(cr_ + 16, c##r##b);                                               \
+    } while (0)
+#define AVX512_ROW_TMP(r)                                                                  \
+    do {                                                                                   \
+        _mm512_storeu_ps(tmp + (r) * NR, c##r##a);                                         \
+        _mm512_storeu_ps(tmp + (r) * NR + 16, c##r##b);                                    \
+    } while (0)
+
 __attribute__((target("avx512f"))) static void
 ukernel_avx512(int kc, const float *Ap, const float *Bp, float *C, int64_t ldc, int mr, int nr,
                float beta) {
-    __m512 c0[MR_AVX512], c1[MR_AVX512];
-    for (int r = 0; r < MR_AVX512; r++) {
-        c0[r] = _mm512_setzero_ps();
-        c1[r] = _mm512_setzero_ps();
-    }
+    AVX512_ROW_DECL(0); AVX512_ROW_DECL(1); AVX512_ROW_DECL(2); AVX512_ROW_DECL(3);
+    AVX512_ROW_DECL(4); AVX512_ROW_DECL(5); AVX512_ROW_DECL(6); AVX512_ROW_DECL(7);
     for (int k = 0; k < kc; k++) {
-        __m512 b0 = _mm512_loadu_ps(Bp);
-        __m512 b1 = _mm512_loadu_ps(Bp + 16);
-        for (int r = 0; r < MR_AVX512; r++) {
-            __m512 a = _mm512_set1_ps(Ap[r]);
-            c0[r] = _mm512_fmadd_ps(a, b0, c0[r]);
-            c1[r] = _mm512_fmadd_ps(a, b1, c1[r]);
-        }
+        const __m512 b0 = _mm512_loadu_ps(Bp);
+        const __m512 b1 = _mm512_loadu_ps(Bp + 16);
+        AVX512_ROW_FMA(0); AVX512_ROW_FMA(1); AVX512_ROW_FMA(2); AVX512_ROW_FMA(3);
+        AVX512_ROW_FMA(4); AVX512_ROW_FMA(5); AVX512_ROW_FMA(6); AVX512_ROW_FMA(7);
         Ap += MR_AVX512;
         Bp += NR;
     }
     if (mr == MR_AVX512 && nr == NR) {
-        for (int r = 0; r < MR_AVX512; r++) {
-            float *crow = C + r * ldc;
-            if (beta != 0.0f) {
-                c0[r] = _mm512_add_ps(c0[r], _mm512_loadu_ps(crow));
-                c1[r] = _mm512_add_ps(c1[r], _mm512_loadu_ps(crow + 16));
-            }
-            _mm512_storeu_ps(crow, c0[r]);
-            _mm512_storeu_ps(crow + 16, c1[r]);
-        }
+        AVX512_ROW_STORE(0); AVX512_ROW_STORE(1); AVX512_ROW_STORE(2); AVX512_ROW_STORE(3);
+        AVX512_ROW_STORE(4); AVX512_ROW_STORE(5); AVX512_ROW_STORE(6); AVX512_ROW_STORE(7);
         return;
     }
     float tmp[MR_AVX512 * NR];
-    for (int r = 0; r < MR_AVX512; r++) {
-        _mm512_storeu_ps(tmp + r * NR, c0[r]);
-        _mm512_storeu_ps(tmp + r * NR + 16, c1[r]);
-    }
+    AVX512_ROW_TMP(0); AVX512_ROW_TMP(1); AVX512_ROW_TMP(2); AVX512_ROW_TMP(3);
+    AVX512_ROW_TMP(4); AVX512_ROW_TMP(5); AVX512_ROW_TMP(6); AVX512_ROW_TMP(7);
     store_tile(tmp, MR_AVX512, C, ldc, mr, nr, beta);
 }
 
@@ -222,6 +232,20 @@ static int choose_tile_width(int N, int m_tiles, int nthreads) {
     return best;
 }
 
+/* The smaller operand, when it fits the shared buffer, is packed once for all tiles instead
+ * of once per tile: for the classifier (lnf is 256 x 768, wte 50304 x 768) that removes
+ * hundreds of repeated packs. Returns 1 (A), 2 (B) or 0 (pack per tile). */
+static int choose_prepack(int M, int N, int K, int mr, const llmc_exec *ex) {
+    if (!ex->gemm_shared) return 0;
+    const size_t a = (size_t)((M + mr - 1) / mr * mr) * (size_t)K;
+    const size_t b = (size_t)K * (size_t)((N + NR - 1) / NR * NR);
+    const size_t cap = ex->gemm_shared_len;
+    if (M <= N && a <= cap) return 1;
+    if (b <= cap) return 2;
+    if (a <= cap) return 1;
+    return 0;
+}
+
 void llmc_sgemm(int transA, int transB, int M, int N, int K, const float *A, int64_t lda,
                 const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
                 const llmc_exec *ex) {
@@ -242,11 +266,35 @@ void llmc_sgemm(int transA, int transB, int M, int N, int K, const float *A, int
     const int n_tiles = (N + nt_width - 1) / nt_width;
     const int tiles = m_tiles * n_tiles;
     const int nthreads = nthreads_max < tiles ? nthreads_max : tiles;
+    const int k_panels = (K + LLMC_GEMM_KC - 1) / LLMC_GEMM_KC;
+
+    /* shared pre-pack: panel p of A starts at Mr * k0, strip s at + s * kc (likewise B) */
+    const int prepack = choose_prepack(M, N, K, mr, ex);
+    const int Mr = (M + mr - 1) / mr * mr, Nr = (N + NR - 1) / NR * NR;
+    if (prepack) {
+        const int strips = prepack == 1 ? Mr / mr : Nr / NR;
+        const int jobs = strips * k_panels;
+#pragma omp parallel for num_threads(nthreads_max) schedule(static)
+        for (int j = 0; j < jobs; j++) {
+            const int p = j / strips, st = j % strips;
+            const int k0 = p * LLMC_GEMM_KC;
+            const int kc = K - k0 < LLMC_GEMM_KC ? K - k0 : LLMC_GEMM_KC;
+            if (prepack == 1) {
+                const int m0 = st * mr, rows = M - m0 < mr ? M - m0 : mr;
+                pack_a(ex->gemm_shared + (size_t)Mr * k0 + (size_t)m0 * kc, transA, A, lda, m0,
+                       k0, rows, kc, mr);
+            } else {
+                const int n0 = st * NR, cols = N - n0 < NR ? N - n0 : NR;
+                pack_b(ex->gemm_shared + (size_t)Nr * k0 + (size_t)n0 * kc, transB, B, ldb, k0,
+                       n0, kc, cols);
+            }
+        }
+    }
 
 #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
     for (int tile = 0; tile < tiles; tile++) {
-        float *Ap = ex->gemm_ws + (size_t)LLMC_THREAD_ID() * LLMC_GEMM_WS_FLOATS;
-        float *Bp = Ap + (size_t)(LLMC_GEMM_MC + LLMC_GEMM_MR_MAX) * LLMC_GEMM_KC;
+        float *Aw = ex->gemm_ws + (size_t)LLMC_THREAD_ID() * LLMC_GEMM_WS_FLOATS;
+        float *Bw = Aw + (size_t)(LLMC_GEMM_MC + LLMC_GEMM_MR_MAX) * LLMC_GEMM_KC;
         /* n varies slowest: consecutive tiles share their B columns while they are hot */
         const int m0 = (tile % m_tiles) * mt, n0 = (tile / m_tiles) * nt_width;
         const int mc = M - m0 < mt ? M - m0 : mt;
@@ -254,8 +302,19 @@ void llmc_sgemm(int transA, int transB, int M, int N, int K, const float *A, int
         for (int k0 = 0; k0 < K; k0 += LLMC_GEMM_KC) {
             const int kc = K - k0 < LLMC_GEMM_KC ? K - k0 : LLMC_GEMM_KC;
             const float beta_k = k0 == 0 ? beta : 1.0f;
-            pack_a(Ap, transA, A, lda, m0, k0, mc, kc, mr);
-            pack_b(Bp, transB, B, ldb, k0, n0, kc, nc);
+            const float *Ap, *Bp;
+            if (prepack == 1) {
+                Ap = ex->gemm_shared + (size_t)Mr * k0 + (size_t)m0 * kc;
+            } else {
+                pack_a(Aw, transA, A, lda, m0, k0, mc, kc, mr);
+                Ap = Aw;
+            }
+            if (prepack == 2) {
+                Bp = ex->gemm_shared + (size_t)Nr * k0 + (size_t)n0 * kc;
+            } else {
+                pack_b(Bw, transB, B, ldb, k0, n0, kc, nc);
+                Bp = Bw;
+            }
             for (int js = 0; js < nc; js += NR) {
                 const int nr = nc - js < NR ? nc - js : NR;
                 const float *bstrip = Bp + (size_t)js * kc;

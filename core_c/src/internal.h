@@ -8,6 +8,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus /* the CUDA backend (C++) includes this header too */
+extern "C" {
+#endif
+
 #ifdef _OPENMP
 #include <omp.h>
 #define LLMC_THREAD_ID() omp_get_thread_num()
@@ -39,8 +43,10 @@ typedef struct {
     float *dresidual; /* (BT, C) gradient flowing along the residual stream */
     float *dsmall;    /* (BT, C) d ln1 / d atty / d ln2 / d lnf */
     float *dbig;      /* (BT, 4C) d fch_gelu, d fch, and d qkv (3C) */
-    float *dlogits;   /* (BT, Vp) */
+    float *dlogits;   /* (BT, Vp): the probs activation, overwritten by backward */
 } backward_scratch;
+
+struct llmc_backend;
 
 typedef struct {
     const char *name; /* points into the model's name storage */
@@ -74,6 +80,7 @@ struct llmc_model {
     float *gemm_ws; /* LLMC_GEMM_WS_FLOATS * ws_threads */
     float *row_ws;  /* max_seq * ws_threads */
     int ws_threads; /* threads the workspaces are sized for */
+    float *gemm_shared; /* LLMC_GEMM_SHARED_FLOATS, shared by all threads */
 
     int B, T;             /* of the last forward */
     int have_targets;     /* last forward had targets: backward allowed */
@@ -87,7 +94,34 @@ struct llmc_model {
     char *names;
 
     char errmsg[LLMC_ERRMSG_LEN];
+
+    /* backend: the CPU path or the CUDA one (cuda/). On a CUDA model params, grads, adam_m,
+     * adam_v, acts, p[] and g[] hold DEVICE pointers with the same layout as on the CPU,
+     * the host-only members above (bwd_buffer, scratch, workspaces) are unused, and
+     * backend_state holds the CUDA backend's own data. */
+    int32_t device;    /* llmc_device */
+    int32_t precision; /* llmc_precision */
+    const struct llmc_backend *be;
+    void *backend_state;
 };
+
+/* The device-specific half of the training step. The public functions in model.c validate
+ * their arguments and the call order, then call these. Each returns an llmc_status and sets
+ * the model's message on failure. forward: tokens are already copied to m->inputs (and
+ * m->targets when with_targets), m->B and m->T are set; *mean_loss gets the mean loss when
+ * with_targets. adamw: hyperparameters already validated. copy: count floats at offset of a
+ * kind's buffer to (to_host = 1) or from host memory, bounds already checked. */
+typedef struct llmc_backend {
+    const char *name;
+    int (*forward)(llmc_model *m, int with_targets, float *mean_loss);
+    int (*zero_grad)(llmc_model *m);
+    int (*backward)(llmc_model *m, float loss_scale);
+    int (*grad_sumsq)(llmc_model *m, double *sumsq);
+    int (*scale_grads)(llmc_model *m, float coef);
+    int (*adamw)(llmc_model *m, const llmc_adamw_params *hp);
+    int (*copy)(llmc_model *m, int kind, size_t offset, size_t count, float *host, int to_host);
+    void (*destroy)(llmc_model *m); /* frees what the backend allocated (not the model) */
+} llmc_backend;
 
 /* errors.c */
 int llmc_fail(llmc_model *m, int status, const char *fmt, ...);       /* sets model error */
@@ -102,6 +136,22 @@ int llmc_add_size(size_t a, size_t b, size_t *out);
 int llmc_validate_config(const llmc_config *cfg, char *why, size_t why_len);
 int llmc_model_alloc(const llmc_config *cfg, const llmc_options *opt, llmc_model **out);
 void llmc_model_init_weights(llmc_model *m, uint64_t seed);
+/* GPT-2 initialisation into host memory laid out as the parameter buffer */
+void llmc_init_params(const llmc_model *m, float *params, uint64_t seed);
+/* weight decay AdamW applies to parameter tensor i (P_*) under hp */
+double llmc_param_weight_decay(const llmc_adamw_params *hp, int i);
+/* buffer of a kind and its length in floats (host or device pointer); NULL for a bad kind */
+float *llmc_kind_buffer(const llmc_model *m, int kind, size_t *numel);
+
+/* cuda/backend.cu (only in builds with LLMC_HAVE_CUDA). Never abort without a GPU. */
+#ifdef LLMC_HAVE_CUDA
+/* 1 if a CUDA device and cuBLAS can be used; else 0 with the reason in why */
+int llmc_cuda_usable(char *why, size_t why_len);
+/* Allocate the device buffers of a model whose sizes and tensor table are set, set params,
+ * grads, adam_m, adam_v, acts, p[], g[], be and backend_state. On failure frees what it
+ * allocated and returns a status with the message in the thread error. */
+int llmc_cuda_attach(llmc_model *m);
+#endif
 
 /* rng.c: a small deterministic generator so initialisation is reproducible everywhere */
 typedef struct { uint64_t state; } llmc_rng;
@@ -129,6 +179,8 @@ typedef struct {
     float *gemm_ws;         /* LLMC_GEMM_WS_FLOATS per thread */
     float *row_ws;          /* max_seq floats per thread (attention backward) */
     int row_ws_len;
+    float *gemm_shared;     /* one operand packed once for all threads (may be NULL) */
+    size_t gemm_shared_len; /* in floats */
 } llmc_exec;
 
 /* out (N, OC) = inp (N, IC) @ weight (OC, IC)^T + bias (OC or NULL) */
@@ -170,13 +222,18 @@ void crossentropy_backward(float *dlogits, const float *probs, const int32_t *ta
 #define LLMC_GEMM_WS_FLOATS \
     ((size_t)(LLMC_GEMM_MC + LLMC_GEMM_MR_MAX) * LLMC_GEMM_KC + (size_t)LLMC_GEMM_KC * LLMC_GEMM_NC)
 #define LLMC_MAX_THREADS 256
+#define LLMC_GEMM_SHARED_FLOATS ((size_t)1 << 20) /* 4 MiB: fits a 256 x 3072 operand */
 void llmc_sgemm(int transA, int transB, int M, int N, int K, const float *A, int64_t lda,
                 const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
                 const llmc_exec *ex);
 const char *llmc_gemm_isa(void);
 
 /* adamw.c: returns nothing; hyperparameters per torch.optim.AdamW */
-void adamw_update(float *param, const float *grad, float *m, float *v, size_t n, float lr,
-                  float beta1, float beta2, float eps, float weight_decay, int t, int nt);
+void adamw_update(float *param, const float *grad, float *m, float *v, size_t n, double lr,
+                  double beta1, double beta2, double eps, double weight_decay, int t, int nt);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -1,4 +1,7 @@
-/* model.c - the GPT-2 model: memory layout, named tensor table, creation and destruction. */
+/* model.c - the GPT-2 model: memory layout, named tensor table, creation and destruction,
+ * argument checking of the public calls, and the CPU backend. Each training-step call checks
+ * its arguments here and then runs on the model's backend (llmc_backend in internal.h): the
+ * CPU one below, or the CUDA one in cuda/ when the model was created with device = CUDA. */
 #include "internal.h"
 
 #include <math.h>
@@ -27,6 +30,20 @@ static const char *const ACT_NAMES[A_NUM] = {
     "lnf", "lnf_mean", "lnf_rstd", "logits", "probs", "losses"};
 
 static int act_is_per_layer(int a) { return a >= A_LN1 && a <= A_RESIDUAL3; }
+
+/* the CPU backend (defined at the end of this file) */
+static int cpu_forward(llmc_model *m, int with_targets, float *mean_loss);
+static int cpu_zero_grad(llmc_model *m);
+static int cpu_backward(llmc_model *m, float loss_scale);
+static int cpu_grad_sumsq(llmc_model *m, double *sumsq);
+static int cpu_scale_grads(llmc_model *m, float coef);
+static int cpu_adamw(llmc_model *m, const llmc_adamw_params *hp);
+static int cpu_copy(llmc_model *m, int kind, size_t offset, size_t count, float *host,
+                    int to_host);
+static void cpu_destroy(llmc_model *m);
+static const llmc_backend cpu_backend = {"cpu",           cpu_forward, cpu_zero_grad,
+                                         cpu_backward,    cpu_grad_sumsq, cpu_scale_grads,
+                                         cpu_adamw,       cpu_copy,    cpu_destroy};
 
 int llmc_validate_config(const llmc_config *c, char *why, size_t n) {
     if (c->max_seq_len < 1 || c->max_seq_len > MAX_SEQ)
@@ -194,7 +211,7 @@ int llmc_model_alloc(const llmc_config *cfg, const llmc_options *opt, llmc_model
     if (!cfg) return llmc_fail_thread(LLMC_ERR_INVALID_ARGUMENT, "config is NULL");
     if (!llmc_validate_config(cfg, why, sizeof(why)))
         return llmc_fail_thread(LLMC_ERR_INVALID_ARGUMENT, "invalid config: %s", why);
-    llmc_options o = {1, 0, 0, 0};
+    llmc_options o = {1, 0, 0, 0, 0, 0};
     if (opt) o = *opt;
     if (o.max_seq == 0) o.max_seq = cfg->max_seq_len;
     if (o.max_batch < 1 || o.max_batch > (1 << 20))
@@ -213,6 +230,23 @@ int llmc_model_alloc(const llmc_config *cfg, const llmc_options *opt, llmc_model
                                 o.num_threads);
     if (o.reserved != 0)
         return llmc_fail_thread(LLMC_ERR_INVALID_ARGUMENT, "options.reserved must be 0");
+    if (o.device != LLMC_DEVICE_CPU && o.device != LLMC_DEVICE_CUDA)
+        return llmc_fail_thread(LLMC_ERR_INVALID_ARGUMENT,
+                                "options.device %d is not a device (0 = cpu, 1 = cuda)", o.device);
+    if (o.precision != LLMC_PRECISION_FP32 && o.precision != LLMC_PRECISION_BF16)
+        return llmc_fail_thread(LLMC_ERR_INVALID_ARGUMENT,
+                                "options.precision %d is not a precision (0 = fp32, 1 = bf16)",
+                                o.precision);
+    if (o.device == LLMC_DEVICE_CPU && o.precision != LLMC_PRECISION_FP32)
+        return llmc_fail_thread(LLMC_ERR_UNSUPPORTED,
+                                "bf16 precision needs the CUDA backend (device = cuda); the CPU "
+                                "backend computes in fp32");
+#ifndef LLMC_HAVE_CUDA
+    if (o.device == LLMC_DEVICE_CUDA)
+        return llmc_fail_thread(LLMC_ERR_UNSUPPORTED,
+                                "device cuda requested, but this build of the library has no CUDA "
+                                "backend (it was built without nvcc, or with LLMC_CUDA=OFF)");
+#endif
 
     llmc_model *m = (llmc_model *)calloc(1, sizeof(llmc_model));
     if (!m) return llmc_fail_thread(LLMC_ERR_OUT_OF_MEMORY, "cannot allocate the model");
@@ -222,14 +256,33 @@ int llmc_model_alloc(const llmc_config *cfg, const llmc_options *opt, llmc_model
     m->B = o.max_batch;
     m->T = o.max_seq;
 
+    m->device = o.device;
+    m->precision = o.precision;
     if (!compute_param_sizes(m) || !compute_act_sizes(m)) {
         llmc_model_destroy(m);
         return llmc_fail_thread(LLMC_ERR_OUT_OF_MEMORY, "model sizes overflow");
     }
+#ifdef LLMC_HAVE_CUDA
+    if (o.device == LLMC_DEVICE_CUDA) {
+        m->nthreads = 1; /* host threads are not used by the CUDA backend */
+        if (!build_tensor_table(m)) {
+            llmc_model_destroy(m);
+            return llmc_fail_thread(LLMC_ERR_OUT_OF_MEMORY, "cannot allocate the tensor table");
+        }
+        const int st = llmc_cuda_attach(m); /* sets the thread error on failure */
+        if (st != LLMC_OK) {
+            llmc_model_destroy(m);
+            return st;
+        }
+        *out = m;
+        return LLMC_OK;
+    }
+#endif
+    m->be = &cpu_backend;
     const size_t BT = (size_t)o.max_batch * o.max_seq, C = cfg->channels;
-    size_t bwd = 0, dlog;
-    int ok = llmc_mul_size(BT, (size_t)cfg->padded_vocab_size, &dlog) &&
-             llmc_add_size(dlog, BT * C * 6, &bwd); /* dresidual C + dsmall C + dbig 4C */
+    /* dresidual C + dsmall C + dbig 4C per token; d logits reuse the probs activation */
+    size_t bwd = 0;
+    int ok = llmc_mul_size(BT, C * 6, &bwd);
 
     m->params = ok ? alloc_floats(m->num_params) : NULL;
     m->grads = ok ? alloc_floats(m->num_params) : NULL;
@@ -239,8 +292,9 @@ int llmc_model_alloc(const llmc_config *cfg, const llmc_options *opt, llmc_model
     m->bwd_buffer = ok ? alloc_floats(bwd) : NULL;
     m->inputs = (int32_t *)calloc(BT, sizeof(int32_t));
     m->targets = (int32_t *)calloc(BT, sizeof(int32_t));
+    m->gemm_shared = alloc_floats(LLMC_GEMM_SHARED_FLOATS);
     if (!m->params || !m->grads || !m->adam_m || !m->adam_v || !m->acts || !m->bwd_buffer ||
-        !m->inputs || !m->targets || !build_tensor_table(m) ||
+        !m->inputs || !m->targets || !m->gemm_shared || !build_tensor_table(m) ||
         ensure_workspaces(m, m->nthreads) != LLMC_OK) {
         size_t mb = (m->num_params * 4 + m->num_acts + bwd) * sizeof(float) >> 20;
         llmc_model_destroy(m);
@@ -255,7 +309,8 @@ int llmc_model_alloc(const llmc_config *cfg, const llmc_options *opt, llmc_model
     m->scratch.dresidual = m->bwd_buffer;
     m->scratch.dsmall = m->scratch.dresidual + BT * C;
     m->scratch.dbig = m->scratch.dsmall + BT * C;
-    m->scratch.dlogits = m->scratch.dbig + BT * C * 4;
+    /* backward turns probs into d logits in place: one (B, T, Vp) buffer fewer */
+    m->scratch.dlogits = m->a[A_PROBS];
     *out = m;
     return LLMC_OK;
 }
@@ -264,13 +319,15 @@ int llmc_model_alloc(const llmc_config *cfg, const llmc_options *opt, llmc_model
  * (they add into the residual stream once per layer and twice per block), zero biases,
  * unit layernorm weights, zero padded vocabulary rows. Drawn tensor by tensor in checkpoint
  * order from one generator, so a seed fixes the model. */
-void llmc_model_init_weights(llmc_model *m, uint64_t seed) {
+void llmc_model_init_weights(llmc_model *m, uint64_t seed) { llmc_init_params(m, m->params, seed); }
+
+void llmc_init_params(const llmc_model *m, float *params, uint64_t seed) {
     llmc_rng rng;
     llmc_rng_seed(&rng, seed);
     const float std = 0.02f;
     const float proj_std = 0.02f / sqrtf(2.0f * (float)m->cfg.num_layers);
     for (int i = 0; i < LLMC_NUM_PARAM_TENSORS; i++) {
-        float *p = m->p[i];
+        float *p = params + m->param_offsets[i];
         const size_t n = m->param_sizes[i];
         switch (i) {
         case P_LN1W: case P_LN2W: case P_LNFW:
@@ -305,6 +362,40 @@ LLMC_API size_t llmc_struct_size(const char *name) {
     return 0;
 }
 
+LLMC_API int32_t llmc_built_with_cuda(void) {
+#ifdef LLMC_HAVE_CUDA
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* per thread, like llmc_last_error: never shared between threads */
+static _Thread_local char cuda_description[LLMC_ERRMSG_LEN];
+
+LLMC_API int32_t llmc_has_cuda(void) {
+#ifdef LLMC_HAVE_CUDA
+    char why[LLMC_ERRMSG_LEN];
+    return llmc_cuda_usable(why, sizeof(why));
+#else
+    return 0;
+#endif
+}
+
+LLMC_API const char *llmc_cuda_describe(void) {
+#ifdef LLMC_HAVE_CUDA
+    char why[LLMC_ERRMSG_LEN - 32];
+    const int ok = llmc_cuda_usable(why, sizeof(why));
+    snprintf(cuda_description, sizeof(cuda_description), "%s: %s",
+             ok ? "available" : "not available", why);
+#else
+    snprintf(cuda_description, sizeof(cuda_description),
+             "not built: this library was built without the CUDA backend (no nvcc, or "
+             "LLMC_CUDA=OFF)");
+#endif
+    return cuda_description;
+}
+
 LLMC_API int32_t llmc_has_openmp(void) {
 #ifdef _OPENMP
     return 1;
@@ -319,12 +410,34 @@ LLMC_API int32_t llmc_model_create(const llmc_config *config, const llmc_options
     llmc_clear_thread_error();
     int st = llmc_model_alloc(config, options, out);
     if (st != LLMC_OK) return st;
-    llmc_model_init_weights(*out, seed);
-    return LLMC_OK;
+    llmc_model *m = *out;
+    if (m->device == LLMC_DEVICE_CPU) {
+        llmc_model_init_weights(m, seed);
+        return LLMC_OK;
+    }
+    /* another device: draw the same weights on the host, then upload them */
+    float *host = alloc_floats(m->num_params);
+    if (!host) {
+        *out = NULL;
+        llmc_model_destroy(m);
+        return llmc_fail_thread(LLMC_ERR_OUT_OF_MEMORY,
+                                "cannot allocate %zu MiB of host memory for the initial weights",
+                                (m->num_params * sizeof(float)) >> 20);
+    }
+    llmc_init_params(m, host, seed);
+    st = m->be->copy(m, LLMC_KIND_PARAMS, 0, m->num_params, host, 0);
+    free(host);
+    if (st != LLMC_OK) {
+        llmc_fail_thread(st, "%s", m->errmsg);
+        *out = NULL;
+        llmc_model_destroy(m);
+    }
+    return st;
 }
 
 LLMC_API void llmc_model_destroy(llmc_model *m) {
     if (!m) return;
+    if (m->be && m->be->destroy) m->be->destroy(m); /* backend memory; NULLs what it freed */
     free(m->params);
     free(m->grads);
     free(m->adam_m);
@@ -337,6 +450,7 @@ LLMC_API void llmc_model_destroy(llmc_model *m) {
     free(m->names);
     free(m->gemm_ws);
     free(m->row_ws);
+    free(m->gemm_shared);
     free(m);
 }
 
@@ -356,6 +470,7 @@ LLMC_API int32_t llmc_model_get_options(const llmc_model *m, llmc_options *out) 
 LLMC_API int32_t llmc_model_set_threads(llmc_model *m, int32_t n) {
     if (!m) return LLMC_ERR_INVALID_ARGUMENT;
     if (n < 0) return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "num_threads %d is negative", n);
+    if (m->device != LLMC_DEVICE_CPU) return LLMC_OK; /* no host threads to set */
     const int resolved = resolve_threads(n);
     int st = ensure_workspaces(m, resolved);
     if (st != LLMC_OK) return st;
@@ -438,10 +553,55 @@ LLMC_API int32_t llmc_model_buffer(llmc_model *m, int32_t kind, float **data, in
     return LLMC_OK;
 }
 
+float *llmc_kind_buffer(const llmc_model *m, int kind, size_t *numel) {
+    switch (kind) {
+    case LLMC_KIND_PARAMS: *numel = m->num_params; return m->params;
+    case LLMC_KIND_GRADS: *numel = m->num_params; return m->grads;
+    case LLMC_KIND_ADAM_M: *numel = m->num_params; return m->adam_m;
+    case LLMC_KIND_ADAM_V: *numel = m->num_params; return m->adam_v;
+    case LLMC_KIND_ACTS: *numel = m->num_acts; return m->acts;
+    default: *numel = 0; return NULL;
+    }
+}
+
+LLMC_API int32_t llmc_model_device(const llmc_model *m) { return m ? m->device : -1; }
+
+LLMC_API int32_t llmc_model_precision(const llmc_model *m) { return m ? m->precision : -1; }
+
+static int copy_checked(llmc_model *m, int32_t kind, int64_t offset, int64_t count, float *host,
+                        int to_host) {
+    if (!m) return LLMC_ERR_INVALID_ARGUMENT;
+    size_t n = 0;
+    if (!llmc_kind_buffer(m, kind, &n))
+        return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "unknown tensor kind %d", kind);
+    if (offset < 0 || count < 0 || (uint64_t)offset > n || (uint64_t)count > n - (uint64_t)offset)
+        return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT,
+                         "copy of %lld floats at offset %lld is outside the buffer of %zu floats",
+                         (long long)count, (long long)offset, n);
+    if (count == 0) return LLMC_OK;
+    if (!host) return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "host pointer is NULL");
+    return m->be->copy(m, kind, (size_t)offset, (size_t)count, host, to_host);
+}
+
+LLMC_API int32_t llmc_model_copy_to_host(llmc_model *m, int32_t kind, int64_t offset,
+                                         int64_t count, float *dst) {
+    return copy_checked(m, kind, offset, count, dst, 1);
+}
+
+LLMC_API int32_t llmc_model_copy_from_host(llmc_model *m, int32_t kind, int64_t offset,
+                                           int64_t count, const float *src) {
+    return copy_checked(m, kind, offset, count, (float *)src, 0);
+}
+
+double llmc_param_weight_decay(const llmc_adamw_params *hp, int i) {
+    return (!hp->decay_matrices_only || PARAM_IS_MATRIX[i]) ? hp->weight_decay : 0.0;
+}
+
 /* ---- training step pieces ---- */
 
 static llmc_exec exec_of(llmc_model *m) {
-    llmc_exec ex = {m->nthreads, m->gemm_ws, m->row_ws, m->opt.max_seq};
+    llmc_exec ex = {m->nthreads, m->gemm_ws, m->row_ws, m->opt.max_seq, m->gemm_shared,
+                    LLMC_GEMM_SHARED_FLOATS};
     return ex;
 }
 
@@ -473,13 +633,86 @@ LLMC_API int32_t llmc_model_forward(llmc_model *m, const int32_t *inputs, const 
     if (st == LLMC_OK && targets) st = check_tokens(m, targets, B, T, "targets");
     if (st != LLMC_OK) return st;
 
-    const int C = m->cfg.channels, NH = m->cfg.num_heads, L = m->cfg.num_layers;
-    const int Vp = m->cfg.padded_vocab_size, BT = B * T, nt = m->nthreads;
-    const llmc_exec ex = exec_of(m);
-    memcpy(m->inputs, inputs, (size_t)BT * sizeof(int32_t));
+    memcpy(m->inputs, inputs, (size_t)B * T * sizeof(int32_t));
+    if (targets) memcpy(m->targets, targets, (size_t)B * T * sizeof(int32_t));
     m->B = B;
     m->T = T;
     m->have_targets = 0;
+    float mean_loss = -1.0f;
+    st = m->be->forward(m, targets != NULL, &mean_loss);
+    if (st != LLMC_OK) return st;
+    if (targets) {
+        m->mean_loss = mean_loss;
+        m->have_targets = 1;
+    }
+    if (loss) *loss = targets ? mean_loss : -1.0f;
+    return LLMC_OK;
+}
+
+LLMC_API int32_t llmc_model_zero_grad(llmc_model *m) {
+    if (!m) return LLMC_ERR_INVALID_ARGUMENT;
+    return m->be->zero_grad(m);
+}
+
+LLMC_API int32_t llmc_model_backward(llmc_model *m, float loss_scale) {
+    if (!m) return LLMC_ERR_INVALID_ARGUMENT;
+    if (!m->have_targets)
+        return llmc_fail(m, LLMC_ERR_BAD_STATE,
+                         "backward needs a preceding forward call with targets");
+    if (!isfinite(loss_scale))
+        return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "loss_scale is not finite");
+    const int st = m->be->backward(m, loss_scale);
+    m->have_targets = 0; /* probs are consumed: the next backward needs a new forward */
+    return st;
+}
+
+LLMC_API int32_t llmc_model_grad_norm(llmc_model *m, float *norm) {
+    if (!m || !norm) return LLMC_ERR_INVALID_ARGUMENT;
+    double sumsq = 0.0;
+    const int st = m->be->grad_sumsq(m, &sumsq);
+    if (st != LLMC_OK) return st;
+    *norm = (float)sqrt(sumsq);
+    return LLMC_OK;
+}
+
+LLMC_API int32_t llmc_model_clip_grad_norm(llmc_model *m, float max_norm, float *norm) {
+    if (!m) return LLMC_ERR_INVALID_ARGUMENT;
+    if (!(max_norm > 0.0f) || !isfinite(max_norm))
+        return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "max_norm must be positive and finite");
+    double sumsq = 0.0;
+    int st = m->be->grad_sumsq(m, &sumsq);
+    if (st != LLMC_OK) return st;
+    const float total = (float)sqrt(sumsq);
+    if (norm) *norm = total;
+    const float coef = max_norm / (total + 1e-6f);
+    if (coef < 1.0f) st = m->be->scale_grads(m, coef);
+    return st;
+}
+
+LLMC_API int32_t llmc_model_adamw_step(llmc_model *m, const llmc_adamw_params *hp) {
+    if (!m) return LLMC_ERR_INVALID_ARGUMENT;
+    if (!hp) return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "adamw params is NULL");
+    if (!isfinite(hp->lr) || hp->lr < 0.0)
+        return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "lr %g must be finite and >= 0", hp->lr);
+    if (!(hp->beta1 >= 0.0 && hp->beta1 < 1.0) || !(hp->beta2 >= 0.0 && hp->beta2 < 1.0))
+        return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "betas (%g, %g) must be in [0, 1)",
+                         hp->beta1, hp->beta2);
+    if (!(hp->eps >= 0.0) || !isfinite(hp->eps))
+        return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "eps %g must be finite and >= 0", hp->eps);
+    if (!(hp->weight_decay >= 0.0) || !isfinite(hp->weight_decay))
+        return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "weight_decay %g must be finite and >= 0",
+                         hp->weight_decay);
+    if (hp->t < 1) return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "step t = %d must be >= 1", hp->t);
+    return m->be->adamw(m, hp);
+}
+
+/* ---- the CPU backend ---- */
+
+static int cpu_forward(llmc_model *m, int with_targets, float *mean_loss) {
+    const int B = m->B, T = m->T;
+    const int C = m->cfg.channels, NH = m->cfg.num_heads, L = m->cfg.num_layers;
+    const int Vp = m->cfg.padded_vocab_size, BT = B * T, nt = m->nthreads;
+    const llmc_exec ex = exec_of(m);
     float **p = m->p;
 
     encoder_forward(m->a[A_ENCODED], m->inputs, p[P_WTE], p[P_WPE], B, T, C, nt);
@@ -510,20 +743,13 @@ LLMC_API int32_t llmc_model_forward(llmc_model *m, const int32_t *inputs, const 
     /* weight tying: the classifier is wte itself */
     matmul_forward(m->a[A_LOGITS], m->a[A_LNF], p[P_WTE], NULL, BT, C, Vp, &ex);
 
-    if (targets) {
-        memcpy(m->targets, targets, (size_t)BT * sizeof(int32_t));
-        m->mean_loss = crossentropy_forward(m->a[A_PROBS], m->a[A_LOSSES], m->a[A_LOGITS],
-                                            m->targets, BT, m->cfg.vocab_size, Vp, nt);
-        m->have_targets = 1;
-        if (loss) *loss = m->mean_loss;
-    } else if (loss) {
-        *loss = -1.0f;
-    }
+    if (with_targets)
+        *mean_loss = crossentropy_forward(m->a[A_PROBS], m->a[A_LOSSES], m->a[A_LOGITS],
+                                          m->targets, BT, m->cfg.vocab_size, Vp, nt);
     return LLMC_OK;
 }
 
-LLMC_API int32_t llmc_model_zero_grad(llmc_model *m) {
-    if (!m) return LLMC_ERR_INVALID_ARGUMENT;
+static int cpu_zero_grad(llmc_model *m) {
     const size_t n = m->num_params;
     float *g = m->grads;
 #pragma omp parallel for num_threads(m->nthreads) schedule(static)
@@ -531,13 +757,7 @@ LLMC_API int32_t llmc_model_zero_grad(llmc_model *m) {
     return LLMC_OK;
 }
 
-LLMC_API int32_t llmc_model_backward(llmc_model *m, float loss_scale) {
-    if (!m) return LLMC_ERR_INVALID_ARGUMENT;
-    if (!m->have_targets)
-        return llmc_fail(m, LLMC_ERR_BAD_STATE,
-                         "backward needs a preceding forward call with targets");
-    if (!isfinite(loss_scale))
-        return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "loss_scale is not finite");
+static int cpu_backward(llmc_model *m, float loss_scale) {
     const int B = m->B, T = m->T, BT = B * T;
     const int C = m->cfg.channels, NH = m->cfg.num_heads, L = m->cfg.num_layers;
     const int V = m->cfg.vocab_size, Vp = m->cfg.padded_vocab_size, nt = m->nthreads;
@@ -578,53 +798,27 @@ LLMC_API int32_t llmc_model_backward(llmc_model *m, float loss_scale) {
     return LLMC_OK;
 }
 
-static double grad_sumsq(llmc_model *m) {
+static int cpu_grad_sumsq(llmc_model *m, double *sumsq) {
     const size_t n = m->num_params;
     const float *g = m->grads;
     double s = 0.0;
 #pragma omp parallel for num_threads(m->nthreads) schedule(static) reduction(+ : s)
     for (size_t i = 0; i < n; i++) s += (double)g[i] * g[i];
-    return s;
-}
-
-LLMC_API int32_t llmc_model_grad_norm(llmc_model *m, float *norm) {
-    if (!m || !norm) return LLMC_ERR_INVALID_ARGUMENT;
-    *norm = (float)sqrt(grad_sumsq(m));
+    *sumsq = s;
     return LLMC_OK;
 }
 
-LLMC_API int32_t llmc_model_clip_grad_norm(llmc_model *m, float max_norm, float *norm) {
-    if (!m) return LLMC_ERR_INVALID_ARGUMENT;
-    if (!(max_norm > 0.0f) || !isfinite(max_norm))
-        return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "max_norm must be positive and finite");
-    const float total = (float)sqrt(grad_sumsq(m));
-    if (norm) *norm = total;
-    const float coef = max_norm / (total + 1e-6f);
-    if (coef < 1.0f) {
-        const size_t n = m->num_params;
-        float *g = m->grads;
+static int cpu_scale_grads(llmc_model *m, float coef) {
+    const size_t n = m->num_params;
+    float *g = m->grads;
 #pragma omp parallel for num_threads(m->nthreads) schedule(static)
-        for (size_t i = 0; i < n; i++) g[i] *= coef;
-    }
+    for (size_t i = 0; i < n; i++) g[i] *= coef;
     return LLMC_OK;
 }
 
-LLMC_API int32_t llmc_model_adamw_step(llmc_model *m, const llmc_adamw_params *hp) {
-    if (!m) return LLMC_ERR_INVALID_ARGUMENT;
-    if (!hp) return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "adamw params is NULL");
-    if (!isfinite(hp->lr) || hp->lr < 0.0f)
-        return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "lr %g must be finite and >= 0", hp->lr);
-    if (!(hp->beta1 >= 0.0f && hp->beta1 < 1.0f) || !(hp->beta2 >= 0.0f && hp->beta2 < 1.0f))
-        return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "betas (%g, %g) must be in [0, 1)",
-                         hp->beta1, hp->beta2);
-    if (!(hp->eps >= 0.0f) || !isfinite(hp->eps))
-        return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "eps %g must be finite and >= 0", hp->eps);
-    if (!(hp->weight_decay >= 0.0f) || !isfinite(hp->weight_decay))
-        return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "weight_decay %g must be finite and >= 0",
-                         hp->weight_decay);
-    if (hp->t < 1) return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "step t = %d must be >= 1", hp->t);
+static int cpu_adamw(llmc_model *m, const llmc_adamw_params *hp) {
     for (int i = 0; i < LLMC_NUM_PARAM_TENSORS; i++) {
-        const float wd = (!hp->decay_matrices_only || PARAM_IS_MATRIX[i]) ? hp->weight_decay : 0.0f;
+        const double wd = llmc_param_weight_decay(hp, i);
         const size_t off = m->param_offsets[i];
         adamw_update(m->params + off, m->grads + off, m->adam_m + off, m->adam_v + off,
                      m->param_sizes[i], hp->lr, hp->beta1, hp->beta2, hp->eps, wd, hp->t,
@@ -632,3 +826,17 @@ LLMC_API int32_t llmc_model_adamw_step(llmc_model *m, const llmc_adamw_params *h
     }
     return LLMC_OK;
 }
+
+static int cpu_copy(llmc_model *m, int kind, size_t offset, size_t count, float *host,
+                    int to_host) {
+    size_t n;
+    float *buf = llmc_kind_buffer(m, kind, &n);
+    if (to_host)
+        memcpy(host, buf + offset, count * sizeof(float));
+    else
+        memcpy(buf + offset, host, count * sizeof(float));
+    return LLMC_OK;
+}
+
+/* the CPU buffers are freed by llmc_model_destroy itself */
+static void cpu_destroy(llmc_model *m) { (void)m; }

@@ -28,14 +28,14 @@ static int check(int tA, int tB, int M, int N, int K, float beta, int nt) {
             R[m * N + n] = (float)acc;
         }
     float *ws = malloc(sizeof(float) * LLMC_GEMM_WS_FLOATS * nt);
-    llmc_exec ex = {nt, ws, NULL, 0};
+    float *sh = malloc(sizeof(float) * LLMC_GEMM_SHARED_FLOATS); llmc_exec ex = {nt, ws, NULL, 0, (M % 2) ? NULL : sh, LLMC_GEMM_SHARED_FLOATS};
     llmc_sgemm(tA, tB, M, N, K, A, lda, B, ldb, beta, C, N, &ex);
     double worst = 0.0;
     for (int i = 0; i < M * N; i++) {
         double e = fabs(C[i] - R[i]) / (1.0 + fabs(R[i]));
         if (e > worst) worst = e;
     }
-    free(A); free(B); free(C); free(R); free(ws);
+    free(A); free(B); free(C); free(R); free(ws); free(sh);
     /* K <= 600 products of magnitude <= 1 summed in fp32: error well below 1e-4 */
     int ok = worst < 1e-4;
     if (!ok) printf("FAIL tA=%d tB=%d M=%d N=%d K=%d beta=%g nt=%d err=%g\n", tA, tB, M, N, K, beta, nt, worst);

@@ -1,0 +1,283 @@
+"""`pyllmc demo`: the README's main command. Offline, about 3 minutes on 2 cores.
+
+1. Parity: a small GPT-2 in the C core and the same weights in PyTorch (transformers'
+   GPT2LMHeadModel): loss, every parameter gradient, and a few AdamW steps in lockstep.
+   Skipped with a message when torch/transformers are not installed.
+2. Task: multi-digit addition generated here. The model reads ``123+456=`` and writes the
+   sum's digits least-significant first, padded to D+1 digits (``579`` -> ``9750``), which
+   is how a person adds (carry moves left to right in that order). Held-out problems never
+   appear in the training data.
+3. Training through the C core with the Trainer (shuffled shards, cosine schedule, AdamW,
+   evaluation with a callback that measures held-out exact-match accuracy, checkpoints).
+4. The result: held-out accuracy, a few answers, validation loss, the loss-curve path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+# ------------------------------------------------------------------ the addition task
+
+
+def format_problem(a: int, b: int, digits: int) -> str:
+    """``a+b=`` followed by the sum's D+1 digits reversed, and a newline (one line)."""
+    s = str(a + b).zfill(digits + 1)[::-1]
+    return f"{a:0{digits}d}+{b:0{digits}d}={s}\n"
+
+
+def problem_len(digits: int) -> int:
+    return 3 * digits + 4  # a + b = s \n
+
+
+def make_addition_task(digits: int, n_train: int, n_test: int, seed: int = 0
+                       ) -> Tuple[List[Tuple[int, int]], List[Tuple[int, int]]]:
+    """(train pairs, held-out test pairs): disjoint, drawn uniformly from [0, 10^D)^2."""
+    rng = np.random.default_rng(seed)
+    n = 10 ** digits
+    if n_test >= n * n // 2:
+        raise ValueError("too many test problems for this number of digits")
+    test = set()
+    while len(test) < n_test:
+        test.add((int(rng.integers(n)), int(rng.integers(n))))
+    train: List[Tuple[int, int]] = []
+    while len(train) < n_train:
+        a = rng.integers(n, size=n_train)
+        b = rng.integers(n, size=n_train)
+        for x, y in zip(a.tolist(), b.tolist()):
+            if (x, y) not in test:
+                train.append((x, y))
+                if len(train) == n_train:
+                    break
+    return train, sorted(test)
+
+
+def addition_tokens(pairs: Sequence[Tuple[int, int]], digits: int) -> np.ndarray:
+    text = "".join(format_problem(a, b, digits) for a, b in pairs)
+    return np.frombuffer(text.encode("ascii"), dtype=np.uint8).astype(np.uint16)
+
+
+def addition_accuracy(model: Any, pairs: Sequence[Tuple[int, int]], digits: int
+                      ) -> Tuple[float, List[Tuple[int, int, int, bool]]]:
+    """Greedy exact-match accuracy of the model on ``pairs``; also (a, b, answer, ok) rows."""
+    from .sampling import generate_batch
+
+    L = 2 * digits + 2  # "aaa+bbb="
+    prompts = np.array([list(format_problem(a, b, digits)[:L].encode()) for a, b in pairs], dtype=np.int32)
+    out = generate_batch(model, prompts, digits + 1)
+    rows = []
+    ok_count = 0
+    for (a, b), o in zip(pairs, out):
+        text = bytes(int(t) if 0 <= t < 256 else 63 for t in o).decode("ascii", errors="replace")
+        ans = int(text[::-1]) if text.isdigit() else -1
+        ok = ans == a + b
+        ok_count += ok
+        rows.append((a, b, ans, ok))
+    return ok_count / max(1, len(pairs)), rows
+
+
+# ------------------------------------------------------------------ parity section
+
+
+def parity_check(threads: int = 0, steps: int = 3, out=print) -> Optional[bool]:
+    """A small GPT-2 in C and PyTorch with identical weights: loss, gradients, AdamW steps.
+    Returns True/False, or None when torch/transformers are missing."""
+    try:
+        import torch  # noqa: F401
+
+        from . import reference as ref
+    except ImportError as e:
+        out(f"      skipped: PyTorch reference not available ({e}); pip install 'pyllmc[torch]'")
+        return None
+    from .model import GPTConfig, Model
+
+    L, C, NH, V, T, B = 2, 64, 4, 257, 32, 4
+    hf_cfg = ref.make_config(vocab_size=V, n_positions=T, n_layer=L, n_head=NH, n_embd=C)
+    torch_model = ref.random_model(hf_cfg, seed=1)
+    Vp = 384
+    cfg = GPTConfig(T, V, Vp, L, NH, C)
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, V, size=(B, T))
+    y = rng.integers(0, V, size=(B, T))
+    ok = True
+    with Model.from_config(cfg, max_batch=B, max_seq=T, threads=threads) as m:
+        ref.load_into_model(m, ref.hf_to_params(torch_model, Vp))
+        loss_c = m.forward(x, y)
+        m.zero_grad()
+        m.backward()
+        cap = ref.capture(torch_model, x, y, backward=True, padded_vocab_size=Vp)
+        grads_c = ref.model_tensors(m.grads)
+        worst_abs, worst_rel, worst_name = 0.0, 0.0, ""
+        for name, g_t in cap.grads.items():
+            g_c = grads_c[name]
+            err = float(np.max(np.abs(g_c.astype(np.float64) - g_t)))
+            scale = float(np.max(np.abs(g_t))) or 1.0
+            if err / scale > worst_rel:
+                worst_abs, worst_rel, worst_name = err, err / scale, name
+        loss_ok = abs(loss_c - cap.loss) <= 1e-5 * max(1.0, abs(cap.loss))
+        grad_ok = worst_rel < 1e-4
+        out(f"      GPT-2 L{L} C{C} H{NH} V{V}, batch {B}x{T}: loss C {loss_c:.6f} | PyTorch {cap.loss:.6f} "
+            f"| diff {abs(loss_c - cap.loss):.1e}")
+        out(f"      gradients of all 16 parameter tensors: max |C - PyTorch| {worst_abs:.1e} "
+            f"({worst_rel:.1e} of the largest gradient, worst: {worst_name}) -> {'OK' if grad_ok else 'MISMATCH'}")
+        ok = loss_ok and grad_ok
+        # a few AdamW steps in lockstep (grad clip and weight decay on 2-D weights, as the Trainer)
+        rt = ref.ReferenceTrainer(torch_model, lr=1e-3, beta1=0.9, beta2=0.95, weight_decay=0.1,
+                                  decay_matrices_only=True, grad_clip=1.0, padded_vocab_size=Vp)
+        losses_c, losses_t = [], []
+        for t in range(1, steps + 1):
+            xb = rng.integers(0, V, size=(B, T))
+            yb = rng.integers(0, V, size=(B, T))
+            losses_c.append(m.forward(xb, yb))
+            m.zero_grad()
+            m.backward()
+            m.clip_grad_norm(1.0)
+            m.adamw_step(1e-3, t=t, beta1=0.9, beta2=0.95, weight_decay=0.1, decay_matrices_only=True)
+            losses_t.append(rt.step([(xb, yb)])["loss"])
+        p_c = ref.model_tensors(m.params)
+        p_t = rt.params()
+        pdiff = max(float(np.max(np.abs(p_c[k].astype(np.float64) - p_t[k]))) for k in p_t)
+        step_ok = pdiff < 1e-4
+        out(f"      {steps} AdamW steps in lockstep: losses C {' '.join(f'{v:.4f}' for v in losses_c)} | "
+            f"PyTorch {' '.join(f'{v:.4f}' for v in losses_t)}; max |param diff| {pdiff:.1e} "
+            f"-> {'OK' if step_ok else 'MISMATCH'}")
+        ok = ok and step_ok
+    return ok
+
+
+# ------------------------------------------------------------------ the demo
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = ("Offline demo (about 3 minutes on 2 cores): a parity check of the C core against "
+                     "PyTorch, then a small GPT-2 learns multi-digit addition through the C core.")
+    p.add_argument("--out", default="runs/demo", help="output directory (replaced; default runs/demo)")
+    p.add_argument("--digits", type=int, default=3, help="digits per operand (default 3)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: tuned for ~2 minutes)")
+    p.add_argument("--threads", type=int, default=0, help="OpenMP threads (0 = all cores)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--target", type=float, default=0.99,
+                   help="stop early (through a callback) once held-out accuracy reaches this")
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--no-parity", action="store_true", help="skip the PyTorch parity check")
+    p.add_argument("--quick", action="store_true", help="a much shorter run (for smoke tests)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .data import write_shard
+    from .model import GPTConfig
+    from .tokenizer import ByteTokenizer
+    from .trainer import Callback, Trainer, TrainerConfig
+
+    t_all = time.perf_counter()
+    D = int(args.digits)
+    if not 1 <= D <= 6:
+        raise ValueError(f"--digits must be in 1..6, got {D}")
+    out_dir = Path(args.out)
+    say = lambda s="": print(s, flush=True)  # noqa: E731
+
+    say("pyllmc demo: GPT-2 trained from scratch through a hand-written C core, offline")
+    say(f"             (output in {out_dir}/)")
+    say()
+    say("[1/4] parity: the C core against PyTorch (transformers GPT2LMHeadModel, same weights)")
+    parity = None
+    if args.no_parity:
+        say("      skipped (--no-parity)")
+    else:
+        t0 = time.perf_counter()
+        parity = parity_check(threads=args.threads, out=say)
+        if parity is not None:
+            say(f"      {'PASS' if parity else 'FAIL'} ({time.perf_counter() - t0:.1f} s)")
+    say()
+
+    # ---- data
+    n_train = 20000 if args.quick else 100000
+    n_test = 200 if args.quick else 500
+    train_pairs, test_pairs = make_addition_task(D, n_train, n_test, seed=args.seed)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    data_dir = out_dir / "data"
+    data_dir.mkdir(parents=True)
+    write_shard(data_dir / "train_000000.bin", addition_tokens(train_pairs, D))
+    write_shard(data_dir / "val_000000.bin", addition_tokens(test_pairs, D))
+    tok = ByteTokenizer()
+    tok.save(data_dir / "tokenizer.bin")
+    ex_a, ex_b = 123 % 10 ** D, 456 % 10 ** D
+    ex = format_problem(ex_a, ex_b, D).strip()
+    plen = problem_len(D)
+    say(f"[2/4] task: {D}-digit addition. The model reads '{ex[:2 * D + 2]}' and writes the sum's digits")
+    say(f"      least-significant first, as a person adds: {ex_a}+{ex_b}={ex_a + ex_b} is written '{ex}'.")
+    say(f"      {len(train_pairs)} training problems ({len(train_pairs) * plen} byte tokens, shards in {data_dir}/);")
+    say(f"      {len(test_pairs)} held-out problems that never occur in the training data.")
+    say()
+
+    # ---- model and trainer
+    T = plen  # one problem per row: every problem starts at position 0
+    L, C, NH = (2, 128, 4)
+    steps = args.steps or (300 if args.quick else 2500)
+    model_cfg = GPTConfig(max_seq_len=T, vocab_size=257, padded_vocab_size=384, num_layers=L, num_heads=NH,
+                          channels=C)
+    cfg = TrainerConfig(
+        model=model_cfg, data=str(data_dir / "train_000000.bin"), val_data=str(data_dir / "val_000000.bin"),
+        batch_size=64, seq_len=T, steps=steps, lr=1e-3, schedule="cosine", warmup=min(50, steps // 10),
+        final_frac=0.1, weight_decay=0.0, grad_clip=1.0, beta2=0.99, shuffle=True, seed=args.seed,
+        threads=args.threads, eval_every=min(args.eval_every, steps), eval_batches=2, save_every=0,
+        out_dir=str(out_dir), progress="lines", log_every=max(1, steps // 10), keep_last=1)
+
+    class Accuracy(Callback):
+        """On every evaluation: held-out exact-match accuracy; stop once it reaches --target."""
+
+        def __init__(self) -> None:
+            self.trainer: Optional[Trainer] = None
+            self.history: List[Tuple[int, float]] = []
+
+        def on_eval(self, status):
+            acc, _ = addition_accuracy(self.trainer.model, test_pairs, D)
+            self.history.append((status.step, acc))
+            say(f"      step {status.step}: held-out exact-match accuracy {acc * 100:.1f}% "
+                f"(val loss {status.val_loss:.4f})")
+            if acc >= args.target and status.step < steps:
+                say(f"      reached the target {args.target * 100:.0f}%: the callback stops training")
+                return True
+            return None
+
+    acc_cb = Accuracy()
+    trainer = Trainer(cfg, callbacks=[acc_cb])
+    acc_cb.trainer = trainer
+    with trainer:
+        trainer.setup()
+        mc = trainer.model.config
+        say(f"[3/4] training GPT-2 L{mc.num_layers} C{mc.channels} H{mc.num_heads} ({mc.num_params() / 1e6:.2f}M "
+            f"parameters) through the C core: {steps} steps of {cfg.batch_size}x{T} tokens, AdamW, cosine LR")
+        t0 = time.perf_counter()
+        hist = trainer.train()
+        train_s = time.perf_counter() - t0
+        acc, rows = addition_accuracy(trainer.model, test_pairs, D)
+        val = trainer.evaluate()
+    say()
+    say(f"[4/4] result after {hist.final_step} steps ({train_s:.0f} s of training, "
+        f"{hist.final_step * cfg.batch_size * T / max(train_s, 1e-9):.0f} tokens/s):")
+    n_ok = sum(r[3] for r in rows)
+    say(f"      held-out exact-match accuracy: {acc * 100:.1f}% ({n_ok}/{len(rows)} problems never seen in training)")
+    say(f"      validation loss {val:.4f} (the operands are random digits: the floor is "
+        f"{2 * D * np.log(10) / plen:.3f}, reached when every answer digit is right)")
+    say("      answers to held-out problems (written reversed by the model, shown here in normal order):")
+    shown = rows[:6]
+    wrong = [r for r in rows if not r[3]][:2]
+    for a, b, ans, ok in shown + [w for w in wrong if w not in shown]:
+        say(f"        {a:>{D}} + {b:>{D}} = {ans if ans >= 0 else '?':>{D + 1}}   {'ok' if ok else 'wrong, expected ' + str(a + b)}")
+    if hist.loss_curve:
+        say(f"      loss curve: {hist.loss_curve}")
+    say(f"      metrics: {out_dir / 'metrics.jsonl'}; checkpoint: {hist.last_checkpoint}")
+    ex_prompt = format_problem(ex_a, ex_b, D)[:2 * D + 2]
+    say(f"      try: pyllmc sample --model {out_dir} --prompt '{ex_prompt}' --temperature 0 --max-tokens {D + 1}")
+    say(f"demo finished in {time.perf_counter() - t_all:.0f} s"
+        + ("" if parity is not False else " (parity check FAILED)"))
+    return 0 if parity is not False else 1

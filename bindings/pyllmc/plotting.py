@@ -1,0 +1,75 @@
+"""Loss-curve PNG (train and val) from metrics rows, with matplotlib's Agg backend."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Union
+
+import numpy as np
+
+
+def read_metrics(path: Union[str, "os.PathLike[str]"]) -> List[Dict[str, Any]]:
+    """The rows of a metrics.jsonl file (lines that are not JSON objects are skipped)."""
+    import json
+
+    rows = []
+    with open(path, "r", encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(r, dict):
+                rows.append(r)
+    return rows
+
+
+def _smooth(y: np.ndarray, window: int) -> np.ndarray:
+    if window <= 1 or y.size < window:
+        return y
+    k = np.ones(window) / window
+    pad = np.concatenate([np.full(window - 1, y[0]), y])
+    return np.convolve(pad, k, mode="valid")
+
+
+def plot_loss_curve(rows: Iterable[Dict[str, Any]], path: Union[str, "os.PathLike[str]"],
+                    title: Optional[str] = None) -> Optional[Path]:
+    """Write the loss curve; returns the path, or None when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+    except Exception:
+        return None
+    rows = list(rows)
+    steps = np.array([r["step"] for r in rows], dtype=float)
+    loss = np.array([r["loss"] for r in rows], dtype=float)
+    val = [(r["step"], r["val_loss"]) for r in rows if r.get("val_loss") is not None]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    try:
+        ax.plot(steps, loss, color="tab:blue", alpha=0.3, lw=1, label="train loss")
+        w = max(1, len(loss) // 50)
+        if w > 1:
+            ax.plot(steps, _smooth(loss, w), color="tab:blue", lw=1.8, label=f"train (mean of {w})")
+        if val:
+            vs, vl = zip(*val)
+            ax.plot(vs, vl, "o-", color="tab:orange", lw=1.8, ms=4, label="val loss")
+        ax.set_xlabel("step")
+        ax.set_ylabel("cross-entropy loss")
+        if title:
+            ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp.png")
+        fig.savefig(tmp)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+    return path

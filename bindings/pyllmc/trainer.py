@@ -1,0 +1,768 @@
+"""The Trainer: GPT-2 training through the C core, with checkpoints and bit-exact resume.
+
+Library use::
+
+    from pyllmc import Trainer, TrainerConfig
+    cfg = TrainerConfig(model="d6", data="data/train_*.bin", val_data="data/val_*.bin",
+                        batch_size=8, seq_len=256, steps=1000, lr=6e-4, warmup=50,
+                        eval_every=100, save_every=200, out_dir="runs/d6")
+    history = Trainer(cfg).train()
+    print(history.final_loss, history.final_val_loss)
+
+One optimizer step = ``grad_accum`` micro-batches of (B, T) (forward, backward with loss
+scale 1/K, so the gradient is that of the mean loss over all K*B*T tokens), gradient
+clipping (``grad_clip`` > 0) or just the norm, one AdamW update at the scheduled LR
+(weight decay on the 2-D weights only unless ``decay_matrices_only=False``).
+
+Callbacks
+---------
+``Trainer(config, callbacks=[...])`` takes objects with any of the methods
+``on_step_end(status)``, ``on_eval(status)``, ``on_save(status)``, ``on_train_end(status)``
+(subclass ``Callback`` or not); ``trainer.add_callback("step_end", fn)`` adds a plain
+function. Each gets a ``TrainStatus`` snapshot (step, loss, lr, grad_norm, tokens_per_s,
+eta_s, val_loss, ... ; ``on_save``'s has ``checkpoint`` set). A callback stops training by
+returning True (the return value of ``on_train_end`` is ignored); ``trainer.stop()`` does
+the same from any thread. Training then ends after the current step, as ``stop_at`` does:
+with a checkpoint when ``out_dir`` is set (so the run can be resumed), then
+``on_train_end``; ``History.stop_reason`` says why.
+
+Status from another thread
+--------------------------
+``trainer.status`` is an immutable ``TrainStatus`` replaced after every step (and at each
+phase change), so any thread may read it while ``train()`` runs; the C calls release the
+GIL, so such a reader is not blocked by the computation.
+
+Metrics, checkpoints, resume
+----------------------------
+With ``out_dir``: ``metrics.jsonl`` gets one JSON object per optimizer step with ``step``
+(1-based), ``loss``, ``lr``, ``grad_norm``, ``ms``, ``tokens_per_s`` (and ``val_loss`` on
+steps that evaluated); checkpoints are saved every ``save_every`` steps, at the end, at
+``stop_at`` and when stopped (see ``pyllmc.checkpoint`` for the layout); a loss-curve
+PNG ``loss.png`` is written at the end. ``resume=True`` continues from the newest
+checkpoint in ``out_dir``: parameters, AdamW moments, step, data position and sampling RNG
+are restored and metrics.jsonl is cut back to that step, so with the same settings and
+thread count the results are bit-identical to a run that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .errors import FileError, InvalidArgumentError, PyllmcError, StateError
+from .schedule import SCHEDULES, LRSchedule
+
+EVENTS = ("step_end", "eval", "save", "train_end")
+
+#: Settings that must not change between a run and its resume (they change which batches
+#: are read); the others may (e.g. more steps), with a notice.
+RESUME_FIXED = ("batch_size", "seq_len", "grad_accum", "shuffle", "seed")
+
+
+@dataclass
+class TrainerConfig:
+    """Settings of one training run (the CLI flags of ``pyllmc train`` map onto these)."""
+
+    # model and data
+    model: Any = "d6"  #: M: size descriptor, .bin, checkpoint/run dir, HF dir/hub id, GPTConfig or Model
+    data: Any = None  #: training shards: a file, a glob, or a list
+    val_data: Any = None  #: validation shards (optional)
+    tokenizer: Any = None  #: "byte", "gpt2", a tokenizer.bin, a dir; None: found next to the data
+    vocab_size: Optional[int] = None  #: for size descriptors; None: the tokenizer's, else 50257
+    max_seq_len: Optional[int] = None  #: for size descriptors (rows of wpe); None: 1024
+    # batch
+    batch_size: int = 4  #: B (micro-batch)
+    seq_len: int = 64  #: T
+    grad_accum: int = 1  #: K micro-batches per optimizer step
+    total_batch_tokens: Optional[int] = None  #: if set, grad_accum = this / (B*T) (must divide)
+    # optimisation
+    steps: int = 100  #: length of the whole run (the LR schedule follows it)
+    lr: float = 3e-4
+    schedule: str = "cosine"  #: cosine | linear | constant | wsd
+    warmup: int = 0
+    final_frac: float = 0.1  #: last step's lr = lr * final_frac (not for constant)
+    wsd_decay_frac: float = 0.2  #: fraction of post-warmup steps that wsd spends decaying
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    decay_matrices_only: bool = True  #: weight decay on 2-D weights only
+    grad_clip: float = 1.0  #: max global grad norm; 0 = off
+    # data order, randomness, machine
+    shuffle: bool = True
+    seed: int = 0  #: model init (size descriptors), data shuffling, sampling
+    threads: int = 0  #: OpenMP threads; 0 = default. Bit-exact resume needs the same count.
+    device: str = "cpu"
+    # evaluation, sampling, checkpoints
+    eval_every: int = 0  #: evaluate every N steps (and at the last step); 0 = never
+    eval_batches: int = 10  #: K validation batches per evaluation (from the start of val_data)
+    sample_every: int = 0  #: generate a sample every N steps; 0 = never
+    sample_tokens: int = 64
+    sample_prompt: Optional[str] = None  #: text prompt; None: start from end-of-text
+    sample_temperature: float = 1.0
+    sample_top_k: int = 0
+    out_dir: Optional[str] = None  #: metrics.jsonl, checkpoints, loss.png
+    save_every: int = 0  #: checkpoint every N steps (and at the end); 0 = only at the end
+    keep_last: int = 2  #: keep the newest k checkpoints; 0 = all
+    resume: bool = False  #: continue from the newest checkpoint in out_dir
+    stop_at: Optional[int] = None  #: end after this step with a checkpoint, as an interruption would
+    overwrite: bool = False  #: a fresh run may replace checkpoints/metrics already in out_dir
+    # output
+    progress: str = "auto"  #: auto (bar on a TTY, else lines) | bar | lines | none
+    log_every: int = 10  #: plain-line progress every N steps
+    plot: bool = True  #: loss-curve PNG at the end (needs matplotlib)
+
+    def validate(self) -> None:
+        def need_int(name: str, lo: int) -> None:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                raise InvalidArgumentError(f"{name} must be an integer >= {lo}, got {v!r}")
+
+        if self.data is None:
+            raise InvalidArgumentError("no training data given (data=... / --data PATH)")
+        for n in ("batch_size", "seq_len", "grad_accum", "steps", "eval_batches", "log_every"):
+            need_int(n, 1)
+        for n in ("warmup", "eval_every", "sample_every", "save_every", "keep_last", "sample_tokens",
+                  "sample_top_k", "threads", "seed"):
+            need_int(n, 0)
+        if self.schedule not in SCHEDULES:
+            raise InvalidArgumentError(f"unknown schedule {self.schedule!r}; expected one of {', '.join(SCHEDULES)}")
+        if self.warmup > self.steps:
+            raise InvalidArgumentError(f"warmup {self.warmup} is longer than the run ({self.steps} steps)")
+        for n in ("lr", "beta1", "beta2", "eps", "weight_decay", "grad_clip", "final_frac", "sample_temperature"):
+            v = getattr(self, n)
+            if not isinstance(v, (int, float, np.floating)) or not math.isfinite(float(v)) or float(v) < 0:
+                raise InvalidArgumentError(f"{n} must be a finite number >= 0, got {v!r}")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise InvalidArgumentError(f"betas must be in [0, 1), got ({self.beta1}, {self.beta2})")
+        if self.total_batch_tokens is not None:
+            bt = self.batch_size * self.seq_len
+            if self.total_batch_tokens <= 0 or self.total_batch_tokens % bt:
+                raise InvalidArgumentError(
+                    f"total_batch_tokens {self.total_batch_tokens} is not a positive multiple of B*T = {bt}")
+        if self.stop_at is not None and not (1 <= int(self.stop_at) <= self.steps):
+            raise InvalidArgumentError(f"stop_at {self.stop_at} must be in [1, steps = {self.steps}]")
+        if (self.resume or self.stop_at is not None) and not self.out_dir:
+            raise InvalidArgumentError("resume and stop_at need an output directory (out_dir / --out DIR)")
+        if self.progress not in ("auto", "bar", "lines", "none"):
+            raise InvalidArgumentError(f"progress must be auto, bar, lines or none, got {self.progress!r}")
+
+    @property
+    def accum_steps(self) -> int:
+        if self.total_batch_tokens is not None:
+            return int(self.total_batch_tokens) // (self.batch_size * self.seq_len)
+        return int(self.grad_accum)
+
+    def schedule_fn(self) -> LRSchedule:
+        return LRSchedule(lr=float(self.lr), steps=int(self.steps), kind=self.schedule, warmup=int(self.warmup),
+                          final_frac=float(self.final_frac), decay_frac=float(self.wsd_decay_frac))
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if not isinstance(v, (str, int, float, bool, type(None), list, tuple)):
+                v = repr(v)
+            elif isinstance(v, tuple):
+                v = list(v)
+            d[f.name] = v
+        return d
+
+
+@dataclass(frozen=True)
+class TrainStatus:
+    """A snapshot of the run; ``trainer.status`` is replaced, never mutated."""
+
+    step: int = 0  #: optimizer steps done
+    total_steps: int = 0
+    loss: Optional[float] = None  #: training loss of the last step
+    lr: Optional[float] = None
+    grad_norm: Optional[float] = None  #: global gradient norm before clipping
+    tokens_per_s: Optional[float] = None
+    eta_s: Optional[float] = None  #: estimated seconds to the end of the run
+    val_loss: Optional[float] = None  #: latest validation loss
+    val_step: Optional[int] = None  #: step of that validation loss
+    ms: Optional[float] = None  #: milliseconds of the last step
+    elapsed_s: float = 0.0
+    tokens_seen: int = 0
+    phase: str = "idle"  #: idle | setup | training | evaluating | sampling | saving | done
+    running: bool = False
+    stop_reason: Optional[str] = None
+    checkpoint: Optional[str] = None  #: last checkpoint written
+
+    def as_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class Callback:
+    """Base class for callbacks; override what you need. Return True to stop training."""
+
+    def on_step_end(self, status: TrainStatus) -> Optional[bool]:
+        return None
+
+    def on_eval(self, status: TrainStatus) -> Optional[bool]:
+        return None
+
+    def on_save(self, status: TrainStatus) -> Optional[bool]:
+        return None
+
+    def on_train_end(self, status: TrainStatus) -> None:
+        return None
+
+
+@dataclass
+class History:
+    """What ``train()`` returns: every step's metrics row (resumed runs include the rows
+    before the resume), samples, and how the run ended."""
+
+    rows: List[Dict[str, Any]] = field(default_factory=list)
+    samples: List[Tuple[int, str]] = field(default_factory=list)
+    stop_reason: Optional[str] = None  #: None when the run completed all its steps
+    final_step: int = 0
+    out_dir: Optional[str] = None
+    last_checkpoint: Optional[str] = None
+    loss_curve: Optional[str] = None
+    wall_s: float = 0.0
+
+    @property
+    def steps(self) -> List[int]:
+        return [r["step"] for r in self.rows]
+
+    @property
+    def losses(self) -> List[float]:
+        return [r["loss"] for r in self.rows]
+
+    @property
+    def val_losses(self) -> List[Tuple[int, float]]:
+        return [(r["step"], r["val_loss"]) for r in self.rows if r.get("val_loss") is not None]
+
+    @property
+    def final_loss(self) -> Optional[float]:
+        return self.rows[-1]["loss"] if self.rows else None
+
+    @property
+    def final_val_loss(self) -> Optional[float]:
+        v = self.val_losses
+        return v[-1][1] if v else None
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.stop_reason is not None
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _fmt_time(s: Optional[float]) -> str:
+    if s is None or not math.isfinite(s):
+        return "?"
+    s = int(round(s))
+    if s >= 3600:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"
+
+
+class Trainer:
+    """Trains one model as ``config`` says; see the module docstring."""
+
+    def __init__(self, config: TrainerConfig, callbacks: Sequence[Any] = (), *, model: Any = None):
+        if not isinstance(config, TrainerConfig):
+            raise InvalidArgumentError(f"config must be a TrainerConfig, got {type(config).__name__}")
+        config.validate()
+        self.config = config
+        self.callbacks: List[Any] = list(callbacks)
+        self._fn_callbacks: Dict[str, List[Callable[[TrainStatus], Any]]] = {e: [] for e in EVENTS}
+        self._model_arg = model if model is not None else config.model
+        self.model = None
+        self.tokenizer = None
+        self.train_loader = None
+        self.val_loader = None
+        self.step = 0
+        self.rng: Optional[np.random.Generator] = None
+        self.history = History(out_dir=config.out_dir)
+        self._status = TrainStatus(total_steps=config.steps)
+        self._stop_event = threading.Event()
+        self._stop_reason: Optional[str] = None
+        self._lock = threading.Lock()
+        self._ready = False
+        self._metrics_file = None
+        self._bar = None
+        self._mode = "none"
+        self._last_saved_step = -1
+        self._resumed_from: Optional[str] = None
+
+    # ------------------------------------------------------------ public API
+    @property
+    def status(self) -> TrainStatus:
+        """The latest TrainStatus (safe to read from any thread)."""
+        return self._status
+
+    def stop(self, reason: str = "stop requested") -> None:
+        """Ask the run to end after the current step (thread-safe)."""
+        with self._lock:
+            if self._stop_reason is None:
+                self._stop_reason = reason
+        self._stop_event.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_event.is_set()
+
+    def add_callback(self, event: str, fn: Callable[[TrainStatus], Any]) -> None:
+        """Call ``fn(status)`` on ``event`` (step_end, eval, save, train_end); True stops."""
+        event = event[3:] if event.startswith("on_") else event
+        if event not in EVENTS:
+            raise InvalidArgumentError(f"unknown callback event {event!r}; expected one of {', '.join(EVENTS)}")
+        self._fn_callbacks[event].append(fn)
+
+    def close(self) -> None:
+        """Close the metrics file and free the model (unless it was passed in as a Model)."""
+        self._close_metrics()
+        from .model import Model
+
+        if self.model is not None and not (isinstance(self._model_arg, Model) and self._model_arg is self.model):
+            self.model.close()
+        self.model = None
+        self._ready = False
+
+    def __enter__(self) -> "Trainer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ setup
+    def setup(self) -> None:
+        """Create (or restore) the model and the loaders; ``train()`` calls it when needed."""
+        if self._ready:
+            return
+        cfg = self.config
+        from .data import DataLoader, resolve_shards
+        from .model_source import check_device, load_model
+        from .tokenizer import ByteTokenizer, find_tokenizer_file, load_tokenizer
+
+        check_device(cfg.device)
+        self._set_status(phase="setup")
+        shards = resolve_shards(cfg.data)
+        val_shards = resolve_shards(cfg.val_data) if cfg.val_data is not None else None
+        # tokenizer: explicit, else next to the data
+        tok = None
+        if cfg.tokenizer is not None:
+            tok = load_tokenizer(cfg.tokenizer)
+        else:
+            f = find_tokenizer_file(Path(shards[0]).parent)
+            if f is not None:
+                tok = load_tokenizer(f)
+        B, T = cfg.batch_size, cfg.seq_len
+        ckpt = None
+        out = Path(cfg.out_dir) if cfg.out_dir else None
+        if out is not None:
+            from .checkpoint import latest_checkpoint, list_checkpoints
+
+            if cfg.resume:
+                ckpt = latest_checkpoint(out)
+                if ckpt is None:
+                    self._log(f"resume: no checkpoint in {out} yet, starting from step 0")
+            elif list_checkpoints(out) or (out / "metrics.jsonl").exists():
+                if not cfg.overwrite:
+                    raise FileError(f"{out}: already holds a run (checkpoints or metrics.jsonl); "
+                                    "use --resume to continue it, or another --out directory")
+                for _, p in list_checkpoints(out):
+                    shutil.rmtree(p)
+                for name in ("metrics.jsonl", "loss.png"):
+                    if (out / name).exists():
+                        (out / name).unlink()
+        state = None
+        if ckpt is not None:
+            from .checkpoint import load_checkpoint
+
+            model, state = load_checkpoint(ckpt, max_batch=B, max_seq=T, threads=cfg.threads)
+            self._check_resume(state, ckpt)
+            self._resumed_from = str(ckpt)
+        else:
+            V = cfg.vocab_size or (tok.vocab_size if tok is not None else None)
+            model = load_model(self._model_arg, max_batch=B, max_seq=T, threads=cfg.threads, seed=cfg.seed,
+                               vocab_size=V, max_seq_len=cfg.max_seq_len)
+            if model.max_batch < B or model.max_seq < T:
+                raise InvalidArgumentError(
+                    f"the given model allows B <= {model.max_batch}, T <= {model.max_seq}; the run needs B = {B}, T = {T}")
+        self.model = model
+        V = model.config.vocab_size
+        if tok is not None and tok.vocab_size > V:
+            raise InvalidArgumentError(
+                f"the tokenizer has {tok.vocab_size} tokens but the model's vocabulary is {V}")
+        if tok is None:
+            if V == 257:
+                tok = ByteTokenizer()
+            elif V == 50257:
+                try:
+                    from .tokenizer import gpt2_tokenizer
+
+                    tok = gpt2_tokenizer()
+                except PyllmcError:
+                    tok = None
+        self.tokenizer = tok
+        self.train_loader = DataLoader(shards, B, T, shuffle=cfg.shuffle, seed=cfg.seed, vocab_size=V)
+        if val_shards is not None:
+            self.val_loader = DataLoader(val_shards, B, T, shuffle=False, vocab_size=V)
+        self.rng = np.random.Generator(np.random.PCG64(cfg.seed))
+        self.step = 0
+        if state is not None:
+            self.step = int(state["step"])
+            self.train_loader.load_state(state["data"])
+            self.rng.bit_generator.state = state["rng"]
+            self._last_saved_step = self.step
+            if int(state.get("total_steps", cfg.steps)) != cfg.steps:
+                self._log(f"note: the run was started with {state.get('total_steps')} steps, now {cfg.steps}: "
+                          "the LR schedule changes, so results differ from an uninterrupted run")
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            self._open_metrics(out, state)
+            if tok is not None and not (out / "tokenizer.bin").exists():
+                try:
+                    tok.save(out / "tokenizer.bin")
+                except PyllmcError:
+                    pass
+        self._ready = True
+        self._set_status(phase="idle", step=self.step)
+
+    def _check_resume(self, state: Dict[str, Any], ckpt: Path) -> None:
+        saved = state.get("train", {})
+        cfg = self.config
+        diffs = []
+        for k in RESUME_FIXED:
+            if k in saved and saved[k] != getattr(cfg, k):
+                diffs.append(f"{k} {saved[k]} -> {getattr(cfg, k)}")
+        if "accum_steps" in saved and saved["accum_steps"] != cfg.accum_steps:
+            diffs.append(f"grad_accum {saved['accum_steps']} -> {cfg.accum_steps}")
+        if diffs:
+            raise InvalidArgumentError(f"{ckpt}: cannot resume with different settings: " + ", ".join(diffs))
+        if int(state.get("threads", cfg.threads)) != cfg.threads:
+            self._log(f"note: the checkpoint was written with threads = {state.get('threads')}, now {cfg.threads}; "
+                      "results may differ in the last bits from an uninterrupted run")
+        if int(state["step"]) > cfg.steps:
+            raise InvalidArgumentError(f"{ckpt}: checkpoint is at step {state['step']}, beyond --steps {cfg.steps}")
+
+    # ------------------------------------------------------------ metrics file
+    def _open_metrics(self, out: Path, state: Optional[Dict[str, Any]]) -> None:
+        path = out / "metrics.jsonl"
+        self.history.rows = []
+        if state is not None and path.exists():
+            keep = int(state.get("metrics_bytes", 0))
+            with open(path, "rb+") as f:
+                data = f.read(keep)
+                f.truncate(len(data))
+            for line in data.decode("utf-8", errors="replace").splitlines():
+                line = line.strip()
+                if line:
+                    try:
+                        self.history.rows.append(json.loads(line))
+                    except ValueError:
+                        pass
+            self._metrics_file = open(path, "ab")
+        else:
+            self._metrics_file = open(path, "wb")
+
+    def _close_metrics(self) -> None:
+        f, self._metrics_file = self._metrics_file, None
+        if f is not None:
+            f.close()
+
+    def _write_row(self, row: Dict[str, Any]) -> None:
+        if self._metrics_file is not None:
+            self._metrics_file.write(json.dumps(row).encode() + b"\n")
+            self._metrics_file.flush()
+
+    # ------------------------------------------------------------ output
+    def _log(self, msg: str) -> None:
+        if self._bar is not None:
+            self._bar.write(msg)
+        elif self.config.progress != "none":
+            print(msg, flush=True)
+
+    def _start_progress(self) -> None:
+        mode = self.config.progress
+        if mode == "auto":
+            mode = "bar" if sys.stderr.isatty() else "lines"
+        self._mode = mode
+        if mode == "bar":
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                self._mode = "lines"
+                return
+            self._bar = tqdm(total=self.config.steps, initial=self.step, file=sys.stderr, unit="step",
+                             dynamic_ncols=True, leave=True)
+
+    def _progress(self, st: TrainStatus) -> None:
+        if self._bar is not None:
+            post = {"loss": f"{st.loss:.4f}", "lr": f"{st.lr:.2e}", "tok/s": f"{st.tokens_per_s:.0f}"}
+            if st.val_loss is not None:
+                post["val"] = f"{st.val_loss:.4f}"
+            self._bar.set_postfix(post, refresh=False)
+            self._bar.update(1)
+        elif self._mode == "lines":
+            if st.step % self.config.log_every == 0 or st.step == self.config.steps or st.step == 1:
+                val = f" | val {st.val_loss:.4f}" if st.val_loss is not None and st.val_step == st.step else ""
+                print(f"step {st.step:>{len(str(self.config.steps))}}/{self.config.steps} | loss {st.loss:.4f}{val} | "
+                      f"lr {st.lr:.2e} | norm {st.grad_norm:.3f} | {st.ms:.0f} ms | {st.tokens_per_s:.0f} tok/s | "
+                      f"eta {_fmt_time(st.eta_s)}", flush=True)
+
+    def _end_progress(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    # ------------------------------------------------------------ status and callbacks
+    def _set_status(self, **kw: Any) -> TrainStatus:
+        with self._lock:
+            self._status = dataclasses.replace(self._status, **kw)
+            return self._status
+
+    def _fire(self, event: str, status: TrainStatus) -> bool:
+        stop = False
+        method = "on_" + event
+        for cb in self.callbacks:
+            fn = getattr(cb, method, None)
+            if fn is not None and fn(status) is True:
+                stop = True
+        for fn in self._fn_callbacks[event]:
+            if fn(status) is True:
+                stop = True
+        if stop and event != "train_end":
+            self.stop(f"callback ({method})")
+        return stop
+
+    # ------------------------------------------------------------ pieces
+    def evaluate(self, num_batches: Optional[int] = None) -> float:
+        """Mean loss over the first ``num_batches`` (default eval_batches) validation batches."""
+        self.setup()
+        if self.val_loader is None:
+            raise StateError("no validation data (val_data / --val-data) was given")
+        n = int(num_batches or self.config.eval_batches)
+        self.val_loader.reset()
+        total = 0.0
+        for _ in range(n):
+            x, y = self.val_loader.next_batch()
+            total += self.model.forward(x, y)
+        return total / n
+
+    def sample(self, prompt: Optional[str] = None, max_tokens: Optional[int] = None, *,
+               temperature: Optional[float] = None, top_k: Optional[int] = None,
+               seed: Optional[int] = None) -> str:
+        """Generate text from the current model (uses the run's RNG unless ``seed`` is given)."""
+        from .sampling import generate, make_rng
+
+        self.setup()
+        cfg = self.config
+        tok = self.tokenizer
+        prompt = cfg.sample_prompt if prompt is None else prompt
+        if prompt and tok is not None and tok.can_encode:
+            ids = tok.encode(prompt)
+        else:
+            prompt = ""
+            ids = [tok.eot_id if tok is not None else self.model.config.vocab_size - 1]
+        rng = make_rng(seed) if seed is not None else self.rng
+        new = generate(self.model, ids, cfg.sample_tokens if max_tokens is None else max_tokens,
+                       temperature=cfg.sample_temperature if temperature is None else temperature,
+                       top_k=cfg.sample_top_k if top_k is None else top_k, rng=rng)
+        if tok is None:
+            return " ".join(str(t) for t in new)
+        return prompt + tok.decode(new)
+
+    def save_checkpoint(self) -> str:
+        """Write a checkpoint of the current step into out_dir; returns its path."""
+        from .checkpoint import save_checkpoint
+
+        self.setup()
+        cfg = self.config
+        if not cfg.out_dir:
+            raise StateError("no out_dir: nowhere to save checkpoints")
+        if self._metrics_file is not None:
+            self._metrics_file.flush()
+            os.fsync(self._metrics_file.fileno())
+            metrics_bytes = self._metrics_file.tell()
+        else:
+            metrics_bytes = 0
+        train = {k: getattr(cfg, k) for k in RESUME_FIXED}
+        train.update(accum_steps=cfg.accum_steps, lr=cfg.lr, schedule=cfg.schedule, warmup=cfg.warmup,
+                     final_frac=cfg.final_frac, weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip)
+        state = {
+            "total_steps": cfg.steps,
+            "data": self.train_loader.state(),
+            "rng": self.rng.bit_generator.state,
+            "metrics_bytes": metrics_bytes,
+            "train": train,
+            "threads": cfg.threads,
+            "model_config": dataclasses.asdict(self.model.config),
+            "tokens_seen": self.step * cfg.accum_steps * cfg.batch_size * cfg.seq_len,
+        }
+        path = save_checkpoint(self.model, cfg.out_dir, self.step, state, keep_last=cfg.keep_last)
+        self._last_saved_step = self.step
+        self.history.last_checkpoint = str(path)
+        return str(path)
+
+    def export_hf(self, directory: Union[str, os.PathLike]) -> str:
+        """Write the current model as a Hugging Face GPT-2 directory (safetensors); needs torch."""
+        self.setup()
+        try:
+            from .reference import model_params, save_hf_dir
+        except ImportError as e:
+            raise PyllmcError(f"exporting to Hugging Face format needs torch, transformers and safetensors: {e}") from None
+        save_hf_dir(model_params(self.model), self.model.config, directory)
+        return os.fspath(directory)
+
+    # ------------------------------------------------------------ the loop
+    def train(self) -> History:
+        """Run to ``steps`` (or ``stop_at`` / a stop request); returns the History.
+
+        Run from the main thread, the first Ctrl-C (SIGINT) asks the run to stop after the
+        current step (with a checkpoint when out_dir is set; ``stop_reason`` "interrupted");
+        a second one raises KeyboardInterrupt at once.
+        """
+        t_start = time.perf_counter()
+        self._start_progress()
+        restore = self._install_sigint()
+        try:
+            self.setup()
+            return self._train_loop(t_start)
+        finally:
+            if restore is not None:
+                restore()
+            self._end_progress()
+            self._close_metrics()
+            self._set_status(running=False, phase="done")
+
+    def _install_sigint(self) -> Optional[Callable[[], None]]:
+        import signal
+
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        try:
+            previous = signal.getsignal(signal.SIGINT)
+        except (ValueError, OSError):
+            return None
+        if previous is not signal.default_int_handler:
+            return None  # someone else handles SIGINT: leave it alone
+
+        def handler(signum, frame):
+            if self._stop_event.is_set():
+                raise KeyboardInterrupt
+            self.stop("interrupted")
+            self._log("interrupt: stopping after this step (press Ctrl-C again to abort at once)")
+
+        try:
+            signal.signal(signal.SIGINT, handler)
+        except (ValueError, OSError):
+            return None
+        return lambda: signal.signal(signal.SIGINT, previous)
+
+    def _train_loop(self, t_start: float) -> History:
+        cfg = self.config
+        m = self.model
+        sched = cfg.schedule_fn()
+        K, B, T = cfg.accum_steps, cfg.batch_size, cfg.seq_len
+        tokens_per_step = K * B * T
+        start_step = self.step
+        if self._resumed_from:
+            self._log(f"resumed from {self._resumed_from} (step {self.step})")
+        if self.val_loader is None and cfg.eval_every:
+            self._log("note: eval_every is set but there is no validation data; skipping evaluation")
+        self._set_status(running=True, phase="training", step=self.step, total_steps=cfg.steps,
+                         tokens_seen=self.step * tokens_per_step)
+        ema_ms: Optional[float] = None
+        val_loss, val_step = None, None
+        if self.history.val_losses:
+            val_step, val_loss = self.history.val_losses[-1]
+        stop_at = cfg.stop_at if cfg.stop_at is not None else cfg.steps
+        while self.step < cfg.steps:
+            if self._stop_event.is_set():
+                break
+            t0 = time.perf_counter()
+            s = self.step + 1
+            lr = sched(s)
+            m.zero_grad()
+            loss_sum = 0.0
+            for _ in range(K):
+                x, y = self.train_loader.next_batch()
+                loss_sum += m.forward(x, y)
+                m.backward(loss_scale=1.0 / K)
+            loss = loss_sum / K
+            gnorm = m.clip_grad_norm(cfg.grad_clip) if cfg.grad_clip > 0 else m.grad_norm()
+            m.adamw_step(lr, t=s, beta1=cfg.beta1, beta2=cfg.beta2, eps=cfg.eps, weight_decay=cfg.weight_decay,
+                         decay_matrices_only=cfg.decay_matrices_only)
+            self.step = s
+            ms = (time.perf_counter() - t0) * 1000.0
+            ema_ms = ms if ema_ms is None else 0.9 * ema_ms + 0.1 * ms
+            tps = tokens_per_step / (ms / 1000.0) if ms > 0 else float("inf")
+            row: Dict[str, Any] = {"step": s, "loss": loss, "lr": lr, "grad_norm": gnorm, "ms": round(ms, 3),
+                                   "tokens_per_s": round(tps, 1)}
+            did_eval = False
+            if self.val_loader is not None and cfg.eval_every and (s % cfg.eval_every == 0 or s == cfg.steps):
+                self._set_status(phase="evaluating")
+                val_loss, val_step = self.evaluate(), s
+                row["val_loss"] = val_loss
+                did_eval = True
+            self._write_row(row)
+            self.history.rows.append(row)
+            st = self._set_status(
+                step=s, loss=loss, lr=lr, grad_norm=gnorm, tokens_per_s=tps, ms=ms,
+                eta_s=ema_ms / 1000.0 * (cfg.steps - s), val_loss=val_loss, val_step=val_step,
+                elapsed_s=time.perf_counter() - t_start, tokens_seen=s * tokens_per_step, phase="training")
+            self._progress(st)
+            if not math.isfinite(loss):
+                self.stop(f"non-finite loss at step {s}")
+            if did_eval:
+                self._fire("eval", st)
+            self._fire("step_end", st)
+            if cfg.sample_every and s % cfg.sample_every == 0:
+                self._set_status(phase="sampling")
+                text = self.sample()
+                self.history.samples.append((s, text))
+                self._log(f"--- sample at step {s} ---\n{text}\n---")
+                self._set_status(phase="training")
+            if s >= stop_at and cfg.stop_at is not None:
+                self.stop(f"stop_at {cfg.stop_at}")
+            stopping = self._stop_event.is_set()
+            if cfg.out_dir and ((cfg.save_every and s % cfg.save_every == 0) or s == cfg.steps or stopping):
+                if self._stop_reason and self._stop_reason.startswith("non-finite"):
+                    pass  # never checkpoint a diverged model
+                else:
+                    self._set_status(phase="saving")
+                    path = self.save_checkpoint()
+                    st = self._set_status(phase="training", checkpoint=path)
+                    self._fire("save", st)
+        # end of run
+        self.history.final_step = self.step
+        self.history.stop_reason = None if self.step >= cfg.steps else (self._stop_reason or "stopped")
+        self.history.wall_s = time.perf_counter() - t_start
+        st = self._set_status(phase="done", running=False, stop_reason=self.history.stop_reason,
+                              elapsed_s=self.history.wall_s)
+        self._end_progress()
+        if cfg.out_dir and cfg.plot and self.history.rows:
+            from .plotting import plot_loss_curve
+
+            p = plot_loss_curve(self.history.rows, Path(cfg.out_dir) / "loss.png",
+                                title=f"{self._describe_model()} - {cfg.steps} steps")
+            self.history.loss_curve = str(p) if p else None
+        self._fire("train_end", st)
+        if start_step == self.step and start_step >= cfg.steps:
+            self._log(f"nothing to do: the run is already at step {self.step} of {cfg.steps}")
+        return self.history
+
+    def _describe_model(self) -> str:
+        c = self.model.config
+        return f"GPT-2 L{c.num_layers} C{c.channels} H{c.num_heads} V{c.vocab_size}"
