@@ -13,7 +13,7 @@ from .errors import (
     StateError,
     UnsupportedError,
 )
-from .model import GPTConfig, Model, ModelOptions, TensorInfo, pad_vocab
+from .model import GPTConfig, Model, ModelOptions, TensorInfo, cuda_available, cuda_built, cuda_info, pad_vocab
 from .trainer import Callback, History, Trainer, TrainerConfig, TrainStatus
 
 __all__ = [
@@ -25,6 +25,9 @@ __all__ = [
     "ModelOptions",
     "TensorInfo",
     "pad_vocab",
+    "cuda_available",
+    "cuda_built",
+    "cuda_info",
     "Trainer",
     "TrainerConfig",
     "TrainStatus",

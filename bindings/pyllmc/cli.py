@@ -25,6 +25,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"library: {LIBRARY_PATH}")
     print(f"header: {HEADER_PATH}")
     print(f"openmp: {'yes' if lib.llmc_has_openmp() else 'no'}")
+    from .model import cuda_available, cuda_built, cuda_info
+
+    print(f"cuda backend built: {'yes' if cuda_built() else 'no'}")
+    print(f"cuda: {'yes' if cuda_available() else 'no'} ({cuda_info()})")
     return 0
 
 
@@ -32,9 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pyllmc", description="GPT-2 training with a C core, checked against PyTorch.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    p = sub.add_parser("info", help="show the C library in use (ABI version, path, OpenMP)")
+    p = sub.add_parser("info", help="show the C library in use (ABI version, path, OpenMP, CUDA)")
     p.set_defaults(func=_cmd_info)
     _add_trainer_commands(sub)
+    from . import cli_bench
+
+    p = sub.add_parser("bench", help="speed, memory and scaling of the C core against PyTorch (bench.json, plots)")
+    cli_bench.add_arguments(p)
+    p.set_defaults(func=cli_bench.run)
     return parser
 
 

@@ -13,6 +13,25 @@ method of the model raises ``StateError``.
 Activation views (``acts``, ``logits()``) have the shapes of the last forward call; they are
 rebuilt after each forward, so take them again after calling ``forward``.
 
+Devices
+-------
+``Model.from_config(..., device="cuda")`` (and ``from_checkpoint``) puts the model on the GPU,
+when the library was built with CUDA and a GPU, its driver and cuBLAS are present
+(``pyllmc.cuda_available()``; ``pyllmc.cuda_info()`` says why not). Otherwise creation raises
+``UnsupportedError`` with the reason. ``precision="bf16"`` (CUDA only) runs the matmuls with bf16
+operands and fp32 accumulation, keeping fp32 master weights, gradients and optimizer state.
+
+On a CUDA model the buffers live in GPU memory, with the same names, shapes and offsets:
+  - ``params``, ``grads``, ``adam_m``, ``adam_v``, ``acts`` are read-only mappings whose items
+    are HOST COPIES, made when an item is looked up (``m.acts["logits"]`` copies just that
+    tensor); writing to them raises. ``flat(kind)`` is a read-only host copy of a whole buffer.
+  - ``copy_to_host(kind, name)`` / ``copy_from_host(kind, name, array)`` copy one tensor (or a
+    whole buffer with ``name=None``) either way, on both devices.
+  - ``torch_view(kind, name)`` is a torch tensor on the GPU sharing the model's memory (no
+    copy, through ``__cuda_array_interface__``); on a CPU model a CPU tensor sharing memory.
+Every call on a CUDA model has finished on the GPU when it returns. The C library runs on
+the legacy default CUDA stream, so PyTorch work on its default stream is ordered with it.
+
 Threads: calls into C release the GIL (cffi does this for every call). One model may be used
 from several Python threads; its methods are serialised by a per-model lock.
 """
@@ -24,17 +43,21 @@ import os
 import re
 import threading
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
 from ._ffi import ffi, lib, string
-from .errors import InvalidArgumentError, PyllmcError, StateError, check
+from .errors import InvalidArgumentError, PyllmcError, StateError, UnsupportedError, check
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 KINDS: Dict[str, int] = {"params": 0, "grads": 1, "adam_m": 2, "adam_v": 3, "acts": 4}
 KIND_NAMES: Dict[int, str] = {v: k for k, v in KINDS.items()}
+DEVICES: Dict[str, int] = {"cpu": 0, "cuda": 1}
+DEVICE_NAMES: Dict[int, str] = {v: k for k, v in DEVICES.items()}
+PRECISIONS: Dict[str, int] = {"fp32": 0, "bf16": 1}
+PRECISION_NAMES: Dict[int, str] = {v: k for k, v in PRECISIONS.items()}
 
 _INT32_MAX = 2**31 - 1
 
@@ -131,6 +154,8 @@ class ModelOptions:
     max_batch: int
     max_seq: int
     num_threads: int
+    device: str = "cpu"
+    precision: str = "fp32"
 
 
 @dataclass(frozen=True)
@@ -199,13 +224,84 @@ def _float_arg(name: str, value: Any) -> float:
         raise InvalidArgumentError(f"{name} must be a number, got {value!r}") from None
 
 
-def _make_options(max_batch: Any, max_seq: Any, threads: Any):
+def _device_arg(device: Any) -> int:
+    name = str(device).strip().lower() if isinstance(device, str) else device
+    if name not in DEVICES:
+        raise InvalidArgumentError(f"device must be one of {list(DEVICES)}, got {device!r}")
+    return DEVICES[name]
+
+
+def _precision_arg(precision: Any) -> int:
+    name = str(precision).strip().lower() if isinstance(precision, str) else precision
+    if name not in PRECISIONS:
+        raise InvalidArgumentError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    return PRECISIONS[name]
+
+
+def _make_options(max_batch: Any, max_seq: Any, threads: Any, device: Any = "cpu", precision: Any = "fp32"):
     opt = ffi.new("llmc_options *")
     opt.max_batch = _int_arg("max_batch", max_batch, 1, _INT32_MAX)
     opt.max_seq = 0 if max_seq is None else _int_arg("max_seq", max_seq, 1, _INT32_MAX)
     opt.num_threads = _int_arg("threads", threads, 0, _INT32_MAX)
+    opt.device = _device_arg(device)
+    opt.precision = _precision_arg(precision)
     opt.reserved = 0
+    if opt.device == DEVICES["cuda"]:
+        _preload_cublas()
     return opt
+
+
+# ------------------------------------------------------------------ CUDA availability
+
+_CUBLAS_SONAME = "libcublas.so.13"
+_cublas_preloaded: List[Any] = []  # keeps the handle (and the library) loaded
+
+
+def _cublas_candidates() -> List[str]:
+    """libcublas.so.13 shipped by the nvidia-cublas wheel (installed with CUDA builds of
+    PyTorch), wherever a ``nvidia/`` package directory sits on sys.path."""
+    import sys
+
+    found = []
+    for entry in sys.path:
+        for sub in ("nvidia/cu13/lib", "nvidia/cublas/lib"):
+            p = os.path.join(entry or ".", sub, _CUBLAS_SONAME)
+            if os.path.isfile(p):
+                found.append(p)
+    return found
+
+
+def _preload_cublas() -> None:
+    """Help the C library find cuBLAS: it opens ``libcublas.so.13`` by name (or
+    ``$LLMC_CUBLAS_LIBRARY``); a copy from a Python wheel is not on the loader's path, so load
+    it into the process first, where the by-name lookup finds it. Harmless when absent."""
+    if _cublas_preloaded or os.environ.get("LLMC_CUBLAS_LIBRARY") or not lib.llmc_built_with_cuda():
+        return
+    import ctypes
+
+    for path in _cublas_candidates():
+        try:
+            _cublas_preloaded.append(ctypes.CDLL(path, mode=getattr(os, "RTLD_GLOBAL", 0)))
+            return
+        except OSError:
+            continue
+
+
+def cuda_built() -> bool:
+    """True when the C library was built with the CUDA backend (GPU or not)."""
+    return bool(lib.llmc_built_with_cuda())
+
+
+def cuda_available() -> bool:
+    """True when CUDA models can be created: built with CUDA, a GPU, its driver and cuBLAS."""
+    _preload_cublas()
+    return bool(lib.llmc_has_cuda())
+
+
+def cuda_info() -> str:
+    """One line: the GPU the CUDA backend would use, or why CUDA is not available."""
+    _preload_cublas()
+    return string(lib.llmc_cuda_describe())
 
 
 class Model:
@@ -223,6 +319,7 @@ class Model:
         c = ffi.new("llmc_config *")
         check(lib.llmc_model_get_config(_handle.ptr, c), _handle.ptr)
         self._config = GPTConfig.from_c(c)
+        self._device = DEVICE_NAMES.get(int(lib.llmc_model_device(_handle.ptr)), "cpu")
         self._generation = 0  # bumped by every forward: activation shapes may change
         self._last_bt: Optional[Tuple[int, int]] = None
         self._infos: Optional[Tuple[int, List[TensorInfo]]] = None
@@ -239,18 +336,23 @@ class Model:
         max_seq: Optional[int] = None,
         threads: int = 0,
         seed: int = 0,
+        device: str = "cpu",
+        precision: str = "fp32",
     ) -> "Model":
         """A freshly initialised model (GPT-2 initialisation drawn from ``seed``).
 
         ``config`` may also be a size descriptor such as ``"d12"``. ``max_seq`` defaults to
-        ``config.max_seq_len``; ``threads=0`` uses the OpenMP default.
+        ``config.max_seq_len``; ``threads=0`` uses the OpenMP default. ``device`` is "cpu" or
+        "cuda" (``UnsupportedError`` when CUDA is not available, with the reason);
+        ``precision`` "fp32" or, on CUDA, "bf16". The same seed gives the same weights on
+        every device.
         """
         if isinstance(config, str):
             config = GPTConfig.from_size(config)
         if not isinstance(config, GPTConfig):
             raise InvalidArgumentError(f"config must be a GPTConfig or a descriptor like 'd12', got {config!r}")
         c = config.to_c()
-        opt = _make_options(max_batch, max_seq, threads)
+        opt = _make_options(max_batch, max_seq, threads, device, precision)
         seed = _int_arg("seed", seed, 0, 2**64 - 1)
         out = ffi.new("llmc_model **")
         check(lib.llmc_model_create(c, opt, seed, out))
@@ -264,9 +366,11 @@ class Model:
         max_batch: int = 4,
         max_seq: Optional[int] = None,
         threads: int = 0,
+        device: str = "cpu",
+        precision: str = "fp32",
     ) -> "Model":
-        """Load an llm.c checkpoint (version 3 fp32 or 5 bf16)."""
-        opt = _make_options(max_batch, max_seq, threads)
+        """Load an llm.c checkpoint (version 3 fp32 or 5 bf16) onto ``device``."""
+        opt = _make_options(max_batch, max_seq, threads, device, precision)
         spath = os.fspath(path)
         out = ffi.new("llmc_model **")
         check(lib.llmc_model_load(os.fsencode(spath), opt, out), context=str(spath))
@@ -309,7 +413,7 @@ class Model:
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
-        return f"Model({self._config}, {state})"
+        return f"Model({self._config}, device={self._device!r}, {state})"
 
     # ---------------------------------------------------------------- properties
     @property
@@ -322,7 +426,23 @@ class Model:
             ptr = self._ptr()
             o = ffi.new("llmc_options *")
             check(lib.llmc_model_get_options(ptr, o), ptr)
-            return ModelOptions(int(o.max_batch), int(o.max_seq), int(o.num_threads))
+            return ModelOptions(
+                int(o.max_batch),
+                int(o.max_seq),
+                int(o.num_threads),
+                DEVICE_NAMES.get(int(o.device), str(int(o.device))),
+                PRECISION_NAMES.get(int(o.precision), str(int(o.precision))),
+            )
+
+    @property
+    def device(self) -> str:
+        """"cpu" or "cuda": where the model's buffers live."""
+        return self._device
+
+    @property
+    def precision(self) -> str:
+        """"fp32" or "bf16" (see the module docstring)."""
+        return self.options.precision
 
     @property
     def max_batch(self) -> int:
@@ -517,12 +637,100 @@ class Model:
 
     def flat(self, kind: Union[str, int]) -> np.ndarray:
         """The whole buffer of one kind ("params", "grads", "adam_m", "adam_v", "acts")
-        as a 1-D zero-copy float32 view."""
+        as a 1-D zero-copy float32 view; on a CUDA model a read-only host copy."""
         k = self._kind(kind)
         with self._lock:
+            if self._device != "cpu":
+                return self._host_copy(k, 0, self._buffer_numel(k), (self._buffer_numel(k),), writeable=False)
             return self._flat(k)[2]
 
-    def _named_views(self, k: int) -> Dict[str, np.ndarray]:
+    def _buffer(self, k: int) -> Tuple[int, int]:
+        ptr = self._ptr()
+        data = ffi.new("float **")
+        numel = ffi.new("int64_t *")
+        check(lib.llmc_model_buffer(ptr, k, data, numel), ptr)
+        return int(ffi.cast("uintptr_t", data[0])), int(numel[0])
+
+    def _buffer_numel(self, k: int) -> int:
+        return self._buffer(k)[1]
+
+    def _host_copy(self, k: int, offset: int, numel: int, shape: Tuple[int, ...], writeable: bool = True) -> np.ndarray:
+        ptr = self._ptr()
+        out = np.empty(int(numel), dtype=np.float32)
+        if numel:
+            check(lib.llmc_model_copy_to_host(ptr, k, int(offset), int(numel), ffi.from_buffer("float[]", out)), ptr)
+        out = out.reshape(shape)
+        out.flags.writeable = writeable
+        return out
+
+    def _find(self, k: int, name: Optional[str]) -> TensorInfo:
+        kname = KIND_NAMES[k]
+        for ti in self._tensor_infos():
+            if ti.kind == kname and ti.name == name:
+                return ti
+        raise InvalidArgumentError(f"no {kname} tensor named {name!r}")
+
+    def copy_to_host(self, kind: Union[str, int], name: Optional[str] = None) -> np.ndarray:
+        """A new float32 array holding one named tensor of ``kind`` (or the whole buffer when
+        ``name`` is None), copied from the model on either device."""
+        k = self._kind(kind)
+        with self._lock:
+            if name is None:
+                n = self._buffer_numel(k)
+                return self._host_copy(k, 0, n, (n,))
+            ti = self._find(k, name)
+            return self._host_copy(k, ti.offset, ti.numel, ti.shape)
+
+    def copy_from_host(self, kind: Union[str, int], name: Optional[str], value: Any) -> None:
+        """Write ``value`` (any array-like of the tensor's shape, or of the whole buffer when
+        ``name`` is None) into the model, on either device."""
+        k = self._kind(kind)
+        with self._lock:
+            if name is None:
+                n = self._buffer_numel(k)
+                offset, shape = 0, (n,)
+            else:
+                ti = self._find(k, name)
+                offset, shape = ti.offset, ti.shape
+            arr = np.ascontiguousarray(value, dtype=np.float32)
+            if arr.shape != tuple(shape):
+                raise InvalidArgumentError(
+                    f"{KIND_NAMES[k]} {name if name is not None else 'buffer'}: got shape {arr.shape}, expected {tuple(shape)}"
+                )
+            ptr = self._ptr()
+            if arr.size:
+                check(lib.llmc_model_copy_from_host(ptr, k, int(offset), int(arr.size), ffi.from_buffer("float[]", arr)), ptr)
+
+    def torch_view(self, kind: Union[str, int], name: Optional[str] = None):
+        """A torch tensor sharing one named tensor's memory (the whole buffer when ``name`` is
+        None): on the GPU for a CUDA model (no copy, via ``__cuda_array_interface__``), on the
+        CPU for a CPU model. It keeps the C model alive like the numpy views do; after
+        ``close()`` it is invalid."""
+        import torch  # optional dependency: only this method needs it
+
+        k = self._kind(kind)
+        with self._lock:
+            addr, n = self._buffer(k)
+            if name is None:
+                offset, shape = 0, (n,)
+            else:
+                ti = self._find(k, name)
+                offset, shape = ti.offset, ti.shape
+            if self._device == "cpu":
+                flat = self._flat(k)[2]
+                return torch.from_numpy(flat[offset : offset + int(np.prod(shape, dtype=np.int64))].reshape(shape))
+            numel = int(np.prod(shape, dtype=np.int64))
+            export = _CudaBufferExport(addr + 4 * int(offset), shape, self._h)
+            if numel == 0:
+                return torch.empty(shape, dtype=torch.float32, device="cuda")
+            return torch.as_tensor(export, device="cuda")
+
+    def _named_views(self, k: int) -> Mapping[str, np.ndarray]:
+        if self._device != "cpu":
+            with self._lock:
+                kname = KIND_NAMES[k]
+                infos = {ti.name: ti for ti in self._tensor_infos() if ti.kind == kname}
+            return _HostCopies(self, k, infos)
         with self._lock:
             addr, n, flat = self._flat(k)
             gen = self._generation if k == KINDS["acts"] else 0
@@ -545,7 +753,8 @@ class Model:
 
     @property
     def params(self) -> Dict[str, np.ndarray]:
-        """Parameters by name: zero-copy float32 views (writable)."""
+        """Parameters by name: zero-copy float32 views (writable); on a CUDA model a read-only
+        mapping of host copies made on lookup (see the module docstring)."""
         return self._named_views(KINDS["params"])
 
     @property
@@ -572,3 +781,43 @@ class Model:
             if self._last_bt is None:
                 raise StateError("no forward pass has completed yet: call forward() first")
             return self.acts["logits"][..., : self._config.vocab_size]
+
+
+class _CudaBufferExport:
+    """Presents float32 device memory to torch/cupy/numba via ``__cuda_array_interface__``;
+    holds the handle so the C model outlives every tensor made from it."""
+
+    def __init__(self, address: int, shape: Tuple[int, ...], handle: _Handle):
+        self.__cuda_array_interface__ = {
+            "version": 3,
+            "shape": tuple(int(d) for d in shape),
+            "typestr": "<f4",
+            "data": (int(address), False),  # False: writable
+            "strides": None,  # C-contiguous
+            "stream": None,  # every C call has synchronised before returning
+        }
+        self._handle = handle
+
+
+class _HostCopies(Mapping):
+    """Named tensors of one kind of a CUDA model: each lookup copies that tensor to the host
+    (a read-only array). Iterating names copies nothing; ``items()``/``values()`` copy all."""
+
+    def __init__(self, model: "Model", kind: int, infos: Dict[str, TensorInfo]):
+        self._model = model
+        self._kind = kind
+        self._infos = infos
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        ti = self._infos[name]  # KeyError for an unknown name, as a dict
+        with self._model._lock:
+            return self._model._host_copy(self._kind, ti.offset, ti.numel, ti.shape, writeable=False)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._infos)
+
+    def __len__(self) -> int:
+        return len(self._infos)
+
+    def __repr__(self) -> str:
+        return f"<{KIND_NAMES[self._kind]} of a CUDA model: {len(self)} tensors, host copies on lookup>"

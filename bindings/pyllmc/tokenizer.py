@@ -237,9 +237,13 @@ def _gpt2_via_transformers(name_or_dir: str = "gpt2") -> Optional[GPT2Tokenizer]
         return None
     try:
         tok = GPT2TokenizerFast.from_pretrained(name_or_dir, local_files_only=True)
+        wrapped = GPT2Tokenizer("transformers", tok, source=str(name_or_dir))
     except Exception:
         return None
-    return GPT2Tokenizer("transformers", tok, source=str(name_or_dir))
+    # some transformers versions return an empty tokenizer instead of failing
+    if wrapped.vocab_size <= 256 or (name_or_dir == "gpt2" and wrapped.vocab_size != GPT2_VOCAB):
+        return None
+    return wrapped
 
 
 def gpt2_tokenizer() -> GPT2Tokenizer:

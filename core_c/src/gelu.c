@@ -13,23 +13,26 @@
 #define LLMC_CLONES
 #endif
 
+/* 0.5 x (1 + tanh(u)) = x * sigmoid(2u): the sigmoid form keeps full relative precision
+ * for negative x, where 1 + tanh(u) would cancel. */
 LLMC_CLONES static void gelu_range(float *out, const float *inp, size_t n) {
     for (size_t i = 0; i < n; i++) {
         const float x = inp[i];
         const float u = GELU_K * (x + GELU_A * x * x * x);
-        out[i] = 0.5f * x * (1.0f + llmc_tanhf(u));
+        out[i] = x / (1.0f + llmc_expf(-2.0f * u));
     }
 }
 
+/* d/dx = s + 2 x s (1 - s) du/dx with s = sigmoid(2u), since 0.5 (1 + tanh) = s and
+ * 0.5 sech^2 = 2 s (1 - s). */
 LLMC_CLONES static void gelu_backward_range(float *dinp, const float *inp, const float *dout,
                                             size_t n) {
     for (size_t i = 0; i < n; i++) {
         const float x = inp[i];
         const float u = GELU_K * (x + GELU_A * x * x * x);
-        const float th = llmc_tanhf(u);
-        const float sech2 = 1.0f - th * th;
-        const float local = 0.5f * (1.0f + th) +
-                            0.5f * x * sech2 * GELU_K * (1.0f + 3.0f * GELU_A * x * x);
+        const float s = 1.0f / (1.0f + llmc_expf(-2.0f * u));
+        const float du = GELU_K * (1.0f + 3.0f * GELU_A * x * x);
+        const float local = s + 2.0f * x * s * (1.0f - s) * du;
         dinp[i] = local * dout[i];
     }
 }

@@ -134,23 +134,76 @@ ukernel_avx2(int kc, const float *Ap, const float *Bp, float *C, int64_t ldc, in
 }
 #endif
 
+#ifdef LLMC_X86
+/* 16 x 16 transpose in registers: dst row j = src column j. Packing an operand whose
+ * contiguous dimension is k (weights in forward, activations as A) is a transpose; done one
+ * float at a time it costs several times the bandwidth of the copy itself. */
+__attribute__((target("avx512f"))) static void transpose16_avx512(const float *src, int64_t ld,
+                                                                   float *dst, int64_t ldd) {
+    __m512 r[16], a[16], b[16];
+    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + i * ld);
+    /* 32-bit interleave of row pairs, then 64-bit interleave of pair pairs: b[4q + c] holds,
+     * in its 128-bit lane l, column 4l + c of rows 4q .. 4q+3 */
+    for (int p = 0; p < 8; p++) {
+        a[2 * p] = _mm512_unpacklo_ps(r[2 * p], r[2 * p + 1]);
+        a[2 * p + 1] = _mm512_unpackhi_ps(r[2 * p], r[2 * p + 1]);
+    }
+    for (int q = 0; q < 4; q++) {
+        const __m512d x0 = _mm512_castps_pd(a[4 * q]), x1 = _mm512_castps_pd(a[4 * q + 1]);
+        const __m512d x2 = _mm512_castps_pd(a[4 * q + 2]), x3 = _mm512_castps_pd(a[4 * q + 3]);
+        b[4 * q + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(x0, x2));
+        b[4 * q + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(x0, x2));
+        b[4 * q + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(x1, x3));
+        b[4 * q + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(x1, x3));
+    }
+    /* then a 4 x 4 transpose of 128-bit lanes for each c */
+    for (int c = 0; c < 4; c++) {
+        const __m512 e0 = _mm512_shuffle_f32x4(b[c], b[4 + c], 0x44);
+        const __m512 e1 = _mm512_shuffle_f32x4(b[c], b[4 + c], 0xEE);
+        const __m512 e2 = _mm512_shuffle_f32x4(b[8 + c], b[12 + c], 0x44);
+        const __m512 e3 = _mm512_shuffle_f32x4(b[8 + c], b[12 + c], 0xEE);
+        _mm512_storeu_ps(dst + (c + 0) * ldd, _mm512_shuffle_f32x4(e0, e2, 0x88));
+        _mm512_storeu_ps(dst + (c + 4) * ldd, _mm512_shuffle_f32x4(e0, e2, 0xDD));
+        _mm512_storeu_ps(dst + (c + 8) * ldd, _mm512_shuffle_f32x4(e1, e3, 0x88));
+        _mm512_storeu_ps(dst + (c + 12) * ldd, _mm512_shuffle_f32x4(e1, e3, 0xDD));
+    }
+}
+
+/* Same transpose, but output row j is split: columns 0-7 to dst0 row j, 8-15 to dst1 row j
+ * (two 8-row A strips at once). */
+__attribute__((target("avx512f"))) static void transpose16_split_avx512(const float *src,
+                                                                         int64_t ld, float *dst0,
+                                                                         float *dst1,
+                                                                         int64_t ldd) {
+    float tmp[16 * 16];
+    transpose16_avx512(src, ld, tmp, 16);
+    for (int j = 0; j < 16; j++) {
+        const __m512 v = _mm512_loadu_ps(tmp + 16 * j);
+        _mm256_storeu_ps(dst0 + j * ldd, _mm512_castps512_ps256(v));
+        _mm256_storeu_ps(dst1 + j * ldd,
+                         _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    }
+}
+#endif
+
 typedef struct {
     ukernel_fn fn;
     int mr;
     const char *name;
+    int avx512_pack; /* the packers may use AVX-512 transposes */
 } ukernel;
 
 /* The best kernel this CPU runs; LLMC_GEMM_ISA=generic|avx2 forces a lesser one (tests use it
  * to cover every kernel on one machine). */
 static ukernel pick_ukernel(void) {
-    ukernel k = {ukernel_generic, MR_GENERIC, "generic"};
+    ukernel k = {ukernel_generic, MR_GENERIC, "generic", 0};
 #ifdef LLMC_X86
     const char *force = getenv("LLMC_GEMM_ISA");
     const int allow512 = !force || !strcmp(force, "avx512");
     const int allow2 = !force || allow512 || !strcmp(force, "avx2");
     __builtin_cpu_init();
     if (allow512 && __builtin_cpu_supports("avx512f")) {
-        k.fn = ukernel_avx512; k.mr = MR_AVX512; k.name = "avx512";
+        k.fn = ukernel_avx512; k.mr = MR_AVX512; k.name = "avx512"; k.avx512_pack = 1;
     } else if (allow2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
         k.fn = ukernel_avx2; k.mr = MR_AVX2; k.name = "avx2";
     }
@@ -163,8 +216,26 @@ const char *llmc_gemm_isa(void) { return pick_ukernel().name; }
 /* Pack rows [0, mc) x depth [0, kc) of op(A) into strips of mr rows: Ap[s][k][r].
  * Loops run along the source's contiguous dimension. */
 static void pack_a(float *Ap, int transA, const float *A, int64_t lda, int m0, int k0, int mc,
-                   int kc, int mr) {
-    for (int s = 0; s < mc; s += mr) {
+                   int kc, int mr, int fast) {
+    int s0 = 0;
+#ifdef LLMC_X86
+    /* AVX-512 path: pairs of full 8-row strips, 16 k at a time, through a 16 x 16 transpose */
+    if (fast && !transA && mr == 8) {
+        const int k16 = kc / 16 * 16;
+        for (; s0 + 16 <= mc; s0 += 16) {
+            float *d0 = Ap + (size_t)s0 * kc, *d1 = Ap + (size_t)(s0 + 8) * kc;
+            const float *src = A + (int64_t)(m0 + s0) * lda + k0;
+            for (int k = 0; k < k16; k += 16)
+                transpose16_split_avx512(src + k, lda, d0 + (size_t)k * 8, d1 + (size_t)k * 8, 8);
+            for (int r = 0; r < 16; r++)
+                for (int k = k16; k < kc; k++)
+                    (r < 8 ? d0 : d1)[(size_t)k * 8 + (r & 7)] = src[(int64_t)r * lda + k];
+        }
+    }
+#else
+    (void)fast;
+#endif
+    for (int s = s0; s < mc; s += mr) {
         const int rows = mc - s < mr ? mc - s : mr;
         float *dst = Ap + (size_t)s * kc;
         if (transA) {
@@ -187,8 +258,27 @@ static void pack_a(float *Ap, int transA, const float *A, int64_t lda, int m0, i
 
 /* Pack depth [0, kc) x columns [0, nc) of op(B) into strips of NR columns: Bp[s][k][c]. */
 static void pack_b(float *Bp, int transB, const float *B, int64_t ldb, int k0, int n0, int kc,
-                   int nc) {
-    for (int s = 0; s < nc; s += NR) {
+                   int nc, int fast) {
+    int s0 = 0;
+#ifdef LLMC_X86
+    /* AVX-512 path for the transposing case: full 32-column strips, 16 x 16 blocks */
+    if (fast && transB) {
+        const int k16 = kc / 16 * 16;
+        for (; s0 + NR <= nc; s0 += NR) {
+            float *dst = Bp + (size_t)s0 * kc;
+            for (int g = 0; g < NR; g += 16) {
+                const float *src = B + (int64_t)(n0 + s0 + g) * ldb + k0;
+                for (int k = 0; k < k16; k += 16)
+                    transpose16_avx512(src + k, ldb, dst + (size_t)k * NR + g, NR);
+                for (int c = 0; c < 16; c++)
+                    for (int k = k16; k < kc; k++) dst[(size_t)k * NR + g + c] = src[(int64_t)c * ldb + k];
+            }
+        }
+    }
+#else
+    (void)fast;
+#endif
+    for (int s = s0; s < nc; s += NR) {
         const int cols = nc - s < NR ? nc - s : NR;
         float *dst = Bp + (size_t)s * kc;
         if (!transB) {
@@ -272,7 +362,9 @@ void llmc_sgemm(int transA, int transB, int M, int N, int K, const float *A, int
     const int prepack = choose_prepack(M, N, K, mr, ex);
     const int Mr = (M + mr - 1) / mr * mr, Nr = (N + NR - 1) / NR * NR;
     if (prepack) {
-        const int strips = prepack == 1 ? Mr / mr : Nr / NR;
+        /* A jobs take two strips when the 16-row transpose can pack them together */
+        const int a_rows = uk.avx512_pack && mr == 8 ? 16 : mr;
+        const int strips = prepack == 1 ? (Mr + a_rows - 1) / a_rows : Nr / NR;
         const int jobs = strips * k_panels;
 #pragma omp parallel for num_threads(nthreads_max) schedule(static)
         for (int j = 0; j < jobs; j++) {
@@ -280,13 +372,13 @@ void llmc_sgemm(int transA, int transB, int M, int N, int K, const float *A, int
             const int k0 = p * LLMC_GEMM_KC;
             const int kc = K - k0 < LLMC_GEMM_KC ? K - k0 : LLMC_GEMM_KC;
             if (prepack == 1) {
-                const int m0 = st * mr, rows = M - m0 < mr ? M - m0 : mr;
+                const int m0 = st * a_rows, rows = M - m0 < a_rows ? M - m0 : a_rows;
                 pack_a(ex->gemm_shared + (size_t)Mr * k0 + (size_t)m0 * kc, transA, A, lda, m0,
-                       k0, rows, kc, mr);
+                       k0, rows, kc, mr, uk.avx512_pack);
             } else {
                 const int n0 = st * NR, cols = N - n0 < NR ? N - n0 : NR;
                 pack_b(ex->gemm_shared + (size_t)Nr * k0 + (size_t)n0 * kc, transB, B, ldb, k0,
-                       n0, kc, cols);
+                       n0, kc, cols, uk.avx512_pack);
             }
         }
     }
@@ -306,13 +398,13 @@ void llmc_sgemm(int transA, int transB, int M, int N, int K, const float *A, int
             if (prepack == 1) {
                 Ap = ex->gemm_shared + (size_t)Mr * k0 + (size_t)m0 * kc;
             } else {
-                pack_a(Aw, transA, A, lda, m0, k0, mc, kc, mr);
+                pack_a(Aw, transA, A, lda, m0, k0, mc, kc, mr, uk.avx512_pack);
                 Ap = Aw;
             }
             if (prepack == 2) {
                 Bp = ex->gemm_shared + (size_t)Nr * k0 + (size_t)n0 * kc;
             } else {
-                pack_b(Bw, transB, B, ldb, k0, n0, kc, nc);
+                pack_b(Bw, transB, B, ldb, k0, n0, kc, nc, uk.avx512_pack);
                 Bp = Bw;
             }
             for (int js = 0; js < nc; js += NR) {

@@ -265,9 +265,13 @@ int llmc_model_alloc(const llmc_config *cfg, const llmc_options *opt, llmc_model
 #ifdef LLMC_HAVE_CUDA
     if (o.device == LLMC_DEVICE_CUDA) {
         m->nthreads = 1; /* host threads are not used by the CUDA backend */
-        if (!build_tensor_table(m)) {
+        const size_t ntok = (size_t)o.max_batch * o.max_seq;
+        m->inputs = (int32_t *)calloc(ntok, sizeof(int32_t));
+        m->targets = (int32_t *)calloc(ntok, sizeof(int32_t));
+        if (!m->inputs || !m->targets || !build_tensor_table(m)) {
             llmc_model_destroy(m);
-            return llmc_fail_thread(LLMC_ERR_OUT_OF_MEMORY, "cannot allocate the tensor table");
+            return llmc_fail_thread(LLMC_ERR_OUT_OF_MEMORY,
+                                    "cannot allocate the tensor table and token buffers");
         }
         const int st = llmc_cuda_attach(m); /* sets the thread error on failure */
         if (st != LLMC_OK) {

@@ -1,5 +1,5 @@
-/* vecmath.h - exp and tanh written so compilers vectorise the loops that call them.
- * libm's expf/tanhf are scalar calls, and GELU and the softmaxes call them for every
+/* vecmath.h - exp written so compilers vectorise the loops that call them.
+ * libm's expf is a scalar call, and GELU and the softmaxes call them for every
  * element: at GPT-2 124M, B=4, T=64 that is ~30 M calls per step, a sixth of the step.
  * Accuracy: within ~2 ulp of expf over the float range (Cody-Waite range reduction plus a
  * degree-7 polynomial on [-ln2/2, ln2/2], whose truncation error is < 1e-8 relative). */
@@ -31,9 +31,5 @@ static inline float llmc_expf(float x) {
     const float r = p * scale;
     return x < lo ? 0.0f : r; /* true result is below the smallest normal: flush to 0 */
 }
-
-/* tanh(u) = 1 - 2 / (exp(2u) + 1): the absolute error stays at float rounding level, which
- * is what GELU needs (it uses 1 + tanh). */
-static inline float llmc_tanhf(float u) { return 1.0f - 2.0f / (llmc_expf(2.0f * u) + 1.0f); }
 
 #endif

@@ -92,7 +92,7 @@ def _run(cmd: List[str]) -> None:
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         msg = (p.stderr or p.stdout).strip().splitlines()
-        err = [l for l in msg if "error" in l] or msg[-3:]
+        err = list(dict.fromkeys(l for l in msg if "error" in l)) or msg[-3:]
         raise DriverError(f"build failed: {' '.join(cmd[:2])} ...: " + " | ".join(err[:4]))
 
 

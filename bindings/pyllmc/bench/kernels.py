@@ -126,7 +126,19 @@ def _param_sizes(s) -> List[int]:
     return [V * C, T * C] + per * L + [C, C]
 
 
-def join(c_res: Optional[Dict[str, Any]], t_res: Optional[Dict[str, Any]]) -> List[Dict[str, Any]]:
+def calls_per_step(name: str, L: int) -> int:
+    """How many times one training step of an L-layer model runs a kernel (as model.c does)."""
+    base = name.split(".")[0]
+    if name.endswith(".classifier") or base.startswith(("encoder", "crossentropy", "adamw")):
+        return 1
+    if base.startswith("layernorm"):
+        return 2 * L + 1
+    if base.startswith("residual"):
+        return 2 * L
+    return L
+
+
+def join(c_res: Optional[Dict[str, Any]], t_res: Optional[Dict[str, Any]], num_layers: int) -> List[Dict[str, Any]]:
     """One row per kernel: C and torch times per call and per step, and torch/C speedup."""
     ck = {k["name"]: k for k in (c_res or {}).get("kernels", [])}
     tk = {k["name"]: k for k in (t_res or {}).get("kernels", [])}
@@ -134,7 +146,7 @@ def join(c_res: Optional[Dict[str, Any]], t_res: Optional[Dict[str, Any]]) -> Li
     rows = []
     for n in names:
         c, t = ck.get(n), tk.get(n)
-        calls = (c or {}).get("calls_per_step", 1)
+        calls = (c or {}).get("calls_per_step") or calls_per_step(n, num_layers)
         group = (c or {}).get("group") or _group_of(n)
         row: Dict[str, Any] = {"name": n, "group": group, "calls_per_step": calls, "flops": (c or {}).get("flops", 0)}
         for tag, r in (("c", c), ("torch", t)):

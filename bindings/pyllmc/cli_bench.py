@@ -1,0 +1,149 @@
+"""`pyllmc bench`: speed and memory of the C core against PyTorch (argument parsing only;
+the work is in pyllmc.bench).
+
+    pyllmc bench --model M --batch B --seq T [--threads N] [--out DIR]   one configuration
+    pyllmc bench --suite full [--out DIR]                               tiny..d12, long T,
+                                                                        1 and N threads,
+                                                                        kernels, scaling
+Writes DIR/bench.json ({"results": [{"impl", "ms_min", "ms_median", "tokens_per_s",
+"peak_rss_mb", "mfu", ...}], ...}), DIR/report.md and PNG plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _positive(name: str):
+    def conv(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {s!r}") from None
+        if v < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be >= 1, got {v}")
+        return v
+
+    return conv
+
+
+def _nonneg(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {s!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="size descriptor (d12), named shape (tiny), L4-C256-NH4, llm.c checkpoint "
+                   "or local HF directory (only its shape is used); required unless --suite full")
+    p.add_argument("--batch", type=_positive("--batch"), default=4, help="batch size B (default 4)")
+    p.add_argument("--seq", type=_positive("--seq"), default=64, help="sequence length T (default 64)")
+    p.add_argument("--threads", type=_positive("--threads"), default=None,
+                   help="threads for every implementation (default: all cores of this process)")
+    p.add_argument("--out", default="out/bench", help="output directory (default out/bench)")
+    p.add_argument("--suite", choices=("step", "full"), default="step",
+                   help="step: the one configuration given (default); full: tiny..d12 at B4 T64 on 1 and all "
+                        "threads, d12 at T=256 and T=1024, kernels and scaling")
+    p.add_argument("--impls", default=None, help="comma-separated implementations (see --list-impls)")
+    p.add_argument("--list-impls", action="store_true", help="list the implementations and exit")
+    p.add_argument("--no-compile", action="store_true", help="leave out torch.compile (slow to compile on few cores)")
+    p.add_argument("--warmup", type=_nonneg, default=2, help="untimed steps first (default 2)")
+    p.add_argument("--repeats", type=_positive("--repeats"), default=5, help="timed steps (default 5)")
+    p.add_argument("--kernels", dest="kernels", action="store_true", default=None, help="time each kernel (default on)")
+    p.add_argument("--no-kernels", dest="kernels", action="store_false")
+    p.add_argument("--scaling", dest="scaling", action="store_true", default=None,
+                   help="step time against T, B, C, L with fitted exponents (default: on with --suite full)")
+    p.add_argument("--no-scaling", dest="scaling", action="store_false")
+    p.add_argument("--quick", action="store_true", help="fewer repeats and smaller probes (for smoke tests)")
+    p.add_argument("--src", default=None, help="pyllmc source tree for the C drivers (default: found automatically)")
+    p.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed per measurement (default 1800)")
+    p.add_argument("--compile-timeout", type=float, default=900.0, help="seconds allowed for torch.compile (default 900)")
+    p.add_argument("--no-plots", action="store_true", help="write bench.json and report.md only")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .bench import impls as impl_mod
+    from .bench import suite
+    from .bench.spec import parse_model
+
+    if args.list_impls:
+        for name, text in impl_mod.describe().items():
+            print(f"{name:30s} {text}")
+        return 0
+    n = args.threads or suite.cpu_count()
+    if args.impls:
+        names = [s.strip() for s in args.impls.split(",") if s.strip()]
+        _, unknown = impl_mod.split_impls(names)
+        if unknown:
+            raise ValueError(f"unknown implementation(s) {', '.join(unknown)} (see pyllmc bench --list-impls)")
+    else:
+        names = list(impl_mod.DEFAULT_IMPLS) + ["c-driver"]
+    if args.no_compile:
+        names = [i for i in names if not i.endswith("-compile")]
+
+    scaling = None
+    if args.suite == "full":
+        if args.threads:
+            configs = [suite.Config(c.shape, c.B, c.T, sorted({1, n}) if c.T == 64 else [n]) for c in suite.full_configs()]
+        else:
+            configs = suite.full_configs()
+        if args.model:
+            shape = parse_model(args.model)
+            configs = [suite.Config(shape, args.batch, args.seq, sorted({1, n}))] + configs
+        if args.scaling is not False:
+            scaling = suite.full_scaling()
+            scaling.threads = n
+        kernel_cfgs = [c for c in configs if c.shape.name == "d12" and c.B == 4 and c.T == 64] or configs[:1]
+    else:
+        if not args.model:
+            raise ValueError("--model is required (or use --suite full)")
+        shape = parse_model(args.model)  # SpecError is a ValueError: one line, exit 2
+        if args.seq > shape.max_seq_len:
+            shape = shape.with_(max_seq_len=args.seq)
+        configs = [suite.Config(shape, args.batch, args.seq, [n])]
+        kernel_cfgs = configs
+        if args.scaling:
+            scaling = suite.Scaling(base=shape, B=args.batch, T=args.seq, threads=n)
+    opts = suite.Options(
+        configs=configs, impls=names, warmup=args.warmup, repeats=args.repeats,
+        kernels=args.kernels is not False, kernel_configs=kernel_cfgs, scaling=scaling,
+        job_timeout=args.timeout, compile_timeout=args.compile_timeout, src=args.src,
+        out=Path(args.out), plots=not args.no_plots,
+    )  # fmt: skip
+    if args.quick:
+        opts.warmup = min(opts.warmup, 1)
+        opts.repeats = min(opts.repeats, 2)
+        opts.kernel_repeats = 3
+        opts.peak_sizes = [512]
+        opts.peak_repeats = 3
+        if scaling:
+            scaling.warmup, scaling.repeats = 1, 2
+            scaling.sweeps = {k: v[:3] for k, v in scaling.sweeps.items()}
+            scaling.kernel_T = scaling.kernel_T[:3]
+    doc = suite.Suite(opts).run()
+    paths = suite.write(doc, Path(args.out), plots=opts.plots)
+    _print_summary(doc)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _print_summary(doc) -> None:
+    for s in doc["summary"]:
+        line = f"{s['model']} B{s['batch']} T{s['seq']} {s['threads']}t:"
+        if "c_ms_median" in s:
+            line += f" c-core {s['c_ms_median']:.1f} ms"
+            if s.get("c_mfu") is not None:
+                line += f" (MFU {100 * s['c_mfu']:.1f}%)"
+        if "best_torch_eager" in s:
+            line += f"; best torch eager {s['best_torch_eager']} {s['best_torch_eager_ms_min']:.1f} ms (min)"
+        if "ratio_vs_best_torch_eager_median" in s:
+            line += f"; C/torch {s['ratio_vs_best_torch_eager_median']:.2f}"
+        print(line)
+    for s in doc["skipped"]:
+        print(f"skipped {s['impl']}: {s['reason']}", file=sys.stderr)
