@@ -81,3 +81,69 @@ def asan(session: nox.Session) -> None:
     }
     session.run(PY, str(ROOT / ".ci" / "asan_smoke.py"), env=env)
     session.run(PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "parity_tests" / "test_binding.py"), *session.posargs, env=env)
+
+
+def _cublas_include_dir() -> str:
+    """The include directory of the nvidia-cublas wheel, if installed (for the compile-time
+    check of core_c/cuda/cublas_loader.h against the real cublas_v2.h)."""
+    import sys as _sys
+
+    for entry in _sys.path:
+        for sub in ("nvidia/cu13/include", "nvidia/cublas/include"):
+            p = Path(entry or ".") / sub / "cublas_v2.h"
+            if p.is_file():
+                return str(p.parent)
+    return ""
+
+
+@nox.session(python=False)
+def cuda_build(session: nox.Session) -> None:
+    """Both builds of core_c, each driven from Python (no GPU needed):
+
+    - with the CUDA backend (-DLLMC_CUDA=ON, needs nvcc) into build-cuda/: the library must
+      load here, link no CUDA library dynamically, export nothing but llmc_*, and report
+      `built with CUDA`; cublas_loader.h is checked against cublas_v2.h when the nvidia-cublas
+      wheel is installed;
+    - CPU only (-DLLMC_CUDA=OFF) into build-cpuonly/: the install that machines without nvcc
+      get; device="cuda" must be a clean UnsupportedError there.
+    Then the binding and CUDA API tests run against each library (PYLLMC_LIBRARY).
+    """
+    generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+    tests = [str(ROOT / "parity_tests" / "test_binding.py"), str(ROOT / "parity_tests" / "test_cuda_backend.py")]
+    builds = [("build-cpuonly", "OFF", "0")]
+    if shutil.which("nvcc"):
+        builds.insert(0, ("build-cuda", "ON", "1"))
+    else:
+        session.warn("no nvcc on PATH: only the CPU-only build is checked")
+    for name, flag, expect in builds:
+        build = ROOT / name
+        extra = []
+        inc = _cublas_include_dir() if flag == "ON" else ""
+        if inc:
+            extra.append(f"-DLLMC_CUBLAS_INCLUDE_DIR={inc}")
+        session.run(
+            "cmake", "-S", str(ROOT / "core_c"), "-B", str(build), *generator,
+            f"-DLLMC_CUDA={flag}", "-DCMAKE_BUILD_TYPE=Release", *extra,
+            external=True,
+        )  # fmt: skip
+        session.run("cmake", "--build", str(build), "-j", external=True)
+        libs = sorted(build.glob("libllmc.*"))
+        if not libs:
+            session.error(f"no libllmc in {build}")
+        env = {
+            "PYLLMC_LIBRARY": str(libs[0]),
+            "PYLLMC_EXPECT_CUDA_BUILD": expect,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "bindings"), os.environ.get("PYTHONPATH")])),
+        }
+        session.run(PY, "-m", "pyllmc", "info", env=env)
+        session.run(PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests, *session.posargs, env=env)
+
+
+@nox.session(python=False)
+def gpu(session: nox.Session) -> None:
+    """The GPU tests (pytest -m gpu): CUDA parity against PyTorch on the GPU (fp32, bf16,
+    trajectory) and the device API. They skip, with the reason, without a usable GPU, a
+    CUDA build of pyllmc or a CUDA build of torch. The benchmark is separate:
+    `python benchmarks/gpu_bench.py` (see its docstring)."""
+    session.run(PY, "-m", "pyllmc", "info")
+    _pytest(session, "-m", "gpu", "-ra")

@@ -21,7 +21,10 @@ from pyllmc.data import write_shard
 from pyllmc.errors import FileError, InvalidArgumentError, UnsupportedError
 
 TINY = GPTConfig(max_seq_len=32, vocab_size=257, padded_vocab_size=384, num_layers=2, num_heads=2, channels=32)
-THREADS = 2  # fixed: the C core is deterministic for a fixed thread count
+# The C core is deterministic for a fixed thread count. Most tests use one thread (robust on a
+# busy 2-core machine); the resume tests use two, the case where determinism needs care.
+THREADS = 1
+RESUME_THREADS = 2
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +114,7 @@ def test_resume_is_bit_exact(data, tmp_path):
     metric (except timings) byte-for-byte. Exercises shuffling over two shards, gradient
     accumulation, evaluation, sampling (RNG state) and checkpoint rotation."""
     kw = dict(steps=12, grad_accum=2, shuffle=True, seed=5, eval_every=4, sample_every=5, sample_tokens=8,
-              save_every=3, keep_last=2)
+              save_every=3, keep_last=2, threads=RESUME_THREADS)
     a, b = tmp_path / "a", tmp_path / "b"
     with Trainer(make_cfg(data, a, **kw)) as t:
         ha = t.train()
@@ -222,7 +225,7 @@ def test_save_killed_midway_keeps_previous_and_resume_is_exact(data, tmp_path):
     """SIGKILL a training process in the middle of writing a checkpoint: the previous
     checkpoint still loads, and resuming from it reproduces an uninterrupted run."""
     kw = dict(model=TINY, data=str(data / "train_*.bin"), batch_size=2, seq_len=16, steps=6, lr=3e-3,
-              threads=THREADS, progress="none", plot=False, save_every=2, keep_last=3, shuffle=True, seed=1)
+              threads=RESUME_THREADS, progress="none", plot=False, save_every=2, keep_last=3, shuffle=True, seed=1)
     out = tmp_path / "killed"
     marker = tmp_path / "marker"
     cfg_text = repr(dict(kw, out_dir=str(out)))
@@ -356,7 +359,7 @@ def test_metrics_rows_and_plot(data, tmp_path):
 
 
 def test_evaluate_and_sample_api(data):
-    with Trainer(make_cfg(data, steps=1)) as t:
+    with Trainer(make_cfg(data, steps=1, warmup=0)) as t:
         v1 = t.evaluate(2)
         v2 = t.evaluate(2)
         assert v1 == v2  # evaluation always reads the same validation batches
@@ -375,7 +378,7 @@ def test_bad_config_and_device(data):
     with pytest.raises(UnsupportedError, match="CUDA"):
         Trainer(make_cfg(data, device="cuda")).setup()
     with pytest.raises(FileError, match="no such file"):
-        Trainer(make_cfg(data, data=str(data / "nope.bin"))).setup()
+        Trainer(TrainerConfig(model=TINY, data=str(data / "nope.bin"), progress="none")).setup()
 
 
 def test_export_hf(data, tmp_path):

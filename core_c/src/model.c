@@ -806,7 +806,9 @@ static int cpu_grad_sumsq(llmc_model *m, double *sumsq) {
     const size_t n = m->num_params;
     const float *g = m->grads;
     double s = 0.0;
-#pragma omp parallel for num_threads(m->nthreads) schedule(static) reduction(+ : s)
+    /* "simd": lets the compiler split the sum over vector lanes; without it the double
+     * reduction is one serial dependency chain, slower than the whole AdamW update */
+#pragma omp parallel for simd num_threads(m->nthreads) schedule(static) reduction(+ : s)
     for (size_t i = 0; i < n; i++) s += (double)g[i] * g[i];
     *sumsq = s;
     return LLMC_OK;
