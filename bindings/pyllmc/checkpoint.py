@@ -252,18 +252,23 @@ def read_state(path: PathLike) -> Dict[str, Any]:
 
 
 def load_checkpoint(path: PathLike, *, max_batch: int, max_seq: Optional[int] = None,
-                    threads: int = 0) -> Tuple[Any, Dict[str, Any]]:
+                    threads: int = 0, device: str = "cpu") -> Tuple[Any, Dict[str, Any]]:
     """(Model with parameters and AdamW state restored, state dict) of a checkpoint directory."""
     from .model import Model
 
     p = Path(path)
     state = read_state(p)
-    model = Model.from_checkpoint(p / "model.bin", max_batch=max_batch, max_seq=max_seq, threads=threads)
+    dev = {} if device == "cpu" else {"device": device}
+    model = Model.from_checkpoint(p / "model.bin", max_batch=max_batch, max_seq=max_seq, threads=threads, **dev)
     try:
-        m_flat, v_flat = model.flat("adam_m"), model.flat("adam_v")
-        m, v, _ = read_optimizer_state(p / "optimizer.bin", num_params=m_flat.size)
-        m_flat[...] = m
-        v_flat[...] = v
+        n = int(model.config.num_params())
+        m, v, _ = read_optimizer_state(p / "optimizer.bin", num_params=n)
+        if hasattr(model, "copy_from_host"):
+            model.copy_from_host("adam_m", None, m)
+            model.copy_from_host("adam_v", None, v)
+        else:
+            model.flat("adam_m")[...] = m
+            model.flat("adam_v")[...] = v
     except BaseException:
         model.close()
         raise

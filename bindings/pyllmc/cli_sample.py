@@ -74,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
 
         tok = load_tokenizer(args.tokenizer or "byte")
         vocab = tok.vocab_size
-    model = load_model(args.model, max_batch=1, threads=args.threads, seed=args.seed, vocab_size=vocab)
+    model = load_model(args.model, max_batch=1, threads=args.threads, seed=args.seed, vocab_size=vocab,
+                       device=args.device)
     with model:
         if tok is None:
             tok = find_tokenizer_for(args.model, model.config.vocab_size, args.tokenizer)

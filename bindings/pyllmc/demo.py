@@ -152,6 +152,40 @@ def parity_check(threads: int = 0, steps: int = 3, out=print) -> Optional[bool]:
     return ok
 
 
+# ------------------------------------------------------------------ threads
+
+
+def pick_threads(cfg: Any, batch: int, seq: int, requested: int = 0) -> Tuple[int, str]:
+    """The OpenMP thread count for training: ``requested`` when > 0, else the faster of all
+    cores and one core on a few timed steps of a throwaway model (on a machine shared with
+    other busy processes, one thread can be many times faster than two)."""
+    ncpu = os.cpu_count() or 1
+    if requested > 0:
+        return requested, f"{requested} (--threads)"
+    if ncpu == 1:
+        return 1, "1 (one core)"
+    from .model import Model
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, cfg.vocab_size, size=(batch, seq))
+    times = {}
+    with Model.from_config(cfg, max_batch=batch, max_seq=seq, threads=ncpu) as m:
+        for n in (ncpu, 1):
+            m.set_threads(n)
+            best = float("inf")
+            for i in range(4):
+                t0 = time.perf_counter()
+                m.forward(x, x)
+                m.zero_grad()
+                m.backward()
+                if i:
+                    best = min(best, time.perf_counter() - t0)
+            times[n] = best
+    n = min(times, key=times.get)
+    detail = ", ".join(f"{k} thread{'s' if k > 1 else ''}: {v * 1000:.0f} ms" for k, v in times.items())
+    return n, f"{n} (timed forward+backward: {detail})"
+
+
 # ------------------------------------------------------------------ the demo
 
 
@@ -161,7 +195,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", help="output directory (replaced; default runs/demo)")
     p.add_argument("--digits", type=int, default=3, help="digits per operand (default 3)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: tuned for ~2 minutes)")
-    p.add_argument("--threads", type=int, default=0, help="OpenMP threads (0 = all cores)")
+    p.add_argument("--threads", type=int, default=0, help="OpenMP threads (0 = pick the faster of all cores / one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--target", type=float, default=0.99,
                    help="stop early (through a callback) once held-out accuracy reaches this")
@@ -221,15 +255,17 @@ def run(args: argparse.Namespace) -> int:
     # ---- model and trainer
     T = plen  # one problem per row: every problem starts at position 0
     L, C, NH = (2, 128, 4)
-    steps = args.steps or (300 if args.quick else 2500)
+    steps = args.steps or (300 if args.quick else 3000)
     model_cfg = GPTConfig(max_seq_len=T, vocab_size=257, padded_vocab_size=384, num_layers=L, num_heads=NH,
                           channels=C)
     cfg = TrainerConfig(
         model=model_cfg, data=str(data_dir / "train_000000.bin"), val_data=str(data_dir / "val_000000.bin"),
-        batch_size=64, seq_len=T, steps=steps, lr=1e-3, schedule="cosine", warmup=min(50, steps // 10),
+        batch_size=64, seq_len=T, steps=steps, lr=2e-3, schedule="cosine", warmup=min(100, steps // 10),
         final_frac=0.1, weight_decay=0.0, grad_clip=1.0, beta2=0.99, shuffle=True, seed=args.seed,
-        threads=args.threads, eval_every=min(args.eval_every, steps), eval_batches=2, save_every=0,
+        threads=threads, eval_every=min(args.eval_every, steps), eval_batches=2, save_every=0,
         out_dir=str(out_dir), progress="lines", log_every=max(1, steps // 10), keep_last=1)
+
+    threads, why = pick_threads(model_cfg, 64, T, args.threads)
 
     class Accuracy(Callback):
         """On every evaluation: held-out exact-match accuracy; stop once it reaches --target."""
@@ -256,6 +292,7 @@ def run(args: argparse.Namespace) -> int:
         mc = trainer.model.config
         say(f"[3/4] training GPT-2 L{mc.num_layers} C{mc.channels} H{mc.num_heads} ({mc.num_params() / 1e6:.2f}M "
             f"parameters) through the C core: {steps} steps of {cfg.batch_size}x{T} tokens, AdamW, cosine LR")
+        say(f"      OpenMP threads: {why}")
         t0 = time.perf_counter()
         hist = trainer.train()
         train_s = time.perf_counter() - t0
@@ -269,7 +306,8 @@ def run(args: argparse.Namespace) -> int:
     say(f"      validation loss {val:.4f} (the operands are random digits: the floor is "
         f"{2 * D * np.log(10) / plen:.3f}, reached when every answer digit is right)")
     say("      answers to held-out problems (written reversed by the model, shown here in normal order):")
-    shown = rows[:6]
+    pick = np.random.default_rng(args.seed + 1).permutation(len(rows))
+    shown = [rows[i] for i in pick[:6]]
     wrong = [r for r in rows if not r[3]][:2]
     for a, b, ans, ok in shown + [w for w in wrong if w not in shown]:
         say(f"        {a:>{D}} + {b:>{D}} = {ans if ans >= 0 else '?':>{D + 1}}   {'ok' if ok else 'wrong, expected ' + str(a + b)}")

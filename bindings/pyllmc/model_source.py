@@ -30,12 +30,20 @@ def is_descriptor(spec: Any) -> bool:
     return isinstance(spec, str) and bool(_DESCRIPTOR.match(spec.strip()))
 
 
-def check_device(device: str) -> None:
-    """Only the CPU backend exists in this build."""
-    if device in (None, "", "cpu"):
-        return
-    if str(device).startswith("cuda"):
-        raise UnsupportedError(f"device {device!r}: this build of pyllmc has no CUDA backend; use --device cpu")
+def check_device(device: str) -> str:
+    """The normalised device name; UnsupportedError (with the reason) when CUDA is asked for
+    but not usable in this build or on this machine."""
+    d = str(device or "cpu").strip().lower()
+    if d == "cpu":
+        return d
+    if d == "cuda":
+        try:
+            from .model import cuda_available, cuda_info
+        except ImportError:
+            raise UnsupportedError("device 'cuda': this build of pyllmc has no CUDA backend; use --device cpu") from None
+        if not cuda_available():
+            raise UnsupportedError(f"device 'cuda': CUDA is not usable here ({cuda_info()}); use --device cpu")
+        return d
     raise InvalidArgumentError(f"unknown device {device!r} (expected cpu or cuda)")
 
 
@@ -95,12 +103,15 @@ def load_model(
     seed: int = 0,
     vocab_size: Optional[int] = None,
     max_seq_len: Optional[int] = None,
+    device: str = "cpu",
 ) -> Model:
-    """A Model for source ``spec`` (see the module docstring)."""
+    """A Model for source ``spec`` (see the module docstring) on ``device``."""
     if isinstance(spec, Model):
         return spec
+    device = check_device(device)
+    dev = {} if device == "cpu" else {"device": device}
     if isinstance(spec, GPTConfig):
-        return Model.from_config(spec, max_batch=max_batch, max_seq=max_seq, threads=threads, seed=seed)
+        return Model.from_config(spec, max_batch=max_batch, max_seq=max_seq, threads=threads, seed=seed, **dev)
     if spec is None or (isinstance(spec, str) and not spec.strip()):
         raise InvalidArgumentError("no model given (a size like d6, a .bin checkpoint, or a HF directory/id)")
     if is_descriptor(spec):
@@ -108,23 +119,23 @@ def load_model(
         cfg = GPTConfig.from_size(spec.strip(), max_seq_len=int(max_seq_len or 1024), vocab_size=V)
         if max_seq is not None and max_seq > cfg.max_seq_len:
             raise InvalidArgumentError(f"sequence length {max_seq} exceeds the model's max_seq_len {cfg.max_seq_len}")
-        return Model.from_config(cfg, max_batch=max_batch, max_seq=max_seq, threads=threads, seed=seed)
+        return Model.from_config(cfg, max_batch=max_batch, max_seq=max_seq, threads=threads, seed=seed, **dev)
     s = os.fspath(spec)
     p = Path(s)
     if p.is_dir() and (p / "config.json").is_file() and (p / "model.safetensors").is_file():
         cfg, params = _hf_params(s)
-        return _model_from_params(cfg, params, max_batch, max_seq, threads)
+        return _model_from_params(cfg, params, max_batch, max_seq, threads, dev)
     ck = resolve_checkpoint_file(s)
     if ck is not None:
         _check_max_seq(ck, max_seq)
-        return Model.from_checkpoint(ck, max_batch=max_batch, max_seq=max_seq, threads=threads)
+        return Model.from_checkpoint(ck, max_batch=max_batch, max_seq=max_seq, threads=threads, **dev)
     if p.is_dir():
         raise FileError(f"{s}: directory holds no model (no model.bin, checkpoint, or config.json)")
     if s.endswith(".bin") or s.startswith((".", "/", "~")) or s.count("/") > 1:
         raise FileError(f"{s}: no such file")
     # a Hugging Face hub id
     cfg, params = _hf_params(s)
-    return _model_from_params(cfg, params, max_batch, max_seq, threads)
+    return _model_from_params(cfg, params, max_batch, max_seq, threads, dev)
 
 
 def _check_max_seq(path: Path, max_seq: Optional[int]) -> None:
@@ -142,15 +153,33 @@ def _check_max_seq(path: Path, max_seq: Optional[int]) -> None:
         pass  # Model.from_checkpoint reports it
 
 
-def _model_from_params(cfg: GPTConfig, params: dict, max_batch: int, max_seq: Optional[int], threads: int) -> Model:
-    from .reference import load_into_model
-
+def _model_from_params(cfg: GPTConfig, params: dict, max_batch: int, max_seq: Optional[int], threads: int,
+                       dev: dict) -> Model:
     if max_seq is not None and max_seq > cfg.max_seq_len:
         raise InvalidArgumentError(f"sequence length {max_seq} exceeds the model's max_seq_len {cfg.max_seq_len}")
-    m = Model.from_config(cfg, max_batch=max_batch, max_seq=max_seq, threads=threads, seed=0)
+    m = Model.from_config(cfg, max_batch=max_batch, max_seq=max_seq, threads=threads, seed=0, **dev)
     try:
-        load_into_model(m, params)
+        load_params(m, params)
     except BaseException:
         m.close()
         raise
     return m
+
+
+def load_params(model: Model, params: dict) -> None:
+    """Copy C-layout parameters (checkpoint names, layers stacked) into ``model``, on either
+    device; a ``wte`` with V rows is padded with zero rows to Vp."""
+    if getattr(model, "device", "cpu") == "cpu":
+        from .reference import load_into_model
+
+        load_into_model(model, params)
+        return
+    import numpy as np
+
+    for name, arr in params.items():
+        a = np.asarray(arr, dtype=np.float32)
+        if name == "wte" and a.shape[0] < model.config.padded_vocab_size:
+            pad = np.zeros((model.config.padded_vocab_size, a.shape[1]), dtype=np.float32)
+            pad[: a.shape[0]] = a
+            a = pad
+        model.copy_from_host("params", name, a)

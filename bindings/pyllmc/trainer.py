@@ -354,7 +354,7 @@ class Trainer:
         from .model_source import check_device, load_model
         from .tokenizer import ByteTokenizer, find_tokenizer_file, load_tokenizer
 
-        check_device(cfg.device)
+        device = check_device(cfg.device)
         self._set_status(phase="setup")
         shards = resolve_shards(cfg.data)
         val_shards = resolve_shards(cfg.val_data) if cfg.val_data is not None else None
@@ -389,13 +389,13 @@ class Trainer:
         if ckpt is not None:
             from .checkpoint import load_checkpoint
 
-            model, state = load_checkpoint(ckpt, max_batch=B, max_seq=T, threads=cfg.threads)
+            model, state = load_checkpoint(ckpt, max_batch=B, max_seq=T, threads=cfg.threads, device=device)
             self._check_resume(state, ckpt)
             self._resumed_from = str(ckpt)
         else:
             V = cfg.vocab_size or (tok.vocab_size if tok is not None else None)
             model = load_model(self._model_arg, max_batch=B, max_seq=T, threads=cfg.threads, seed=cfg.seed,
-                               vocab_size=V, max_seq_len=cfg.max_seq_len)
+                               vocab_size=V, max_seq_len=cfg.max_seq_len, device=device)
             if model.max_batch < B or model.max_seq < T:
                 raise InvalidArgumentError(
                     f"the given model allows B <= {model.max_batch}, T <= {model.max_seq}; the run needs B = {B}, T = {T}")

@@ -2,6 +2,7 @@
  * argument checking of the public calls, and the CPU backend. Each training-step call checks
  * its arguments here and then runs on the model's backend (llmc_backend in internal.h): the
  * CPU one below, or the CUDA one in cuda/ when the model was created with device = CUDA. */
+#define _POSIX_C_SOURCE 200809L /* posix_memalign */
 #include "internal.h"
 
 #include <math.h>
@@ -143,6 +144,19 @@ static float *alloc_floats(size_t n) {
     return (float *)calloc(1, bytes);
 }
 
+/* Zeroed and 64-byte aligned (a cache line, one zmm register): the GEMM packing workspaces,
+ * whose every vector load would otherwise straddle two cache lines. Small buffers only:
+ * unlike calloc this touches every page at once. */
+static float *alloc_aligned_floats(size_t n) {
+    size_t bytes;
+    if (!llmc_mul_size(n ? n : 1, sizeof(float), &bytes)) return NULL;
+    bytes = (bytes + 63) / 64 * 64;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes) != 0) return NULL;
+    memset(p, 0, bytes);
+    return (float *)p;
+}
+
 /* (Re)size the per-thread workspaces for nthreads threads. Keeps the old ones on failure. */
 static int ensure_workspaces(llmc_model *m, int nthreads) {
     if (m->gemm_ws && m->row_ws && nthreads <= m->ws_threads) return LLMC_OK;
@@ -150,7 +164,7 @@ static int ensure_workspaces(llmc_model *m, int nthreads) {
     if (!llmc_mul_size(LLMC_GEMM_WS_FLOATS, (size_t)nthreads, &g) ||
         !llmc_mul_size((size_t)m->opt.max_seq, (size_t)nthreads, &r))
         return llmc_fail(m, LLMC_ERR_OUT_OF_MEMORY, "workspace size overflows");
-    float *gw = alloc_floats(g), *rw = alloc_floats(r);
+    float *gw = alloc_aligned_floats(g), *rw = alloc_floats(r);
     if (!gw || !rw) {
         free(gw);
         free(rw);
@@ -296,7 +310,7 @@ int llmc_model_alloc(const llmc_config *cfg, const llmc_options *opt, llmc_model
     m->bwd_buffer = ok ? alloc_floats(bwd) : NULL;
     m->inputs = (int32_t *)calloc(BT, sizeof(int32_t));
     m->targets = (int32_t *)calloc(BT, sizeof(int32_t));
-    m->gemm_shared = alloc_floats(LLMC_GEMM_SHARED_FLOATS);
+    m->gemm_shared = alloc_aligned_floats(LLMC_GEMM_SHARED_FLOATS);
     if (!m->params || !m->grads || !m->adam_m || !m->adam_v || !m->acts || !m->bwd_buffer ||
         !m->inputs || !m->targets || !m->gemm_shared || !build_tensor_table(m) ||
         ensure_workspaces(m, m->nthreads) != LLMC_OK) {
