@@ -243,7 +243,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except Exception as e:  # report, do not fail the run
         pv, info = None, f"pyllmc import failed: {e}"
     doc = {
-        "command": " ".join([os.path.relpath(sys.executable) if False else sys.executable] + sys.argv),
+        "command": " ".join([sys.executable] + sys.argv),
         "date": stamp, "gpu": gpu, "peak_flops": peak, "torch": torch.__version__, "cuda": torch.version.cuda,
         "pyllmc": pv, "pyllmc_cuda": info, "python": platform.python_version(), "model": args.model,
         "seq": args.seq, "steps": args.steps, "warmup": args.warmup, "results": results,

@@ -258,6 +258,7 @@ def run(args: argparse.Namespace) -> int:
     steps = args.steps or (300 if args.quick else 3000)
     model_cfg = GPTConfig(max_seq_len=T, vocab_size=257, padded_vocab_size=384, num_layers=L, num_heads=NH,
                           channels=C)
+    threads, why = pick_threads(model_cfg, 64, T, args.threads)
     cfg = TrainerConfig(
         model=model_cfg, data=str(data_dir / "train_000000.bin"), val_data=str(data_dir / "val_000000.bin"),
         batch_size=64, seq_len=T, steps=steps, lr=2e-3, schedule="cosine", warmup=min(100, steps // 10),
@@ -265,7 +266,6 @@ def run(args: argparse.Namespace) -> int:
         threads=threads, eval_every=min(args.eval_every, steps), eval_batches=2, save_every=0,
         out_dir=str(out_dir), progress="lines", log_every=max(1, steps // 10), keep_last=1)
 
-    threads, why = pick_threads(model_cfg, 64, T, args.threads)
 
     class Accuracy(Callback):
         """On every evaluation: held-out exact-match accuracy; stop once it reaches --target."""

@@ -253,26 +253,28 @@ def _make_options(max_batch: Any, max_seq: Any, threads: Any, device: Any = "cpu
 
 # ------------------------------------------------------------------ CUDA availability
 
-_CUBLAS_SONAME = "libcublas.so.13"
-_cublas_preloaded: List[Any] = []  # keeps the handle (and the library) loaded
+_CUBLAS_SONAMES = ("libcublas.so.13", "libcublas.so.12")
+_cublas_preloaded: List[Any] = []  # keeps the handles (and the libraries) loaded
 
 
 def _cublas_candidates() -> List[str]:
-    """libcublas.so.13 shipped by the nvidia-cublas wheel (installed with CUDA builds of
-    PyTorch), wherever a ``nvidia/`` package directory sits on sys.path."""
+    """cuBLAS shipped by the nvidia-cublas wheels (installed with CUDA builds of PyTorch:
+    nvidia/cu13/lib for CUDA 13, nvidia/cublas/lib for CUDA 12), wherever such a ``nvidia/``
+    package directory sits on sys.path; at most one path per soname."""
     import sys
 
-    found = []
+    found: Dict[str, str] = {}
     for entry in sys.path:
         for sub in ("nvidia/cu13/lib", "nvidia/cublas/lib"):
-            p = os.path.join(entry or ".", sub, _CUBLAS_SONAME)
-            if os.path.isfile(p):
-                found.append(p)
-    return found
+            for soname in _CUBLAS_SONAMES:
+                p = os.path.join(entry or ".", sub, soname)
+                if soname not in found and os.path.isfile(p):
+                    found[soname] = p
+    return list(found.values())
 
 
 def _preload_cublas() -> None:
-    """Help the C library find cuBLAS: it opens ``libcublas.so.13`` by name (or
+    """Help the C library find cuBLAS: it opens ``libcublas.so.<CUDA major>`` by name (or
     ``$LLMC_CUBLAS_LIBRARY``); a copy from a Python wheel is not on the loader's path, so load
     it into the process first, where the by-name lookup finds it. Harmless when absent."""
     if _cublas_preloaded or os.environ.get("LLMC_CUBLAS_LIBRARY") or not lib.llmc_built_with_cuda():
@@ -281,8 +283,10 @@ def _preload_cublas() -> None:
 
     for path in _cublas_candidates():
         try:
-            _cublas_preloaded.append(ctypes.CDLL(path, mode=getattr(os, "RTLD_GLOBAL", 0)))
-            return
+            # RTLD_LOCAL (ctypes' default): loaded and findable by soname, but its symbols
+            # stay out of the global scope, where they could bind another library's calls
+            # (e.g. PyTorch's, to a different cuBLAS major version)
+            _cublas_preloaded.append(ctypes.CDLL(path))
         except OSError:
             continue
 

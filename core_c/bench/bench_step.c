@@ -23,6 +23,19 @@
 #include <string.h>
 #include <time.h>
 
+/* With valgrind's header, the timed steps also switch callgrind's instrumentation on and off,
+ * so `--instr-atstart=no` skips the cost of simulating model creation and warm-up. */
+#if defined(__has_include)
+#if __has_include(<valgrind/callgrind.h>)
+#include <valgrind/callgrind.h>
+#define BENCH_HAVE_CALLGRIND 1
+#endif
+#endif
+#ifndef BENCH_HAVE_CALLGRIND
+#define CALLGRIND_START_INSTRUMENTATION
+#define CALLGRIND_STOP_INSTRUMENTATION
+#endif
+
 #define MAX_STEPS 10000
 
 static double now_s(void) {
@@ -82,10 +95,12 @@ static int one_step(llmc_model *m, const int32_t *x, const int32_t *y, int B, in
 __attribute__((noinline)) int bench_timed_steps(llmc_model *m, const int32_t *x,
                                                 const int32_t *y, int B, int T, int first_t,
                                                 int steps, double *phases, float *losses) {
-    for (int s = 0; s < steps; s++) {
-        if (one_step(m, x, y, B, T, first_t + s, phases + 3 * s, losses + s)) return 1;
-    }
-    return 0;
+    int rc = 0;
+    CALLGRIND_START_INSTRUMENTATION;
+    for (int s = 0; s < steps && rc == 0; s++)
+        rc = one_step(m, x, y, B, T, first_t + s, phases + 3 * s, losses + s);
+    CALLGRIND_STOP_INSTRUMENTATION;
+    return rc;
 }
 
 static int arg_int(const char *s, const char *name, long lo, long hi, int *out) {

@@ -527,11 +527,12 @@ extern "C" int llmc_cuda_usable(char *why, size_t why_len) {
     cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess) {
         const char *hint = e == cudaErrorInsufficientDriver
-                               ? "no NVIDIA driver found, or the driver is older than this "
-                                 "CUDA 13 build needs (R580 or newer)"
+                               ? "no NVIDIA driver found, or the driver is too old for this "
+                                 "library's CUDA runtime"
                            : e == cudaErrorNoDevice ? "no CUDA device found"
                                                     : "no usable CUDA driver or device";
-        snprintf(why, why_len, "%s (cudaGetDeviceCount: %s: %s)", hint, cudaGetErrorName(e),
+        snprintf(why, why_len, "%s (built with CUDA %d.%d; cudaGetDeviceCount: %s: %s)", hint,
+                 CUDART_VERSION / 1000, CUDART_VERSION % 1000 / 10, cudaGetErrorName(e),
                  cudaGetErrorString(e));
         cudaGetLastError();
         return 0;

@@ -32,8 +32,9 @@ int llmc_cublas_load(llmc_cublas_api *api, char *why, size_t why_len) {
         if (!env || !env[0]) {
             size_t n = strlen(why);
             snprintf(why + n, why_len > n ? why_len - n : 0,
-                     " (install the nvidia-cublas wheel or the CUDA 13 toolkit, or set "
-                     "LLMC_CUBLAS_LIBRARY to the path of libcublas.so.13)");
+                     " (install cuBLAS %d: the nvidia-cublas wheel or the CUDA toolkit; or "
+                     "set LLMC_CUBLAS_LIBRARY to the path of " LLMC_CUBLAS_SONAME ")",
+                     LLMC_CUDA_MAJOR);
         }
         return 0;
     }
@@ -56,8 +57,8 @@ int llmc_cublas_load(llmc_cublas_api *api, char *why, size_t why_len) {
         dlerror();
         void *f = dlsym(api->lib, syms[i].symbol);
         if (!f) {
-            snprintf(why, why_len, "%s has no symbol %s (cuBLAS 13 or newer is needed)", name,
-                     syms[i].symbol);
+            snprintf(why, why_len, "%s has no symbol %s (cuBLAS %d or newer is needed)", name,
+                     syms[i].symbol, LLMC_CUDA_MAJOR);
             llmc_cublas_unload(api);
             return 0;
         }

@@ -1,6 +1,7 @@
 /* cublas_loader.h - the few cuBLAS entry points the CUDA backend uses, loaded at run time.
  *
- * libllmc does not link cuBLAS: it opens libcublas.so.13 with dlopen() when a CUDA model is
+ * libllmc does not link cuBLAS: it opens libcublas.so.<CUDA major> (libcublas.so.13 for a
+ * CUDA 13 build) with dlopen() when a CUDA model is
  * created (or llmc_has_cuda() asks). So the library loads, and its CPU backend works, on
  * machines without cuBLAS, and the build needs no cuBLAS headers (CI has nvcc only).
  *
@@ -10,7 +11,7 @@
  * cuBLAS types and prove at compile time, when cublas_v2.h is available, that each signature
  * and enum value here matches the real header.
  *
- * Library search order: $LLMC_CUBLAS_LIBRARY (a path), then libcublas.so.13 through the
+ * Library search order: $LLMC_CUBLAS_LIBRARY (a path), then LLMC_CUBLAS_SONAME through the
  * dynamic loader (LD_LIBRARY_PATH, the system paths, or a copy already loaded in the process,
  * e.g. by PyTorch or by the Python binding from the nvidia-cublas wheel). */
 #ifndef LLMC_CUBLAS_LOADER_H
@@ -22,7 +23,13 @@
 extern "C" {
 #endif
 
-#define LLMC_CUBLAS_SONAME "libcublas.so.13"
+/* the major version of the CUDA toolkit the library is built with (CMake sets it) */
+#ifndef LLMC_CUDA_MAJOR
+#define LLMC_CUDA_MAJOR 13
+#endif
+#define LLMC_STR2_(x) #x
+#define LLMC_STR_(x) LLMC_STR2_(x)
+#define LLMC_CUBLAS_SONAME "libcublas.so." LLMC_STR_(LLMC_CUDA_MAJOR)
 
 /* enum values, as in cublas_api.h and library_types.h (checked by cublas_check.cu) */
 #define LLMC_CUBLAS_STATUS_SUCCESS 0
