@@ -47,3 +47,35 @@ def test_bitwise_identical_across_runs():
     b = _run(2)
     for u, v in zip(a, b):
         assert np.array_equal(u.view(np.uint32), v.view(np.uint32))
+
+
+def test_fused_clip_is_bitwise_clip_then_step():
+    """adamw_step(grad_scale=clip_coefficient(norm, max)) == clip_grad_norm(max); adamw_step()."""
+    rng = np.random.default_rng(11)
+    x = rng.integers(0, CFG.vocab_size, (2, 16))
+    y = rng.integers(0, CFG.vocab_size, (2, 16))
+    out = []
+    for fused in (False, True):
+        with pyllmc.Model.from_config(CFG, max_batch=2, max_seq=32, threads=2, seed=5) as m:
+            for step in (1, 2):
+                m.zero_grad()
+                m.forward(x, y)
+                m.backward()
+                if fused:
+                    norm = m.grad_norm()
+                    coef = pyllmc.clip_coefficient(norm, 0.05)
+                    assert coef < 1.0  # the test must actually clip
+                    m.adamw_step(1e-2, t=step, weight_decay=0.1, grad_scale=coef)
+                else:
+                    m.clip_grad_norm(0.05)
+                    m.adamw_step(1e-2, t=step, weight_decay=0.1)
+            out.append([m.flat(k).copy() for k in ("params", "adam_m", "adam_v")])
+    for a, b in zip(*out):
+        assert np.array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+def test_grad_scale_must_be_positive():
+    with pyllmc.Model.from_config(CFG, max_batch=1, max_seq=8, threads=1) as m:
+        for bad in (0.0, -1.0, float("nan"), float("inf")):
+            with pytest.raises(pyllmc.InvalidArgumentError, match="grad_scale"):
+                m.adamw_step(1e-3, t=1, grad_scale=bad)

@@ -13,7 +13,17 @@ from .errors import (
     StateError,
     UnsupportedError,
 )
-from .model import GPTConfig, Model, ModelOptions, TensorInfo, cuda_available, cuda_built, cuda_info, pad_vocab
+from .model import (
+    GPTConfig,
+    Model,
+    ModelOptions,
+    TensorInfo,
+    clip_coefficient,
+    cuda_available,
+    cuda_built,
+    cuda_info,
+    pad_vocab,
+)
 from .trainer import Callback, History, Trainer, TrainerConfig, TrainStatus
 
 __all__ = [
@@ -25,6 +35,7 @@ __all__ = [
     "ModelOptions",
     "TensorInfo",
     "pad_vocab",
+    "clip_coefficient",
     "cuda_available",
     "cuda_built",
     "cuda_info",

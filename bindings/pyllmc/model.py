@@ -217,6 +217,14 @@ def _int_arg(name: str, value: Any, lo: int, hi: int) -> int:
     return int(value)
 
 
+def clip_coefficient(norm: float, max_norm: float) -> float:
+    """The factor clip_grad_norm(max_norm) scales gradients of global norm ``norm`` by, in the
+    C core's float32 arithmetic (max_norm / (norm + 1e-6), capped at 1), so that
+    ``adamw_step(grad_scale=clip_coefficient(...))`` reproduces clip-then-step bitwise."""
+    coef = np.float32(max_norm) / (np.float32(norm) + np.float32(1e-6))
+    return float(coef) if coef < np.float32(1.0) else 1.0
+
+
 def _float_arg(name: str, value: Any) -> float:
     try:
         return float(value)
@@ -558,8 +566,14 @@ class Model:
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         decay_matrices_only: bool = False,
+        grad_scale: float = 1.0,
     ) -> None:
-        """One AdamW update; ``t`` is the 1-based step number used for bias correction."""
+        """One AdamW update; ``t`` is the 1-based step number used for bias correction.
+
+        ``grad_scale`` multiplies every gradient as it is read, leaving the gradients in memory
+        unchanged: ``adamw_step(..., grad_scale=clip_coefficient(grad_norm(), max_norm))`` is
+        bitwise the same update as ``clip_grad_norm(max_norm)`` then ``adamw_step(...)``, with
+        one pass over the gradients fewer."""
         p = ffi.new("llmc_adamw_params *")
         p.lr = _float_arg("lr", lr)
         p.beta1 = _float_arg("beta1", beta1)
@@ -568,6 +582,7 @@ class Model:
         p.weight_decay = _float_arg("weight_decay", weight_decay)
         p.t = _int_arg("t", t, 1, _INT32_MAX)
         p.decay_matrices_only = 1 if decay_matrices_only else 0
+        p.grad_scale = _float_arg("grad_scale", grad_scale)
         with self._lock:
             ptr = self._ptr()
             check(lib.llmc_model_adamw_step(ptr, p), ptr)

@@ -9,8 +9,9 @@
  * Python benchmark. Prints one JSON object: the phases of every timed step in seconds.
  *
  * Under callgrind the timed steps are counted alone with
- *   valgrind --tool=callgrind --toggle-collect=bench_timed_steps ./bench_step ...
- * (bench_timed_steps is never inlined, so the name is always there to toggle on).
+ *   valgrind --tool=callgrind [--instr-atstart=no] --toggle-collect=bench_counted_steps \
+ *            ./bench_step ...
+ * (--instr-atstart=no only when built with <valgrind/callgrind.h>; see below).
  *
  * Built by pyllmc.bench.cdriver (gcc, the CMake Release flags); see benchmarks/README.md.
  */
@@ -91,14 +92,24 @@ static int one_step(llmc_model *m, const int32_t *x, const int32_t *y, int B, in
     return 0;
 }
 
-/* The measured region (callgrind toggles collection on entry and exit of this function). */
+/* The counted steps: callgrind collects from entry to exit of this function
+ * (--toggle-collect=bench_counted_steps); never inlined so the name always exists. */
+__attribute__((noinline)) int bench_counted_steps(llmc_model *m, const int32_t *x,
+                                                  const int32_t *y, int B, int T, int first_t,
+                                                  int steps, double *phases, float *losses) {
+    int rc = 0;
+    for (int s = 0; s < steps && rc == 0; s++)
+        rc = one_step(m, x, y, B, T, first_t + s, phases + 3 * s, losses + s);
+    return rc;
+}
+
+/* The measured region; with callgrind's header it also switches instrumentation on and off,
+ * so `--instr-atstart=no` skips simulating model creation and warm-up. */
 __attribute__((noinline)) int bench_timed_steps(llmc_model *m, const int32_t *x,
                                                 const int32_t *y, int B, int T, int first_t,
                                                 int steps, double *phases, float *losses) {
-    int rc = 0;
     CALLGRIND_START_INSTRUMENTATION;
-    for (int s = 0; s < steps && rc == 0; s++)
-        rc = one_step(m, x, y, B, T, first_t + s, phases + 3 * s, losses + s);
+    int rc = bench_counted_steps(m, x, y, B, T, first_t, steps, phases, losses);
     CALLGRIND_STOP_INSTRUMENTATION;
     return rc;
 }

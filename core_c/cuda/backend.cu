@@ -464,7 +464,7 @@ int cuda_adamw(llmc_model *m, const llmc_adamw_params *hp) {
         const size_t off = m->param_offsets[i];
         llmc_cuda::adamw(m->params + off, m->grads + off, m->adam_m + off, m->adam_v + off,
                          m->param_sizes[i], one_minus_b1, b2, one_minus_b2, neg_step, bc2_sqrt,
-                         eps, decay, kStream);
+                         eps, decay, hp->grad_scale, kStream);
         LAUNCHED("adamw");
     }
     return leave(m);

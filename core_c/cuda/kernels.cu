@@ -241,10 +241,10 @@ __global__ void scale_kernel(float *x, float coef, size_t n) {
 
 __global__ void adamw_kernel(float *param, const float *grad, float *m, float *v, size_t n,
                              float one_minus_b1, float b2, float one_minus_b2, float neg_step,
-                             float bc2_sqrt, float eps, float decay) {
+                             float bc2_sqrt, float eps, float decay, float grad_scale) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
-        const float g = grad[i];
+        const float g = grad[i] * grad_scale;
         const float p = param[i] * decay;
         const float mi = m[i] + one_minus_b1 * (g - m[i]);
         const float vi = v[i] * b2 + one_minus_b2 * g * g;
@@ -609,10 +609,10 @@ void scale_inplace(float *x, float coef, size_t n, cudaStream_t stream) {
 
 void adamw(float *param, const float *grad, float *m, float *v, size_t n, float one_minus_b1,
            float b2, float one_minus_b2, float neg_step, float bc2_sqrt, float eps, float decay,
-           cudaStream_t stream) {
+           float grad_scale, cudaStream_t stream) {
     adamw_kernel<<<grid_for(n), kThreads, 0, stream>>>(param, grad, m, v, n, one_minus_b1, b2,
                                                        one_minus_b2, neg_step, bc2_sqrt, eps,
-                                                       decay);
+                                                       decay, grad_scale);
 }
 
 const void *probe_kernel(void) { return (const void *)scale_kernel; }

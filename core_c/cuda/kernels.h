@@ -92,7 +92,7 @@ void scale_inplace(float *x, float coef, size_t n, cudaStream_t stream);
  * neg_step = -lr / (1 - beta1^t), bc2_sqrt = sqrt(1 - beta2^t), decay = 1 - lr * wd */
 void adamw(float *param, const float *grad, float *m, float *v, size_t n, float one_minus_b1,
            float b2, float one_minus_b2, float neg_step, float bc2_sqrt, float eps, float decay,
-           cudaStream_t stream);
+           float grad_scale, cudaStream_t stream);
 
 /* a kernel of this file, for the "is there code for this GPU" probe */
 const void *probe_kernel(void);

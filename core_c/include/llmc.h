@@ -117,6 +117,11 @@ typedef struct {
     int32_t t;
     int32_t decay_matrices_only; /* 1: decay only 2-D weights (wte, wpe, qkvw, attprojw, fcw,
                                     fcprojw); 0: decay every parameter, as llm.c does */
+    float grad_scale; /* gradients are multiplied by this as they are read (they stay
+                         unchanged in memory): pass the clipping coefficient here instead of
+                         clip_grad_norm's separate pass over every gradient. Must be > 0;
+                         1 for none. The product is the same float multiply clipping does, so
+                         the update is bitwise identical to clip-then-step. */
 } llmc_adamw_params;
 
 typedef struct llmc_model llmc_model;
@@ -198,7 +203,7 @@ LLMC_API int32_t llmc_model_copy_from_host(llmc_model *model, int32_t kind, int6
 
 /* LLMC_CDEF_END */
 
-#define LLMC_ABI_VERSION 2
+#define LLMC_ABI_VERSION 3
 
 #ifdef __cplusplus
 }

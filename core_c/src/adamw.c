@@ -6,7 +6,8 @@
 #include <math.h>
 
 void adamw_update(float *param, const float *grad, float *m, float *v, size_t n, double lr,
-                  double beta1, double beta2, double eps, double weight_decay, int t, int nt) {
+                  double beta1, double beta2, double eps, double weight_decay, int t,
+                  float grad_scale, int nt) {
     const double bc1 = 1.0 - pow(beta1, (double)t);
     const double bc2 = 1.0 - pow(beta2, (double)t);
     const float one_minus_b1 = (float)(1.0 - beta1);
@@ -18,7 +19,7 @@ void adamw_update(float *param, const float *grad, float *m, float *v, size_t n,
     const float decay = (float)(1.0 - lr * weight_decay);
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (size_t i = 0; i < n; i++) {
-        const float g = grad[i];
+        const float g = grad[i] * grad_scale; /* exact when grad_scale is 1 */
         const float p = param[i] * decay;
         const float mi = m[i] + one_minus_b1 * (g - m[i]);
         const float vi = v[i] * b2 + one_minus_b2 * g * g;

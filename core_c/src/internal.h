@@ -230,7 +230,8 @@ const char *llmc_gemm_isa(void);
 
 /* adamw.c: returns nothing; hyperparameters per torch.optim.AdamW */
 void adamw_update(float *param, const float *grad, float *m, float *v, size_t n, double lr,
-                  double beta1, double beta2, double eps, double weight_decay, int t, int nt);
+                  double beta1, double beta2, double eps, double weight_decay, int t,
+                  float grad_scale, int nt);
 
 #ifdef __cplusplus
 }

@@ -717,6 +717,10 @@ LLMC_API int32_t llmc_model_adamw_step(llmc_model *m, const llmc_adamw_params *h
                          hp->beta1, hp->beta2);
     if (!(hp->eps >= 0.0) || !isfinite(hp->eps))
         return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "eps %g must be finite and >= 0", hp->eps);
+    if (!(hp->grad_scale > 0.0f) || !isfinite(hp->grad_scale))
+        return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT,
+                         "grad_scale %g must be positive and finite (1 for no scaling)",
+                         (double)hp->grad_scale);
     if (!(hp->weight_decay >= 0.0) || !isfinite(hp->weight_decay))
         return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "weight_decay %g must be finite and >= 0",
                          hp->weight_decay);
@@ -842,7 +846,7 @@ static int cpu_adamw(llmc_model *m, const llmc_adamw_params *hp) {
         const size_t off = m->param_offsets[i];
         adamw_update(m->params + off, m->grads + off, m->adam_m + off, m->adam_v + off,
                      m->param_sizes[i], hp->lr, hp->beta1, hp->beta2, hp->eps, wd, hp->t,
-                     m->nthreads);
+                     hp->grad_scale, m->nthreads);
     }
     return LLMC_OK;
 }
