@@ -3,7 +3,7 @@
 The sessions run in the *current* environment (python=False, no per-session virtualenv):
 torch is large and CI (.ci/run) installs it once into a fresh venv together with pyllmc, then
 calls `python -m nox` from that venv. So pyllmc must already be installed where nox runs
-(`pip install ".[torch,test]"`). Extra arguments after `--` go to pytest.
+(`pip install ".[torch,test,plot]"`). Extra arguments after `--` go to pytest.
 """
 
 from __future__ import annotations
@@ -147,3 +147,29 @@ def gpu(session: nox.Session) -> None:
     `python benchmarks/gpu_bench.py` (see its docstring)."""
     session.run(PY, "-m", "pyllmc", "info")
     _pytest(session, "-m", "gpu", "-ra")
+
+
+@nox.session(python=False)
+def demo(session: nox.Session) -> None:
+    """The README's main command: `pyllmc demo` (offline; about 3 minutes on 2 cores).
+    Arguments after `--` go to the demo, e.g. `nox -s demo -- --quick`."""
+    session.run(PY, "-m", "pyllmc", "demo", *session.posargs)
+
+
+@nox.session(python=False)
+def bench(session: nox.Session) -> None:
+    """The benchmark suite into out/bench/ (bench.json, report.md, plots): by default the full
+    suite (tiny..d12 at B4 T64 on 1 and all threads, d12 at T=256 and 1024, kernels, scaling;
+    about an hour on 2 cores). Arguments after -- replace `--suite full`, e.g.
+    `nox -s bench -- --model d12 --batch 4 --seq 64 --threads 2`. See benchmarks/README.md."""
+    args = session.posargs or ["--suite", "full"]
+    session.run(PY, "-m", "pyllmc", "bench", "--src", str(ROOT), "--out", str(ROOT / "out" / "bench"), *args)
+
+
+@nox.session(python=False)
+def bench_gate(session: nox.Session) -> None:
+    """The performance gate (a few minutes): C core / PyTorch step-time ratio against
+    benchmarks/gate/gate.json's max_ratio, and callgrind instructions of a fixed small step
+    against the recorded baseline (+3% fails). Needs valgrind and a C compiler. Arguments
+    after -- go to `python -m pyllmc.bench.gate` (--slow gelu, --update-baseline, ...)."""
+    session.run(PY, "-m", "pyllmc.bench.gate", "--src", str(ROOT), "--out", str(ROOT / "out" / "bench_gate"), *session.posargs)

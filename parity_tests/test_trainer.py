@@ -392,3 +392,20 @@ def test_export_hf(data, tmp_path):
         cfg, params = load_hf_dir_params(tmp_path / "hf", padded_vocab_size=384)
         for name, view in t.model.params.items():
             np.testing.assert_array_equal(params[name], view)
+
+
+def test_train_again_after_stop_continues(data, tmp_path):
+    """train() after a stop continues the same run; the result equals an uninterrupted run."""
+    out = tmp_path / "r"
+    t = Trainer(make_cfg(data, out, steps=6, shuffle=False))
+    t.add_callback("step_end", lambda s: s.step == 2)
+    with t:
+        h1 = t.train()
+        assert h1.final_step == 2 and h1.stop_reason == "callback (on_step_end)"
+        t._fn_callbacks["step_end"].clear()
+        h2 = t.train()
+        assert h2.final_step == 6 and h2.stop_reason is None
+    with Trainer(make_cfg(data, tmp_path / "ref", steps=6, shuffle=False)) as t:
+        t.train()
+    assert strip_timing(metrics(out / "metrics.jsonl")) == strip_timing(metrics(tmp_path / "ref" / "metrics.jsonl"))
+    assert (out / "ckpt_00000006/model.bin").read_bytes() == (tmp_path / "ref/ckpt_00000006/model.bin").read_bytes()

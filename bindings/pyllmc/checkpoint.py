@@ -106,9 +106,11 @@ def write_optimizer_state(path: PathLike, adam_m: np.ndarray, adam_v: np.ndarray
 def read_optimizer_state(path: PathLike, num_params: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray, int]:
     """Read optimizer.bin -> (adam_m, adam_v, step), validating header and size."""
     path = os.fspath(path)
+    from ._files import open_regular  # regular files only: a FIFO or device never hangs
+
+    f, size = open_regular(path, "optimizer state")
     try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
+        with f:
             raw = f.read(HEADER_BYTES)
     except OSError as e:
         raise FileError(f"{path}: cannot read optimizer state: {e.strerror or e}") from None
@@ -242,6 +244,16 @@ def read_state(path: PathLike) -> Dict[str, Any]:
     for key in ("step", "files"):
         if key not in doc:
             raise BadFormatError(f"{p}: missing {key!r}")
+    # types too: a hand-edited or corrupted state.json must not end in a TypeError later
+    if isinstance(doc["step"], bool) or not isinstance(doc["step"], int) or doc["step"] < 0:
+        raise BadFormatError(f"{p}: 'step' must be an integer >= 0, got {doc['step']!r}")
+    if not isinstance(doc["files"], dict) or not all(
+            isinstance(k, str) and "/" not in k and "\\" not in k and k not in ("", ".", "..")
+            and isinstance(v, int) and not isinstance(v, bool) for k, v in doc["files"].items()):
+        raise BadFormatError(f"{p}: 'files' must map plain file names to sizes in bytes")
+    for key in ("data", "rng", "train"):
+        if key in doc and not isinstance(doc[key], dict):
+            raise BadFormatError(f"{p}: {key!r} must be a JSON object, got {type(doc[key]).__name__}")
     for fname, size in dict(doc["files"]).items():
         fp = Path(path) / fname
         if not fp.is_file():

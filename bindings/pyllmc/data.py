@@ -47,12 +47,12 @@ PathLike = Union[str, "os.PathLike[str]"]
 def read_shard_header(path: PathLike) -> int:
     """Validate a shard's header and size; return its number of tokens."""
     path = os.fspath(path)
+    from ._files import open_regular  # regular files only: a FIFO or device never blocks/hangs
+
+    f, size = open_regular(path, "token shard")
     try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
+        with f:
             raw = f.read(HEADER_BYTES)
-    except IsADirectoryError:
-        raise FileError(f"{path}: is a directory, not a token shard (pass a file, a list or a glob)") from None
     except OSError as e:
         raise FileError(f"{path}: cannot read token shard: {e.strerror or e}") from None
     if len(raw) < HEADER_BYTES:

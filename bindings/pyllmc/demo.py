@@ -39,7 +39,10 @@ def problem_len(digits: int) -> int:
 
 def make_addition_task(digits: int, n_train: int, n_test: int, seed: int = 0
                        ) -> Tuple[List[Tuple[int, int]], List[Tuple[int, int]]]:
-    """(train pairs, held-out test pairs): disjoint, drawn uniformly from [0, 10^D)^2."""
+    """(train pairs, held-out test pairs), disjoint. Test pairs are uniform over
+    [0, 10^D)^2. Each training operand first draws its length k uniformly from 1..D, then
+    a number below 10^k: the short problems (many zero digits) are a built-in curriculum
+    that makes the long ones learnable in far fewer steps."""
     rng = np.random.default_rng(seed)
     n = 10 ** digits
     if n_test >= n * n // 2:
@@ -48,9 +51,13 @@ def make_addition_task(digits: int, n_train: int, n_test: int, seed: int = 0
     while len(test) < n_test:
         test.add((int(rng.integers(n)), int(rng.integers(n))))
     train: List[Tuple[int, int]] = []
+
+    def operands(size: int) -> np.ndarray:
+        return rng.integers(10 ** rng.integers(1, digits + 1, size=size))
+
     while len(train) < n_train:
-        a = rng.integers(n, size=n_train)
-        b = rng.integers(n, size=n_train)
+        a = operands(n_train)
+        b = operands(n_train)
         for x, y in zip(a.tolist(), b.tolist()):
             if (x, y) not in test:
                 train.append((x, y))
@@ -155,35 +162,32 @@ def parity_check(threads: int = 0, steps: int = 3, out=print) -> Optional[bool]:
 # ------------------------------------------------------------------ threads
 
 
-def pick_threads(cfg: Any, batch: int, seq: int, requested: int = 0) -> Tuple[int, str]:
-    """The OpenMP thread count for training: ``requested`` when > 0, else the faster of all
-    cores and one core on a few timed steps of a throwaway model (on a machine shared with
-    other busy processes, one thread can be many times faster than two)."""
-    ncpu = os.cpu_count() or 1
-    if requested > 0:
-        return requested, f"{requested} (--threads)"
-    if ncpu == 1:
-        return 1, "1 (one core)"
-    from .model import Model
-
+def probe_threads(model: Any, batch: int, seq: int, candidates: Sequence[int]) -> Tuple[int, Dict[int, float]]:
+    """Time forward+backward of ``model`` on random tokens with each thread count, set the
+    fastest and return it with the timings (seconds). Parameters and optimizer state are not
+    touched (the next training step recomputes activations and gradients)."""
     rng = np.random.default_rng(0)
-    x = rng.integers(0, cfg.vocab_size, size=(batch, seq))
-    times = {}
-    with Model.from_config(cfg, max_batch=batch, max_seq=seq, threads=ncpu) as m:
-        for n in (ncpu, 1):
-            m.set_threads(n)
-            best = float("inf")
-            for i in range(4):
-                t0 = time.perf_counter()
-                m.forward(x, x)
-                m.zero_grad()
-                m.backward()
-                if i:
-                    best = min(best, time.perf_counter() - t0)
-            times[n] = best
+    x = rng.integers(0, model.config.vocab_size, size=(batch, seq))
+    times: Dict[int, float] = {}
+    for n in candidates:
+        model.set_threads(n)
+        best = float("inf")
+        for i in range(3):
+            t0 = time.perf_counter()
+            model.forward(x, x)
+            model.zero_grad()
+            model.backward()
+            if i:
+                best = min(best, time.perf_counter() - t0)
+        times[n] = best
     n = min(times, key=times.get)
-    detail = ", ".join(f"{k} thread{'s' if k > 1 else ''}: {v * 1000:.0f} ms" for k, v in times.items())
-    return n, f"{n} (timed forward+backward: {detail})"
+    model.set_threads(n)
+    return n, times
+
+
+def thread_candidates() -> List[int]:
+    ncpu = os.cpu_count() or 1
+    return [ncpu, 1] if ncpu > 1 else [1]
 
 
 # ------------------------------------------------------------------ the demo
@@ -197,7 +201,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: tuned for ~2 minutes)")
     p.add_argument("--threads", type=int, default=0, help="OpenMP threads (0 = pick the faster of all cores / one)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--target", type=float, default=0.99,
+    p.add_argument("--target", type=float, default=1.0,
                    help="stop early (through a callback) once held-out accuracy reaches this")
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--no-parity", action="store_true", help="skip the PyTorch parity check")
@@ -248,17 +252,19 @@ def run(args: argparse.Namespace) -> int:
     plen = problem_len(D)
     say(f"[2/4] task: {D}-digit addition. The model reads '{ex[:2 * D + 2]}' and writes the sum's digits")
     say(f"      least-significant first, as a person adds: {ex_a}+{ex_b}={ex_a + ex_b} is written '{ex}'.")
-    say(f"      {len(train_pairs)} training problems ({len(train_pairs) * plen} byte tokens, shards in {data_dir}/);")
-    say(f"      {len(test_pairs)} held-out problems that never occur in the training data.")
+    say(f"      {len(train_pairs)} training problems with operands of 1 to {D} digits "
+        f"({len(train_pairs) * plen} byte tokens);")
+    say(f"      {len(test_pairs)} held-out problems, uniform over all {D}-digit pairs, never in the training data.")
     say()
 
     # ---- model and trainer
     T = plen  # one problem per row: every problem starts at position 0
     L, C, NH = (2, 128, 4)
-    steps = args.steps or (300 if args.quick else 3000)
+    steps = args.steps or (300 if args.quick else 2500)
     model_cfg = GPTConfig(max_seq_len=T, vocab_size=257, padded_vocab_size=384, num_layers=L, num_heads=NH,
                           channels=C)
-    threads, why = pick_threads(model_cfg, 64, T, args.threads)
+    threads = args.threads if args.threads > 0 else (os.cpu_count() or 1)
+    auto_threads = args.threads <= 0 and len(thread_candidates()) > 1
     cfg = TrainerConfig(
         model=model_cfg, data=str(data_dir / "train_000000.bin"), val_data=str(data_dir / "val_000000.bin"),
         batch_size=64, seq_len=T, steps=steps, lr=2e-3, schedule="cosine", warmup=min(100, steps // 10),
@@ -273,12 +279,18 @@ def run(args: argparse.Namespace) -> int:
         def __init__(self) -> None:
             self.trainer: Optional[Trainer] = None
             self.history: List[Tuple[int, float]] = []
+            self.threads = threads
 
         def on_eval(self, status):
             acc, _ = addition_accuracy(self.trainer.model, test_pairs, D)
             self.history.append((status.step, acc))
-            say(f"      step {status.step}: held-out exact-match accuracy {acc * 100:.1f}% "
-                f"(val loss {status.val_loss:.4f})")
+            say(f"      step {status.step}: held-out exact-match accuracy {acc * 100:.1f}%")
+            if auto_threads:  # the machine may have become busier (or quieter): time again
+                before = self.threads
+                self.threads, _ = probe_threads(self.trainer.model, cfg.batch_size, T, thread_candidates())
+                if self.threads != before:
+                    say(f"      (now {self.threads} OpenMP thread{'s' if self.threads > 1 else ''}: "
+                        "faster on this machine at the moment)")
             if acc >= args.target and status.step < steps:
                 say(f"      reached the target {args.target * 100:.0f}%: the callback stops training")
                 return True
@@ -292,7 +304,13 @@ def run(args: argparse.Namespace) -> int:
         mc = trainer.model.config
         say(f"[3/4] training GPT-2 L{mc.num_layers} C{mc.channels} H{mc.num_heads} ({mc.num_params() / 1e6:.2f}M "
             f"parameters) through the C core: {steps} steps of {cfg.batch_size}x{T} tokens, AdamW, cosine LR")
-        say(f"      OpenMP threads: {why}")
+        if auto_threads:
+            acc_cb.threads, times = probe_threads(trainer.model, cfg.batch_size, T, thread_candidates())
+            detail = ", ".join(f"{k}: {v * 1000:.0f} ms" for k, v in times.items())
+            say(f"      OpenMP threads: {acc_cb.threads} (the faster of all cores and one core on a timed step: {detail};")
+            say("      timed again at every evaluation, since a busy machine can make one thread faster)")
+        else:
+            say(f"      OpenMP threads: {threads}")
         t0 = time.perf_counter()
         hist = trainer.train()
         train_s = time.perf_counter() - t0
@@ -313,7 +331,7 @@ def run(args: argparse.Namespace) -> int:
         say(f"        {a:>{D}} + {b:>{D}} = {ans if ans >= 0 else '?':>{D + 1}}   {'ok' if ok else 'wrong, expected ' + str(a + b)}")
     if hist.loss_curve:
         say(f"      loss curve: {hist.loss_curve}")
-    say(f"      metrics: {out_dir / 'metrics.jsonl'}; checkpoint: {hist.last_checkpoint}")
+    say(f"      metrics: {out_dir / 'metrics.jsonl'}; checkpoint: {hist.last_checkpoint}; data: {data_dir}/")
     ex_prompt = format_problem(ex_a, ex_b, D)[:2 * D + 2]
     say(f"      try: pyllmc sample --model {out_dir} --prompt '{ex_prompt}' --temperature 0 --max-tokens {D + 1}")
     say(f"demo finished in {time.perf_counter() - t_all:.0f} s"

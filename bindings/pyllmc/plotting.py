@@ -59,6 +59,14 @@ def plot_loss_curve(rows: Iterable[Dict[str, Any]], path: Union[str, "os.PathLik
         if val:
             vs, vl = zip(*val)
             ax.plot(vs, vl, "o-", color="tab:orange", lw=1.8, ms=4, label="val loss")
+        # focus on the part of the run after the initial drop (its first values are far above)
+        if loss.size >= 20:
+            tail = loss[loss.size // 10:]
+            top = float(np.percentile(tail, 99))
+            vals = [v for _, v in val] + [top]
+            hi = max(vals) + 0.1 * (max(vals) - float(np.min(tail)) + 1e-9)
+            if hi < float(np.max(loss)):
+                ax.set_ylim(min(float(np.min(loss)), min(vals)) - 0.05 * (hi - float(np.min(loss))), hi)
         ax.set_xlabel("step")
         ax.set_ylabel("cross-entropy loss")
         if title:

@@ -293,8 +293,11 @@ def write_tokenizer_bin(path: PathLike, tokens: Sequence[bytes], eot_id: int) ->
 def read_tokenizer_bin(path: PathLike) -> TableTokenizer:
     """Read and validate an llm.c tokenizer.bin (version 1 or 2)."""
     path = os.fspath(path)
+    from ._files import open_regular  # regular files only: a FIFO or /dev/zero never hangs
+
+    f, _ = open_regular(path, "tokenizer")
     try:
-        with open(path, "rb") as f:
+        with f:
             data = f.read()
     except OSError as e:
         raise FileError(f"{path}: cannot read tokenizer: {e.strerror or e}") from None

@@ -634,6 +634,12 @@ class Trainer:
         a second one raises KeyboardInterrupt at once.
         """
         t_start = time.perf_counter()
+        if self._ready:  # train() again after a stop: continue the same run
+            with self._lock:
+                self._stop_event.clear()
+                self._stop_reason = None
+            if self.config.out_dir and self._metrics_file is None:
+                self._metrics_file = open(Path(self.config.out_dir) / "metrics.jsonl", "ab")
         self._start_progress()
         restore = self._install_sigint()
         try:

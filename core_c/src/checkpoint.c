@@ -1,9 +1,12 @@
 /* checkpoint.c - llm.c model checkpoints: read version 3 (fp32) and 5 (bf16), write 3.
  * Everything in the header is validated, and the file size checked against it, before a
  * single parameter byte is allocated or read. */
+/* POSIX: open/fcntl/fdopen/fileno/fsync (the build is -std=c11 without extensions) */
+#define _POSIX_C_SOURCE 200809L
 #include "internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +29,24 @@ static float bf16_to_f32(uint16_t h) {
     return f;
 }
 
+/* Number of parameters (wte padding included) of the checkpoint layout in FORMATS.md, from
+ * a validated header alone; 0 on overflow. Same sum as model.c's compute_param_sizes. */
+static int header_num_params(const llmc_config *c, size_t *out) {
+    const size_t Vp = (size_t)c->padded_vocab_size, maxT = (size_t)c->max_seq_len;
+    const size_t L = (size_t)c->num_layers, C = (size_t)c->channels;
+    size_t per_layer, layers, emb, CC, t;
+    /* per layer: ln1 2C, qkv 3C*C + 3C, attproj C*C + C, ln2 2C, fc 4C*C + 4C,
+     * fcproj 4C*C + C  =  12 C*C + 13 C */
+    if (!llmc_mul_size(C, C, &CC) || !llmc_mul_size(CC, 12, &per_layer) ||
+        !llmc_mul_size(C, 13, &t) || !llmc_add_size(per_layer, t, &per_layer) ||
+        !llmc_mul_size(per_layer, L, &layers))
+        return 0;
+    /* wte Vp*C, wpe maxT*C, lnf 2C */
+    if (!llmc_add_size(Vp, maxT, &t) || !llmc_add_size(t, 2, &t) || !llmc_mul_size(t, C, &emb))
+        return 0;
+    return llmc_add_size(layers, emb, out);
+}
+
 LLMC_API int32_t llmc_model_load(const char *path, const llmc_options *options,
                                  llmc_model **out) {
     if (!out) return llmc_fail_thread(LLMC_ERR_INVALID_ARGUMENT, "out pointer is NULL");
@@ -34,12 +55,21 @@ LLMC_API int32_t llmc_model_load(const char *path, const llmc_options *options,
     if (!path) return llmc_fail_thread(LLMC_ERR_INVALID_ARGUMENT, "path is NULL");
     if (!is_little_endian())
         return llmc_fail_thread(LLMC_ERR_UNSUPPORTED, "big-endian hosts are not supported");
-    FILE *f = fopen(path, "rb");
-    if (!f) return llmc_fail_thread(LLMC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    /* O_NONBLOCK: fopen() of a FIFO (named pipe) blocks until a writer appears, so a
+     * hostile path hung the loader; opened non-blocking, it is rejected by the S_ISREG
+     * check below. (O_NONBLOCK has no effect on reads of regular files.) */
+    const int fd = open(path, O_RDONLY | O_NONBLOCK);
+    if (fd < 0) return llmc_fail_thread(LLMC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
         return llmc_fail_thread(LLMC_ERR_IO, "%s: not a regular file", path);
+    }
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        const int err = errno;
+        close(fd);
+        return llmc_fail_thread(LLMC_ERR_IO, "%s: cannot open: %s", path, strerror(err));
     }
     int32_t h[CKPT_HEADER_INTS];
     if (fread(h, 1, CKPT_HEADER_BYTES, f) != CKPT_HEADER_BYTES) {
@@ -66,6 +96,27 @@ LLMC_API int32_t llmc_model_load(const char *path, const llmc_options *options,
     if (!llmc_validate_config(&cfg, why, sizeof(why))) {
         fclose(f);
         return llmc_fail_thread(LLMC_ERR_BAD_FORMAT, "%s: bad header: %s", path, why);
+    }
+    /* The file size must match the header BEFORE anything is allocated: a hostile
+     * 1 KB file whose header claims a huge model otherwise made the loader allocate the
+     * whole model (and its activations) first, failing with OUT_OF_MEMORY (or succeeding,
+     * under overcommit) instead of reporting the bad file. */
+    {
+        size_t nparams, payload, expected;
+        if (!header_num_params(&cfg, &nparams) ||
+            !llmc_mul_size(nparams, version == 3 ? 4 : 2, &payload) ||
+            !llmc_add_size(payload, CKPT_HEADER_BYTES, &expected)) {
+            fclose(f);
+            return llmc_fail_thread(LLMC_ERR_BAD_FORMAT,
+                                    "%s: bad header: the model size it describes overflows", path);
+        }
+        if ((uint64_t)st.st_size != (uint64_t)expected) {
+            fclose(f);
+            return llmc_fail_thread(LLMC_ERR_BAD_FORMAT,
+                                    "%s: file is %lld bytes but its header describes %zu "
+                                    "parameters (%zu bytes expected)",
+                                    path, (long long)st.st_size, nparams, expected);
+        }
     }
     llmc_options opt = {1, 0, 0, 0, 0, 0};
     if (options) opt = *options;

@@ -18,6 +18,8 @@ measuring the C core never loads torch and its peak RSS is the C core's own.
 
 from __future__ import annotations
 
+import inspect
+import os
 import re
 import time
 from typing import Callable, Dict, List, Optional, Tuple
@@ -100,18 +102,35 @@ class CCoreRunner(Runner):
         self.x, self.y = (a.astype(np.int32) for a in batch(job))
         from .._ffi import lib
 
-        self.info = {"library": _library_path(), "openmp": bool(lib.llmc_has_openmp())}
+        # Clipping folded into the update (grad_scale) where the binding offers it: the same
+        # update as clip_grad_norm + adamw_step with one pass over the gradients fewer.
+        self.fused_clip = "grad_scale" in inspect.signature(self.m.adamw_step).parameters
+        if self.fused_clip:
+            from ..model import clip_coefficient
+
+            self.clip_coefficient = clip_coefficient
+        # PYLLMC_BENCH_SLOW=forward runs every forward pass twice: a deliberately slowed C
+        # core, to show the ratio gate failing (benchmarks/README.md). Never set otherwise.
+        self.slow_forward = os.environ.get("PYLLMC_BENCH_SLOW") == "forward"
+        self.info = {"library": _library_path(), "openmp": bool(lib.llmc_has_openmp()),
+                     "clip": "grad_scale" if self.fused_clip else "clip_grad_norm", "slow_forward": self.slow_forward}
 
     def step(self, t: int):
         m, clock = self.m, time.perf_counter
+        hp = dict(beta1=BETA1, beta2=BETA2, eps=EPS, weight_decay=WEIGHT_DECAY)
         t0 = clock()
         loss = m.forward(self.x, self.y)
+        if self.slow_forward:
+            loss = m.forward(self.x, self.y)
         t1 = clock()
         m.zero_grad()
         m.backward(1.0)
         t2 = clock()
-        m.clip_grad_norm(CLIP)
-        m.adamw_step(LR, t=t, beta1=BETA1, beta2=BETA2, eps=EPS, weight_decay=WEIGHT_DECAY)
+        if self.fused_clip:
+            m.adamw_step(LR, t=t, grad_scale=self.clip_coefficient(m.grad_norm(), CLIP), **hp)
+        else:
+            m.clip_grad_norm(CLIP)
+            m.adamw_step(LR, t=t, **hp)
         t3 = clock()
         return {"forward": t1 - t0, "backward": t2 - t1, "update": t3 - t2}, float(loss)
 

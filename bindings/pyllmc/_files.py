@@ -1,0 +1,44 @@
+"""Opening input files safely: only regular files, never blocking.
+
+``open(path, "rb")`` of a FIFO (named pipe) blocks until a writer appears, and reading a
+character device such as ``/dev/zero`` or ``/dev/urandom`` never ends: a hostile path made
+the loaders hang or exhaust memory. ``open_regular`` opens with ``O_NONBLOCK`` (which
+does not change reads of regular files), checks with ``fstat`` that the path is a regular
+file, and raises ``FileError`` naming the file otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import BinaryIO, Tuple, Union
+
+from .errors import FileError
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def open_regular(path: PathLike, what: str = "file") -> Tuple[BinaryIO, int]:
+    """(binary file object, size in bytes) of ``path``, which must be a regular file.
+
+    ``what`` names the kind of file in error messages ("token shard", "tokenizer", ...).
+    """
+    p = os.fspath(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(p, flags)
+    except IsADirectoryError:
+        raise FileError(f"{p}: is a directory, not a {what} file") from None
+    except OSError as e:
+        raise FileError(f"{p}: cannot read {what}: {e.strerror or e}") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise FileError(f"{p}: is a directory, not a {what} file")
+        if not stat.S_ISREG(st.st_mode):
+            raise FileError(f"{p}: not a regular file (a {what} must be a regular file)")
+        f = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    return f, int(st.st_size)
