@@ -85,3 +85,30 @@ def test_demo_learns_addition(tmp_path):
     m = re.search(r"held-out exact-match accuracy: ([0-9.]+)%", r.stdout)
     assert m, r.stdout
     assert float(m.group(1)) >= 90.0, r.stdout
+
+
+def test_thread_tuner_probes_again_when_steps_slow_down(monkeypatch):
+    """The demo keeps the faster thread count: it times again when the recent steps became
+    much slower than right after the last timing (a busier machine), and at evaluations."""
+    import types
+
+    from pyllmc import demo
+
+    calls = []
+    monkeypatch.setattr(demo, "probe_threads", lambda model, b, t, cands: (calls.append(1) or 1, {1: 0.01}))
+    tuner = demo.ThreadTuner(model=None, batch=2, seq=8, say=lambda s: None, window=5, factor=2.0, min_gap=10)
+    tuner.probe(0)
+    st = lambda step, ms: types.SimpleNamespace(step=step, ms=ms)  # noqa: E731
+    for step in range(1, 21):  # steady: no new timing
+        tuner.on_step_end(st(step, 10.0))
+    assert len(calls) == 1 and tuner.baseline == 10.0
+    for step in range(21, 23):  # slower, but most of the window is still fast
+        tuner.on_step_end(st(step, 50.0))
+    assert len(calls) == 1
+    tuner.on_step_end(st(23, 50.0))  # the median of the last 5 steps is now 5x the baseline
+    assert len(calls) == 2 and tuner.last_probe == 23 and tuner.baseline is None
+    for step in range(25, 30):  # the new baseline is the slow speed: no further timing
+        tuner.on_step_end(st(step, 50.0))
+    assert len(calls) == 2 and tuner.baseline == 50.0
+    tuner.on_eval(st(30, None))
+    assert len(calls) == 3

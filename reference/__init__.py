@@ -16,6 +16,10 @@ from .capture import Capture, activation_names, capture, lm_losses, param_grads
 from .torch_optim import ReferenceTrainer, adamw_on_arrays, adamw_param_groups, clip_coefficient, total_grad_norm
 from .tolerance import compare, compare_dicts, first_failure, format_rows
 from .parity import c_activations, compare_scalar, forward_backward_rows, padded_columns, state_rows
+from .lockstep import (
+    LockstepConfig, LockstepResult, backward_param_order, forward_param_order, load_reference_for,
+    make_batches, run_lockstep, run_parity, tensor_kind,
+)
 
 __all__ = [
     "PARAM_NAMES", "LAYER_PARAMS", "MATRIX_PARAMS", "CheckpointFormatError", "LLMCConfig",
@@ -28,5 +32,7 @@ __all__ = [
     "to_dtype", "Capture", "activation_names", "capture", "lm_losses", "param_grads",
     "ReferenceTrainer", "adamw_on_arrays", "adamw_param_groups", "clip_coefficient", "total_grad_norm",
     "compare", "compare_dicts", "first_failure", "format_rows", "c_activations", "compare_scalar",
-    "forward_backward_rows", "padded_columns", "state_rows",
+    "forward_backward_rows", "padded_columns", "state_rows", "LockstepConfig", "LockstepResult",
+    "backward_param_order", "forward_param_order", "load_reference_for", "make_batches", "run_lockstep",
+    "run_parity", "tensor_kind",
 ]

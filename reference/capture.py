@@ -149,12 +149,13 @@ def _as_long(x: Any) -> torch.Tensor:
 
 def capture(model: Any, inputs: Any, targets: Any = None, *, backward: bool = True,
             loss_scale: float = 1.0, zero_grad: bool = True, act_grads: bool = False,
-            padded_vocab_size: Optional[int] = None) -> Capture:
+            padded_vocab_size: Optional[int] = None, collect_grads: bool = True) -> Capture:
     """Run the reference on inputs (B, T) [and targets (B, T)] and return its tensors in C
     names. With targets and backward=True, also backpropagates loss_scale * mean loss and
     returns the parameter gradients in the C layout (wte padded to padded_vocab_size rows,
     default V rounded up to 128; the padding rows are zero). zero_grad=False accumulates
-    into the model's existing .grad (micro-batches)."""
+    into the model's existing .grad (micro-batches). collect_grads=False leaves the gradients
+    in the parameters' .grad only (Capture.grads is None): no copy of a model-sized dict."""
     x = _as_long(inputs)
     y = None if targets is None else _as_long(targets)
     if x.dim() != 2 or (y is not None and y.shape != x.shape):
@@ -186,7 +187,7 @@ def capture(model: Any, inputs: Any, targets: Any = None, *, backward: bool = Tr
     order = activation_names(len(model.transformer.h), with_targets=y is not None)
     acts = {k: acts[k] for k in order if k in acts}
     grads = None
-    if do_backward:
+    if do_backward and collect_grads:
         grads = param_grads(model, padded_vocab_size)
     ag = {k: v.cpu().numpy() for k, v in rec.grads.items()} if rec.want_grads else None
     return Capture(acts=acts, loss=loss_val, grads=grads, act_grads=ag,

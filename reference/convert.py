@@ -22,6 +22,8 @@ from typing import Any, Dict, Mapping, Tuple
 
 import numpy as np
 
+from pyllmc.errors import BadFormatError, FileError
+
 # --------------------------------------------------------------------------------------
 # Names and shapes
 # --------------------------------------------------------------------------------------
@@ -65,8 +67,9 @@ HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4
 
 
-class CheckpointFormatError(ValueError):
-    """A checkpoint file whose content the format does not allow (message names the file)."""
+class CheckpointFormatError(BadFormatError):
+    """A checkpoint file whose content the format does not allow (message names the file).
+    A pyllmc BadFormatError (and so a ValueError): the CLI reports it as bad input."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,6 +228,26 @@ def hf_to_params(model_or_state_dict: Any, padded_vocab_size: int | None = None,
     return {k: params[k] for k in PARAM_NAMES}
 
 
+def hf_parameter(model: Any, name: str, layer: Any = None) -> Tuple[Any, bool]:
+    """The torch Parameter of a GPT2LMHeadModel (or GPT2Model) that holds C tensor `name`
+    (of `layer` for the per-layer ones), and whether the C layout is its transpose."""
+    tr = getattr(model, "transformer", model)
+    if name in _HF_TOP_MAP:
+        if layer is not None:
+            raise ValueError(f"{name} has no layers")
+        mod, attr = _HF_TOP_MAP[name].split(".")
+        return getattr(getattr(tr, mod), attr), False
+    if name not in _HF_BLOCK_MAP:
+        raise KeyError(f"no parameter named {name!r}")
+    if layer is None:
+        raise ValueError(f"{name} is per layer: give the layer")
+    path, transpose = _HF_BLOCK_MAP[name]
+    obj = tr.h[int(layer)]
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj, transpose
+
+
 def check_params(params: Mapping[str, np.ndarray], cfg: Any) -> None:
     """Raise ValueError unless params has exactly the 16 tensors with the config's shapes."""
     shapes = param_shapes(cfg)
@@ -359,12 +382,14 @@ def write_llmc_checkpoint(path: str | os.PathLike, params: Mapping[str, np.ndarr
 
 def read_llmc_checkpoint_header(path: str | os.PathLike) -> Tuple[int, LLMCConfig]:
     path = os.fspath(path)
+    from pyllmc._files import open_regular  # a FIFO or device must not block or hang the reader
+
+    f, size = open_regular(path, "checkpoint")
     try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
+        with f:
             raw = f.read(HEADER_BYTES)
     except OSError as e:
-        raise OSError(f"{path}: cannot read checkpoint: {e.strerror or e}") from e
+        raise FileError(f"{path}: cannot read checkpoint: {e.strerror or e}") from None
     if len(raw) < HEADER_BYTES:
         raise CheckpointFormatError(f"{path}: file is {size} bytes, shorter than the 1024-byte header")
     h = np.frombuffer(raw, dtype="<i4")
@@ -373,6 +398,10 @@ def read_llmc_checkpoint_header(path: str | os.PathLike) -> Tuple[int, LLMCConfi
     version = int(h[1])
     if version not in (3, 5):
         raise CheckpointFormatError(f"{path}: unsupported checkpoint version {version} (3 or 5)")
+    reserved = np.flatnonzero(h[8:])
+    if reserved.size:  # FORMATS.md: slots 8..255 are zero (as the C loader checks)
+        slot = 8 + int(reserved[0])
+        raise CheckpointFormatError(f"{path}: bad header: reserved slot {slot} is {int(h[slot])} (must be 0)")
     vals = dict(max_seq_len=int(h[2]), vocab_size=int(h[3]), num_layers=int(h[4]),
                 num_heads=int(h[5]), channels=int(h[6]), padded_vocab_size=int(h[7]))
     for k, v in vals.items():
@@ -399,12 +428,20 @@ def read_llmc_checkpoint(path: str | os.PathLike) -> Tuple[LLMCConfig, Dict[str,
         data = bf16_bits_to_f32(data)
     else:
         data = data.astype(np.float32)
+    if data.size != num_params(cfg):  # the file changed after its size was checked
+        raise CheckpointFormatError(f"{path}: read {data.size} of {num_params(cfg)} parameters")
     params: Dict[str, np.ndarray] = {}
     off = 0
     for name, shape in param_shapes(cfg).items():
         n = int(np.prod(shape))
         params[name] = data[off:off + n].reshape(shape).copy()
         off += n
+    pad = params["wte"][cfg.vocab_size:]
+    if pad.size and np.any(pad != 0):  # FORMATS.md: wte rows V..Vp-1 are zero
+        row = cfg.vocab_size + int(np.flatnonzero(np.any(pad != 0, axis=1))[0])
+        raise CheckpointFormatError(
+            f"{path}: wte row {row} is not zero (rows {cfg.vocab_size}..{cfg.padded_vocab_size - 1} "
+            "pad the vocabulary and must be zero)")
     return cfg, params
 
 
@@ -462,16 +499,74 @@ def load_hf_dir_params(directory: str | os.PathLike, padded_vocab_size: int | No
     """Read a local HF GPT-2 directory's safetensors directly (no model build) -> (cfg, params)."""
     from safetensors.numpy import load_file
 
+    from pyllmc._files import open_regular
+
     directory = os.fspath(directory)
-    with open(os.path.join(directory, "config.json")) as f:
-        conf = json.load(f)
+    cpath = os.path.join(directory, "config.json")
+    f, _ = open_regular(cpath, "config.json")  # a FIFO or device must not hang the reader
+    try:
+        with f:
+            conf = json.loads(f.read().decode("utf-8"))
+    except OSError as e:
+        raise FileError(f"{cpath}: cannot read: {e.strerror or e}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: deep nesting
+        raise BadFormatError(f"{cpath}: not valid JSON: {str(e)[:200]}") from None
+    dims = _hf_dims(conf, cpath)
     st = os.path.join(directory, "model.safetensors")
-    sd = load_file(st)
-    params = hf_to_params(sd, padded_vocab_size)
-    cfg = LLMCConfig(max_seq_len=int(conf["n_positions"]), vocab_size=int(conf["vocab_size"]),
-                     padded_vocab_size=params["wte"].shape[0], num_layers=int(conf["n_layer"]),
-                     num_heads=int(conf["n_head"]), channels=int(conf["n_embd"]))
+    open_regular(st, "safetensors")[0].close()  # a clear FileError for a missing/odd file
+    try:
+        sd = load_file(st)
+    except Exception as e:  # safetensors raises its own SafetensorError (not an OSError/ValueError)
+        raise BadFormatError(f"{st}: cannot read safetensors: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}") from None
+    try:
+        wte = sd.get("transformer.wte.weight", sd.get("wte.weight"))
+        if wte is not None and np.ndim(wte) >= 1 and np.shape(wte)[0] != dims["vocab_size"]:
+            raise ValueError(f"wte has {np.shape(wte)[0]} rows, config.json says vocab_size {dims['vocab_size']}")
+        params = hf_to_params(sd, padded_vocab_size)
+        cfg = LLMCConfig(padded_vocab_size=params["wte"].shape[0], **dims)
+        check_params(params, cfg)  # every tensor's shape must be the one config.json implies
+    except (KeyError, ValueError, TypeError) as e:
+        raise BadFormatError(f"{st}: does not match a GPT-2 of {cpath}: {str(e)[:300]}") from None
     return cfg, params
+
+
+#: Limits on config.json dimensions (as the C core's llmc_validate_config): a hostile config
+#: must not make anything allocate before its tensors are checked.
+_HF_LIMITS = {"n_positions": 1 << 20, "vocab_size": 1 << 24, "n_layer": 1024, "n_head": 1 << 16, "n_embd": 1 << 16}
+
+
+def _hf_dims(conf: Any, cpath: str) -> Dict[str, int]:
+    """LLMCConfig fields (all but padded_vocab_size) from an HF GPT-2 config.json, validated:
+    present, integers, in range, n_embd divisible by n_head, and a model the C core computes
+    (gelu_new, LayerNorm eps 1e-5, n_inner 4*n_embd, no attention variants)."""
+    if not isinstance(conf, dict):
+        raise BadFormatError(f"{cpath}: not a JSON object")
+    vals = {}
+    for key, limit in _HF_LIMITS.items():
+        v = conf.get(key)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise BadFormatError(f"{cpath}: {key!r} must be an integer, got {v!r}")
+        if not 1 <= v <= limit:
+            raise BadFormatError(f"{cpath}: {key} = {v} is outside [1, {limit}]")
+        vals[key] = v
+    if vals["n_embd"] % vals["n_head"]:
+        raise BadFormatError(f"{cpath}: n_embd {vals['n_embd']} is not divisible by n_head {vals['n_head']}")
+    problems = []
+    if conf.get("activation_function", "gelu_new") != "gelu_new":
+        problems.append(f"activation_function {conf.get('activation_function')!r} (need 'gelu_new')")
+    eps = conf.get("layer_norm_epsilon", 1e-5)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps != 1e-5:
+        problems.append(f"layer_norm_epsilon {eps!r} (need 1e-5)")
+    if conf.get("n_inner") not in (None, 4 * vals["n_embd"]):
+        problems.append(f"n_inner {conf.get('n_inner')!r} (need null or 4*n_embd)")
+    for key, ok in (("scale_attn_by_inverse_layer_idx", False), ("scale_attn_weights", True),
+                    ("add_cross_attention", False)):
+        if conf.get(key, ok) != ok:
+            problems.append(f"{key} {conf.get(key)!r}")
+    if problems:
+        raise BadFormatError(f"{cpath}: a GPT-2 the C core does not compute: " + "; ".join(problems))
+    return dict(max_seq_len=vals["n_positions"], vocab_size=vals["vocab_size"], num_layers=vals["n_layer"],
+                num_heads=vals["n_head"], channels=vals["n_embd"])
 
 
 # --------------------------------------------------------------------------------------

@@ -56,6 +56,16 @@ class ReferenceTrainer:
         """micro_batches: [(inputs, targets), ...]. Returns dict(loss = mean over micro-batches,
         losses, grad_norm (before clipping), grads (C layout, after clipping), capture (of the
         last micro-batch, if keep_capture))."""
+        out = self.forward_backward(micro_batches, keep_capture=keep_capture)
+        out.update(self.update(lr, collect_grads=True))
+        return out
+
+    def forward_backward(self, micro_batches: Sequence[Tuple[Any, Any]], keep_capture: bool = False,
+                         collect_grads: bool = True) -> Dict[str, Any]:
+        """The first half of step(): zero grads, forward/backward of every micro-batch (loss
+        scale 1/K each). The gradients are left in the parameters' .grad (unclipped) until
+        update(). Returns dict(loss, losses, capture (of the last micro-batch, if keep_capture;
+        with C-layout grads only if collect_grads))."""
         if isinstance(micro_batches, tuple) and len(micro_batches) == 2 and not isinstance(micro_batches[0], tuple):
             micro_batches = [micro_batches]
         k = len(micro_batches)
@@ -63,21 +73,55 @@ class ReferenceTrainer:
         losses, cap = [], None
         for i, (x, y) in enumerate(micro_batches):
             cap = capture(self.model, x, y, backward=True, loss_scale=1.0 / k, zero_grad=False,
-                          padded_vocab_size=self.padded_vocab_size)
+                          padded_vocab_size=self.padded_vocab_size, collect_grads=collect_grads)
             losses.append(cap.loss)
+        return {"loss": float(np.mean(losses)), "losses": losses, "capture": cap if keep_capture else None}
+
+    def update(self, lr: Optional[float] = None, collect_grads: bool = False) -> Dict[str, Any]:
+        """The second half of step(): optional clip_grad_norm_, then the AdamW update at `lr`
+        (or the current one). Returns dict(grad_norm (before clipping), t, and with
+        collect_grads the clipped gradients in the C layout as grads)."""
         params = [p for p in self.model.parameters() if p.grad is not None]
         if self.grad_clip > 0:
             norm = float(torch.nn.utils.clip_grad_norm_(params, self.grad_clip, foreach=False))
         else:
             norm = total_grad_norm(self.model)
-        grads = param_grads(self.model, self.padded_vocab_size)
+        grads = param_grads(self.model, self.padded_vocab_size) if collect_grads else None
         if lr is not None:
             for g in self.opt.param_groups:
                 g["lr"] = lr
         self.opt.step()
         self.t += 1
-        return {"loss": float(np.mean(losses)), "losses": losses, "grad_norm": norm, "grads": grads,
-                "capture": cap if keep_capture else None, "t": self.t}
+        return {"grad_norm": norm, "grads": grads, "t": self.t}
+
+    def state_tensor(self, name: str, layer: Optional[int], what: str) -> np.ndarray:
+        """One tensor in the C layout and name, without converting the rest: what is 'param',
+        'grad' (the current .grad), 'adam_m' or 'adam_v'; layer for the per-layer
+        parameters. A view of the torch memory where the layout allows (wte is padded to
+        padded_vocab_size rows, a copy)."""
+        from .convert import hf_parameter
+
+        p, transpose = hf_parameter(self.model, name, layer)
+        if what == "param":
+            t = p
+        elif what == "grad":
+            t = p.grad if p.grad is not None else torch.zeros_like(p)
+        elif what in ("adam_m", "adam_v"):
+            st = self.opt.state.get(p, {})
+            key = "exp_avg" if what == "adam_m" else "exp_avg_sq"
+            t = st[key] if key in st else torch.zeros_like(p)
+        else:
+            raise ValueError(f"unknown state {what!r}")
+        a = t.detach().cpu().numpy()
+        if transpose:
+            a = a.T
+        if name == "wte":
+            V, C = a.shape
+            Vp = int(self.padded_vocab_size) if self.padded_vocab_size else ((V + 127) // 128) * 128
+            padded = np.zeros((Vp, C), dtype=a.dtype)
+            padded[:V] = a
+            a = padded
+        return a
 
     def params(self, dtype: Any = None) -> Dict[str, np.ndarray]:
         """Current parameters in the C layout (wte padded with zero rows)."""

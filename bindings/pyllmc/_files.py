@@ -13,7 +13,7 @@ import os
 import stat
 from typing import BinaryIO, Tuple, Union
 
-from .errors import FileError
+from .errors import FileError, InvalidArgumentError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -31,6 +31,8 @@ def open_regular(path: PathLike, what: str = "file") -> Tuple[BinaryIO, int]:
         raise FileError(f"{p}: is a directory, not a {what} file") from None
     except OSError as e:
         raise FileError(f"{p}: cannot read {what}: {e.strerror or e}") from None
+    except ValueError:  # os.open: "embedded null byte"
+        raise InvalidArgumentError(f"{p!r}: a path must not contain a NUL character") from None
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):

@@ -166,6 +166,14 @@ def remove_stale_temporaries(directory: PathLike) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
+def _moments(model: Any, kind: str) -> np.ndarray:
+    """One AdamW moment buffer on the host: the zero-copy view of a CPU model (no copy of
+    what may be gigabytes), an explicit copy from GPU memory for a CUDA model."""
+    if getattr(model, "device", "cpu") == "cpu":
+        return model.flat(kind)
+    return model.copy_to_host(kind)
+
+
 def save_checkpoint(
     model: Any,
     directory: PathLike,
@@ -194,7 +202,7 @@ def save_checkpoint(
     try:
         model.save(tmp / "model.bin")
         fsync_file(tmp / "model.bin")
-        writer(tmp / "optimizer.bin", model.flat("adam_m"), model.flat("adam_v"),
+        writer(tmp / "optimizer.bin", _moments(model, "adam_m"), _moments(model, "adam_v"),
                step if adam_step is None else adam_step)
         doc = dict(state)
         doc.update({
@@ -228,15 +236,18 @@ def save_checkpoint(
 def read_state(path: PathLike) -> Dict[str, Any]:
     """state.json of a checkpoint directory, validated."""
     p = Path(path) / "state.json"
+    from ._files import open_regular  # a FIFO named state.json must not hang the reader
+
+    if not p.exists():
+        raise FileError(f"{p}: no such file (not a pyllmc checkpoint directory)")
+    f, _ = open_regular(p, "checkpoint state")
     try:
-        with open(p, "rb") as f:
+        with f:
             doc = json.loads(f.read().decode("utf-8"))
-    except FileNotFoundError:
-        raise FileError(f"{p}: no such file (not a pyllmc checkpoint directory)") from None
     except OSError as e:
         raise FileError(f"{p}: cannot read: {e.strerror or e}") from None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BadFormatError(f"{p}: not valid JSON: {e}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: deeply nested JSON
+        raise BadFormatError(f"{p}: not valid JSON: {str(e)[:200]}") from None
     if not isinstance(doc, dict) or doc.get("format") != STATE_FORMAT:
         raise BadFormatError(f"{p}: not a pyllmc checkpoint state (format != {STATE_FORMAT!r})")
     if doc.get("version") != STATE_VERSION:
@@ -270,17 +281,14 @@ def load_checkpoint(path: PathLike, *, max_batch: int, max_seq: Optional[int] = 
 
     p = Path(path)
     state = read_state(p)
-    dev = {} if device == "cpu" else {"device": device}
-    model = Model.from_checkpoint(p / "model.bin", max_batch=max_batch, max_seq=max_seq, threads=threads, **dev)
+    model = Model.from_checkpoint(p / "model.bin", max_batch=max_batch, max_seq=max_seq, threads=threads,
+                                  device=device)
     try:
         n = int(model.config.num_params())
         m, v, _ = read_optimizer_state(p / "optimizer.bin", num_params=n)
-        if hasattr(model, "copy_from_host"):
-            model.copy_from_host("adam_m", None, m)
-            model.copy_from_host("adam_v", None, v)
-        else:
-            model.flat("adam_m")[...] = m
-            model.flat("adam_v")[...] = v
+        # copy_from_host writes into the model's buffers on either device (GPU memory for CUDA)
+        model.copy_from_host("adam_m", None, m)
+        model.copy_from_host("adam_v", None, v)
     except BaseException:
         model.close()
         raise

@@ -44,6 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="speed, memory and scaling of the C core against PyTorch (bench.json, plots)")
     cli_bench.add_arguments(p)
     p.set_defaults(func=cli_bench.run)
+    from . import cli_convert, cli_parity
+
+    p = sub.add_parser("parity", help="the C core against PyTorch in lockstep, every tensor of every layer (parity.json)")
+    cli_parity.add_arguments(p)
+    p.set_defaults(func=cli_parity.run)
+    p = sub.add_parser("convert", help="convert models: HF directory / hub id / dN <-> llm.c .bin checkpoint")
+    cli_convert.add_arguments(p)
+    p.set_defaults(func=cli_convert.run)
     return parser
 
 

@@ -40,10 +40,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eps", type=float, default=1e-8)
     p.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (0 = off)")
     p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
+    p.add_argument("--on-nonfinite", choices=["stop", "skip"], default="stop",
+                   help="a NaN/inf loss or gradient: stop naming the first bad tensor (default), or skip that update")
     p.add_argument("--shuffle", type=_on_off, default=True, metavar="on|off", help="shuffle training data (default on)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="OpenMP threads (0 = default)")
-    p.add_argument("--device", default="cpu", help="cpu (cuda: not in this build)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (cuda needs a CUDA build and a GPU)")
     p.add_argument("--out", default="runs/train", help="output directory (default runs/train)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--stop-at", type=int, help="end after this step with a checkpoint, as an interruption would")
@@ -75,7 +77,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         batch_size=args.batch, seq_len=args.seq, grad_accum=args.grad_accum, steps=args.steps, lr=args.lr,
         schedule=args.schedule, warmup=args.warmup, final_frac=args.final_frac, wsd_decay_frac=args.wsd_decay_frac,
         beta1=args.beta1, beta2=args.beta2, eps=args.eps, weight_decay=args.weight_decay,
-        decay_matrices_only=not args.decay_all, grad_clip=args.grad_clip, shuffle=args.shuffle, seed=args.seed,
+        decay_matrices_only=not args.decay_all, grad_clip=args.grad_clip, on_nonfinite=args.on_nonfinite,
+        shuffle=args.shuffle, seed=args.seed,
         threads=args.threads, device=args.device, eval_every=args.eval_every, eval_batches=args.eval_batches,
         sample_every=args.sample_every, sample_tokens=args.sample_tokens, sample_prompt=args.sample_prompt,
         out_dir=args.out, save_every=args.save_every, keep_last=args.keep_last, resume=args.resume,
@@ -85,6 +88,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .errors import NonFiniteError
     from .model_source import check_device
     from .trainer import Trainer
 
@@ -97,7 +101,17 @@ def run(args: argparse.Namespace) -> int:
               f"({c.num_params() / 1e6:.2f}M params) | data: {trainer.train_loader.num_tokens} tokens "
               f"in {len(trainer.train_loader.shards)} shard(s) | B={cfg.batch_size} T={cfg.seq_len} "
               f"K={cfg.accum_steps} | {cfg.schedule} lr {cfg.lr:g}", flush=True)
-        h = trainer.train()
+        try:
+            h = trainer.train()
+        except NonFiniteError as e:
+            # a diverged run is not bad input (exit 2) but a failed run: exit 1, one line
+            sys.stderr.write(f"pyllmc: training diverged: {e}\n")
+            from .checkpoint import latest_checkpoint
+
+            last = latest_checkpoint(cfg.out_dir) if cfg.out_dir else None
+            if last is not None:
+                print(f"last good checkpoint: {last}")
+            return 1
         if args.export_hf:
             trainer.export_hf(args.export_hf)
             print(f"exported Hugging Face directory: {args.export_hf}")
@@ -112,9 +126,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"checkpoint: {h.last_checkpoint}" + ("  (continue with --resume)" if h.stop_reason else ""))
     if h.loss_curve:
         print(f"loss curve: {h.loss_curve}")
-    if h.stop_reason and h.stop_reason.startswith("non-finite"):
-        sys.stderr.write(f"pyllmc: training diverged ({h.stop_reason})\n")
-        return 1
     if h.stop_reason == "interrupted":
         return 130
     return 0

@@ -248,17 +248,29 @@ class DataLoader:
                 "B": self.B, "T": self.T, "num_shards": len(self.shards)}
 
     def load_state(self, state: Dict[str, int]) -> None:
+        # The state comes from a checkpoint's state.json, i.e. from a file: every field is
+        # checked for presence and type, so a damaged file is an InvalidArgumentError, never
+        # a KeyError/TypeError (or a negative epoch reaching the RNG's seed sequence).
+        if not isinstance(state, dict):
+            raise InvalidArgumentError(f"data loader state must be a dict, got {type(state).__name__}")
+
+        def field(k: str, default: Optional[int] = None) -> int:
+            v = state.get(k, default)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise InvalidArgumentError(f"data loader state: {k!r} must be an integer, got {v!r}")
+            return int(v)
+
         for k, mine in (("shuffle", int(self.shuffle)), ("seed", self.seed), ("B", self.B), ("T", self.T),
                         ("num_shards", len(self.shards))):
-            if k in state and int(state[k]) != mine:
+            if k in state and field(k) != mine:
                 raise InvalidArgumentError(
                     f"data loader state was saved with {k} = {state[k]}, this loader has {k} = {mine}")
-        self.epoch = int(state["epoch"])
-        self.shard_index = int(state["shard_index"])
-        self.position = int(state["position"])
-        self.batches_served = int(state.get("batches_served", 0))
-        if not 0 <= self.shard_index < len(self.shards) or self.position < 0:
+        epoch, shard_index, position = field("epoch"), field("shard_index"), field("position")
+        batches_served = field("batches_served", 0)
+        if epoch < 0 or not 0 <= shard_index < len(self.shards) or position < 0 or batches_served < 0:
             raise InvalidArgumentError(f"data loader state {state} is out of range for {len(self.shards)} shards")
+        self.epoch, self.shard_index, self.position = epoch, shard_index, position
+        self.batches_served = batches_served
 
     # -------------------------------------------------------------- orders
     def _rng(self, *keys: int) -> np.random.Generator:

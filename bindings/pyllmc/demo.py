@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -190,6 +189,56 @@ def thread_candidates() -> List[int]:
     return [ncpu, 1] if ncpu > 1 else [1]
 
 
+class ThreadTuner:
+    """A Trainer callback that keeps the faster of all cores and one core.
+
+    On a machine shared with busy processes, OpenMP barriers can make two threads many times
+    slower than one, and the load changes while the demo runs. So both counts are timed at
+    the start (``probe``), again at every evaluation (the machine may have become quieter),
+    and whenever the median of the last ``window`` steps is ``factor`` times slower than right
+    after the last timing (it became busier), at most once per ``min_gap`` steps."""
+
+    def __init__(self, model: Any, batch: int, seq: int, say=print, window: int = 20, factor: float = 2.0,
+                 min_gap: int = 50):
+        from collections import deque
+
+        self.model, self.batch, self.seq, self.say = model, batch, seq, say
+        self.window, self.factor, self.min_gap = window, factor, min_gap
+        self.recent: "deque[float]" = deque(maxlen=window)
+        self.baseline: Optional[float] = None
+        self.last_probe = 0
+        self.threads = 0
+        self.times: Dict[int, float] = {}
+        self.probes = 0
+
+    def probe(self, step: int = 0) -> int:
+        before = self.threads
+        self.threads, self.times = probe_threads(self.model, self.batch, self.seq, thread_candidates())
+        self.probes += 1
+        self.last_probe = step
+        self.baseline = None
+        self.recent.clear()
+        if before and self.threads != before:
+            self.say(f"      (step {step}: now {self.threads} OpenMP thread{'s' if self.threads > 1 else ''}, "
+                     "faster on this machine at the moment)")
+        return self.threads
+
+    def on_step_end(self, status) -> None:
+        if status.ms is None:
+            return
+        self.recent.append(status.ms)
+        if len(self.recent) < self.window:
+            return
+        med = float(np.median(self.recent))
+        if self.baseline is None:
+            self.baseline = med
+        elif med > self.factor * self.baseline and status.step - self.last_probe >= self.min_gap:
+            self.probe(status.step)
+
+    def on_eval(self, status) -> None:
+        self.probe(status.step)
+
+
 # ------------------------------------------------------------------ the demo
 
 
@@ -279,18 +328,11 @@ def run(args: argparse.Namespace) -> int:
         def __init__(self) -> None:
             self.trainer: Optional[Trainer] = None
             self.history: List[Tuple[int, float]] = []
-            self.threads = threads
 
         def on_eval(self, status):
             acc, _ = addition_accuracy(self.trainer.model, test_pairs, D)
             self.history.append((status.step, acc))
             say(f"      step {status.step}: held-out exact-match accuracy {acc * 100:.1f}%")
-            if auto_threads:  # the machine may have become busier (or quieter): time again
-                before = self.threads
-                self.threads, _ = probe_threads(self.trainer.model, cfg.batch_size, T, thread_candidates())
-                if self.threads != before:
-                    say(f"      (now {self.threads} OpenMP thread{'s' if self.threads > 1 else ''}: "
-                        "faster on this machine at the moment)")
             if acc >= args.target and status.step < steps:
                 say(f"      reached the target {args.target * 100:.0f}%: the callback stops training")
                 return True
@@ -305,10 +347,13 @@ def run(args: argparse.Namespace) -> int:
         say(f"[3/4] training GPT-2 L{mc.num_layers} C{mc.channels} H{mc.num_heads} ({mc.num_params() / 1e6:.2f}M "
             f"parameters) through the C core: {steps} steps of {cfg.batch_size}x{T} tokens, AdamW, cosine LR")
         if auto_threads:
-            acc_cb.threads, times = probe_threads(trainer.model, cfg.batch_size, T, thread_candidates())
-            detail = ", ".join(f"{k}: {v * 1000:.0f} ms" for k, v in times.items())
-            say(f"      OpenMP threads: {acc_cb.threads} (the faster of all cores and one core on a timed step: {detail};")
-            say("      timed again at every evaluation, since a busy machine can make one thread faster)")
+            tuner = ThreadTuner(trainer.model, cfg.batch_size, T, say=say)
+            tuner.probe(0)
+            trainer.callbacks.append(tuner)
+            detail = ", ".join(f"{k}: {v * 1000:.0f} ms" for k, v in tuner.times.items())
+            say(f"      OpenMP threads: {tuner.threads} (the faster of all cores and one core on a timed step: {detail};")
+            say("      timed again at every evaluation and when steps slow down: other busy processes on the")
+            say("      machine can make one thread faster than two)")
         else:
             say(f"      OpenMP threads: {threads}")
         t0 = time.perf_counter()
@@ -331,6 +376,8 @@ def run(args: argparse.Namespace) -> int:
         say(f"        {a:>{D}} + {b:>{D}} = {ans if ans >= 0 else '?':>{D + 1}}   {'ok' if ok else 'wrong, expected ' + str(a + b)}")
     if hist.loss_curve:
         say(f"      loss curve: {hist.loss_curve}")
+    else:
+        say("      loss curve: not drawn (matplotlib is not installed: pip install 'pyllmc[plot]')")
     say(f"      metrics: {out_dir / 'metrics.jsonl'}; checkpoint: {hist.last_checkpoint}; data: {data_dir}/")
     ex_prompt = format_problem(ex_a, ex_b, D)[:2 * D + 2]
     say(f"      try: pyllmc sample --model {out_dir} --prompt '{ex_prompt}' --temperature 0 --max-tokens {D + 1}")

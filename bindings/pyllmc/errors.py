@@ -47,6 +47,28 @@ class UnsupportedError(PyllmcError, NotImplementedError):
     """A feature this build does not have."""
 
 
+class NonFiniteError(PyllmcError, FloatingPointError):
+    """Training met a NaN or infinite loss or gradient. ``report`` (a
+    ``pyllmc.numerics.NonFiniteReport``) names the step and the first tensor (and layer) that
+    went non-finite; ``step``, ``tensor`` and ``layer`` are shortcuts to it."""
+
+    def __init__(self, message: str = "", status: Optional[int] = None, report=None):
+        super().__init__(message, status)
+        self.report = report
+
+    @property
+    def step(self) -> Optional[int]:
+        return getattr(self.report, "step", None)
+
+    @property
+    def tensor(self) -> Optional[str]:
+        return getattr(self.report, "tensor", None)
+
+    @property
+    def layer(self) -> Optional[int]:
+        return getattr(self.report, "layer", None)
+
+
 # llmc_status values (see llmc.h); kept literal so this module imports without the library.
 STATUS_OK = 0
 ERROR_CLASSES: Dict[int, Type[PyllmcError]] = {

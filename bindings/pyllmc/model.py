@@ -48,7 +48,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 import numpy as np
 
 from ._ffi import ffi, lib, string
-from .errors import InvalidArgumentError, PyllmcError, StateError, UnsupportedError, check
+from .errors import FileError, InvalidArgumentError, PyllmcError, StateError, UnsupportedError, check
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -207,6 +207,17 @@ class _BufferExport:
             "data": (int(address), False),  # False: writable
         }
         self._handle = handle
+
+
+def _c_path(path: str) -> bytes:
+    """``path`` as the C string the core opens. An embedded NUL would end the C string early,
+    so "a.bin\\0x" silently opened "a.bin" (another file): rejected, as open() does."""
+    b = os.fsencode(path)
+    if b"\0" in b:
+        raise InvalidArgumentError(f"{path!r}: a path must not contain a NUL character")
+    if not b:
+        raise FileError("empty path: no file given")
+    return b
 
 
 def _int_arg(name: str, value: Any, lo: int, hi: int) -> int:
@@ -385,7 +396,7 @@ class Model:
         opt = _make_options(max_batch, max_seq, threads, device, precision)
         spath = os.fspath(path)
         out = ffi.new("llmc_model **")
-        check(lib.llmc_model_load(os.fsencode(spath), opt, out), context=str(spath))
+        check(lib.llmc_model_load(_c_path(spath), opt, out), context=str(spath))
         return cls(_Handle(out[0]))
 
     def save(self, path: PathLike) -> None:
@@ -393,7 +404,7 @@ class Model:
         spath = os.fspath(path)
         with self._lock:
             ptr = self._ptr()
-            check(lib.llmc_model_save(ptr, os.fsencode(spath)), ptr, context=str(spath))
+            check(lib.llmc_model_save(ptr, _c_path(spath)), ptr, context=str(spath))
 
     # ---------------------------------------------------------------- lifetime
     def _ptr(self):
@@ -586,6 +597,19 @@ class Model:
         with self._lock:
             ptr = self._ptr()
             check(lib.llmc_model_adamw_step(ptr, p), ptr)
+
+    def debug_set_fault(self, name: Optional[str], delta: float = 0.0) -> None:
+        """Testing aid: from the next forward on, add ``delta`` to element 0 of activation
+        ``name`` (e.g. "h3.fch") right after the kernel that produces it, so tests can prove
+        the parity harness localises a wrong kernel output. ``None`` or "" clears the fault.
+        CPU models only (``UnsupportedError`` otherwise); an unknown name is
+        ``InvalidArgumentError``."""
+        if name is not None and not isinstance(name, str):
+            raise InvalidArgumentError(f"fault tensor name must be a str or None, got {name!r}")
+        d = _float_arg("delta", delta)
+        with self._lock:
+            ptr = self._ptr()
+            check(lib.llmc_debug_set_fault(ptr, (name or "").encode(), d), ptr)
 
     # ---------------------------------------------------------------- tensor views
     def tensors(self, kind: Union[str, int, None] = None) -> List[TensorInfo]:

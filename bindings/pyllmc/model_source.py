@@ -106,10 +106,12 @@ def load_model(
     device: str = "cpu",
 ) -> Model:
     """A Model for source ``spec`` (see the module docstring) on ``device``."""
-    if isinstance(spec, Model):
-        return spec
     device = check_device(device)
-    dev = {} if device == "cpu" else {"device": device}
+    if isinstance(spec, Model):
+        if spec.device != device:  # a model is never moved behind the caller's back
+            raise InvalidArgumentError(f"the given Model is on {spec.device}, but device {device!r} was asked for")
+        return spec
+    dev = {"device": device}
     if isinstance(spec, GPTConfig):
         return Model.from_config(spec, max_batch=max_batch, max_seq=max_seq, threads=threads, seed=seed, **dev)
     if spec is None or (isinstance(spec, str) and not spec.strip()):

@@ -38,7 +38,8 @@ def _smooth(y: np.ndarray, window: int) -> np.ndarray:
 
 def plot_loss_curve(rows: Iterable[Dict[str, Any]], path: Union[str, "os.PathLike[str]"],
                     title: Optional[str] = None) -> Optional[Path]:
-    """Write the loss curve; returns the path, or None when matplotlib is missing."""
+    """Write the loss curve; returns the path, or None when matplotlib is missing (or no
+    row has a finite loss)."""
     try:
         import matplotlib
 
@@ -46,10 +47,16 @@ def plot_loss_curve(rows: Iterable[Dict[str, Any]], path: Union[str, "os.PathLik
         import matplotlib.pyplot as plt
     except Exception:
         return None
-    rows = list(rows)
+    # steps whose loss was non-finite (written as null, e.g. skipped updates) are left out:
+    # they have no point on the curve, and NaN would break the axis limits
+    all_rows = list(rows)
+    rows = [r for r in all_rows if r.get("loss") is not None and np.isfinite(float(r["loss"]))]
+    if not rows:
+        return None
     steps = np.array([r["step"] for r in rows], dtype=float)
     loss = np.array([r["loss"] for r in rows], dtype=float)
-    val = [(r["step"], r["val_loss"]) for r in rows if r.get("val_loss") is not None]
+    val = [(r["step"], r["val_loss"]) for r in all_rows
+           if r.get("val_loss") is not None and np.isfinite(float(r["val_loss"]))]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     try:
         ax.plot(steps, loss, color="tab:blue", alpha=0.3, lw=1, label="train loss")

@@ -356,7 +356,7 @@ def load_tokenizer(spec: Union[str, PathLike, Tokenizer]) -> Tokenizer:
     if s == "gpt2":
         return gpt2_tokenizer()
     p = Path(s)
-    if p.is_file():
+    if p.is_file() or (p.exists() and not p.is_dir()):  # a FIFO/device: read_tokenizer_bin says why not
         tok = read_tokenizer_bin(p)
         if tok.can_encode:
             return ByteTokenizer()

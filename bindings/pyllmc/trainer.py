@@ -10,9 +10,23 @@ Library use::
     print(history.final_loss, history.final_val_loss)
 
 One optimizer step = ``grad_accum`` micro-batches of (B, T) (forward, backward with loss
-scale 1/K, so the gradient is that of the mean loss over all K*B*T tokens), gradient
-clipping (``grad_clip`` > 0) or just the norm, one AdamW update at the scheduled LR
-(weight decay on the 2-D weights only unless ``decay_matrices_only=False``).
+scale 1/K, so the gradient is that of the mean loss over all K*B*T tokens), the global
+gradient norm, one AdamW update at the scheduled LR with clipping to ``grad_clip`` (> 0)
+fused into it (``grad_scale = clip_coefficient(norm, grad_clip)``: bitwise the same as
+clipping first, one pass over the gradients fewer), weight decay on the 2-D weights only
+unless ``decay_matrices_only=False``.
+
+Numerical faults
+----------------
+A non-finite loss (checked after every micro-batch's forward) or gradient norm (before the
+update) is a fault; ``pyllmc.numerics`` then names the step and the first tensor, in
+data-flow order, holding a NaN/inf (e.g. ``acts h3.fch_gelu`` or ``grads h3.qkvw``, with
+its layer) and any non-finite parameters. ``on_nonfinite="stop"`` (default) ends the run
+with ``NonFiniteError`` (after ``on_train_end``; no checkpoint of the broken state is
+written). ``"skip"`` skips that step's update, as llm.c skips outlier steps: the step still
+counts (LR schedule, data), its metrics row has ``"skipped": true`` and ``"nonfinite"``
+naming the tensor, and training goes on; non-finite parameters (which skipping cannot cure)
+or more than ``max_skips`` skipped steps in a row still raise ``NonFiniteError``.
 
 Callbacks
 ---------
@@ -99,6 +113,8 @@ class TrainerConfig:
     weight_decay: float = 0.1
     decay_matrices_only: bool = True  #: weight decay on 2-D weights only
     grad_clip: float = 1.0  #: max global grad norm; 0 = off
+    on_nonfinite: str = "stop"  #: NaN/inf loss or gradient: "stop" (raise NonFiniteError) | "skip" the update
+    max_skips: int = 10  #: skip mode: more consecutive skipped steps than this raise NonFiniteError
     # data order, randomness, machine
     shuffle: bool = True
     seed: int = 0  #: model init (size descriptors), data shuffling, sampling
@@ -134,7 +150,7 @@ class TrainerConfig:
         for n in ("batch_size", "seq_len", "grad_accum", "steps", "eval_batches", "log_every"):
             need_int(n, 1)
         for n in ("warmup", "eval_every", "sample_every", "save_every", "keep_last", "sample_tokens",
-                  "sample_top_k", "threads", "seed"):
+                  "sample_top_k", "threads", "seed", "max_skips"):
             need_int(n, 0)
         if self.schedule not in SCHEDULES:
             raise InvalidArgumentError(f"unknown schedule {self.schedule!r}; expected one of {', '.join(SCHEDULES)}")
@@ -155,6 +171,8 @@ class TrainerConfig:
             raise InvalidArgumentError(f"stop_at {self.stop_at} must be in [1, steps = {self.steps}]")
         if (self.resume or self.stop_at is not None) and not self.out_dir:
             raise InvalidArgumentError("resume and stop_at need an output directory (out_dir / --out DIR)")
+        if self.on_nonfinite not in ("stop", "skip"):
+            raise InvalidArgumentError(f"on_nonfinite must be 'stop' or 'skip', got {self.on_nonfinite!r}")
         if self.progress not in ("auto", "bar", "lines", "none"):
             raise InvalidArgumentError(f"progress must be auto, bar, lines or none, got {self.progress!r}")
 
@@ -200,6 +218,7 @@ class TrainStatus:
     running: bool = False
     stop_reason: Optional[str] = None
     checkpoint: Optional[str] = None  #: last checkpoint written
+    skipped_steps: int = 0  #: updates skipped for a non-finite loss/gradient (on_nonfinite="skip")
 
     def as_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -234,13 +253,16 @@ class History:
     last_checkpoint: Optional[str] = None
     loss_curve: Optional[str] = None
     wall_s: float = 0.0
+    #: non-finite steps (skipped, or the one that stopped the run): NonFiniteReport.as_dict()
+    faults: List[Dict[str, Any]] = field(default_factory=list)
 
     @property
     def steps(self) -> List[int]:
         return [r["step"] for r in self.rows]
 
     @property
-    def losses(self) -> List[float]:
+    def losses(self) -> List[Optional[float]]:
+        """Training loss per step (None for a step whose loss was non-finite)."""
         return [r["loss"] for r in self.rows]
 
     @property
@@ -250,6 +272,10 @@ class History:
     @property
     def final_loss(self) -> Optional[float]:
         return self.rows[-1]["loss"] if self.rows else None
+
+    @property
+    def skipped_steps(self) -> List[int]:
+        return [r["step"] for r in self.rows if r.get("skipped")]
 
     @property
     def final_val_loss(self) -> Optional[float]:
@@ -262,6 +288,10 @@ class History:
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _finite_or_none(x: Optional[float]) -> Optional[float]:
+    return x if x is not None and math.isfinite(x) else None
 
 
 def _fmt_time(s: Optional[float]) -> str:
@@ -303,6 +333,8 @@ class Trainer:
         self._mode = "none"
         self._last_saved_step = -1
         self._resumed_from: Optional[str] = None
+        self._skips_in_row = 0  # consecutive non-finite steps skipped (on_nonfinite="skip")
+        self._t_start: Optional[float] = None
 
     # ------------------------------------------------------------ public API
     @property
@@ -424,6 +456,7 @@ class Trainer:
             self.step = int(state["step"])
             self.train_loader.load_state(state["data"])
             self.rng.bit_generator.state = state["rng"]
+            self._skips_in_row = int(state.get("skips_in_row", 0))
             self._last_saved_step = self.step
             if int(state.get("total_steps", cfg.steps)) != cfg.steps:
                 self._log(f"note: the run was started with {state.get('total_steps')} steps, now {cfg.steps}: "
@@ -609,6 +642,7 @@ class Trainer:
             "threads": cfg.threads,
             "model_config": dataclasses.asdict(self.model.config),
             "tokens_seen": self.step * cfg.accum_steps * cfg.batch_size * cfg.seq_len,
+            "skips_in_row": self._skips_in_row,
         }
         path = save_checkpoint(self.model, cfg.out_dir, self.step, state, keep_last=cfg.keep_last)
         self._last_saved_step = self.step
@@ -633,17 +667,17 @@ class Trainer:
         current step (with a checkpoint when out_dir is set; ``stop_reason`` "interrupted");
         a second one raises KeyboardInterrupt at once.
         """
-        t_start = time.perf_counter()
+        t_start = self._t_start = time.perf_counter()
         if self._ready:  # train() again after a stop: continue the same run
             with self._lock:
                 self._stop_event.clear()
                 self._stop_reason = None
             if self.config.out_dir and self._metrics_file is None:
                 self._metrics_file = open(Path(self.config.out_dir) / "metrics.jsonl", "ab")
-        self._start_progress()
         restore = self._install_sigint()
         try:
-            self.setup()
+            self.setup()  # first: a resumed run's bar starts at the checkpoint's step
+            self._start_progress()
             return self._train_loop(t_start)
         finally:
             if restore is not None:
@@ -687,50 +721,48 @@ class Trainer:
             self._log(f"resumed from {self._resumed_from} (step {self.step})")
         if self.val_loader is None and cfg.eval_every:
             self._log("note: eval_every is set but there is no validation data; skipping evaluation")
+        stop_at = cfg.stop_at if cfg.stop_at is not None else cfg.steps
+        if cfg.stop_at is not None and self.step >= cfg.stop_at and self.step < cfg.steps:
+            # a resume with a stop_at already reached: nothing to run, and no extra step
+            self.stop(f"stop_at {cfg.stop_at}")
         self._set_status(running=True, phase="training", step=self.step, total_steps=cfg.steps,
-                         tokens_seen=self.step * tokens_per_step)
+                         tokens_seen=self.step * tokens_per_step,
+                         skipped_steps=sum(1 for r in self.history.rows if r.get("skipped")))
         ema_ms: Optional[float] = None
         val_loss, val_step = None, None
         if self.history.val_losses:
             val_step, val_loss = self.history.val_losses[-1]
-        stop_at = cfg.stop_at if cfg.stop_at is not None else cfg.steps
         while self.step < cfg.steps:
             if self._stop_event.is_set():
                 break
             t0 = time.perf_counter()
             s = self.step + 1
             lr = sched(s)
-            m.zero_grad()
-            loss_sum = 0.0
-            for _ in range(K):
-                x, y = self.train_loader.next_batch()
-                loss_sum += m.forward(x, y)
-                m.backward(loss_scale=1.0 / K)
-            loss = loss_sum / K
-            gnorm = m.clip_grad_norm(cfg.grad_clip) if cfg.grad_clip > 0 else m.grad_norm()
-            m.adamw_step(lr, t=s, beta1=cfg.beta1, beta2=cfg.beta2, eps=cfg.eps, weight_decay=cfg.weight_decay,
-                         decay_matrices_only=cfg.decay_matrices_only)
+            loss, gnorm, fault = self._optimizer_step(s, lr)
             self.step = s
             ms = (time.perf_counter() - t0) * 1000.0
             ema_ms = ms if ema_ms is None else 0.9 * ema_ms + 0.1 * ms
             tps = tokens_per_step / (ms / 1000.0) if ms > 0 else float("inf")
-            row: Dict[str, Any] = {"step": s, "loss": loss, "lr": lr, "grad_norm": gnorm, "ms": round(ms, 3),
+            # JSON has no NaN/Infinity: a non-finite value is written as null
+            row: Dict[str, Any] = {"step": s, "loss": _finite_or_none(loss), "lr": lr,
+                                   "grad_norm": _finite_or_none(gnorm), "ms": round(ms, 3),
                                    "tokens_per_s": round(tps, 1)}
+            if fault is not None:
+                row.update(skipped=True, nonfinite=fault.tensor or fault.what)
             did_eval = False
             if self.val_loader is not None and cfg.eval_every and (s % cfg.eval_every == 0 or s == cfg.steps):
                 self._set_status(phase="evaluating")
                 val_loss, val_step = self.evaluate(), s
-                row["val_loss"] = val_loss
+                row["val_loss"] = _finite_or_none(val_loss)
                 did_eval = True
             self._write_row(row)
             self.history.rows.append(row)
             st = self._set_status(
                 step=s, loss=loss, lr=lr, grad_norm=gnorm, tokens_per_s=tps, ms=ms,
                 eta_s=ema_ms / 1000.0 * (cfg.steps - s), val_loss=val_loss, val_step=val_step,
-                elapsed_s=time.perf_counter() - t_start, tokens_seen=s * tokens_per_step, phase="training")
+                elapsed_s=time.perf_counter() - t_start, tokens_seen=s * tokens_per_step, phase="training",
+                skipped_steps=self._status.skipped_steps + (fault is not None))
             self._progress(st)
-            if not math.isfinite(loss):
-                self.stop(f"non-finite loss at step {s}")
             if did_eval:
                 self._fire("eval", st)
             self._fire("step_end", st)
@@ -744,17 +776,88 @@ class Trainer:
                 self.stop(f"stop_at {cfg.stop_at}")
             stopping = self._stop_event.is_set()
             if cfg.out_dir and ((cfg.save_every and s % cfg.save_every == 0) or s == cfg.steps or stopping):
-                if self._stop_reason and self._stop_reason.startswith("non-finite"):
-                    pass  # never checkpoint a diverged model
-                else:
-                    self._set_status(phase="saving")
-                    path = self.save_checkpoint()
-                    st = self._set_status(phase="training", checkpoint=path)
-                    self._fire("save", st)
-        # end of run
-        self.history.final_step = self.step
-        self.history.stop_reason = None if self.step >= cfg.steps else (self._stop_reason or "stopped")
-        self.history.wall_s = time.perf_counter() - t_start
+                self._set_status(phase="saving")
+                path = self.save_checkpoint()
+                st = self._set_status(phase="training", checkpoint=path)
+                self._fire("save", st)
+        self._finish(t_start)
+        if start_step == self.step and start_step >= cfg.steps:
+            self._log(f"nothing to do: the run is already at step {self.step} of {cfg.steps}")
+        return self.history
+
+    def _optimizer_step(self, s: int, lr: float) -> Tuple[float, float, Optional[Any]]:
+        """Step ``s``: K micro-batches (forward, backward with loss scale 1/K), the gradient
+        norm, clipping fused into the AdamW update. Returns (loss, grad norm, fault): fault is
+        a NonFiniteReport when the loss or the gradient norm was non-finite and the update was
+        skipped (on_nonfinite="skip"); in stop mode that raises NonFiniteError instead."""
+        from .model import clip_coefficient
+        from .numerics import diagnose_gradients, diagnose_loss
+
+        cfg, m, K = self.config, self.model, self.config.accum_steps
+        m.zero_grad()
+        loss_sum = 0.0
+        fault = None
+        for k in range(K):
+            x, y = self.train_loader.next_batch()
+            lk = m.forward(x, y)
+            if not math.isfinite(lk):
+                # diagnose now: the activations are this micro-batch's, and backward would
+                # overwrite probs with the logit gradients
+                fault = diagnose_loss(m, s, lk, micro_batch=k, micro_batches=K)
+                break
+            loss_sum += lk
+            m.backward(loss_scale=1.0 / K)
+        if fault is not None:
+            self._nonfinite(fault)
+            return fault.value, float("nan"), fault
+        loss = loss_sum / K
+        # the norm is needed for clipping and the metrics anyway; a NaN/inf anywhere in the
+        # gradients makes it non-finite, so checking it costs nothing
+        gnorm = m.grad_norm()
+        if not math.isfinite(gnorm):
+            fault = diagnose_gradients(m, s, gnorm)
+            self._nonfinite(fault)
+            return loss, gnorm, fault
+        # clip_coefficient reproduces clip_grad_norm's float32 factor, so this single update
+        # is bitwise clip-then-step, one pass over the gradients cheaper
+        scale = clip_coefficient(gnorm, cfg.grad_clip) if cfg.grad_clip > 0 else 1.0
+        m.adamw_step(lr, t=s, beta1=cfg.beta1, beta2=cfg.beta2, eps=cfg.eps, weight_decay=cfg.weight_decay,
+                     decay_matrices_only=cfg.decay_matrices_only, grad_scale=scale)
+        self._skips_in_row = 0
+        return loss, gnorm, None
+
+    def _nonfinite(self, fault: Any) -> None:
+        """Skip the update of a non-finite step, or end the run with NonFiniteError."""
+        cfg = self.config
+        self.history.faults.append(fault.as_dict())
+        if cfg.on_nonfinite == "skip":
+            self._skips_in_row += 1
+            if fault.bad_params:
+                fault.note = (fault.note + "; " if fault.note else "") + \
+                    "skipping updates cannot help: the parameters themselves are non-finite"
+            elif self._skips_in_row > cfg.max_skips:
+                fault.note = (fault.note + "; " if fault.note else "") + \
+                    f"{self._skips_in_row} steps in a row were non-finite (max_skips = {cfg.max_skips})"
+            else:
+                self._log(f"skipped the update of {fault.message}")
+                return
+        self.history.faults[-1] = fault.as_dict()
+        # the model is not checkpointed: its last good state is the previous checkpoint
+        self.history.stop_reason = f"non-finite {fault.what} at step {fault.step}" + \
+            (f" (first: {fault.tensor})" if fault.tensor else "")
+        self._finish(None, failed=fault)
+        raise fault.error()
+
+    def _finish(self, t_start: Optional[float], failed: Any = None) -> None:
+        """End of the run (completed, stopped, or failed): history, status, loss curve, on_train_end."""
+        cfg = self.config
+        self.history.final_step = self.step  # a failed step was not counted
+        if failed is None:
+            self.history.stop_reason = None if self.step >= cfg.steps else (self._stop_reason or "stopped")
+        if t_start is not None:
+            self.history.wall_s = time.perf_counter() - t_start
+        elif self._t_start is not None:
+            self.history.wall_s = time.perf_counter() - self._t_start
         st = self._set_status(phase="done", running=False, stop_reason=self.history.stop_reason,
                               elapsed_s=self.history.wall_s)
         self._end_progress()
@@ -762,12 +865,10 @@ class Trainer:
             from .plotting import plot_loss_curve
 
             p = plot_loss_curve(self.history.rows, Path(cfg.out_dir) / "loss.png",
-                                title=f"{self._describe_model()} - {cfg.steps} steps")
+                                title=f"{self._describe_model()} - " + (
+                                    f"{cfg.steps} steps" if self.step >= cfg.steps else f"step {self.step} of {cfg.steps}"))
             self.history.loss_curve = str(p) if p else None
         self._fire("train_end", st)
-        if start_step == self.step and start_step >= cfg.steps:
-            self._log(f"nothing to do: the run is already at step {self.step} of {cfg.steps}")
-        return self.history
 
     def _describe_model(self) -> str:
         c = self.model.config

@@ -201,9 +201,17 @@ LLMC_API int32_t llmc_model_copy_to_host(llmc_model *model, int32_t kind, int64_
 LLMC_API int32_t llmc_model_copy_from_host(llmc_model *model, int32_t kind, int64_t offset,
                                            int64_t count, const float *src);
 
+/* Testing aid (debug_fault.c): from the next forward on, add delta to element 0 of the named
+ * activation (e.g. "h3.fch", "logits") right after the kernel that produces it, on every
+ * forward until cleared with tensor_name NULL or "". Lets tests prove that the parity harness
+ * localises a wrong kernel output. CPU models only (UNSUPPORTED elsewhere); an unknown name is
+ * INVALID_ARGUMENT. When unset it costs one flag test per kernel call. */
+LLMC_API int32_t llmc_debug_set_fault(llmc_model *model, const char *tensor_name, float delta);
+
 /* LLMC_CDEF_END */
 
-#define LLMC_ABI_VERSION 3
+/* 4: llmc_debug_set_fault */
+#define LLMC_ABI_VERSION 4
 
 #ifdef __cplusplus
 }

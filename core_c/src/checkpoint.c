@@ -47,6 +47,17 @@ static int header_num_params(const llmc_config *c, size_t *out) {
     return llmc_add_size(layers, emb, out);
 }
 
+/* The first non-zero row of wte's padding (rows V..Vp-1, which FORMATS.md requires to be
+ * zero), or 0 when they are all zero (row 0 is never padding: V >= 1). A non-zero padding row
+ * means the file is not what its header says (e.g. tensors shifted by a wrong V or C). */
+static size_t nonzero_padding_row(const float *wte, const llmc_config *c) {
+    const size_t C = (size_t)c->channels;
+    for (size_t r = (size_t)c->vocab_size; r < (size_t)c->padded_vocab_size; r++)
+        for (size_t j = 0; j < C; j++)
+            if (wte[r * C + j] != 0.0f) return r;
+    return 0;
+}
+
 LLMC_API int32_t llmc_model_load(const char *path, const llmc_options *options,
                                  llmc_model **out) {
     if (!out) return llmc_fail_thread(LLMC_ERR_INVALID_ARGUMENT, "out pointer is NULL");
@@ -91,6 +102,17 @@ LLMC_API int32_t llmc_model_load(const char *path, const llmc_options *options,
                                 "%s: unsupported checkpoint version %d (3 = fp32, 5 = bf16)", path,
                                 version);
     }
+    /* Slots 8..255 are zero in every llm.c checkpoint (FORMATS.md). A non-zero one means a
+     * header from another format or a newer version whose meaning we do not know: reading it
+     * as version 3/5 would silently misinterpret the file. */
+    for (int i = 8; i < CKPT_HEADER_INTS; i++) {
+        if (h[i] != 0) {
+            fclose(f);
+            return llmc_fail_thread(LLMC_ERR_BAD_FORMAT,
+                                    "%s: bad header: reserved slot %d is %d (must be 0)", path, i,
+                                    h[i]);
+        }
+    }
     llmc_config cfg = {h[2], h[3], h[7], h[4], h[5], h[6]};
     char why[256];
     if (!llmc_validate_config(&cfg, why, sizeof(why))) {
@@ -101,8 +123,9 @@ LLMC_API int32_t llmc_model_load(const char *path, const llmc_options *options,
      * 1 KB file whose header claims a huge model otherwise made the loader allocate the
      * whole model (and its activations) first, failing with OUT_OF_MEMORY (or succeeding,
      * under overcommit) instead of reporting the bad file. */
+    size_t nparams;
     {
-        size_t nparams, payload, expected;
+        size_t payload, expected;
         if (!header_num_params(&cfg, &nparams) ||
             !llmc_mul_size(nparams, version == 3 ? 4 : 2, &payload) ||
             !llmc_add_size(payload, CKPT_HEADER_BYTES, &expected)) {
@@ -129,18 +152,16 @@ LLMC_API int32_t llmc_model_load(const char *path, const llmc_options *options,
         snprintf(msg, sizeof(msg), "%s", llmc_last_error());
         return llmc_fail_thread(status, "%s: %s", path, msg);
     }
-    const size_t elem = version == 3 ? 4 : 2;
-    size_t payload, expected;
-    if (!llmc_mul_size(m->num_params, elem, &payload) ||
-        !llmc_add_size(payload, CKPT_HEADER_BYTES, &expected) ||
-        (uint64_t)st.st_size != (uint64_t)expected) {
-        const size_t nparams = m->num_params;
+    /* the model's own layout must agree with the size checked above (header_num_params
+     * duplicates model.c's sum so the check can run before any allocation) */
+    if (m->num_params != nparams) {
+        const size_t have = m->num_params;
         llmc_model_destroy(m);
         fclose(f);
         return llmc_fail_thread(LLMC_ERR_BAD_FORMAT,
-                                "%s: file is %lld bytes but its header describes %zu parameters "
-                                "(%zu bytes expected)",
-                                path, (long long)st.st_size, nparams, expected);
+                                "%s: internal error: the model has %zu parameters, the header "
+                                "describes %zu",
+                                path, have, nparams);
     }
     /* a CPU model reads straight into its parameters; another device through host memory */
     const int on_host = m->device == LLMC_DEVICE_CPU;
@@ -174,10 +195,13 @@ LLMC_API int32_t llmc_model_load(const char *path, const llmc_options *options,
         if (on_host) memset(m->grads, 0, m->num_params * sizeof(float));
     }
     fclose(f);
+    /* wte is the first tensor, so its padding rows are at the start of params */
+    const size_t padding_row =
+        got == m->num_params ? nonzero_padding_row(params, &cfg) : 0;
     int status_up = LLMC_OK;
     if (!on_host) {
         free(tmp);
-        if (got == m->num_params)
+        if (got == m->num_params && padding_row == 0)
             status_up = m->be->copy(m, LLMC_KIND_PARAMS, 0, m->num_params, params, 0);
         free(params);
     }
@@ -185,6 +209,13 @@ LLMC_API int32_t llmc_model_load(const char *path, const llmc_options *options,
         const size_t want = m->num_params;
         llmc_model_destroy(m);
         return llmc_fail_thread(LLMC_ERR_IO, "%s: read %zu of %zu parameters", path, got, want);
+    }
+    if (padding_row != 0) {
+        llmc_model_destroy(m);
+        return llmc_fail_thread(LLMC_ERR_BAD_FORMAT,
+                                "%s: wte row %zu is not zero (rows %d..%d pad the vocabulary and "
+                                "must be zero)",
+                                path, padding_row, cfg.vocab_size, cfg.padded_vocab_size - 1);
     }
     if (status_up != LLMC_OK) {
         char msg[LLMC_ERRMSG_LEN];

@@ -7,11 +7,7 @@
 #define GELU_K 0.7978845608028654f /* sqrt(2 / pi) */
 #define GELU_A 0.044715f
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(LLMC_SANITIZE)
-#define LLMC_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define LLMC_CLONES
-#endif
+/* LLMC_CLONES: internal.h */
 
 /* 0.5 x (1 + tanh(u)) = x * sigmoid(2u): the sigmoid form keeps full relative precision
  * for negative x, where 1 + tanh(u) would cancel. */

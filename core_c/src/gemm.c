@@ -87,6 +87,13 @@ ukernel_avx512(int kc, const float *Ap, const float *Bp, float *C, int64_t ldc, 
                float beta) {
     AVX512_ROW_DECL(0); AVX512_ROW_DECL(1); AVX512_ROW_DECL(2); AVX512_ROW_DECL(3);
     AVX512_ROW_DECL(4); AVX512_ROW_DECL(5); AVX512_ROW_DECL(6); AVX512_ROW_DECL(7);
+    /* Fetch the C tile now so it is in L1 when the sums are stored (and added to C): the
+     * weight gradients (beta = 1) come from DRAM, and a miss at the end of every tile
+     * stalled the backward's dW matmuls. */
+    for (int r = 0; r < mr; r++) {
+        _mm_prefetch((const char *)(C + r * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(C + r * ldc + nr - 1), _MM_HINT_T0);
+    }
     for (int k = 0; k < kc; k++) {
         const __m512 b0 = _mm512_loadu_ps(Bp);
         const __m512 b1 = _mm512_loadu_ps(Bp + 16);
@@ -213,6 +220,24 @@ static ukernel pick_ukernel(void) {
 
 const char *llmc_gemm_isa(void) { return pick_ukernel().name; }
 
+/* One full NR-column strip of a plain (k-major) B: kc rows of 32 contiguous floats. memcpy
+ * of 128 bytes compiled to `rep movsq`, whose start-up cost dominated the backward's dX
+ * packs; two unaligned vector moves per row do not have it. */
+__attribute__((target("avx512f"))) static void copy_strip_avx512(const float *src, int64_t ld,
+                                                                 float *dst, int kc) {
+    for (int k = 0; k < kc; k++) {
+        const float *s = src + (int64_t)k * ld;
+        _mm512_storeu_ps(dst + (size_t)k * NR, _mm512_loadu_ps(s));
+        _mm512_storeu_ps(dst + (size_t)k * NR + 16, _mm512_loadu_ps(s + 16));
+    }
+}
+
+/* kc rows of 8 contiguous floats, one after another (a transposed A strip). */
+__attribute__((target("avx512f"))) static void copy_rows8_avx512(const float *src, int64_t ld,
+                                                                 float *dst, int kc) {
+    for (int k = 0; k < kc; k++) _mm256_storeu_ps(dst + (size_t)k * 8, _mm256_loadu_ps(src + (int64_t)k * ld));
+}
+
 /* Pack rows [0, mc) x depth [0, kc) of op(A) into strips of mr rows: Ap[s][k][r].
  * Loops run along the source's contiguous dimension. */
 static void pack_a(float *Ap, int transA, const float *A, int64_t lda, int m0, int k0, int mc,
@@ -239,6 +264,12 @@ static void pack_a(float *Ap, int transA, const float *A, int64_t lda, int m0, i
         const int rows = mc - s < mr ? mc - s : mr;
         float *dst = Ap + (size_t)s * kc;
         if (transA) {
+#ifdef LLMC_X86
+            if (fast && rows == 8 && mr == 8) { /* dW's A = dout^T: 8 contiguous floats per k */
+                copy_rows8_avx512(A + (int64_t)k0 * lda + m0 + s, lda, dst, kc);
+                continue;
+            }
+#endif
             for (int k = 0; k < kc; k++) {
                 const float *src = A + (int64_t)(k0 + k) * lda + m0 + s;
                 float *d = dst + (size_t)k * mr;
@@ -262,6 +293,10 @@ static void pack_b(float *Bp, int transB, const float *B, int64_t ldb, int k0, i
     int s0 = 0;
 #ifdef LLMC_X86
     /* AVX-512 path for the transposing case: full 32-column strips, 16 x 16 blocks */
+    if (fast && !transB) {
+        for (; s0 + NR <= nc; s0 += NR)
+            copy_strip_avx512(B + (int64_t)k0 * ldb + n0 + s0, ldb, Bp + (size_t)s0 * kc, kc);
+    }
     if (fast && transB) {
         const int k16 = kc / 16 * 16;
         for (; s0 + NR <= nc; s0 += NR) {
@@ -336,6 +371,38 @@ static int choose_prepack(int M, int N, int K, int mr, const llmc_exec *ex) {
     return 0;
 }
 
+/* The source rows of one B strip (depth [k0, k0+kc) x columns [n0, n0+nc)), for prefetching:
+ * transposed B is nc rows of kc floats, plain B is kc rows of nc floats. */
+typedef struct {
+    const float *base;
+    int64_t stride; /* floats between rows */
+    int rows;
+    size_t bytes; /* per row */
+} strip_prefetch;
+
+static strip_prefetch next_strip(int transB, const float *B, int64_t ldb, int k0, int kc, int n0,
+                                 int nc) {
+    strip_prefetch p;
+    if (transB) {
+        p.base = B + (int64_t)n0 * ldb + k0;
+        p.rows = nc;
+        p.bytes = (size_t)kc * sizeof(float);
+    } else {
+        p.base = B + (int64_t)k0 * ldb + n0;
+        p.rows = kc;
+        p.bytes = (size_t)nc * sizeof(float);
+    }
+    p.stride = ldb;
+    return p;
+}
+
+/* Prefetch into L2 (locality 2): the packer reads it soon, the micro-kernel never does. */
+static inline void prefetch_row(const float *row, size_t bytes) {
+    const char *p = (const char *)row;
+    for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 2);
+    __builtin_prefetch(p + bytes - 1, 0, 2); /* the last line when the row is not aligned */
+}
+
 void llmc_sgemm(int transA, int transB, int M, int N, int K, const float *A, int64_t lda,
                 const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
                 const llmc_exec *ex) {
@@ -394,25 +461,48 @@ void llmc_sgemm(int transA, int transB, int M, int N, int K, const float *A, int
         for (int k0 = 0; k0 < K; k0 += LLMC_GEMM_KC) {
             const int kc = K - k0 < LLMC_GEMM_KC ? K - k0 : LLMC_GEMM_KC;
             const float beta_k = k0 == 0 ? beta : 1.0f;
-            const float *Ap, *Bp;
+            const float *Ap;
             if (prepack == 1) {
                 Ap = ex->gemm_shared + (size_t)Mr * k0 + (size_t)m0 * kc;
             } else {
                 pack_a(Aw, transA, A, lda, m0, k0, mc, kc, mr, uk.avx512_pack);
                 Ap = Aw;
             }
-            if (prepack == 2) {
-                Bp = ex->gemm_shared + (size_t)Nr * k0 + (size_t)n0 * kc;
-            } else {
-                pack_b(Bw, transB, B, ldb, k0, n0, kc, nc, uk.avx512_pack);
-                Bp = Bw;
-            }
+            /* B is packed one NR-column strip at a time, right before the strip is used,
+             * and the source of the NEXT strip is prefetched (into L2) a little at a time
+             * between micro-kernel calls. Packing a whole block first made the packer wait
+             * on memory while the FMA units idled (pack_b was ~10% of a d12 step: at
+             * M = B*T = 256 every weight is read from DRAM once per matmul); this way the
+             * loads overlap the arithmetic. */
+            const float *Bshared = prepack == 2 ? ex->gemm_shared + (size_t)Nr * k0 + (size_t)n0 * kc
+                                                : NULL;
+            const int calls = (mc + mr - 1) / mr;
             for (int js = 0; js < nc; js += NR) {
                 const int nr = nc - js < NR ? nc - js : NR;
-                const float *bstrip = Bp + (size_t)js * kc;
+                const float *bstrip;
+                if (Bshared) {
+                    bstrip = Bshared + (size_t)js * kc;
+                } else {
+                    pack_b(Bw + (size_t)js * kc, transB, B, ldb, k0, n0 + js, kc, nr, uk.avx512_pack);
+                    bstrip = Bw + (size_t)js * kc;
+                }
+                strip_prefetch pf = {0};
+                if (!Bshared) {
+                    if (js + NR < nc)
+                        pf = next_strip(transB, B, ldb, k0, kc, n0 + js + NR,
+                                        nc - js - NR < NR ? nc - js - NR : NR);
+                    else if (k0 + kc < K)
+                        pf = next_strip(transB, B, ldb, k0 + kc,
+                                        K - k0 - kc < LLMC_GEMM_KC ? K - k0 - kc : LLMC_GEMM_KC,
+                                        n0, nc < NR ? nc : NR);
+                }
+                const int rows_per_call = (pf.rows + calls - 1) / calls;
+                int pf_row = 0;
                 for (int is = 0; is < mc; is += mr) {
                     const int rows = mc - is < mr ? mc - is : mr;
                     float *ctile = C + (int64_t)(m0 + is) * ldc + n0 + js;
+                    for (int r = 0; r < rows_per_call && pf_row < pf.rows; r++, pf_row++)
+                        prefetch_row(pf.base + (int64_t)pf_row * pf.stride, pf.bytes);
                     uk.fn(kc, Ap + (size_t)is * kc, bstrip, ctile, ldc, rows, nr, beta_k);
                 }
             }

@@ -21,6 +21,17 @@ extern "C" {
 #define LLMC_TEAM_SIZE() 1
 #endif
 
+/* LLMC_CLONES: compile a function for AVX-512, AVX2 and baseline x86-64 and pick one at load
+ * time (GCC's target_clones). The portable build's baseline is SSE2, where the row loops of
+ * softmax, layernorm, attention and AdamW ran scalar; their per-row helpers carry this.
+ * The C is ISO C11 (-ffp-contract=off), so no clone fuses a multiply and an add: clones of
+ * element-wise code give bitwise the same results; reductions may differ in order only. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(LLMC_SANITIZE)
+#define LLMC_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define LLMC_CLONES
+#endif
+
 #define LLMC_NUM_PARAM_TENSORS 16
 #define LLMC_ERRMSG_LEN 512
 
@@ -47,6 +58,14 @@ typedef struct {
 } backward_scratch;
 
 struct llmc_backend;
+
+/* debug_fault.c: one injected fault (llmc_debug_set_fault), armed = 0 when none */
+typedef struct {
+    int armed;
+    int act;   /* A_* */
+    int layer; /* for per-layer activations */
+    float delta;
+} llmc_debug_fault;
 
 typedef struct {
     const char *name; /* points into the model's name storage */
@@ -103,7 +122,17 @@ struct llmc_model {
     int32_t precision; /* llmc_precision */
     const struct llmc_backend *be;
     void *backend_state;
+
+    llmc_debug_fault debug_fault; /* zero (off) unless a test arms it */
 };
+
+/* Hook after a kernel of the CPU forward that produced activations first..last (A_*) of
+ * layer l: adds the armed fault, if it targets one of them. Off, it costs one flag test. */
+void llmc_debug_fault_apply(llmc_model *m, int first_act, int last_act, int layer);
+#define LLMC_DEBUG_FAULT(m, first, last, l) \
+    do { \
+        if ((m)->debug_fault.armed) llmc_debug_fault_apply((m), (first), (last), (l)); \
+    } while (0)
 
 /* The device-specific half of the training step. The public functions in model.c validate
  * their arguments and the call order, then call these. Each returns an llmc_status and sets
@@ -158,6 +187,8 @@ typedef struct { uint64_t state; } llmc_rng;
 void llmc_rng_seed(llmc_rng *r, uint64_t seed);
 uint64_t llmc_rng_next(llmc_rng *r);
 float llmc_rng_normal(llmc_rng *r);
+/* p[j] = std * normal (first + j) of the stream of `seed`; parallel, thread-count independent */
+void llmc_rng_fill_normal(float *p, size_t n, float std, uint64_t seed, uint64_t first, int nt);
 
 /* kernels (each forward has its backward beside it in the same file) */
 void encoder_forward(float *out, const int32_t *inp, const float *wte, const float *wpe,
@@ -229,6 +260,8 @@ void llmc_sgemm(int transA, int transB, int M, int N, int K, const float *A, int
 const char *llmc_gemm_isa(void);
 
 /* adamw.c: returns nothing; hyperparameters per torch.optim.AdamW */
+/* sum of squares of g[0, n), independent of the thread count */
+double grad_sumsq(const float *g, size_t n, int nt);
 void adamw_update(float *param, const float *grad, float *m, float *v, size_t n, double lr,
                   double beta1, double beta2, double eps, double weight_decay, int t,
                   float grad_scale, int nt);

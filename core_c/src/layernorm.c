@@ -8,26 +8,60 @@
 /* Mean and variance are accumulated in double: rows can be long and near-constant, and a
  * two-pass float sum would lose digits the reference keeps. The cost is negligible next to
  * the matmuls. */
+LLMC_CLONES static void layernorm_row(float *o, float *mean, float *rstd, const float *x,
+                                      const float *weight, const float *bias, int C) {
+    double s = 0.0;
+#pragma omp simd reduction(+ : s)
+    for (int c = 0; c < C; c++) s += x[c];
+    const double m = s / C;
+    double v = 0.0;
+#pragma omp simd reduction(+ : v)
+    for (int c = 0; c < C; c++) {
+        const double d = x[c] - m;
+        v += d * d;
+    }
+    v /= C;
+    const float r = (float)(1.0 / sqrt(v + LN_EPS));
+    const float mf = (float)m;
+    for (int c = 0; c < C; c++) o[c] = (x[c] - mf) * r * weight[c] + bias[c];
+    *mean = mf;
+    *rstd = r;
+}
+
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                        const float *weight, const float *bias, int N, int C, int nt) {
 #pragma omp parallel for num_threads(nt) schedule(static)
-    for (int n = 0; n < N; n++) {
-        const float *x = inp + (size_t)n * C;
-        double s = 0.0;
-        for (int c = 0; c < C; c++) s += x[c];
-        const double m = s / C;
-        double v = 0.0;
-        for (int c = 0; c < C; c++) {
-            const double d = x[c] - m;
-            v += d * d;
-        }
-        v /= C;
-        const float r = (float)(1.0 / sqrt(v + LN_EPS));
-        const float mf = (float)m;
-        float *o = out + (size_t)n * C;
-        for (int c = 0; c < C; c++) o[c] = (x[c] - mf) * r * weight[c] + bias[c];
-        mean[n] = mf;
-        rstd[n] = r;
+    for (int n = 0; n < N; n++)
+        layernorm_row(out + (size_t)n * C, mean + n, rstd + n, inp + (size_t)n * C, weight, bias,
+                      C);
+}
+
+/* dinp row (accumulated) of one token */
+LLMC_CLONES static void layernorm_backward_row(float *di, const float *d, const float *x,
+                                               const float *weight, float m, float r, int C) {
+    double sum_dnorm = 0.0, sum_dnorm_xhat = 0.0;
+#pragma omp simd reduction(+ : sum_dnorm, sum_dnorm_xhat)
+    for (int c = 0; c < C; c++) {
+        const float xhat = (x[c] - m) * r;
+        const float dn = d[c] * weight[c];
+        sum_dnorm += dn;
+        sum_dnorm_xhat += (double)dn * xhat;
+    }
+    const float mean_dn = (float)(sum_dnorm / C);
+    const float mean_dnx = (float)(sum_dnorm_xhat / C);
+    for (int c = 0; c < C; c++) {
+        const float xhat = (x[c] - m) * r;
+        const float dn = d[c] * weight[c];
+        di[c] += r * (dn - mean_dn - xhat * mean_dnx);
+    }
+}
+
+/* dweight/dbias contributions of one token to channels [c0, c1) */
+LLMC_CLONES static void layernorm_dweight_row(float *dweight, float *dbias, const float *d,
+                                              const float *x, float m, float r, int c0, int c1) {
+    for (int c = c0; c < c1; c++) {
+        dweight[c] += d[c] * ((x[c] - m) * r);
+        dbias[c] += d[c];
     }
 }
 
@@ -37,39 +71,16 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
                         const float *inp, const float *weight, const float *mean,
                         const float *rstd, int N, int C, int nt) {
 #pragma omp parallel for num_threads(nt) schedule(static)
-    for (int n = 0; n < N; n++) {
-        const float *x = inp + (size_t)n * C;
-        const float *d = dout + (size_t)n * C;
-        const float m = mean[n], r = rstd[n];
-        double sum_dnorm = 0.0, sum_dnorm_xhat = 0.0;
-        for (int c = 0; c < C; c++) {
-            const float xhat = (x[c] - m) * r;
-            const float dn = d[c] * weight[c];
-            sum_dnorm += dn;
-            sum_dnorm_xhat += (double)dn * xhat;
-        }
-        const float mean_dn = (float)(sum_dnorm / C);
-        const float mean_dnx = (float)(sum_dnorm_xhat / C);
-        float *di = dinp + (size_t)n * C;
-        for (int c = 0; c < C; c++) {
-            const float xhat = (x[c] - m) * r;
-            const float dn = d[c] * weight[c];
-            di[c] += r * (dn - mean_dn - xhat * mean_dnx);
-        }
-    }
+    for (int n = 0; n < N; n++)
+        layernorm_backward_row(dinp + (size_t)n * C, dout + (size_t)n * C, inp + (size_t)n * C,
+                               weight, mean[n], rstd[n], C);
 #pragma omp parallel num_threads(nt)
     {
         /* channel slices per thread, rows in order: contiguous reads, fixed summation order */
         const int tid = LLMC_THREAD_ID(), nth = LLMC_TEAM_SIZE();
         const int c0 = (int)((int64_t)C * tid / nth), c1 = (int)((int64_t)C * (tid + 1) / nth);
-        for (int n = 0; n < N; n++) {
-            const float *d = dout + (size_t)n * C;
-            const float *x = inp + (size_t)n * C;
-            const float m = mean[n], r = rstd[n];
-            for (int c = c0; c < c1; c++) {
-                dweight[c] += d[c] * ((x[c] - m) * r);
-                dbias[c] += d[c];
-            }
-        }
+        for (int n = 0; n < N; n++)
+            layernorm_dweight_row(dweight, dbias, dout + (size_t)n * C, inp + (size_t)n * C,
+                                  mean[n], rstd[n], c0, c1);
     }
 }

@@ -314,10 +314,12 @@ int llmc_model_alloc(const llmc_config *cfg, const llmc_options *opt, llmc_model
     if (!m->params || !m->grads || !m->adam_m || !m->adam_v || !m->acts || !m->bwd_buffer ||
         !m->inputs || !m->targets || !m->gemm_shared || !build_tensor_table(m) ||
         ensure_workspaces(m, m->nthreads) != LLMC_OK) {
-        size_t mb = (m->num_params * 4 + m->num_acts + bwd) * sizeof(float) >> 20;
+        /* in double: the size in the message must not itself wrap around for huge models */
+        const double mb = ((double)m->num_params * 4 + (double)m->num_acts + (double)bwd) *
+                          sizeof(float) / (1024.0 * 1024.0);
         llmc_model_destroy(m);
         return llmc_fail_thread(LLMC_ERR_OUT_OF_MEMORY,
-                                "cannot allocate model memory (about %zu MiB)", mb);
+                                "cannot allocate model memory (about %.0f MiB)", mb);
     }
     for (int i = 0; i < LLMC_NUM_PARAM_TENSORS; i++) {
         m->p[i] = m->params + m->param_offsets[i];
@@ -340,8 +342,8 @@ int llmc_model_alloc(const llmc_config *cfg, const llmc_options *opt, llmc_model
 void llmc_model_init_weights(llmc_model *m, uint64_t seed) { llmc_init_params(m, m->params, seed); }
 
 void llmc_init_params(const llmc_model *m, float *params, uint64_t seed) {
-    llmc_rng rng;
-    llmc_rng_seed(&rng, seed);
+    uint64_t drawn = 0; /* normals used so far: each tensor continues the one stream */
+    const int nt = m->nthreads;
     const float std = 0.02f;
     const float proj_std = 0.02f / sqrtf(2.0f * (float)m->cfg.num_layers);
     for (int i = 0; i < LLMC_NUM_PARAM_TENSORS; i++) {
@@ -353,15 +355,18 @@ void llmc_init_params(const llmc_model *m, float *params, uint64_t seed) {
             break;
         case P_WTE: {
             const size_t real = (size_t)m->cfg.vocab_size * m->cfg.channels;
-            for (size_t j = 0; j < real; j++) p[j] = std * llmc_rng_normal(&rng);
-            for (size_t j = real; j < n; j++) p[j] = 0.0f;
+            llmc_rng_fill_normal(p, real, std, seed, drawn, nt);
+            drawn += real;
+            memset(p + real, 0, (n - real) * sizeof(float));
             break;
         }
         case P_WPE: case P_QKVW: case P_FCW:
-            for (size_t j = 0; j < n; j++) p[j] = std * llmc_rng_normal(&rng);
+            llmc_rng_fill_normal(p, n, std, seed, drawn, nt);
+            drawn += n;
             break;
         case P_ATTPROJW: case P_FCPROJW:
-            for (size_t j = 0; j < n; j++) p[j] = proj_std * llmc_rng_normal(&rng);
+            llmc_rng_fill_normal(p, n, proj_std, seed, drawn, nt);
+            drawn += n;
             break;
         default:
             memset(p, 0, n * sizeof(float));
@@ -738,36 +743,51 @@ static int cpu_forward(llmc_model *m, int with_targets, float *mean_loss) {
     float **p = m->p;
 
     encoder_forward(m->a[A_ENCODED], m->inputs, p[P_WTE], p[P_WPE], B, T, C, nt);
+    LLMC_DEBUG_FAULT(m, A_ENCODED, A_ENCODED, 0);
     for (int l = 0; l < L; l++) {
         const float *res = l == 0 ? m->a[A_ENCODED] : act(m, A_RESIDUAL3, l - 1);
         const size_t lc = (size_t)l * C;
         layernorm_forward(act(m, A_LN1, l), act(m, A_LN1_MEAN, l), act(m, A_LN1_RSTD, l), res,
                           p[P_LN1W] + lc, p[P_LN1B] + lc, BT, C, nt);
+        LLMC_DEBUG_FAULT(m, A_LN1, A_LN1_RSTD, l);
         matmul_forward(act(m, A_QKV, l), act(m, A_LN1, l), p[P_QKVW] + lc * 3 * C,
                        p[P_QKVB] + lc * 3, BT, C, 3 * C, &ex);
+        LLMC_DEBUG_FAULT(m, A_QKV, A_QKV, l);
         attention_forward(act(m, A_ATTY, l), act(m, A_ATT, l), act(m, A_QKV, l), B, T, C, NH,
                           nt);
+        LLMC_DEBUG_FAULT(m, A_ATT, A_ATTY, l);
         matmul_forward(act(m, A_ATTPROJ, l), act(m, A_ATTY, l), p[P_ATTPROJW] + lc * C,
                        p[P_ATTPROJB] + lc, BT, C, C, &ex);
+        LLMC_DEBUG_FAULT(m, A_ATTPROJ, A_ATTPROJ, l);
         residual_forward(act(m, A_RESIDUAL2, l), res, act(m, A_ATTPROJ, l), (size_t)BT * C, nt);
+        LLMC_DEBUG_FAULT(m, A_RESIDUAL2, A_RESIDUAL2, l);
         layernorm_forward(act(m, A_LN2, l), act(m, A_LN2_MEAN, l), act(m, A_LN2_RSTD, l),
                           act(m, A_RESIDUAL2, l), p[P_LN2W] + lc, p[P_LN2B] + lc, BT, C, nt);
+        LLMC_DEBUG_FAULT(m, A_LN2, A_LN2_RSTD, l);
         matmul_forward(act(m, A_FCH, l), act(m, A_LN2, l), p[P_FCW] + lc * 4 * C,
                        p[P_FCB] + lc * 4, BT, C, 4 * C, &ex);
+        LLMC_DEBUG_FAULT(m, A_FCH, A_FCH, l);
         gelu_forward(act(m, A_FCH_GELU, l), act(m, A_FCH, l), (size_t)BT * 4 * C, nt);
+        LLMC_DEBUG_FAULT(m, A_FCH_GELU, A_FCH_GELU, l);
         matmul_forward(act(m, A_FCPROJ, l), act(m, A_FCH_GELU, l), p[P_FCPROJW] + lc * 4 * C,
                        p[P_FCPROJB] + lc, BT, 4 * C, C, &ex);
+        LLMC_DEBUG_FAULT(m, A_FCPROJ, A_FCPROJ, l);
         residual_forward(act(m, A_RESIDUAL3, l), act(m, A_RESIDUAL2, l), act(m, A_FCPROJ, l),
                          (size_t)BT * C, nt);
+        LLMC_DEBUG_FAULT(m, A_RESIDUAL3, A_RESIDUAL3, l);
     }
     layernorm_forward(m->a[A_LNF], m->a[A_LNF_MEAN], m->a[A_LNF_RSTD],
                       act(m, A_RESIDUAL3, L - 1), p[P_LNFW], p[P_LNFB], BT, C, nt);
+    LLMC_DEBUG_FAULT(m, A_LNF, A_LNF_RSTD, 0);
     /* weight tying: the classifier is wte itself */
     matmul_forward(m->a[A_LOGITS], m->a[A_LNF], p[P_WTE], NULL, BT, C, Vp, &ex);
+    LLMC_DEBUG_FAULT(m, A_LOGITS, A_LOGITS, 0);
 
-    if (with_targets)
+    if (with_targets) {
         *mean_loss = crossentropy_forward(m->a[A_PROBS], m->a[A_LOSSES], m->a[A_LOGITS],
                                           m->targets, BT, m->cfg.vocab_size, Vp, nt);
+        LLMC_DEBUG_FAULT(m, A_PROBS, A_LOSSES, 0);
+    }
     return LLMC_OK;
 }
 
@@ -823,12 +843,7 @@ static int cpu_backward(llmc_model *m, float loss_scale) {
 static int cpu_grad_sumsq(llmc_model *m, double *sumsq) {
     const size_t n = m->num_params;
     const float *g = m->grads;
-    double s = 0.0;
-    /* "simd": lets the compiler split the sum over vector lanes; without it the double
-     * reduction is one serial dependency chain, slower than the whole AdamW update */
-#pragma omp parallel for simd num_threads(m->nthreads) schedule(static) reduction(+ : s)
-    for (size_t i = 0; i < n; i++) s += (double)g[i] * g[i];
-    *sumsq = s;
+    *sumsq = grad_sumsq(g, n, m->nthreads); /* adamw.c */
     return LLMC_OK;
 }
 

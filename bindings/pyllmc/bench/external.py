@@ -20,6 +20,7 @@ import os
 import re
 import select
 import shlex
+import shutil
 import struct
 import subprocess
 import tempfile
@@ -104,35 +105,48 @@ def run(binary: str, shape: Shape, B: int, T: int, threads: int, warmup: int, re
         write_data(root, shape.vocab_size)
         env = dict(os.environ, OMP_NUM_THREADS=str(threads))
         argv = [str(exe.resolve()), *shlex.split(os.environ.get("LLMC_BIN_ARGS", ""))]
-        p = subprocess.Popen(argv, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True, bufsize=1)
+        # llm.c prints with printf: into a pipe that is block-buffered, so its step lines would
+        # arrive only when 4 KiB have piled up or it exits. stdbuf -oL (coreutils; it execs
+        # the binary, so the pid and its VmHWM stay llm.c's own) makes them arrive per line.
+        stdbuf = shutil.which("stdbuf")
+        if stdbuf:
+            argv = [stdbuf, "-oL", *argv]
+        p = subprocess.Popen(argv, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
         times: List[float] = []
         losses: List[float] = []
         tail: List[str] = []
         peak = float("nan")
         deadline = time.monotonic() + timeout
+        pending = b""
+        fd = p.stdout.fileno() if p.stdout else -1
         try:
-            assert p.stdout is not None
             while len(times) < warmup + repeats:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise Skipped(f"llm.c binary timed out after {timeout:.0f} s ({len(times)} steps)")
-                ready, _, _ = select.select([p.stdout], [], [], min(left, 5.0))
+                # select and os.read on the raw descriptor: a buffered readline would pull
+                # several lines into Python's buffer, where select cannot see them
+                ready, _, _ = select.select([fd], [], [], min(left, 1.0))
                 hwm = _vmhwm_mb(p.pid)  # monotonic while the process lives
                 if hwm == hwm:
                     peak = hwm
                 if not ready:
                     continue
-                line = p.stdout.readline()
-                if not line:
+                chunk = os.read(fd, 65536)
+                if not chunk:
                     p.wait()
                     raise Skipped(f"llm.c binary exited {p.returncode} after {len(times)} steps: {' | '.join(tail[-3:])}")
-                tail.append(line.strip())
-                m = STEP_RE.search(line)
-                if m:
-                    times.append(float(m.group(2)))
-                    lm = re.search(r"loss\s+([0-9.eE+-]+)", line)
-                    if lm:
-                        losses.append(float(lm.group(1)))
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for raw in lines:
+                    line = raw.decode("utf-8", "replace").strip()
+                    tail.append(line)
+                    m = STEP_RE.search(line)
+                    if m and len(times) < warmup + repeats:
+                        times.append(float(m.group(2)))
+                        lm = re.search(r"loss\s+([0-9.eE+-]+)", line)
+                        if lm:
+                            losses.append(float(lm.group(1)))
             hwm = _vmhwm_mb(p.pid)
             if hwm == hwm:
                 peak = hwm

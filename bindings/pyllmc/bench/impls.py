@@ -19,7 +19,6 @@ measuring the C core never loads torch and its peak RSS is the C core's own.
 from __future__ import annotations
 
 import inspect
-import os
 import re
 import time
 from typing import Callable, Dict, List, Optional, Tuple
@@ -109,19 +108,14 @@ class CCoreRunner(Runner):
             from ..model import clip_coefficient
 
             self.clip_coefficient = clip_coefficient
-        # PYLLMC_BENCH_SLOW=forward runs every forward pass twice: a deliberately slowed C
-        # core, to show the ratio gate failing (benchmarks/README.md). Never set otherwise.
-        self.slow_forward = os.environ.get("PYLLMC_BENCH_SLOW") == "forward"
         self.info = {"library": _library_path(), "openmp": bool(lib.llmc_has_openmp()),
-                     "clip": "grad_scale" if self.fused_clip else "clip_grad_norm", "slow_forward": self.slow_forward}
+                     "clip": "grad_scale" if self.fused_clip else "clip_grad_norm"}
 
     def step(self, t: int):
         m, clock = self.m, time.perf_counter
         hp = dict(beta1=BETA1, beta2=BETA2, eps=EPS, weight_decay=WEIGHT_DECAY)
         t0 = clock()
         loss = m.forward(self.x, self.y)
-        if self.slow_forward:
-            loss = m.forward(self.x, self.y)
         t1 = clock()
         m.zero_grad()
         m.backward(1.0)

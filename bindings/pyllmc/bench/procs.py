@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from .spec import Job
 from .worker import MARK
@@ -64,13 +64,13 @@ def run_job(job: Job, timeout: float) -> Dict[str, Any]:
 class Served:
     """A worker in `serve` mode: set up once, then one timed step per `step()` call."""
 
-    def __init__(self, job: Job, timeout: float = 600.0):
+    def __init__(self, job: Job, timeout: float = 600.0, env_extra: Optional[Dict[str, str]] = None):
         self.job = job
         self.timeout = timeout
         self.p = subprocess.Popen(
             [sys.executable, "-m", "pyllmc.bench.worker", "serve", job.to_json()],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=thread_env(job.threads),
+            env=thread_env(job.threads, env_extra),
         )  # fmt: skip
         self.hello = self._read()
 
@@ -113,20 +113,45 @@ class Served:
                 f.close()
 
 
-def interleaved(jobs: List[Job], rounds: int, timeout: float = 600.0) -> Dict[str, List[Dict[str, float]]]:
-    """Time `rounds` steps of every job with all workers alive, alternating between them
-    (the order reverses every round), so slow drifts of machine load hit all alike.
-    Returns impl -> list of per-step phase dicts, in round order."""
-    served: List[Served] = []
-    try:
-        for j in jobs:
-            served.append(Served(j, timeout))
-        out: Dict[str, List[Dict[str, float]]] = {j.impl: [] for j in jobs}
-        for r in range(rounds):
-            order = served if r % 2 == 0 else served[::-1]
+class Interleaved:
+    """Live workers for several jobs (context manager); `rounds(n)` times n steps of every
+    job, alternating between them (the order reverses every round), so slow drifts of
+    machine load hit all alike. `env` maps an implementation to extra environment variables
+    for its worker alone. `info` maps each implementation to its worker's `info` (e.g. the C
+    library it loaded)."""
+
+    def __init__(self, jobs: List[Job], timeout: float = 600.0, env: Optional[Dict[str, Dict[str, str]]] = None):
+        self.served: List[Served] = []
+        try:
+            for j in jobs:
+                self.served.append(Served(j, timeout, (env or {}).get(j.impl)))
+        except BaseException:
+            self.close()
+            raise
+        self.info = {s.job.impl: s.hello.get("info", {}) for s in self.served}
+
+    def rounds(self, n: int) -> Dict[str, List[Dict[str, float]]]:
+        out: Dict[str, List[Dict[str, float]]] = {s.job.impl: [] for s in self.served}
+        for r in range(n):
+            order = self.served if r % 2 == 0 else self.served[::-1]
             for s in order:
                 out[s.job.impl].append(s.step()["phases"])
         return out
-    finally:
-        for s in served:
+
+    def close(self) -> None:
+        for s in self.served:
             s.close()
+
+    def __enter__(self) -> "Interleaved":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def interleaved(jobs: List[Job], rounds: int, timeout: float = 600.0,
+                env: Optional[Dict[str, Dict[str, str]]] = None) -> Tuple[Dict[str, List[Dict[str, float]]], Dict[str, Dict[str, Any]]]:
+    """`rounds` interleaved steps of every job in fresh workers (see Interleaved): returns
+    (impl -> list of per-step phase dicts in round order, impl -> worker info)."""
+    with Interleaved(jobs, timeout, env) as il:
+        return il.rounds(rounds), il.info
