@@ -540,15 +540,18 @@ class Model:
             ptr = self._ptr()
             check(lib.llmc_model_zero_grad(ptr), ptr)
 
-    def backward(self, loss_scale: float = 1.0) -> None:
-        """Backward of the last forward (which needs targets); gradients are ADDED to grads.
+    def backward(self, loss_scale: float = 1.0, *, accumulate: bool = True) -> None:
+        """Backward of the last forward (which needs targets).
 
         The gradient is that of ``loss_scale * mean loss``: use 1/K for K micro-batches.
+        With ``accumulate=True`` it is ADDED to grads; with ``accumulate=False`` it replaces
+        them, equal to ``zero_grad()`` then ``backward()`` but one pass over the gradients
+        cheaper (use it for the first micro-batch of a step).
         """
         scale = _float_arg("loss_scale", loss_scale)
         with self._lock:
             ptr = self._ptr()
-            check(lib.llmc_model_backward(ptr, scale), ptr)
+            check(lib.llmc_model_backward_ex(ptr, scale, 1 if accumulate else 0), ptr)
 
     def grad_norm(self) -> float:
         """Global L2 norm of all parameter gradients."""

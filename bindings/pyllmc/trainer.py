@@ -794,7 +794,6 @@ class Trainer:
         from .numerics import diagnose_gradients, diagnose_loss
 
         cfg, m, K = self.config, self.model, self.config.accum_steps
-        m.zero_grad()
         loss_sum = 0.0
         fault = None
         for k in range(K):
@@ -806,7 +805,8 @@ class Trainer:
                 fault = diagnose_loss(m, s, lk, micro_batch=k, micro_batches=K)
                 break
             loss_sum += lk
-            m.backward(loss_scale=1.0 / K)
+            # the first micro-batch overwrites the gradients: zero_grad without its own pass
+            m.backward(loss_scale=1.0 / K, accumulate=k > 0)
         if fault is not None:
             self._nonfinite(fault)
             return fault.value, float("nan"), fault

@@ -4,11 +4,13 @@
  *
  *   bench_kernels kernels B T C NH V Vp L threads repeats
  *   bench_kernels gemm N threads repeats
+ *   bench_kernels fma threads repeats
  *
  * `kernels` prints a JSON list, one entry per kernel call site kind: its name, group, how
  * many times one training step of an L-layer model calls it (calls_per_step), and the min
  * and median milliseconds of one call over `repeats` timed calls after one warm-up call.
  * `gemm` prints the best GFLOP/s of an N x N x N llmc_sgemm in the forward (A B^T) layout.
+ * `fma` prints the FMA throughput of `threads` threads (register-only, widest vectors).
  *
  * Unlike bench_step.c this program calls the kernels declared in core_c/src/internal.h,
  * which is not a stable interface: when a kernel's signature changes or kernels are fused,
@@ -118,7 +120,7 @@ static void k_ce_bwd(ctx *c) {
                           c->V, c->Vp, c->nt);
 }
 static void k_adamw(ctx *c) {
-    adamw_update(c->p, c->g, c->m, c->v, c->num_params, 1e-4f, 0.9f, 0.999f, 1e-8f, 0.1f, 1, c->nt);
+    adamw_update(c->p, c->g, c->m, c->v, c->num_params, 1e-4, 0.9, 0.999, 1e-8, 0.1, 1, 1.0f, c->nt);
 }
 
 typedef struct {
@@ -167,6 +169,7 @@ static llmc_exec make_exec(int nt, int max_seq) {
     ex.gemm_ws = buf(LLMC_GEMM_WS_FLOATS * (size_t)nt, 0.0f);
     ex.row_ws = buf((size_t)max_seq * nt, 0.0f);
     ex.row_ws_len = max_seq;
+    ex.dw_beta = 1.0f; /* matmul_backward accumulates into dweight, as in a model */
     return ex;
 }
 
@@ -192,8 +195,82 @@ static int run_gemm(int argc, char **argv) {
     return 0;
 }
 
+/* ---- FMA throughput probe: the machine's arithmetic peak, measured, not from a datasheet.
+ * Each thread runs NCHAIN independent chains of fused multiply-adds in registers (enough
+ * independent chains to cover the FMA latency on two ports), so nothing but the FMA units
+ * limits it. Values stay finite (x = x * b + c with b slightly below 1). */
+#define NCHAIN 12
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#include <immintrin.h>
+#define FMA_X86 1
+__attribute__((target("avx512f"))) static float fma_avx512(long iters) {
+    __m512 x[NCHAIN];
+    const __m512 b = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-6f);
+    for (int j = 0; j < NCHAIN; j++) x[j] = _mm512_set1_ps(1.0f + 0.01f * (float)j);
+    for (long i = 0; i < iters; i++)
+        for (int j = 0; j < NCHAIN; j++) x[j] = _mm512_fmadd_ps(x[j], b, c);
+    __m512 s = x[0];
+    for (int j = 1; j < NCHAIN; j++) s = _mm512_add_ps(s, x[j]);
+    return _mm512_reduce_add_ps(s);
+}
+__attribute__((target("avx2,fma"))) static float fma_avx2(long iters) {
+    __m256 x[NCHAIN];
+    const __m256 b = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-6f);
+    for (int j = 0; j < NCHAIN; j++) x[j] = _mm256_set1_ps(1.0f + 0.01f * (float)j);
+    for (long i = 0; i < iters; i++)
+        for (int j = 0; j < NCHAIN; j++) x[j] = _mm256_fmadd_ps(x[j], b, c);
+    float out[8], r = 0.0f;
+    __m256 s = x[0];
+    for (int j = 1; j < NCHAIN; j++) s = _mm256_add_ps(s, x[j]);
+    _mm256_storeu_ps(out, s);
+    for (int k = 0; k < 8; k++) r += out[k];
+    return r;
+}
+#endif
+
+static int run_fma(int argc, char **argv) {
+    int nt, repeats;
+    if (argc != 4 || parse(argv[2], 1, LLMC_MAX_THREADS, &nt) || parse(argv[3], 1, 100000, &repeats)) {
+        fprintf(stderr, "usage: bench_kernels fma threads repeats\n");
+        return 2;
+    }
+    const char *isa = "none";
+    int width = 0;
+#ifdef FMA_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) { isa = "avx512"; width = 16; }
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) { isa = "avx2"; width = 8; }
+#endif
+    if (!width) {
+        printf("{\"threads\": %d, \"isa\": \"none\", \"gflops\": null}\n", nt);
+        return 0;
+    }
+    const long iters = 20L * 1000 * 1000; /* ~0.1-0.3 s per call on one core */
+    double best = 1e30;
+    volatile float sink = 0.0f;
+    for (int r = 0; r <= repeats; r++) { /* r == 0: warm-up (clocks up, threads started) */
+        double t0 = now_s();
+        float acc = 0.0f;
+#pragma omp parallel num_threads(nt) reduction(+ : acc)
+        {
+#ifdef FMA_X86
+            acc += width == 16 ? fma_avx512(iters) : fma_avx2(iters);
+#endif
+        }
+        const double t = now_s() - t0;
+        sink += acc;
+        if (r > 0 && t < best) best = t;
+    }
+    (void)sink;
+    const double flops = 2.0 * width * NCHAIN * (double)iters * nt;
+    printf("{\"threads\": %d, \"isa\": \"%s\", \"gflops\": %.3f, \"ms_min\": %.4f}\n", nt, isa, flops / best / 1e9,
+           1e3 * best);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "gemm") == 0) return run_gemm(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "fma") == 0) return run_fma(argc, argv);
     int a[9];
     static const long hi[9] = {1 << 20, 1 << 20, 1 << 20, 1 << 16, 1 << 24, 1 << 24, 1 << 12, LLMC_MAX_THREADS, 100000};
     int bad = argc != 11 || strcmp(argv[1], "kernels") != 0;

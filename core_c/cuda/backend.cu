@@ -422,8 +422,10 @@ int cuda_zero_grad(llmc_model *m) {
     return leave(m);
 }
 
-int cuda_backward(llmc_model *m, float loss_scale) {
+int cuda_backward(llmc_model *m, float loss_scale, int accumulate) {
     TRY(enter(m));
+    /* overwrite mode as zero_grad + accumulate (a memset is cheap next to a GPU backward) */
+    if (!accumulate) CU(cudaMemsetAsync(m->grads, 0, m->num_params * sizeof(float), kStream));
     TRY(backward_body(m, loss_scale));
     return leave(m);
 }

@@ -174,6 +174,12 @@ LLMC_API int32_t llmc_model_zero_grad(llmc_model *model);
  * gradient buffer (so micro-batches accumulate); d(loss)/d(loss) is loss_scale, so the
  * gradient is that of loss_scale * mean loss. Use 1.0 for one batch, 1/K for K micro-batches. */
 LLMC_API int32_t llmc_model_backward(llmc_model *model, float loss_scale);
+/* llmc_model_backward with a choice: accumulate != 0 adds to the gradients as above;
+ * accumulate == 0 OVERWRITES them (grads = the gradient of this batch), the same result as
+ * zero_grad followed by backward but without zero_grad's pass over all gradients and with
+ * the weight-gradient matmuls writing instead of read-add-writing. Use it for the first
+ * micro-batch of a step. */
+LLMC_API int32_t llmc_model_backward_ex(llmc_model *model, float loss_scale, int32_t accumulate);
 /* Global L2 norm of all parameter gradients. */
 LLMC_API int32_t llmc_model_grad_norm(llmc_model *model, float *norm);
 /* Scale gradients so their global norm is at most max_norm (as torch's clip_grad_norm_:
@@ -210,8 +216,8 @@ LLMC_API int32_t llmc_debug_set_fault(llmc_model *model, const char *tensor_name
 
 /* LLMC_CDEF_END */
 
-/* 4: llmc_debug_set_fault */
-#define LLMC_ABI_VERSION 4
+/* 4: llmc_debug_set_fault; 5: llmc_model_backward_ex */
+#define LLMC_ABI_VERSION 5
 
 #ifdef __cplusplus
 }

@@ -144,7 +144,8 @@ typedef struct llmc_backend {
     const char *name;
     int (*forward)(llmc_model *m, int with_targets, float *mean_loss);
     int (*zero_grad)(llmc_model *m);
-    int (*backward)(llmc_model *m, float loss_scale);
+    /* accumulate: grads += gradient; otherwise grads = gradient */
+    int (*backward)(llmc_model *m, float loss_scale, int accumulate);
     int (*grad_sumsq)(llmc_model *m, double *sumsq);
     int (*scale_grads)(llmc_model *m, float coef);
     int (*adamw)(llmc_model *m, const llmc_adamw_params *hp);
@@ -212,13 +213,14 @@ typedef struct {
     int row_ws_len;
     float *gemm_shared;     /* one operand packed once for all threads (may be NULL) */
     size_t gemm_shared_len; /* in floats */
+    float dw_beta;          /* weight gradients: 1 accumulate into them, 0 overwrite */
 } llmc_exec;
 
 /* out (N, OC) = inp (N, IC) @ weight (OC, IC)^T + bias (OC or NULL) */
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int N, int IC, int OC, const llmc_exec *ex);
 /* dinp (N, IC) = dout @ weight (overwritten, skipped when dinp is NULL);
- * dweight += dout^T @ inp; dbias += colsum(dout) (skipped when NULL) */
+ * dweight = dw_beta * dweight + dout^T @ inp; dbias += colsum(dout) (skipped when NULL) */
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                      const float *inp, const float *weight, int N, int IC, int OC,
                      const llmc_exec *ex);

@@ -35,6 +35,6 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
                      const float *inp, const float *weight, int N, int IC, int OC,
                      const llmc_exec *ex) {
     if (dinp) llmc_sgemm(0, 0, N, IC, OC, dout, OC, weight, IC, 0.0f, dinp, IC, ex);
-    llmc_sgemm(1, 0, OC, IC, N, dout, OC, inp, IC, 1.0f, dweight, IC, ex);
+    llmc_sgemm(1, 0, OC, IC, N, dout, OC, inp, IC, ex->dw_beta, dweight, IC, ex);
     if (dbias) bias_backward(dbias, dout, N, OC, ex->nt);
 }

@@ -35,7 +35,7 @@ static int act_is_per_layer(int a) { return a >= A_LN1 && a <= A_RESIDUAL3; }
 /* the CPU backend (defined at the end of this file) */
 static int cpu_forward(llmc_model *m, int with_targets, float *mean_loss);
 static int cpu_zero_grad(llmc_model *m);
-static int cpu_backward(llmc_model *m, float loss_scale);
+static int cpu_backward(llmc_model *m, float loss_scale, int accumulate);
 static int cpu_grad_sumsq(llmc_model *m, double *sumsq);
 static int cpu_scale_grads(llmc_model *m, float coef);
 static int cpu_adamw(llmc_model *m, const llmc_adamw_params *hp);
@@ -314,12 +314,17 @@ int llmc_model_alloc(const llmc_config *cfg, const llmc_options *opt, llmc_model
     if (!m->params || !m->grads || !m->adam_m || !m->adam_v || !m->acts || !m->bwd_buffer ||
         !m->inputs || !m->targets || !m->gemm_shared || !build_tensor_table(m) ||
         ensure_workspaces(m, m->nthreads) != LLMC_OK) {
-        /* in double: the size in the message must not itself wrap around for huge models */
-        const double mb = ((double)m->num_params * 4 + (double)m->num_acts + (double)bwd) *
-                          sizeof(float) / (1024.0 * 1024.0);
+        /* in double: the sizes in the message must not themselves wrap around for huge
+         * models. Split so the user sees whether the model or the batch is too large. */
+        const double mib = (double)sizeof(float) / (1024.0 * 1024.0);
+        const double state_mb = (double)m->num_params * 4 * mib;
+        const double acts_mb = ((double)m->num_acts + (double)bwd) * mib;
         llmc_model_destroy(m);
         return llmc_fail_thread(LLMC_ERR_OUT_OF_MEMORY,
-                                "cannot allocate model memory (about %.0f MiB)", mb);
+                                "cannot allocate model memory (about %.0f MiB: %.0f MiB of parameters, "
+                                "gradients and AdamW state, %.0f MiB of activations for max_batch %d "
+                                "x max_seq %d)",
+                                state_mb + acts_mb, state_mb, acts_mb, o.max_batch, o.max_seq);
     }
     for (int i = 0; i < LLMC_NUM_PARAM_TENSORS; i++) {
         m->p[i] = m->params + m->param_offsets[i];
@@ -624,7 +629,7 @@ double llmc_param_weight_decay(const llmc_adamw_params *hp, int i) {
 
 static llmc_exec exec_of(llmc_model *m) {
     llmc_exec ex = {m->nthreads, m->gemm_ws, m->row_ws, m->opt.max_seq, m->gemm_shared,
-                    LLMC_GEMM_SHARED_FLOATS};
+                    LLMC_GEMM_SHARED_FLOATS, 1.0f};
     return ex;
 }
 
@@ -677,16 +682,20 @@ LLMC_API int32_t llmc_model_zero_grad(llmc_model *m) {
     return m->be->zero_grad(m);
 }
 
-LLMC_API int32_t llmc_model_backward(llmc_model *m, float loss_scale) {
+LLMC_API int32_t llmc_model_backward_ex(llmc_model *m, float loss_scale, int32_t accumulate) {
     if (!m) return LLMC_ERR_INVALID_ARGUMENT;
     if (!m->have_targets)
         return llmc_fail(m, LLMC_ERR_BAD_STATE,
                          "backward needs a preceding forward call with targets");
     if (!isfinite(loss_scale))
         return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "loss_scale is not finite");
-    const int st = m->be->backward(m, loss_scale);
+    const int st = m->be->backward(m, loss_scale, accumulate);
     m->have_targets = 0; /* probs are consumed: the next backward needs a new forward */
     return st;
+}
+
+LLMC_API int32_t llmc_model_backward(llmc_model *m, float loss_scale) {
+    return llmc_model_backward_ex(m, loss_scale, 1);
 }
 
 LLMC_API int32_t llmc_model_grad_norm(llmc_model *m, float *norm) {
@@ -799,12 +808,21 @@ static int cpu_zero_grad(llmc_model *m) {
     return LLMC_OK;
 }
 
-static int cpu_backward(llmc_model *m, float loss_scale) {
+static int cpu_backward(llmc_model *m, float loss_scale, int accumulate) {
     const int B = m->B, T = m->T, BT = B * T;
     const int C = m->cfg.channels, NH = m->cfg.num_heads, L = m->cfg.num_layers;
     const int V = m->cfg.vocab_size, Vp = m->cfg.padded_vocab_size, nt = m->nthreads;
-    const llmc_exec ex = exec_of(m);
+    llmc_exec ex = exec_of(m);
     float **p = m->p, **g = m->g;
+    if (!accumulate) {
+        /* Overwrite mode: the weight matrices' gradients (all but ~1% of them) are written
+         * whole by their matmuls with beta 0 (wte's by the classifier, before the encoder
+         * adds to it); only the small rest (wpe, biases, layernorms) is zeroed here. */
+        ex.dw_beta = 0.0f;
+        for (int i = 0; i < LLMC_NUM_PARAM_TENSORS; i++)
+            if (i != P_WTE && i != P_QKVW && i != P_ATTPROJW && i != P_FCW && i != P_FCPROJW)
+                memset(g[i], 0, m->param_sizes[i] * sizeof(float));
+    }
     float *dres = m->scratch.dresidual, *dsmall = m->scratch.dsmall, *dbig = m->scratch.dbig;
 
     crossentropy_backward(m->scratch.dlogits, m->a[A_PROBS], m->targets, loss_scale / (float)BT,

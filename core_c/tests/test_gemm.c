@@ -28,7 +28,7 @@ static int check(int tA, int tB, int M, int N, int K, float beta, int nt) {
             R[m * N + n] = (float)acc;
         }
     float *ws = malloc(sizeof(float) * LLMC_GEMM_WS_FLOATS * nt);
-    float *sh = malloc(sizeof(float) * LLMC_GEMM_SHARED_FLOATS); llmc_exec ex = {nt, ws, NULL, 0, (M % 2) ? NULL : sh, LLMC_GEMM_SHARED_FLOATS};
+    float *sh = malloc(sizeof(float) * LLMC_GEMM_SHARED_FLOATS); llmc_exec ex = {nt, ws, NULL, 0, (M % 2) ? NULL : sh, LLMC_GEMM_SHARED_FLOATS, 1.0f};
     llmc_sgemm(tA, tB, M, N, K, A, lda, B, ldb, beta, C, N, &ex);
     double worst = 0.0;
     for (int i = 0; i < M * N; i++) {

@@ -11,7 +11,9 @@
  * wrappers return 0, or -1 when the workspace cannot be allocated.
  *
  * Lives in its own directory so the C unit-test glob (tests/*.c, one executable each)
- * does not pick it up. Python loader: bindings/pyllmc/_kernel_shim.py. */
+ * does not pick it up. Python loader: reference/kernel_shim.py (pyllmc.reference.kernel_shim),
+ * whose cdef must match the signatures below (parity_tests/test_kernels.py checks it);
+ * bump SHIM_ABI with any change of a signature so a stale shim is refused at load. */
 #define _POSIX_C_SOURCE 200809L /* posix_memalign */
 #include "internal.h"
 
@@ -57,6 +59,7 @@ static int exec_make(shim_exec *s, int nt, int row_len, int use_shared) {
     s->ex.row_ws_len = row_len;
     s->ex.gemm_shared = s->shared;
     s->ex.gemm_shared_len = use_shared ? LLMC_GEMM_SHARED_FLOATS : 0;
+    s->ex.dw_beta = 1.0f; /* matmul_backward accumulates into dweight, as in a model */
     return 0;
 }
 
@@ -66,7 +69,23 @@ static void exec_free(shim_exec *s) {
     free(s->shared);
 }
 
+#define SHIM_ABI 2
+
+SHIM_API int llmc_test_shim_abi(void) { return SHIM_ABI; }
+
 SHIM_API const char *llmc_test_gemm_isa(void) { return llmc_gemm_isa(); }
+
+/* The GEMM itself, every transpose combination and leading dimension (the matmul wrappers
+ * reach only three of the four), with or without the shared pre-pack buffer. */
+SHIM_API int llmc_test_sgemm(int transA, int transB, int M, int N, int K, const float *A,
+                             int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                             int64_t ldc, int nt, int use_shared) {
+    shim_exec s;
+    if (exec_make(&s, nt, 1, use_shared) != 0) return -1;
+    llmc_sgemm(transA, transB, M, N, K, A, lda, B, ldb, beta, C, ldc, &s.ex);
+    exec_free(&s);
+    return 0;
+}
 
 SHIM_API void llmc_test_encoder_forward(float *out, const int32_t *inp, const float *wte,
                                         const float *wpe, int B, int T, int C, int nt) {
