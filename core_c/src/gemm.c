@@ -1,11 +1,12 @@
 /* gemm.c - single-precision matrix multiply for all three matmul shapes of GPT-2.
  *
- * Classic packed GEMM: the K dimension is cut into KC-deep panels; for each panel, work is
- * split into (MC rows x NC columns) tasks spread over the threads. Each task packs its block
- * of A into MR-row strips and its block of B into NR-column strips (k-major, zero padded),
- * so the micro-kernel streams both from L1/L2 with unit stride and keeps an MR x NR tile of
- * C in registers. The micro-kernel is picked at run time by CPU features (AVX-512, AVX2+FMA,
- * or portable C), so one portable build runs fast on every x86-64 machine.
+ * Packed GEMM: C is cut into tiles (up to MC rows x 512 columns), each owned by one thread
+ * for the whole K loop; K is cut into KC-deep panels. Per panel a tile packs its rows of A
+ * into MR-row strips (k-major) and then, one at a time, NR-column strips of B, each used by
+ * every row strip while it sits in L1. The smaller operand, when small enough, is packed
+ * once for all threads instead (see choose_prepack). The micro-kernel keeps an MR x NR tile
+ * of C in registers; it is picked at run time by CPU features (AVX-512, AVX2+FMA, or
+ * portable C), so one portable build runs fast on every x86-64 machine.
  */
 #include "internal.h"
 
@@ -371,38 +372,6 @@ static int choose_prepack(int M, int N, int K, int mr, const llmc_exec *ex) {
     return 0;
 }
 
-/* The source rows of one B strip (depth [k0, k0+kc) x columns [n0, n0+nc)), for prefetching:
- * transposed B is nc rows of kc floats, plain B is kc rows of nc floats. */
-typedef struct {
-    const float *base;
-    int64_t stride; /* floats between rows */
-    int rows;
-    size_t bytes; /* per row */
-} strip_prefetch;
-
-static strip_prefetch next_strip(int transB, const float *B, int64_t ldb, int k0, int kc, int n0,
-                                 int nc) {
-    strip_prefetch p;
-    if (transB) {
-        p.base = B + (int64_t)n0 * ldb + k0;
-        p.rows = nc;
-        p.bytes = (size_t)kc * sizeof(float);
-    } else {
-        p.base = B + (int64_t)k0 * ldb + n0;
-        p.rows = kc;
-        p.bytes = (size_t)nc * sizeof(float);
-    }
-    p.stride = ldb;
-    return p;
-}
-
-/* Prefetch into L2 (locality 2): the packer reads it soon, the micro-kernel never does. */
-static inline void prefetch_row(const float *row, size_t bytes) {
-    const char *p = (const char *)row;
-    for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 2);
-    __builtin_prefetch(p + bytes - 1, 0, 2); /* the last line when the row is not aligned */
-}
-
 void llmc_sgemm(int transA, int transB, int M, int N, int K, const float *A, int64_t lda,
                 const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
                 const llmc_exec *ex) {
@@ -468,41 +437,25 @@ void llmc_sgemm(int transA, int transB, int M, int N, int K, const float *A, int
                 pack_a(Aw, transA, A, lda, m0, k0, mc, kc, mr, uk.avx512_pack);
                 Ap = Aw;
             }
-            /* B is packed one NR-column strip at a time, right before the strip is used,
-             * and the source of the NEXT strip is prefetched (into L2) a little at a time
-             * between micro-kernel calls. Packing a whole block first made the packer wait
-             * on memory while the FMA units idled (pack_b was ~10% of a d12 step: at
-             * M = B*T = 256 every weight is read from DRAM once per matmul); this way the
-             * loads overlap the arithmetic. */
+            /* B is packed one NR-column strip at a time, right before every row strip of
+             * this tile uses it, into the same small buffer, which so stays in L1.
+             * (Prefetching the next strip's source explicitly was measured too: no gain
+             * once the packs were vectorised.) */
             const float *Bshared = prepack == 2 ? ex->gemm_shared + (size_t)Nr * k0 + (size_t)n0 * kc
                                                 : NULL;
-            const int calls = (mc + mr - 1) / mr;
             for (int js = 0; js < nc; js += NR) {
                 const int nr = nc - js < NR ? nc - js : NR;
                 const float *bstrip;
                 if (Bshared) {
                     bstrip = Bshared + (size_t)js * kc;
                 } else {
-                    pack_b(Bw + (size_t)js * kc, transB, B, ldb, k0, n0 + js, kc, nr, uk.avx512_pack);
-                    bstrip = Bw + (size_t)js * kc;
+                    /* one strip buffer, reused: it never leaves L1 */
+                    pack_b(Bw, transB, B, ldb, k0, n0 + js, kc, nr, uk.avx512_pack);
+                    bstrip = Bw;
                 }
-                strip_prefetch pf = {0};
-                if (!Bshared) {
-                    if (js + NR < nc)
-                        pf = next_strip(transB, B, ldb, k0, kc, n0 + js + NR,
-                                        nc - js - NR < NR ? nc - js - NR : NR);
-                    else if (k0 + kc < K)
-                        pf = next_strip(transB, B, ldb, k0 + kc,
-                                        K - k0 - kc < LLMC_GEMM_KC ? K - k0 - kc : LLMC_GEMM_KC,
-                                        n0, nc < NR ? nc : NR);
-                }
-                const int rows_per_call = (pf.rows + calls - 1) / calls;
-                int pf_row = 0;
                 for (int is = 0; is < mc; is += mr) {
                     const int rows = mc - is < mr ? mc - is : mr;
                     float *ctile = C + (int64_t)(m0 + is) * ldc + n0 + js;
-                    for (int r = 0; r < rows_per_call && pf_row < pf.rows; r++, pf_row++)
-                        prefetch_row(pf.base + (int64_t)pf_row * pf.stride, pf.bytes);
                     uk.fn(kc, Ap + (size_t)is * kc, bstrip, ctile, ldc, rows, nr, beta_k);
                 }
             }

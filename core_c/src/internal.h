@@ -249,11 +249,11 @@ void crossentropy_backward(float *dlogits, const float *probs, const int32_t *ta
  * op(A)(m, k) = transA ? A[k * lda + m] : A[m * lda + k]; likewise for B. */
 #define LLMC_GEMM_MC 288
 #define LLMC_GEMM_KC 256
-#define LLMC_GEMM_NC 512
 #define LLMC_GEMM_NR 32
 #define LLMC_GEMM_MR_MAX 8
+/* per thread: one packed A block (MC x KC) and one packed B strip (KC x NR) */
 #define LLMC_GEMM_WS_FLOATS \
-    ((size_t)(LLMC_GEMM_MC + LLMC_GEMM_MR_MAX) * LLMC_GEMM_KC + (size_t)LLMC_GEMM_KC * LLMC_GEMM_NC)
+    ((size_t)(LLMC_GEMM_MC + LLMC_GEMM_MR_MAX) * LLMC_GEMM_KC + (size_t)LLMC_GEMM_KC * LLMC_GEMM_NR)
 #define LLMC_MAX_THREADS 256
 #define LLMC_GEMM_SHARED_FLOATS ((size_t)1 << 20) /* 4 MiB: fits a 256 x 3072 operand */
 void llmc_sgemm(int transA, int transB, int M, int N, int K, const float *A, int64_t lda,
