@@ -1,4 +1,4 @@
-"""Named test sessions: `nox -s tests|slow|parity|asan|memcheck|fuzz` (`nox` alone runs `tests`).
+"""Named test sessions: `nox -s tests|slow|parity|parity_d12|asan|memcheck|fuzz` (`nox` alone runs `tests`).
 
 The sessions run in the *current* environment (python=False, no per-session virtualenv):
 torch is large and CI (.ci/run) installs it once into a fresh venv together with pyllmc, then
@@ -41,12 +41,44 @@ def slow(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def parity(session: nox.Session) -> None:
-    """The parity suites against the PyTorch reference (not slow)."""
-    _pytest(session, "parity_tests", "-m", "not slow")
+    """The parity suites against the PyTorch reference (pytest -m "parity and not slow": each
+    kernel, the lockstep engine, fault injection, the CLI, multi-step model parity), then one
+    small `pyllmc parity` run whose reports (parity.json, report.txt, heatmaps) land in
+    out/parity/. A few minutes on 2 cores."""
+    _pytest(session, str(ROOT / "parity_tests"), "-m", "parity and not slow")
+    session.run(PY, "-m", "pyllmc", "parity", "--model", "d2", "--vocab-size", "512", "--max-seq-len", "64",
+                "--steps", "3", "--batch", "4", "--seq", "32", "--randomize", "--quiet",
+                "--out", str(ROOT / "out" / "parity"))
+
+
+@nox.session(python=False)
+def parity_d12(session: nox.Session) -> None:
+    """The GPT-2 124M shape in lockstep with PyTorch (the acceptance run of the parity
+    harness): `pyllmc parity --model d12 --steps 3 --batch 4 --seq 64`, every tensor of every
+    layer, reports in out/parity_d12/. About 10 minutes and 10 GB of memory on 2 cores.
+    Arguments after -- are added to the command (e.g. --threads 8, --noise-runs 1)."""
+    session.run(PY, "-m", "pyllmc", "parity", "--model", "d12", "--steps", "3", "--batch", "4", "--seq", "64",
+                "--out", str(ROOT / "out" / "parity_d12"), *session.posargs)
 
 
 # Known, reported sanitizer findings awaiting a fix (see the file); shared by asan and fuzz.
 _UBSAN_SUPP = ROOT / "core_c" / "fuzz" / "ubsan.supp"
+
+
+def _source_package(session: nox.Session) -> str:
+    """A directory holding `pyllmc` as the wheel lays it out (pyproject's wheel.packages:
+    bindings/pyllmc, with reference/ as pyllmc.reference), made of symlinks to the sources, so
+    a session can import the checkout's code, reference included, without installing it."""
+    root = Path(session.create_tmp()) / "srcpkg"
+    pkg = root / "pyllmc"
+    if root.exists():
+        shutil.rmtree(root)
+    pkg.mkdir(parents=True)
+    for entry in (ROOT / "bindings" / "pyllmc").iterdir():
+        if entry.name != "__pycache__":
+            (pkg / entry.name).symlink_to(entry)
+    (pkg / "reference").symlink_to(ROOT / "reference")
+    return str(root)
 
 
 def _libasan(cc: str) -> str:
@@ -61,7 +93,8 @@ def _libasan(cc: str) -> str:
 def asan(session: nox.Session) -> None:
     """Build core_c with AddressSanitizer + UBSan into build-asan/: run the C unit tests
     (core_c/tests via ctest) and replay the checkpoint fuzz corpus through the loader, then
-    drive the library from Python (.ci/asan_smoke.py, parity_tests/test_binding.py).
+    drive the library from Python (.ci/asan_smoke.py; parity_tests/test_binding.py,
+    test_hostile_input.py, test_fuzz_regressions.py, test_concurrency.py). About a minute.
 
     Python itself is not instrumented, so libasan is LD_PRELOADed and leak detection is off
     (the interpreter's own allocations would be reported). UBSan findings stop the run.
@@ -92,13 +125,21 @@ def asan(session: nox.Session) -> None:
     env = {
         "PYLLMC_LIBRARY": str(libs[0]),
         "LD_PRELOAD": _libasan(os.environ.get("CC", "gcc")),
-        "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0:exitcode=23",
+        # allocator_may_return_null: a failed allocation returns NULL as malloc's does, so the
+        # core's out-of-memory paths run (and are checked) instead of ASan aborting
+        "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0:exitcode=23:allocator_may_return_null=1",
         "UBSAN_OPTIONS": f"print_stacktrace=1:halt_on_error=1:exitcode=24:suppressions={_UBSAN_SUPP}",
-        # the sources under bindings/ (no install needed); the header comes from core_c/include
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "bindings"), os.environ.get("PYTHONPATH")])),
+        # the sources (no install needed), laid out as the wheel is: pyllmc with the reference
+        # as pyllmc.reference; the header comes from core_c/include
+        "PYTHONPATH": os.pathsep.join(filter(None, [_source_package(session), os.environ.get("PYTHONPATH")])),
     }
     session.run(PY, str(ROOT / ".ci" / "asan_smoke.py"), env=env)
-    session.run(PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "parity_tests" / "test_binding.py"), *session.posargs, env=env)
+    # the binding, then hostile input of every reader, the fuzz regressions and two models in
+    # two threads, all through the instrumented library (test_resource_limits is left out:
+    # ASan's shadow memory does not fit under its address-space cap)
+    tests = [str(ROOT / "parity_tests" / f) for f in ("test_binding.py", "test_hostile_input.py",
+                                                         "test_fuzz_regressions.py", "test_concurrency.py")]
+    session.run(PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests, *session.posargs, env=env)
 
 
 @nox.session(python=False)
@@ -223,8 +264,11 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def bench_gate(session: nox.Session) -> None:
-    """The performance gate (a few minutes): C core / PyTorch step-time ratio against
-    benchmarks/gate/gate.json's max_ratio, and callgrind instructions of a fixed small step
-    against the recorded baseline (+3% fails). Needs valgrind and a C compiler. Arguments
-    after -- go to `python -m pyllmc.bench.gate` (--slow gelu, --update-baseline, ...)."""
+    """The performance gate (about a minute on a quiet 2-core machine): callgrind instructions
+    of a fixed small step against the recorded baseline (+3% fails), and the C core / PyTorch
+    step-time ratio, measured interleaved in one run, against benchmarks/gate/gate.json's
+    max_ratio. Exit 1 = regression, 2 = could not judge. Needs valgrind and a C compiler.
+    Arguments after -- go to `python -m pyllmc.bench.gate`: --update-baseline (after a
+    deliberate change; commit gate.json), --slow gelu|matmul (a deliberately slowed core,
+    must fail), --skip-ratio, ... See benchmarks/README.md."""
     session.run(PY, "-m", "pyllmc.bench.gate", "--src", str(ROOT), "--out", str(ROOT / "out" / "bench_gate"), *session.posargs)

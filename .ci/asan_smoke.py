@@ -2,7 +2,9 @@
 
 A tiny model: forward/backward/clip/AdamW steps, tensor views, save/load, and the error paths
 (bad config, missing file, bad magic, truncated checkpoint, bad token ids, bad sizes), each
-also called directly through cffi so the C side's own validation runs, not only Python's.
+also called directly through cffi so the C side's own validation runs, not only Python's;
+non-zero reserved header slots and wte padding, a FIFO and a directory as checkpoints, and
+an allocation failure (out of memory) with the cleanup of a half-built model.
 """
 
 import os
@@ -80,5 +82,43 @@ for name, content in cases.items():
         assert name in str(e), e
     else:
         raise AssertionError(f"loaded {name}")
+
+# header-valid files the loader must still refuse (after reading them, for the padding case)
+good = open(os.path.join(tmp, "model.bin"), "rb").read()
+hdr = list(struct.unpack("<256i", good[:1024]))
+reserved = hdr.copy()
+reserved[100] = 7
+padded = bytearray(good)
+padded[1024 + 4 * cfg.vocab_size * cfg.channels] = 0x3F  # wte row V: padding, must be zero
+for name, content in {"reserved.bin": struct.pack("<256i", *reserved) + good[1024:],
+                      "padding.bin": bytes(padded)}.items():
+    path = os.path.join(tmp, name)
+    with open(path, "wb") as f:
+        f.write(content)
+    try:
+        Model.from_checkpoint(path, max_batch=1)
+    except pyllmc.BadFormatError as e:
+        assert name in str(e), e
+    else:
+        raise AssertionError(f"loaded {name}")
+fifo = os.path.join(tmp, "fifo.bin")
+os.mkfifo(fifo)
+for path in (fifo, tmp):  # neither blocks nor reads a directory
+    try:
+        Model.from_checkpoint(path)
+    except pyllmc.FileError:
+        pass
+    else:
+        raise AssertionError(f"loaded {path}")
+
+# Out of memory: a buffer larger than any allocator gives (4 TiB of wte) must come back as
+# OUT_OF_MEMORY with everything allocated so far freed (ASan checks the cleanup; the session
+# sets allocator_may_return_null=1 so ASan's allocator fails the way malloc does)
+try:
+    Model.from_config(GPTConfig(16, 1 << 24, 1 << 24, 1, 1, 1 << 16), max_batch=1, threads=1)
+except pyllmc.OutOfMemoryError as e:
+    assert "MiB" in str(e), e
+else:
+    raise AssertionError("a 4 TiB model was created")
 
 print("asan smoke: ok", file=sys.stderr)

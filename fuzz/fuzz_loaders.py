@@ -328,6 +328,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 except Exception as e:
                     bad += 1
                     print(f"{p}: CRASH {type(e).__name__}: {e}")
+            print(f"Done {len(a.replay)} runs (replay)")
             return 1 if bad else 0
         seed_dirs = a.seeds or SEEDS[a.target]
         if use_atheris:

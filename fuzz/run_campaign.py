@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FUZZ_C = ROOT / "core_c" / "fuzz"
 PY_TARGETS = ["shard", "tokenizer", "optimizer", "state_json", "checkpoint_model", "checkpoint_py", "hf_config"]
 _DONE = re.compile(r"Done (\d+) runs")
+_STATS = re.compile(r"stat::number_of_executed_units:\s+(\d+)")
 
 
 def sanitizer_env() -> Dict[str, str]:
@@ -69,7 +70,9 @@ def run(name: str, cmd: List[str], env: Dict[str, str], timeout: float, log: Pat
         out += f"\n== timed out after {timeout:.0f} s (a hang is a finding too)\n"
         rc = -999
     log.write_text(out)
-    runs = sum(int(m) for m in _DONE.findall(out))
+    # libFuzzer/atheris print final stats (also after a crash, when "Done" is missing)
+    stats = _STATS.findall(out)
+    runs = sum(int(m) for m in stats) if stats else sum(int(m) for m in _DONE.findall(out))
     crashed = rc != 0
     status = "CRASH" if crashed else "ok"
     print(f"  {name:28s} {runs:>10d} runs  {time.monotonic() - t0:6.1f} s  {status}", flush=True)

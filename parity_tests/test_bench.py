@@ -1,6 +1,8 @@
 """The benchmark suite (pyllmc.bench, `pyllmc bench`): shapes and FLOPs, statistics, the compact
 PyTorch GPT-2 against Hugging Face, the worker protocol, the bench.json contract of DESIGN.md,
-the llm.c comparison (with a stand-in binary) and the C drivers (slow)."""
+the llm.c comparison (with a stand-in binary), the C drivers, and the gate (pyllmc.bench.gate):
+its decision rules on made-up numbers, and end to end on a tiny model that it must fail
+when a kernel is deliberately slowed (the real gate config: slow-marked)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pyllmc.bench import external, impls, kernels, report, stats
+from pyllmc.bench import cdriver, external, gate, impls, kernels, report, stats
 from pyllmc.bench.spec import Job, Shape, SpecError, parse_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,8 +104,8 @@ def test_worker_runs_each_kind_in_its_own_process():
     assert "torch" not in r["info"]  # the C core's process never imports torch
     with pytest.raises(Skipped, match="unknown implementation|does not run"):
         run_job(Job("llmc-bin", shape, 2, 16, 1), timeout=300)
-    steps = interleaved([Job("c-core", shape, 2, 16, 1, warmup=1, repeats=0)], rounds=2, timeout=300)
-    assert len(steps["c-core"]) == 2
+    steps, info = interleaved([Job("c-core", shape, 2, 16, 1, warmup=1, repeats=0)], rounds=2, timeout=300)
+    assert len(steps["c-core"]) == 2 and info["c-core"]["library"]
 
 
 def test_cli_bench_json_contract(tmp_path):
@@ -128,12 +130,23 @@ def test_cli_bench_json_contract(tmp_path):
     assert doc["summary"][0]["ratio_vs_best_torch_eager_median"] > 0
     assert "| c-core |" in (out / "report.md").read_text()
     assert (out / "step_time.png").stat().st_size > 1000
+    assert doc["peak"]["1"]["fma_gflops"] > 0 and set(doc["peak"]["1"]["probes"]) == {"start", "end"}
+    # --render redraws report and plots from the JSON alone
+    again = tmp_path / "again"
+    p = subprocess.run([sys.executable, "-m", "pyllmc", "bench", "--render", str(out / "bench.json"), "--out", str(again),
+                        "--no-plots"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    row = next(l for l in (out / "report.md").read_text().splitlines() if l.startswith("| c-core |"))
+    assert row in (again / "report.md").read_text()
 
 
 @pytest.mark.parametrize("argv, msg", [
     (["--model", "nope"], "not a size descriptor"),
     (["--model", "d2", "--impls", "c-core,bogus"], "unknown implementation"),
     (["--model", "d2", "--batch", "0"], "--batch"),
+    (["--model", "d2", "--threads", "1,x"], "--threads"),
+    (["--model", "d2", "--src", "/nonexistent/tree"], "not a pyllmc source tree"),
+    (["--render", "/nonexistent/bench.json"], "bench.json"),
     ([], "--model is required"),
 ])  # fmt: skip
 def test_cli_bench_bad_input(argv, msg):
@@ -193,10 +206,13 @@ def test_llmc_bin_comparison_parses_steps(tmp_path, monkeypatch):
         external.run(str(bad), d12, 4, 64, 1, warmup=1, repeats=1, timeout=60)
 
 
-@pytest.mark.slow
 def test_c_drivers_build_and_run():
-    from pyllmc.bench import cdriver
-
+    """The C drivers build from the current sources (bench_kernels calls internal kernels, so
+    a changed kernel signature must be followed there) and report sane numbers."""
+    try:
+        cdriver.compiler()
+    except cdriver.DriverError as e:
+        pytest.skip(str(e))
     src = cdriver.find_source(str(ROOT))
     shape = parse_model(TINY)
     r = cdriver.run_step(cdriver.build("bench_step", src), shape, 2, 16, 1, 1, 2)
@@ -207,3 +223,171 @@ def test_c_drivers_build_and_run():
     assert all(x["ms_min"] >= 0 for x in k["kernels"])
     g = cdriver.run_gemm(cdriver.build("bench_kernels", src), 128, 1, 2)
     assert g["gflops"] > 0
+    f = cdriver.run_fma(cdriver.build("bench_kernels", src), 1, 1)
+    assert f["isa"] in ("avx512", "avx2", "none") and (f["gflops"] is None or f["gflops"] > 1)
+
+
+# ---------------------------------------------------------------------------- the gate
+
+
+def _attempt(c_ms, t_ms):
+    return {"c_ms": c_ms, "torch_ms": t_ms, **gate.ratio_stats(c_ms, t_ms)}
+
+
+def test_gate_ratio_rules():
+    st = gate.ratio_stats([100, 110, 300], [200, 220, 100])
+    assert st["ratio_of_mins"] == pytest.approx(1.0) and st["median_paired_ratio"] == pytest.approx(0.5)
+    assert st["statistic"] == pytest.approx(0.5) and st["spread"] == pytest.approx(1.0)
+    quiet_fast = _attempt([80, 81, 82], [100, 101, 100])      # clean, ratio 0.8
+    quiet_slow = _attempt([150, 151, 150], [100, 102, 101])   # clean, ratio 1.5
+    busy_slow = _attempt([150, 400, 420], [100, 300, 90])     # disturbed: not evidence either way
+    rule = dict(max_ratio=1.1, max_spread=0.15, confirm=2)
+    assert gate.ratio_verdict([quiet_fast], **rule) == "pass"
+    assert gate.ratio_verdict([quiet_slow], **rule) is None  # one clean failure is confirmed first
+    assert gate.ratio_verdict([quiet_slow, quiet_slow], **rule) == "fail"
+    assert gate.ratio_verdict([busy_slow, busy_slow, busy_slow], **rule) is None
+    assert gate.ratio_verdict([busy_slow, quiet_slow, busy_slow, quiet_slow], **rule) == "fail"
+    assert gate.pooled_stats([quiet_fast, busy_slow])["ratio_of_mins"] == pytest.approx(80 / 90)
+
+
+CALLGRIND_OUT = """version: 1
+creator: callgrind-3.19.0
+positions: line
+events: Ir
+summary: 0
+
+ob=(1) /x/bench_step
+fl=(1) ???
+fn=(1) bench_counted_steps
+0 5
+cfn=(2) ukernel_avx2
+calls=2 0
+0 1000
+fn=(2)
+0 600
++3 400
+fn=(3) gelu_range.avx2
+0 50
+cfn=(2)
+calls=1 0
+0 7
+fn=(1)
+0 2
+totals: 1057
+"""
+
+
+def test_parse_callgrind_self_costs():
+    total, funcs = gate.parse_callgrind(CALLGRIND_OUT)
+    # the cost lines after calls= are inclusive costs of the callee, not the caller's own
+    assert total == 1057 and funcs == {"bench_counted_steps": 7, "ukernel_avx2": 1000, "gelu_range.avx2": 50}
+    assert gate.dispatch_of(funcs) == ["clones:avx2", "gemm:avx2"]
+    assert gate.dispatch_of({"ukernel_avx512": 1, "softmax.default": 1}) == ["clones:default", "gemm:avx512"]
+
+
+def test_compare_callgrind_rules():
+    env = {"compiler": "gcc 12", "cflags": "-O3", "valgrind": "valgrind-3.19.0", "gemm_isa_forced": "avx2",
+           "dispatch": ["clones:avx2", "gemm:avx2"], "sources": "aaaa"}
+    base = {"instructions": 1_000_000, "environment": dict(env), "sources": "aaaa", "recorded": "2026-01-01"}
+    ok = gate.compare_callgrind(1_029_000, env, base, 0.03)
+    assert ok["status"] == "pass" and ok["passed"] and ok["change"] == pytest.approx(0.029)
+    bad = gate.compare_callgrind(1_031_000, dict(env, sources="bbbb"), base, 0.03)
+    assert bad["status"] == "fail" and not bad["passed"]
+    assert "--update-baseline" in bad["message"] and "sources changed" in bad["message"]
+    assert gate.compare_callgrind(500_000, env, base, 0.03)["passed"]  # faster always passes
+    other = gate.compare_callgrind(1_000_000, dict(env, compiler="gcc 13"), base, 0.03)
+    assert other["status"] == "env-mismatch" and "compiler" in other["message"] and "--update-baseline" in other["message"]
+    wider = gate.compare_callgrind(1_000_000, dict(env, dispatch=["clones:avx512f", "gemm:avx2"]), base, 0.03)
+    assert wider["status"] == "env-mismatch" and "dispatch" in wider["differs"]
+    assert gate.compare_callgrind(1, env, {}, 0.03)["status"] == "no-baseline"
+
+
+def test_bench_builds_use_the_library_flags(tmp_path):
+    flags, where = cdriver.cmake_cflags(ROOT)
+    assert where == "core_c/CMakeLists.txt" and "-O3" in flags and not any(f.startswith("-W") for f in flags)
+    (tmp_path / "core_c").mkdir()
+    (tmp_path / "core_c" / "CMakeLists.txt").write_text(
+        "target_compile_options(llmc_objects PRIVATE $<$<COMPILE_LANGUAGE:C>:-O2 -ffast-math -Wall>)\n")
+    assert cdriver.cmake_cflags(tmp_path) == (["-O2", "-ffast-math"], "core_c/CMakeLists.txt")
+    (tmp_path / "core_c" / "CMakeLists.txt").write_text("project(x)\n")
+    assert cdriver.cmake_cflags(tmp_path)[1].startswith("fallback")
+
+
+TINY_GATE = {
+    "ratio": {"model": TINY, "batch": 1, "seq": 16, "threads": 1, "versus": "torch-compact-fused", "warmup": 1,
+              "rounds": 3, "max_ratio": 100.0},
+    "callgrind": {"config": {"name": "tiny", "num_layers": 1, "channels": 64, "num_heads": 2, "vocab_size": 256,
+                             "padded_vocab_size": 256, "max_seq_len": 32, "batch": 1, "seq": 32, "warmup": 0, "steps": 1},
+                  "gemm_isa": "avx2", "max_increase": 0.03},
+}  # fmt: skip
+
+
+def _gate(*args, cwd):
+    p = subprocess.run([sys.executable, "-m", "pyllmc.bench.gate", "--src", str(ROOT), *args],
+                       capture_output=True, text=True, timeout=900, cwd=cwd)
+    return p.returncode, p.stderr
+
+
+def _need_gate_tools():
+    import shutil
+
+    if not shutil.which("valgrind"):
+        pytest.skip("valgrind is not installed (the callgrind gate needs it)")
+    try:
+        cdriver.compiler()
+    except cdriver.DriverError as e:
+        pytest.skip(str(e))
+
+
+def test_gate_callgrind_fails_on_a_slowed_kernel(tmp_path):
+    """End to end on a tiny model (seconds): record a baseline, pass against it, fail on the
+    GELU kernel made 4x slower (--slow gelu), stop with exit 2 on a baseline from another
+    toolchain."""
+    _need_gate_tools()
+    cfg = tmp_path / "gate.json"
+    cfg.write_text(json.dumps(TINY_GATE))
+    common = ["--config", str(cfg), "--skip-ratio", "--out", str(tmp_path / "out")]
+    rc, err = _gate(*common, cwd=tmp_path)
+    assert rc == 2 and "no callgrind baseline" in err
+    rc, err = _gate(*common, "--update-baseline", cwd=tmp_path)
+    assert rc == 0, err
+    base = json.loads(cfg.read_text())["callgrind"]["baseline"]
+    assert base["instructions"] > 0 and "gemm:avx2" in base["environment"]["dispatch"]
+    rc, err = _gate(*common, cwd=tmp_path)
+    assert rc == 0 and "pass" in err, err
+    rc, err = _gate(*common, "--slow", "gelu", cwd=tmp_path)
+    assert rc == 1, err
+    assert "FAIL" in err and "gelu_range" in err and "--update-baseline" in err
+    doc = json.loads((tmp_path / "out" / "gate.json").read_text())
+    assert doc["passed"] is False and doc["checks"][0]["change"] > 0.03
+    rc, err = _gate(*common, "--slow", "gelu", "--update-baseline", cwd=tmp_path)
+    assert rc == 2 and "refusing" in err
+    d = json.loads(cfg.read_text())
+    d["callgrind"]["baseline"]["environment"]["compiler"] = "some other cc 1.0"
+    cfg.write_text(json.dumps(d))
+    rc, err = _gate(*common, cwd=tmp_path)
+    assert rc == 2 and "another environment" in err and "compiler" in err
+
+
+def test_gate_bad_config(tmp_path):
+    cfg = tmp_path / "gate.json"
+    cfg.write_text(json.dumps({"ratio": {"model": "d2"}, "callgrind": TINY_GATE["callgrind"]}))
+    rc, err = _gate("--config", str(cfg), "--out", str(tmp_path / "o"), cwd=tmp_path)
+    assert rc == 2 and "lacks" in err and "Traceback" not in err
+    rc, err = _gate("--config", str(tmp_path / "none.json"), cwd=tmp_path)
+    assert rc == 2 and "cannot read" in err
+
+
+@pytest.mark.slow
+def test_real_gate_passes_on_main_and_fails_on_slowed_matmul(tmp_path):
+    """The gate as CI runs it (benchmarks/gate/gate.json): passes on these sources (needs a
+    baseline recorded for them: after a deliberate change run --update-baseline), and fails,
+    in both checks, when every Linear layer does its work twice (--slow matmul)."""
+    _need_gate_tools()
+    pytest.importorskip("torch")
+    rc, err = _gate("--out", str(tmp_path / "main"), cwd=tmp_path)
+    assert rc == 0, err
+    rc, err = _gate("--slow", "matmul", "--out", str(tmp_path / "slow"), cwd=tmp_path)
+    assert rc == 1, err
+    doc = json.loads((tmp_path / "slow" / "gate.json").read_text())
+    assert [c["passed"] for c in doc["checks"]] == [False, False], err

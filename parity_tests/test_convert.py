@@ -309,3 +309,78 @@ def test_size_descriptors():
 def test_layer_names_cover_every_parameter(params):
     assert len(PARAM_NAMES) == 16 and set(LAYER_PARAMS) <= set(PARAM_NAMES)
     assert all(params[n].shape[0] == L for n in LAYER_PARAMS)
+
+
+# ------------------------------------------------------------------ `pyllmc convert SRC DST`
+
+
+def cli(argv, capsys):
+    from pyllmc.cli import main
+
+    try:
+        code = main(["convert", *argv])
+    except SystemExit as e:  # argparse errors
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_convert_round_trips_bit_exactly(tmp_path, hf_model, params, cfg, capsys):
+    """HF directory -> .bin (v3) -> HF directory -> .bin: every file holds the same bits, and
+    the HF directory loads with GPT2LMHeadModel.from_pretrained to the same weights."""
+    from transformers import GPT2LMHeadModel
+
+    hf_model.save_pretrained(tmp_path / "src")
+    code, out, err = cli([str(tmp_path / "src"), str(tmp_path / "a.bin")], capsys)
+    assert code == 0 and "read back bit-exactly" in out, err
+    c2, p2 = read_llmc_checkpoint(tmp_path / "a.bin")
+    assert c2 == cfg
+    assert_params_identical(p2, params)
+    code, out, err = cli([str(tmp_path / "a.bin"), str(tmp_path / "hf2")], capsys)
+    assert code == 0, err
+    m = GPT2LMHeadModel.from_pretrained(tmp_path / "hf2")
+    assert_params_identical(hf_to_params(m, 128), params)
+    code, out, err = cli([str(tmp_path / "hf2"), str(tmp_path / "b.bin")], capsys)
+    assert code == 0, err
+    assert (tmp_path / "a.bin").read_bytes() == (tmp_path / "b.bin").read_bytes()
+
+
+def test_cli_convert_bf16_and_descriptor(tmp_path, params, cfg, capsys):
+    write_llmc_checkpoint(tmp_path / "f32.bin", params, cfg)
+    code, out, err = cli([str(tmp_path / "f32.bin"), str(tmp_path / "bf16.bin"), "--bf16"], capsys)
+    assert code == 0 and "version 5" in out, err
+    c5, p5 = read_llmc_checkpoint(tmp_path / "bf16.bin")
+    assert_params_identical(p5, {n: round_to_bf16(a) for n, a in params.items()})
+    # a size descriptor: the C core's initialisation from --seed, written as a checkpoint
+    code, out, err = cli(["d1", str(tmp_path / "d1.bin"), "--seed", "5"], capsys)
+    assert code == 0, err
+    c1, p1 = read_llmc_checkpoint(tmp_path / "d1.bin")
+    assert (c1.num_layers, c1.channels, c1.num_heads, c1.vocab_size, c1.padded_vocab_size) == (1, 64, 1, 50257, 50304)
+    from pyllmc import Model
+    from pyllmc.reference import model_params
+
+    with Model.from_config("d1", max_batch=1, max_seq=1, threads=1, seed=5) as m:
+        assert_params_identical(p1, model_params(m))
+
+
+@pytest.mark.parametrize("case", ["missing", "exists", "bf16_dir", "corrupt", "not_gpt2", "same"])
+def test_cli_convert_bad_input_is_one_line_exit_2(tmp_path, params, cfg, capsys, case):
+    write_llmc_checkpoint(tmp_path / "ok.bin", params, cfg)
+    (tmp_path / "corrupt.bin").write_bytes(b"\x01" * 4096)
+    (tmp_path / "notgpt2").mkdir()
+    (tmp_path / "notgpt2" / "config.json").write_text("{not json")
+    (tmp_path / "notgpt2" / "model.safetensors").write_bytes(b"")
+    (tmp_path / "taken.bin").write_bytes(b"x")
+    argv, fragment = {
+        "missing": ([str(tmp_path / "nope.bin"), str(tmp_path / "o.bin")], "no such file"),
+        "exists": ([str(tmp_path / "ok.bin"), str(tmp_path / "taken.bin")], "already exists"),
+        "bf16_dir": ([str(tmp_path / "ok.bin"), str(tmp_path / "dir"), "--bf16"], "--bf16"),
+        "corrupt": ([str(tmp_path / "corrupt.bin"), str(tmp_path / "o2.bin")], "magic"),
+        "not_gpt2": ([str(tmp_path / "notgpt2"), str(tmp_path / "o3.bin")], "notgpt2"),
+        "same": ([str(tmp_path / "ok.bin"), str(tmp_path / "ok.bin"), "--overwrite"], "same"),
+    }[case]
+    code, out, err = cli(argv, capsys)
+    assert code == 2, out + err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in err, err
+    assert (tmp_path / "taken.bin").read_bytes() == b"x"  # an existing DST is kept without --overwrite

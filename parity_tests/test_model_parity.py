@@ -27,6 +27,16 @@ from pyllmc.reference.tolerance import ELEMENTWISE_RTOL  # noqa: E402
 
 pytestmark = pytest.mark.parity
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One thread for the reference, as for the C side: on small shared machines spinning
+    OpenMP workers cost more than they bring for models this small."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 # id: (V, maxT, L, NH, C, B, T)
 CASES = {
     "v101": (101, 16, 2, 4, 32, 2, 8),    # V not a multiple of 128 -> Vp = 128 (padding in play)
@@ -72,7 +82,7 @@ class Setup:
                              num_heads=NH, channels=C)
 
     def c_model(self, max_batch=None, max_seq=None):
-        m = Model.from_config(self.cfg, max_batch=max_batch or self.B, max_seq=max_seq or self.T, seed=123)
+        m = Model.from_config(self.cfg, max_batch=max_batch or self.B, max_seq=max_seq or self.T, seed=123, threads=1)
         load_into_model(m, self.params)
         return m
 
@@ -300,7 +310,7 @@ def test_save_and_load_round_trip(tmp_path):
     assert cfg2 == as_llmc_config(s.cfg)
     for n in PARAM_NAMES:
         np.testing.assert_array_equal(p2[n].view(np.uint32), s.params[n].view(np.uint32), err_msg=n)
-    with Model.from_checkpoint(p, max_batch=s.B, max_seq=s.T) as m2:
+    with Model.from_checkpoint(p, max_batch=s.B, max_seq=s.T, threads=1) as m2:
         assert m2.config == s.cfg
         got = model_params(m2)
         for n in PARAM_NAMES:
@@ -321,7 +331,7 @@ def test_reference_checkpoint_loads_into_c(tmp_path, version):
     expected = s.params if version == 3 else {n: round_to_bf16(a) for n, a in s.params.items()}
     if version == 5:  # rounding really happened
         assert any(not np.array_equal(expected[n], s.params[n]) for n in PARAM_NAMES)
-    with Model.from_checkpoint(path, max_batch=s.B, max_seq=s.T) as m:
+    with Model.from_checkpoint(path, max_batch=s.B, max_seq=s.T, threads=1) as m:
         assert m.config == s.cfg
         got = model_params(m)
         for n in PARAM_NAMES:

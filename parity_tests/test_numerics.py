@@ -186,8 +186,8 @@ def test_trainer_skips_a_nonfinite_gradient_update(shard):
     real_backward = m.backward
     calls = {"n": 0}
 
-    def backward_with_nan(loss_scale=1.0):
-        real_backward(loss_scale)
+    def backward_with_nan(loss_scale=1.0, **kw):
+        real_backward(loss_scale, **kw)
         calls["n"] += 1
         if calls["n"] == 3:  # step 3's gradients
             m.grads["fcprojb"][0, 4] = np.nan

@@ -217,3 +217,58 @@ def test_tolerance_policy_can_fail():
     # zeros compare exactly
     assert compare("z", np.zeros(4), np.zeros(4), np.zeros(4))["passed"]
     assert not compare("z", np.array([0, 0, 1e-20, 0]), np.zeros(4), np.zeros(4))["passed"]
+
+
+def test_kernel_verdict_is_stricter_than_the_policy():
+    """tolerance.kernel_verdict (single kernels): a systematic error below RTOL passes the
+    policy but not the kernel test; a C result more accurate than torch's passes both; one
+    bad element fails the worst-element test even when the RMS hides it."""
+    from pyllmc.reference.tolerance import kernel_verdict
+
+    rng = np.random.default_rng(3)
+    r64 = rng.standard_normal(100_000)
+    r32 = r64.astype(np.float32)
+    sysm = (r64 * (1 + 1e-6)).astype(np.float32)  # ~8 ulp systematic: inside RTOL
+    row = compare("x", sysm, r32, r64)
+    assert row["passed"] and not kernel_verdict(row)["kernel_passed"]
+    # C exact (rounded from fp64), torch noisier: torch's own error is the yardstick
+    noisy32 = (r64 * (1 + rng.standard_normal(r64.size) * 1e-6)).astype(np.float32)
+    row = compare("x", r32, noisy32, r64)
+    assert row["passed"] and kernel_verdict(row)["kernel_passed"]
+    # one element off by 30 ulp of the largest value: RMS barely moves, the worst element does
+    one = r32.copy()
+    i = int(np.argmax(np.abs(r64)))
+    one[i] = np.float32(r64[i] * (1 + 30 * 2.0 ** -23))
+    row = compare("x", one, r32, r64)
+    v = kernel_verdict(row)
+    assert row["passed"] and not v["worst_passed"] and not v["kernel_passed"]
+    with pytest.raises(ValueError):
+        kernel_verdict(compare("x", r32, r32))  # needs fp64
+
+
+def test_compare_is_chunk_independent(monkeypatch):
+    """compare() walks tensors in chunks: the verdict and every number are the same whether a
+    tensor is one chunk or many (worst element found across chunk boundaries)."""
+    from pyllmc.reference import tolerance
+
+    rng = np.random.default_rng(4)
+    r64 = rng.standard_normal((37, 53))
+    r32 = r64.astype(np.float32)
+    c = (r64 * (1 + rng.standard_normal(r64.shape) * 3e-6)).astype(np.float32)
+    c[30, 40] += 1e-3  # the worst element, in a late chunk
+    alts = [(r64 * (1 + rng.standard_normal(r64.shape) * 1e-7)).astype(np.float32)]
+    whole = compare("x", c, r32, r64, ref32_alts=alts)
+    monkeypatch.setattr(tolerance, "CHUNK", 100)
+    chunked = compare("x", c, r32, r64, ref32_alts=alts)
+    assert chunked["worst_index"] == whole["worst_index"] == [30, 40]
+    for key, val in whole.items():
+        if isinstance(val, float):
+            assert chunked[key] == pytest.approx(val, rel=1e-9, abs=1e-300), key
+        else:
+            assert chunked[key] == val, key
+    # and the numbers are what their definitions say
+    d = np.abs(c.astype(np.float64) - r32)
+    assert whole["max_abs"] == d.max()
+    assert whole["rmse"] == pytest.approx(np.sqrt(np.mean((c.astype(np.float64) - r32) ** 2)), rel=1e-12)
+    assert whole["rmse_c_vs_64"] == pytest.approx(np.sqrt(np.mean((c - r64) ** 2)), rel=1e-12)
+    assert whole["max_rel"] == pytest.approx((d / np.maximum(np.abs(r32), np.sqrt(np.mean(r32.astype(np.float64) ** 2)))).max())

@@ -22,7 +22,7 @@ from typing import Any, Dict, Mapping, Tuple
 
 import numpy as np
 
-from pyllmc.errors import BadFormatError, FileError
+from pyllmc.errors import BadFormatError, FileError, InvalidArgumentError
 
 # --------------------------------------------------------------------------------------
 # Names and shapes
@@ -87,11 +87,11 @@ class LLMCConfig:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v <= 0:
-                raise ValueError(f"LLMCConfig.{f.name} must be a positive int, got {v!r}")
+                raise InvalidArgumentError(f"LLMCConfig.{f.name} must be a positive int, got {v!r}")
         if self.padded_vocab_size < self.vocab_size:
-            raise ValueError("padded_vocab_size must be >= vocab_size")
+            raise InvalidArgumentError("padded_vocab_size must be >= vocab_size")
         if self.channels % self.num_heads:
-            raise ValueError("channels must be divisible by num_heads")
+            raise InvalidArgumentError("channels must be divisible by num_heads")
 
     def as_dict(self) -> Dict[str, int]:
         return {f.name: int(getattr(self, f.name)) for f in dataclasses.fields(self)}
@@ -155,7 +155,7 @@ def _to_numpy(t: Any, dtype: Any) -> np.ndarray:
 
         tdt = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}.get(np.dtype(dtype))
         if tdt is None:
-            raise ValueError(f"unsupported dtype {dtype}")
+            raise InvalidArgumentError(f"unsupported dtype {dtype}")
         return t.to(tdt).numpy().copy()
     a = np.asarray(t)
     return a.copy() if dtype is None else a.astype(dtype, copy=True)
@@ -181,7 +181,7 @@ def _hf_num_layers(sd: Mapping[str, Any]) -> int:
         if m:
             layers.add(int(m.group(1)))
     if layers and layers != set(range(max(layers) + 1)):
-        raise ValueError(f"state dict has non-contiguous layers {sorted(layers)}")
+        raise InvalidArgumentError(f"state dict has non-contiguous layers {sorted(layers)}")
     return len(layers)
 
 
@@ -203,13 +203,13 @@ def hf_to_params(model_or_state_dict: Any, padded_vocab_size: int | None = None,
     V, C = wte.shape
     Vp = int(padded_vocab_size) if padded_vocab_size else pad_vocab(V)
     if Vp < V:
-        raise ValueError(f"padded_vocab_size {Vp} < vocab size {V}")
+        raise InvalidArgumentError(f"padded_vocab_size {Vp} < vocab size {V}")
     if "lm_head.weight" in sd:
         lm = sd["lm_head.weight"]
         if hasattr(lm, "data_ptr") and hasattr(sd["wte.weight"], "data_ptr") and \
                 lm.data_ptr() != sd["wte.weight"].data_ptr():
             if not np.array_equal(_to_numpy(lm, None), _to_numpy(sd["wte.weight"], None)):
-                raise ValueError("lm_head.weight is not tied to wte.weight; the C core requires tying")
+                raise InvalidArgumentError("lm_head.weight is not tied to wte.weight; the C core requires tying")
     params: Dict[str, np.ndarray] = {}
     wte_p = np.zeros((Vp, C), dtype=wte.dtype)
     wte_p[:V] = wte
@@ -234,13 +234,13 @@ def hf_parameter(model: Any, name: str, layer: Any = None) -> Tuple[Any, bool]:
     tr = getattr(model, "transformer", model)
     if name in _HF_TOP_MAP:
         if layer is not None:
-            raise ValueError(f"{name} has no layers")
+            raise InvalidArgumentError(f"{name} has no layers")
         mod, attr = _HF_TOP_MAP[name].split(".")
         return getattr(getattr(tr, mod), attr), False
     if name not in _HF_BLOCK_MAP:
         raise KeyError(f"no parameter named {name!r}")
     if layer is None:
-        raise ValueError(f"{name} is per layer: give the layer")
+        raise InvalidArgumentError(f"{name} is per layer: give the layer")
     path, transpose = _HF_BLOCK_MAP[name]
     obj = tr.h[int(layer)]
     for part in path.split("."):
@@ -253,12 +253,12 @@ def check_params(params: Mapping[str, np.ndarray], cfg: Any) -> None:
     shapes = param_shapes(cfg)
     extra = set(params) - set(shapes)
     if extra:
-        raise ValueError(f"unknown parameter names {sorted(extra)}")
+        raise InvalidArgumentError(f"unknown parameter names {sorted(extra)}")
     for name, shape in shapes.items():
         if name not in params:
-            raise ValueError(f"missing parameter {name}")
+            raise InvalidArgumentError(f"missing parameter {name}")
         if tuple(np.shape(params[name])) != shape:
-            raise ValueError(f"parameter {name} has shape {tuple(np.shape(params[name]))}, expected {shape}")
+            raise InvalidArgumentError(f"parameter {name} has shape {tuple(np.shape(params[name]))}, expected {shape}")
 
 
 def config_from_params(params: Mapping[str, np.ndarray], vocab_size: int,
@@ -282,12 +282,12 @@ def params_to_hf_state_dict(params: Mapping[str, np.ndarray], config: Any,
     c = as_llmc_config(config, padded_vocab_size=params["wte"].shape[0])
     V, L = c.vocab_size, c.num_layers
     if params["qkvw"].shape[0] != L:
-        raise ValueError(f"params have {params['qkvw'].shape[0]} layers, config says {L}")
+        raise InvalidArgumentError(f"params have {params['qkvw'].shape[0]} layers, config says {L}")
     wte = np.asarray(params["wte"])
     if wte.shape[0] < V:
-        raise ValueError(f"wte has {wte.shape[0]} rows < vocab size {V}")
+        raise InvalidArgumentError(f"wte has {wte.shape[0]} rows < vocab size {V}")
     if np.any(wte[V:] != 0):
-        raise ValueError("wte rows V..Vp-1 (padding) are not zero")
+        raise InvalidArgumentError("wte rows V..Vp-1 (padding) are not zero")
 
     def t(a: np.ndarray) -> "torch.Tensor":
         return torch.from_numpy(np.ascontiguousarray(a).copy())
@@ -353,7 +353,7 @@ def write_llmc_checkpoint(path: str | os.PathLike, params: Mapping[str, np.ndarr
     """Write an llm.c model checkpoint: version 3 (float32) or 5 (bfloat16, RNE rounding)."""
     c = as_llmc_config(cfg)
     if version not in (3, 5):
-        raise ValueError(f"checkpoint version must be 3 or 5, got {version}")
+        raise InvalidArgumentError(f"checkpoint version must be 3 or 5, got {version}")
     check_params(params, c)
     header = np.zeros(HEADER_INTS, dtype="<i4")
     header[0] = CHECKPOINT_MAGIC
@@ -371,7 +371,7 @@ def write_llmc_checkpoint(path: str | os.PathLike, params: Mapping[str, np.ndarr
             a = np.asarray(params[name])
             if a.dtype != np.float32:
                 if version == 3 and a.dtype == np.float64:
-                    raise ValueError(f"{name}: float64 arrays must be cast to float32 explicitly")
+                    raise InvalidArgumentError(f"{name}: float64 arrays must be cast to float32 explicitly")
                 a = a.astype(np.float32)
             if version == 3:
                 f.write(np.ascontiguousarray(a, dtype="<f4").tobytes())
@@ -521,7 +521,7 @@ def load_hf_dir_params(directory: str | os.PathLike, padded_vocab_size: int | No
     try:
         wte = sd.get("transformer.wte.weight", sd.get("wte.weight"))
         if wte is not None and np.ndim(wte) >= 1 and np.shape(wte)[0] != dims["vocab_size"]:
-            raise ValueError(f"wte has {np.shape(wte)[0]} rows, config.json says vocab_size {dims['vocab_size']}")
+            raise InvalidArgumentError(f"wte has {np.shape(wte)[0]} rows, config.json says vocab_size {dims['vocab_size']}")
         params = hf_to_params(sd, padded_vocab_size)
         cfg = LLMCConfig(padded_vocab_size=params["wte"].shape[0], **dims)
         check_params(params, cfg)  # every tensor's shape must be the one config.json implies
@@ -604,10 +604,10 @@ def load_into_model(model: Any, params: Mapping[str, np.ndarray]) -> None:
         src = np.asarray(params[name])
         if isinstance(dst, list):
             if src.shape[0] != len(dst):
-                raise ValueError(f"parameter {name}: {src.shape[0]} layers, model has {len(dst)}")
+                raise InvalidArgumentError(f"parameter {name}: {src.shape[0]} layers, model has {len(dst)}")
             for l, d in enumerate(dst):
                 if src[l].shape != d.shape:
-                    raise ValueError(f"parameter h{l}.{name}: shape {src[l].shape} != model {d.shape}")
+                    raise InvalidArgumentError(f"parameter h{l}.{name}: shape {src[l].shape} != model {d.shape}")
                 d[...] = src[l]
             continue
         if name == "wte" and src.shape[0] < dst.shape[0] and src.shape[1:] == dst.shape[1:]:
@@ -615,7 +615,7 @@ def load_into_model(model: Any, params: Mapping[str, np.ndarray]) -> None:
             dst[src.shape[0]:] = 0.0
             continue
         if src.shape != dst.shape:
-            raise ValueError(f"parameter {name}: shape {src.shape} does not match model {dst.shape}")
+            raise InvalidArgumentError(f"parameter {name}: shape {src.shape} does not match model {dst.shape}")
         dst[...] = src
 
 

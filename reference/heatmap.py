@@ -167,7 +167,7 @@ def write_heatmap_png(result: Any, path: str) -> Optional[str]:
     cmap = LinearSegmentedColormap.from_list(
         "tol", [(0.0, np.array(GREEN) / 255), (-LOG_MIN / (LOG_MAX - LOG_MIN), np.array(YELLOW) / 255),
                 (-LOG_MIN / (LOG_MAX - LOG_MIN) + 1e-6, np.array(ORANGE) / 255), (1.0, np.array(RED) / 255)])
-    cmap.set_bad("white")
+    cmap = cmap.with_extremes(bad="white")
     # one row of the figure per part; height follows the number of layers, width the kinds
     heights = [len(p["rows"]) + 4.5 for p in parts]  # + room for the rotated labels and title
     width = max(len(p["cols"]) for p in parts)

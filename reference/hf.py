@@ -12,6 +12,8 @@ from typing import Any, Dict, Tuple
 
 import torch
 
+from pyllmc.errors import InvalidArgumentError  # a ValueError: bad specs and configs
+
 #: Size descriptors that do not follow the dN = (L=N, C=64N, NH=N) rule (llm.c's choices).
 _SPECIAL_SIZES: Dict[int, Tuple[int, int, int]] = {  # N -> (L, C, NH)
     24: (24, 1024, 16),  # GPT-2 medium (350M)
@@ -33,10 +35,10 @@ def size_to_shape(spec: str) -> Tuple[int, int, int]:
     """'d12' -> (L, C, NH) = (12, 768, 12); d24/d36/d48 are GPT-2 medium/large/xl."""
     m = _SIZE_RE.match(spec)
     if not m:
-        raise ValueError(f"not a size descriptor (dN): {spec!r}")
+        raise InvalidArgumentError(f"not a size descriptor (dN): {spec!r}")
     n = int(m.group(1))
     if n <= 0:
-        raise ValueError(f"size descriptor needs N > 0: {spec!r}")
+        raise InvalidArgumentError(f"size descriptor needs N > 0: {spec!r}")
     if n in _SPECIAL_SIZES:
         return _SPECIAL_SIZES[n]
     return n, 64 * n, n
@@ -49,7 +51,7 @@ def make_config(vocab_size: int = GPT2_VOCAB, n_positions: int = GPT2_MAX_SEQ, n
     from transformers import GPT2Config
 
     if n_embd % n_head:
-        raise ValueError(f"n_embd {n_embd} not divisible by n_head {n_head}")
+        raise InvalidArgumentError(f"n_embd {n_embd} not divisible by n_head {n_head}")
     kw: Dict[str, Any] = dict(
         vocab_size=vocab_size, n_positions=n_positions, n_layer=n_layer, n_head=n_head,
         n_embd=n_embd, n_inner=None, activation_function="gelu_new", layer_norm_epsilon=1e-5,
@@ -87,7 +89,7 @@ def check_reference_config(cfg: Any) -> None:
     if getattr(cfg, "add_cross_attention", False):
         problems.append("add_cross_attention=True")
     if problems:
-        raise ValueError("GPT-2 config not supported by the C core: " + "; ".join(problems))
+        raise InvalidArgumentError("GPT-2 config not supported by the C core: " + "; ".join(problems))
 
 
 def prepare_reference(model: Any) -> Any:
@@ -102,7 +104,7 @@ def prepare_reference(model: Any) -> Any:
     model.config._attn_implementation = "eager"
     model.eval()  # dropout is 0 anyway; eval also pins any other train/eval difference
     if model.lm_head.weight is not model.transformer.wte.weight:
-        raise ValueError("lm_head.weight is not tied to transformer.wte.weight")
+        raise InvalidArgumentError("lm_head.weight is not tied to transformer.wte.weight")
     return model
 
 

@@ -221,6 +221,7 @@ def run_lockstep(ref32: Any, c_model: Any, cfg: LockstepConfig, *,
     lockstep, comparing everything (module docstring). Returns the rows and trajectories."""
     import torch
 
+    from ..model import clip_coefficient
     from .hf import perturb_ulp, to_dtype
     from .torch_optim import ReferenceTrainer
 
@@ -271,8 +272,8 @@ def run_lockstep(ref32: Any, c_model: Any, cfg: LockstepConfig, *,
         # ---- forward and backward on every side; gradients stay in place (unclipped)
         loss_c = c_model.forward(x, y)
         acts_c = c_activations(c_model, V, act_names)  # copied: backward overwrites probs
-        c_model.zero_grad()
-        c_model.backward(1.0)
+        # as pyllmc's Trainer: the first (here: only) micro-batch overwrites the gradients
+        c_model.backward(1.0, accumulate=False)
         t_c = time.perf_counter() - t0
         t0 = time.perf_counter()
         o32 = tr32.forward_backward([(x, y)], keep_capture=True, collect_grads=False)
@@ -306,11 +307,15 @@ def run_lockstep(ref32: Any, c_model: Any, cfg: LockstepConfig, *,
                 ref32_alts=[t.state_tensor(name, layer, "grad") for t in tra] if use_alts else None), "backward"))
         del gv
         t_cmp = time.perf_counter() - t0
-        # ---- the update on every side: clipping (as pyllmc's Trainer does it), AdamW
+        # ---- the update on every side: clipping and AdamW. The C side as pyllmc's Trainer
+        # does it: the norm, then the clipping factor applied inside the update (bitwise the
+        # same as clip-then-step); torch clips with clip_grad_norm_ and steps torch.optim.AdamW
         t0 = time.perf_counter()
-        norm_c = c_model.clip_grad_norm(cfg.grad_clip) if cfg.grad_clip > 0 else c_model.grad_norm()
+        norm_c = c_model.grad_norm()
+        scale = clip_coefficient(norm_c, cfg.grad_clip) if cfg.grad_clip > 0 else 1.0
         c_model.adamw_step(lr, t=step, beta1=cfg.beta1, beta2=cfg.beta2, eps=cfg.eps,
-                           weight_decay=cfg.weight_decay, decay_matrices_only=cfg.decay_matrices_only)
+                           weight_decay=cfg.weight_decay, decay_matrices_only=cfg.decay_matrices_only,
+                           grad_scale=scale)
         t_c += time.perf_counter() - t0
         t0 = time.perf_counter()
         u32 = tr32.update(lr)

@@ -265,6 +265,11 @@ def read_state(path: PathLike) -> Dict[str, Any]:
     for key in ("data", "rng", "train"):
         if key in doc and not isinstance(doc[key], dict):
             raise BadFormatError(f"{p}: {key!r} must be a JSON object, got {type(doc[key]).__name__}")
+    if "rng" in doc:  # the trainer's PCG64 state: tried here, so a damaged one is a format error
+        try:
+            np.random.PCG64().state = doc["rng"]
+        except (TypeError, ValueError, KeyError, OverflowError) as e:
+            raise BadFormatError(f"{p}: 'rng' is not a PCG64 generator state: {str(e)[:200]}") from None
     for fname, size in dict(doc["files"]).items():
         fp = Path(path) / fname
         if not fp.is_file():

@@ -1,7 +1,7 @@
 """`pyllmc bench`: speed and memory of the C core against PyTorch (argument parsing only;
 the work is in pyllmc.bench).
 
-    pyllmc bench --model M --batch B --seq T [--threads N] [--out DIR]   one configuration
+    pyllmc bench --model M --batch B --seq T [--threads N|1,2] [--out DIR]   one configuration
     pyllmc bench --suite full [--out DIR]                               tiny..d12, long T,
                                                                         1 and N threads,
                                                                         kernels, scaling
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import List
 
 
 def _positive(name: str):
@@ -27,6 +28,20 @@ def _positive(name: str):
         return v
 
     return conv
+
+
+def _thread_list(s: str) -> List[int]:
+    """--threads N or a comma-separated list (1,2): each implementation runs at each count."""
+    out = []
+    for part in s.split(","):
+        try:
+            v = int(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--threads must be an integer or a list like 1,2, got {s!r}") from None
+        if v < 1:
+            raise argparse.ArgumentTypeError(f"--threads must be >= 1, got {v}")
+        out.append(v)
+    return sorted(set(out))
 
 
 def _nonneg(s: str) -> int:
@@ -44,8 +59,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "or local HF directory (only its shape is used); required unless --suite full")
     p.add_argument("--batch", type=_positive("--batch"), default=4, help="batch size B (default 4)")
     p.add_argument("--seq", type=_positive("--seq"), default=64, help="sequence length T (default 64)")
-    p.add_argument("--threads", type=_positive("--threads"), default=None,
-                   help="threads for every implementation (default: all cores of this process)")
+    p.add_argument("--threads", type=_thread_list, default=None,
+                   help="threads for every implementation, N or a list such as 1,2 (default: all cores of this process)")
     p.add_argument("--out", default="out/bench", help="output directory (default out/bench)")
     p.add_argument("--suite", choices=("step", "full"), default="step",
                    help="step: the one configuration given (default); full: tiny..d12 at B4 T64 on 1 and all "
@@ -65,23 +80,45 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed per measurement (default 1800)")
     p.add_argument("--compile-timeout", type=float, default=900.0, help="seconds allowed for torch.compile (default 900)")
     p.add_argument("--no-plots", action="store_true", help="write bench.json and report.md only")
+    p.add_argument("--render", metavar="BENCH_JSON", default=None,
+                   help="measure nothing: write report.md and the plots of an existing bench.json into --out")
 
 
 def run(args: argparse.Namespace) -> int:
+    from .bench import cdriver, suite
     from .bench import impls as impl_mod
-    from .bench import suite
     from .bench.spec import parse_model
+    from .errors import InvalidArgumentError
 
     if args.list_impls:
         for name, text in impl_mod.describe().items():
             print(f"{name:30s} {text}")
         return 0
-    n = args.threads or suite.cpu_count()
+    if args.render:
+        import json
+
+        try:
+            with open(args.render) as f:
+                doc = json.load(f)
+        except json.JSONDecodeError as e:
+            raise InvalidArgumentError(f"{args.render}: not JSON: {e}") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
+            raise InvalidArgumentError(f"{args.render}: not a bench.json (no results list)")
+        paths = suite.write(doc, Path(args.out), plots=not args.no_plots)
+        print("wrote " + ", ".join(str(p) for p in paths))
+        return 0
+    threads = args.threads or [suite.cpu_count()]
+    n = max(threads)
+    if args.src:
+        try:
+            cdriver.find_source(args.src)
+        except cdriver.DriverError as e:
+            raise InvalidArgumentError(f"--src {e}") from None
     if args.impls:
         names = [s.strip() for s in args.impls.split(",") if s.strip()]
         _, unknown = impl_mod.split_impls(names)
         if unknown:
-            raise ValueError(f"unknown implementation(s) {', '.join(unknown)} (see pyllmc bench --list-impls)")
+            raise InvalidArgumentError(f"unknown implementation(s) {', '.join(unknown)} (see pyllmc bench --list-impls)")
     else:
         names = list(impl_mod.DEFAULT_IMPLS) + ["c-driver"]
     if args.no_compile:
@@ -90,23 +127,23 @@ def run(args: argparse.Namespace) -> int:
     scaling = None
     if args.suite == "full":
         if args.threads:
-            configs = [suite.Config(c.shape, c.B, c.T, sorted({1, n}) if c.T == 64 else [n]) for c in suite.full_configs()]
+            configs = [suite.Config(c.shape, c.B, c.T, sorted({1, *threads}) if c.T == 64 else [n]) for c in suite.full_configs()]
         else:
             configs = suite.full_configs()
         if args.model:
             shape = parse_model(args.model)
-            configs = [suite.Config(shape, args.batch, args.seq, sorted({1, n}))] + configs
+            configs = [suite.Config(shape, args.batch, args.seq, sorted({1, *threads}))] + configs
         if args.scaling is not False:
             scaling = suite.full_scaling()
             scaling.threads = n
         kernel_cfgs = [c for c in configs if c.shape.name == "d12" and c.B == 4 and c.T == 64] or configs[:1]
     else:
         if not args.model:
-            raise ValueError("--model is required (or use --suite full)")
-        shape = parse_model(args.model)  # SpecError is a ValueError: one line, exit 2
+            raise InvalidArgumentError("--model is required (or use --suite full)")
+        shape = parse_model(args.model)  # SpecError is an InvalidArgumentError: one line, exit 2
         if args.seq > shape.max_seq_len:
             shape = shape.with_(max_seq_len=args.seq)
-        configs = [suite.Config(shape, args.batch, args.seq, [n])]
+        configs = [suite.Config(shape, args.batch, args.seq, threads)]
         kernel_cfgs = configs
         if args.scaling:
             scaling = suite.Scaling(base=shape, B=args.batch, T=args.seq, threads=n)

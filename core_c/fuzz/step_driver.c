@@ -44,11 +44,15 @@ int main(int argc, char **argv) {
     }
     float first = 0.0f, loss = 0.0f, norm = 0.0f;
     for (int step = 1; step <= 3; step++) {
-        CHECK(llmc_model_zero_grad(m) == LLMC_OK);
+        /* step 2 takes the overwrite path (backward_ex, accumulate = 0) instead of zero_grad */
+        if (step != 2) CHECK(llmc_model_zero_grad(m) == LLMC_OK);
         CHECK(llmc_model_forward(m, x, y, B, T, &loss) == LLMC_OK);
         CHECK(isfinite(loss));
         if (step == 1) first = loss;
-        CHECK(llmc_model_backward(m, 1.0f) == LLMC_OK);
+        if (step == 2)
+            CHECK(llmc_model_backward_ex(m, 1.0f, 0) == LLMC_OK);
+        else
+            CHECK(llmc_model_backward(m, 1.0f) == LLMC_OK);
         CHECK(llmc_model_clip_grad_norm(m, 1.0f, &norm) == LLMC_OK && isfinite(norm));
         llmc_adamw_params hp = {1e-3, 0.9, 0.95, 1e-8, 0.1, step, 1, 1.0f};
         CHECK(llmc_model_adamw_step(m, &hp) == LLMC_OK);

@@ -11,7 +11,9 @@
 
 static inline float llmc_expf(float x) {
     const float hi = 88.37f, lo = -87.33f; /* exp stays a normal float in between */
-    const float xc = x > hi ? hi : (x < lo ? lo : x);
+    /* written so NaN lands on lo (x >= lo is false): converting NaN to int below is
+     * undefined behaviour (found by the fuzzer with UBSan) */
+    const float xc = x > hi ? hi : (x >= lo ? x : lo);
     /* n = round(x / ln2) via the 1.5 * 2^23 trick (exact for |n| < 2^22, no libm call) */
     const float shifter = 12582912.0f;
     const float n = (xc * 1.44269504088896341f + shifter) - shifter;
@@ -29,7 +31,8 @@ static inline float llmc_expf(float x) {
     float scale;
     memcpy(&scale, &bits, sizeof(scale));
     const float r = p * scale;
-    return x < lo ? 0.0f : r; /* true result is below the smallest normal: flush to 0 */
+    /* below the smallest normal: flush to 0; NaN in, NaN out */
+    return x < lo ? 0.0f : (x != x ? x : r);
 }
 
 #endif

@@ -269,3 +269,15 @@ def run_gemm(exe: Path, n: int, threads: int, repeats: int = 5, timeout: float =
     if p.returncode != 0:
         raise DriverError(f"bench_kernels gemm exited {p.returncode}: {p.stderr.strip()[-300:]}")
     return json.loads(p.stdout)
+
+
+def run_fma(exe: Path, threads: int, repeats: int = 3, timeout: float = 600) -> dict:
+    """FMA throughput of `threads` threads (bench_kernels fma): {"gflops", "isa", ...}."""
+    try:
+        p = subprocess.run([str(exe), "fma", str(threads), str(repeats)], capture_output=True, text=True,
+                           timeout=timeout, env=_env(threads))
+    except subprocess.TimeoutExpired:
+        raise DriverError(f"bench_kernels fma timed out after {timeout:.0f} s") from None
+    if p.returncode != 0:
+        raise DriverError(f"bench_kernels fma exited {p.returncode}: {p.stderr.strip()[-300:]}")
+    return json.loads(p.stdout)

@@ -104,12 +104,17 @@ class CCoreRunner(Runner):
         # Clipping folded into the update (grad_scale) where the binding offers it: the same
         # update as clip_grad_norm + adamw_step with one pass over the gradients fewer.
         self.fused_clip = "grad_scale" in inspect.signature(self.m.adamw_step).parameters
+        # backward(accumulate=False) overwrites the gradients: zero_grad + backward without
+        # zero_grad's pass, as the trainer does for the first micro-batch (PyTorch's
+        # counterpart is zero_grad(set_to_none=True), which costs nothing either)
+        self.overwrite = "accumulate" in inspect.signature(self.m.backward).parameters
         if self.fused_clip:
             from ..model import clip_coefficient
 
             self.clip_coefficient = clip_coefficient
         self.info = {"library": _library_path(), "openmp": bool(lib.llmc_has_openmp()),
-                     "clip": "grad_scale" if self.fused_clip else "clip_grad_norm"}
+                     "clip": "grad_scale" if self.fused_clip else "clip_grad_norm",
+                     "backward": "overwrite" if self.overwrite else "zero_grad+accumulate"}
 
     def step(self, t: int):
         m, clock = self.m, time.perf_counter
@@ -117,8 +122,11 @@ class CCoreRunner(Runner):
         t0 = clock()
         loss = m.forward(self.x, self.y)
         t1 = clock()
-        m.zero_grad()
-        m.backward(1.0)
+        if self.overwrite:
+            m.backward(1.0, accumulate=False)
+        else:
+            m.zero_grad()
+            m.backward(1.0)
         t2 = clock()
         if self.fused_clip:
             m.adamw_step(LR, t=t, grad_scale=self.clip_coefficient(m.grad_norm(), CLIP), **hp)

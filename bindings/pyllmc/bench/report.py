@@ -40,9 +40,11 @@ def markdown(doc: Dict[str, Any], pngs: Sequence[str] = ()) -> str:
     L.append("")
     peak = doc.get("peak") or {}
     if peak:
-        L.append("Measured peak (GFLOP/s, square fp32 GEMM): " + "; ".join(
-            f"{n} thread(s): {_f(p.get('gflops'))} (torch.mm {_f(p.get('torch_mm_gflops'))}, "
-            f"C sgemm {_f(p.get('c_sgemm_gflops'))} {p.get('c_sgemm_isa', '')})" for n, p in peak.items()))
+        L.append("Peak measured on this machine (GFLOP/s): GEMM probe (best square fp32 GEMM, the MFU denominator) "
+                 "and FMA probe (register-only FMAs, the arithmetic ceiling): " + "; ".join(
+            f"{n} thread(s): GEMM {_f(p.get('gflops'))} (torch.mm {_f(p.get('torch_mm_gflops'))}, "
+            f"C sgemm {_f(p.get('c_sgemm_gflops'))} {p.get('c_sgemm_isa', '')}), FMA {_f(p.get('fma_gflops'))} "
+            f"{p.get('fma_isa', '')}" for n, p in peak.items()))
         L.append("")
     t = doc.get("targets")
     if t:
@@ -64,15 +66,16 @@ def markdown(doc: Dict[str, Any], pngs: Sequence[str] = ()) -> str:
         c = next((r for r in rows if r["impl"] == "c-core"), None)
         L.append(f"### {model} B={B} T={T}, {n} thread(s)")
         L.append("")
-        L.append("| impl | ms min | ms median | fwd | bwd | update | tokens/s | MFU | peak RSS MiB | vs C |")
-        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        L.append("| impl | ms min | ms median | fwd | bwd | update | tokens/s | MFU | MFU (FMA) | peak RSS MiB | vs C |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in sorted(rows, key=lambda r: r["ms_median"]):
             ph = r.get("phases", {})
             L.append("| " + " | ".join([
                 r["impl"], _f(r["ms_min"]), _f(r["ms_median"]),
                 _f(ph.get("forward", {}).get("ms_median")), _f(ph.get("backward", {}).get("ms_median")),
                 _f(ph.get("update", {}).get("ms_median")), _f(r["tokens_per_s"], "{:.0f}"),
-                _f(r["mfu"] and 100 * r["mfu"], "{:.1f}%"), _f(r["peak_rss_mb"], "{:.0f}"),
+                _f(r["mfu"] and 100 * r["mfu"], "{:.1f}%"), _f(r.get("mfu_fma") and 100 * r["mfu_fma"], "{:.1f}%"),
+                _f(r["peak_rss_mb"], "{:.0f}"),
                 _f(r["ms_median"] / c["ms_median"] if c else None, "{:.2f}x"),
             ]) + " |")  # fmt: skip
         L.append("")
@@ -185,11 +188,16 @@ def _plot_steps(plt, res, out: Path) -> Path:
                     xs.append(i - 0.4 + w * (j + 0.5))
                     med.append(r["ms_median"])
                     mn.append(r["ms_min"])
-            ax.bar(xs, med, w, label=impl, color=COLORS.get(impl))
+            bars = ax.bar(xs, med, w, label=impl, color=COLORS.get(impl))
             ax.scatter(xs, mn, marker="_", color="k", s=60, zorder=3)
+            ax.bar_label(bars, labels=[f"{v:.0f}" if v >= 10 else f"{v:.1f}" for v in med], fontsize=6, padding=1)
         ax.set_xticks(range(len(cfgs)))
         ax.set_xticklabels(cfgs)
-        ax.set_yscale("log")
+        meds = [r["ms_median"] for r in rows]
+        # configurations from tiny to d12 span orders of magnitude: log scale only then, so
+        # that bars of one configuration compare by their heights
+        if meds and max(meds) / max(min(meds), 1e-9) > 20:
+            ax.set_yscale("log")
         ax.set_ylabel("ms per training step (median; - = min)")
         ax.set_title(f"Training step time, {n} thread(s)")
         ax.grid(axis="y", alpha=0.3, which="both")
@@ -282,6 +290,11 @@ def _plot_scaling(plt, sc, out: Path) -> Path:
             fit = c.get("fit")
             lab = impl + (f" (k={fit['exponent']:.2f})" if fit else "")
             ax.loglog([p["x"] for p in pts], [p["ms_min"] for p in pts], "o-", label=lab, color=COLORS.get(impl))
+        xs = sorted({p["x"] for c in curves.values() for p in c["points"]})
+        if xs:  # the measured values as plain tick labels, not powers of ten
+            ax.set_xticks(xs)
+            ax.set_xticklabels([str(x) for x in xs])
+            ax.minorticks_off()
         ax.set_xlabel(var)
         ax.set_ylabel("ms per step (min)")
         ax.set_title(f"step time vs {var}")
@@ -294,6 +307,11 @@ def _plot_scaling(plt, sc, out: Path) -> Path:
             fit = v.get("fit")
             ax.loglog([p["x"] for p in pts], [p["ms_min"] for p in pts], ".-", lw=1,
                       label=f"{name} (k={fit['exponent']:.2f})" if fit else name)
+        ts = sorted({p["x"] for v in sc["kernels_T"].values() for p in v["points"]})
+        if ts:
+            ax.set_xticks(ts)
+            ax.set_xticklabels([str(t) for t in ts])
+            ax.minorticks_off()
         ax.set_xlabel("T")
         ax.set_ylabel("ms per call (min)")
         ax.set_title("C kernels vs T")

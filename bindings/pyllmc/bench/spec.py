@@ -15,6 +15,8 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
+from ..errors import InvalidArgumentError
+
 GPT2_VOCAB = 50257
 GPT2_MAX_SEQ = 1024
 
@@ -82,7 +84,7 @@ class Shape:
         return f"{self.name} (L{self.num_layers} C{self.channels} NH{self.num_heads} V{self.vocab_size})"
 
 
-class SpecError(ValueError):
+class SpecError(InvalidArgumentError):
     """A model spec that cannot be turned into a shape (bad input: exit 2 at the CLI)."""
 
 

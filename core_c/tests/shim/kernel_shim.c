@@ -69,7 +69,7 @@ static void exec_free(shim_exec *s) {
     free(s->shared);
 }
 
-#define SHIM_ABI 2
+#define SHIM_ABI 3
 
 SHIM_API int llmc_test_shim_abi(void) { return SHIM_ABI; }
 
@@ -120,12 +120,15 @@ SHIM_API int llmc_test_matmul_forward(float *out, const float *inp, const float 
     return 0;
 }
 
+/* accumulate: dweight += (dw_beta 1, as in an accumulating backward); 0: dweight is
+ * overwritten (dw_beta 0, the first micro-batch's backward) */
 SHIM_API int llmc_test_matmul_backward(float *dinp, float *dweight, float *dbias,
                                        const float *dout, const float *inp,
                                        const float *weight, int N, int IC, int OC, int nt,
-                                       int use_shared) {
+                                       int use_shared, int accumulate) {
     shim_exec s;
     if (exec_make(&s, nt, 1, use_shared) != 0) return -1;
+    s.ex.dw_beta = accumulate ? 1.0f : 0.0f;
     matmul_backward(dinp, dweight, dbias, dout, inp, weight, N, IC, OC, &s.ex);
     exec_free(&s);
     return 0;

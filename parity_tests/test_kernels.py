@@ -1,0 +1,451 @@
+"""Every C kernel on its own, forward and backward, against the matching torch op (fp32, with
+fp64 attribution by the tolerance policy of pyllmc.reference.tolerance), over random shapes
+drawn by hypothesis: B = 1, T = 1, odd C, one head, V not a multiple of 128, GEMM shapes that
+cross the packing blocks, and hard values (large logits, near-constant layernorm rows,
+sequences up to maxT = 1024, large |x| for GELU). The kernels are reached through the test
+shim (core_c/tests/shim/kernel_shim.c, loaded by pyllmc.reference.kernel_shim).
+
+Outputs the contract says are overwritten are pre-filled with NaN by the wrappers, and the
+accumulating ones (+=) start from random values, so both contracts are tested too."""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+from pyllmc.reference.kernel_shim import CDEF, SHIM_ABI, KernelShim, load_shim  # noqa: E402
+from pyllmc.reference.tolerance import ELEMENTWISE_RTOL, compare, format_rows, kernel_verdict  # noqa: E402
+
+pytestmark = pytest.mark.parity
+
+SETTINGS = settings(max_examples=12, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+NT = 1  # threads (the machines running the suite are small and shared)
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def k() -> KernelShim:
+    return load_shim()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def check(name, c, r32, r64, **kw):
+    """The policy, plus the kernel-level test (tolerance.kernel_verdict: no less accurate
+    than torch's fp32 op against fp64, by RMS and by worst element)."""
+    row = compare(name, c, r32, r64, **kw)
+    v = kernel_verdict(row)
+    assert v["kernel_passed"], (format_rows([row]) + f"\n  attributed {row['attributed_passed']} (ratio "
+                                f"{row['attributed_ratio']:.3g}), worst element vs fp64 {row['max_abs_vs_64']:.3e} "
+                                f"(limit {v['worst_limit']:.3e}; torch fp32's {row['max_abs_32_vs_64']:.3e})")
+    return row
+
+
+def t32(a):
+    # a copy: torch.from_numpy would share memory, and an in-place torch op (the optimizer)
+    # would then change the test's inputs
+    return torch.from_numpy(np.array(a, dtype=np.float32, copy=True))
+
+
+def t64(a):
+    return torch.from_numpy(np.asarray(a, dtype=np.float32).astype(np.float64))
+
+
+def both(fn, *arrays):
+    """fn evaluated on the fp32 inputs in float32 and (widened exactly) in float64."""
+    r32 = fn(*[t32(a) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a for a in arrays])
+    r64 = fn(*[t64(a) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a for a in arrays])
+    conv = (lambda t: t.detach().numpy()) if not isinstance(r32, tuple) else None
+    if conv:
+        return conv(r32), conv(r64)
+    return tuple(x.detach().numpy() for x in r32), tuple(x.detach().numpy() for x in r64)
+
+
+def rand(rng, shape, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+# ------------------------------------------------------------------ the shim itself
+
+
+def test_shim_loader_matches_the_c_source():
+    """The loader's cdef declares exactly the shim's exported functions with the same
+    parameter lists, and the ABI numbers agree (a signature change must update both)."""
+    src = (REPO / "core_c" / "tests" / "shim" / "kernel_shim.c").read_text()
+    norm = lambda s: re.sub(r"\s+", " ", s).replace("( ", "(").replace(" )", ")").strip()  # noqa: E731
+    c_sigs = {m.group(2): norm(m.group(1) + m.group(2) + "(" + m.group(3) + ")")
+              for m in re.finditer(r"SHIM_API\s+([\w\s\*]+?\**)\s*(llmc_test_\w+)\s*\(([^)]*)\)", src)}
+    py_sigs = {m.group(2): norm(m.group(1) + m.group(2) + "(" + m.group(3) + ")")
+               for m in re.finditer(r"^([\w\s\*]+?\**)\s*(llmc_test_\w+)\s*\(([^)]*)\);", CDEF, re.M)}
+    assert len(c_sigs) >= 15 and c_sigs.keys() == py_sigs.keys()
+    for name in c_sigs:
+        assert c_sigs[name].replace(" *", "*").replace("* ", "*") == py_sigs[name].replace(" *", "*").replace("* ", "*"), name
+    m = re.search(r"#define SHIM_ABI (\d+)", src)
+    assert m and int(m.group(1)) == SHIM_ABI
+
+
+@contextlib.contextmanager
+def gemm_isa(isa):
+    """Force the GEMM micro-kernel (LLMC_GEMM_ISA, read by the core at every GEMM call), so
+    every kernel variant is tested on one machine; 'native' is the core's own choice."""
+    old = os.environ.pop("LLMC_GEMM_ISA", None)
+    if isa != "native":
+        os.environ["LLMC_GEMM_ISA"] = isa
+    try:
+        yield
+    finally:
+        os.environ.pop("LLMC_GEMM_ISA", None)
+        if old is not None:
+            os.environ["LLMC_GEMM_ISA"] = old
+
+
+ISAS = ["native", "avx2", "generic"]
+
+
+def test_gemm_isa_can_be_forced(k):
+    with gemm_isa("native"):
+        native = k.gemm_isa()
+    assert native in ("avx512", "avx2", "generic")
+    with gemm_isa("generic"):
+        assert k.gemm_isa() == "generic"
+    with gemm_isa("avx2"):
+        assert k.gemm_isa() in ("avx2", "generic")  # generic on a CPU without AVX2
+
+
+# ------------------------------------------------------------------ GEMM and matmul
+
+gemm_dims = st.tuples(st.integers(1, 300), st.integers(1, 700), st.integers(1, 600))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@SETTINGS
+@given(dims=gemm_dims, ta=st.booleans(), tb=st.booleans(), beta=st.sampled_from([0.0, 1.0]),
+       pad=st.integers(0, 5), shared=st.booleans(), seed=st.integers(0, 2**31 - 1))
+@example(dims=(289, 513, 257), ta=False, tb=True, beta=1.0, pad=3, shared=True, seed=1)  # one past MC, NC, KC
+@example(dims=(1, 1, 1), ta=True, tb=True, beta=0.0, pad=0, shared=False, seed=2)
+def test_sgemm(k, isa, dims, ta, tb, beta, pad, shared, seed):
+    with gemm_isa(isa):
+        _sgemm_case(k, dims, ta, tb, beta, pad, shared, seed)
+
+
+def _sgemm_case(k, dims, ta, tb, beta, pad, shared, seed):
+    M, N, K = dims
+    rng = np.random.default_rng(seed)
+    a_rows, a_cols = (K, M) if ta else (M, K)
+    b_rows, b_cols = (N, K) if tb else (K, N)
+    lda, ldb, ldc = a_cols + pad, b_cols + pad, N + pad
+    A = rand(rng, (a_rows, lda))
+    B = rand(rng, (b_rows, ldb))
+    C0 = rand(rng, (M, ldc))
+    C = C0.copy()
+    if beta == 0.0:
+        C[:, :N] = np.nan  # beta 0 must not read C
+    k.sgemm(ta, tb, M, N, K, A.reshape(-1), lda, B.reshape(-1), ldb, beta, C.reshape(-1), ldc, nt=NT, use_shared=shared)
+    opA = A[:, :a_cols].T if ta else A[:, :a_cols]
+    opB = B[:, :b_cols].T if tb else B[:, :b_cols]
+    r32 = (t32(opA) @ t32(opB)).numpy() + beta * C0[:, :N]
+    r64 = opA.astype(np.float64) @ opB.astype(np.float64) + beta * C0[:, :N].astype(np.float64)
+    check("C", C[:, :N], r32, r64)
+    np.testing.assert_array_equal(C[:, N:], C0[:, N:])  # the padding columns are not touched
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@SETTINGS
+@given(N=st.integers(1, 80), IC=st.integers(1, 400), OC=st.integers(1, 500), bias=st.booleans(),
+       shared=st.booleans(), seed=st.integers(0, 2**31 - 1))
+@example(N=1, IC=1, OC=1, bias=True, shared=False, seed=3)
+@example(N=64, IC=768, OC=2304, bias=True, shared=True, seed=4)  # a d12 layer's qkv (B*T = 64)
+def test_matmul_forward_backward(k, isa, N, IC, OC, bias, shared, seed):
+    with gemm_isa(isa):
+        _matmul_case(k, N, IC, OC, bias, shared, seed)
+
+
+def _matmul_case(k, N, IC, OC, bias, shared, seed):
+    rng = np.random.default_rng(seed)
+    x = rand(rng, (N, IC))
+    w = rand(rng, (OC, IC), 1 / math.sqrt(IC))
+    b = rand(rng, (OC,), 0.1) if bias else None
+    out = k.matmul_forward(x, w, b, nt=NT, use_shared=shared)
+    r32, r64 = both(lambda x_, w_, b_: F.linear(x_, w_, b_), x, w, b)
+    check("out", out, r32, r64)
+    # backward: dinp overwritten (the wrapper's buffer starts as NaN), dweight/dbias accumulate
+    dout = rand(rng, (N, OC))
+    dinp = np.full((N, IC), np.nan, dtype=np.float32)
+    dw0, db0 = rand(rng, (OC, IC)), rand(rng, (OC,))
+    dw, db = dw0.copy(), (db0.copy() if bias else None)
+    k.matmul_backward(dinp, dw, db, dout, x, w, nt=NT, use_shared=shared)
+
+    def grads(x_, w_, dout_):
+        x_ = x_.clone().requires_grad_(True)
+        w_ = w_.clone().requires_grad_(True)
+        bb = torch.zeros(OC, dtype=x_.dtype, requires_grad=True)
+        F.linear(x_, w_, bb).backward(dout_)
+        return x_.grad, w_.grad, bb.grad
+
+    (gx32, gw32, gb32), (gx64, gw64, gb64) = both(grads, x, w, dout)
+    check("dinp", dinp, gx32, gx64)
+    check("dweight", dw, dw0 + gw32, dw0.astype(np.float64) + gw64)
+    if bias:
+        check("dbias", db, db0 + gb32, db0.astype(np.float64) + gb64)
+    # without dinp (the classifier's backward): dweight alone, overwritten (a backward that
+    # replaces the gradients: NaN in the buffer must not matter)
+    dw2 = np.full_like(dw0, np.nan)
+    k.matmul_backward(None, dw2, None, dout, x, w, nt=NT, accumulate=False)
+    check("dweight_overwritten", dw2, gw32, gw64)
+
+
+# ------------------------------------------------------------------ encoder
+
+
+@SETTINGS
+@given(B=st.integers(1, 4), T=st.integers(1, 24), C=st.integers(1, 70), V=st.integers(1, 300),
+       seed=st.integers(0, 2**31 - 1))
+@example(B=1, T=1, C=1, V=1, seed=0)
+def test_encoder_forward_backward(k, B, T, C, V, seed):
+    rng = np.random.default_rng(seed)
+    maxT = T + int(rng.integers(0, 5))
+    wte, wpe = rand(rng, (V, C)), rand(rng, (maxT, C))
+    # few distinct tokens, so rows of dwte collect several positions
+    inp = rng.integers(0, min(V, 3), size=(B, T)).astype(np.int32)
+    out = k.encoder_forward(inp, wte, wpe, nt=NT)
+    ref = (t32(wte)[torch.from_numpy(inp).long()] + t32(wpe)[:T]).numpy()
+    np.testing.assert_array_equal(out, ref)  # one float add per element: exact
+    dout = rand(rng, (B, T, C))
+    dwte0, dwpe0 = rand(rng, (V, C)), rand(rng, (maxT, C))
+    dwte, dwpe = dwte0.copy(), dwpe0.copy()
+    k.encoder_backward(dwte, dwpe, dout, inp, nt=NT)
+
+    def grads(wte_, wpe_, dout_):
+        wte_ = wte_.clone().requires_grad_(True)
+        wpe_ = wpe_.clone().requires_grad_(True)
+        (wte_[torch.from_numpy(inp).long()] + wpe_[:T]).backward(dout_)
+        return wte_.grad, wpe_.grad
+
+    (g32, p32), (g64, p64) = both(grads, wte, wpe, dout)
+    check("dwte", dwte, dwte0 + g32, dwte0.astype(np.float64) + g64)
+    check("dwpe", dwpe, dwpe0 + p32, dwpe0.astype(np.float64) + p64)
+
+
+# ------------------------------------------------------------------ layernorm
+
+
+def _ln_ref(x, w, b):
+    mean = x.mean(-1)
+    var = ((x - mean[:, None]) ** 2).mean(-1)
+    rstd = torch.rsqrt(var + 1e-5)
+    return F.layer_norm(x, (x.shape[-1],), w, b, eps=1e-5), mean, rstd
+
+
+@SETTINGS
+@given(N=st.integers(1, 40), C=st.integers(1, 300), kind=st.sampled_from(["normal", "offset", "near_constant", "constant"]),
+       seed=st.integers(0, 2**31 - 1))
+@example(N=1, C=1, kind="normal", seed=0)
+@example(N=7, C=769, kind="near_constant", seed=1)
+def test_layernorm_forward_backward(k, N, C, kind, seed):
+    rng = np.random.default_rng(seed)
+    if kind == "normal":
+        x = rand(rng, (N, C))
+    elif kind == "offset":  # large mean, unit spread: the mean must not swallow the spread
+        x = rand(rng, (N, C)) + np.float32(300.0)
+    elif kind == "near_constant":  # variance far below eps: rstd ~ 1/sqrt(eps)
+        x = (np.float32(3.0) + rand(rng, (N, C), 1e-4)).astype(np.float32)
+    else:
+        x = np.full((N, C), np.float32(-2.5))
+    w = (1 + rand(rng, (C,), 0.2)).astype(np.float32)
+    b = rand(rng, (C,), 0.1)
+    out, mean, rstd = k.layernorm_forward(x, w, b, nt=NT)
+    (o32, m32, r32), (o64, m64, r64) = both(_ln_ref, x, w, b)
+    check("mean", mean, m32, m64)
+    check("rstd", rstd, r32, r64)
+    check("out", out, o32, o64)
+    # backward from the kernel's own statistics; dinp, dweight, dbias accumulate
+    dout = rand(rng, (N, C))
+    di0, dw0, db0 = rand(rng, (N, C)), rand(rng, (C,)), rand(rng, (C,))
+    di, dw, db = di0.copy(), dw0.copy(), db0.copy()
+    k.layernorm_backward(di, dw, db, dout, x, w, mean, rstd, nt=NT)
+
+    def grads(x_, w_, b_, dout_):
+        x_, w_, b_ = (t.clone().requires_grad_(True) for t in (x_, w_, b_))
+        F.layer_norm(x_, (C,), w_, b_, eps=1e-5).backward(dout_)
+        return x_.grad, w_.grad, b_.grad
+
+    (gx32, gw32, gb32), (gx64, gw64, gb64) = both(grads, x, w, b, dout)
+    check("dinp", di, di0 + gx32, di0.astype(np.float64) + gx64)
+    check("dweight", dw, dw0 + gw32, dw0.astype(np.float64) + gw64)
+    check("dbias", db, db0 + gb32, db0.astype(np.float64) + gb64)
+
+
+# ------------------------------------------------------------------ attention
+
+
+def _attention(qkv, NH):
+    B, T, C3 = qkv.shape
+    C = C3 // 3
+    hs = C // NH
+    q, kk, v = (qkv[..., i * C:(i + 1) * C].reshape(B, T, NH, hs).transpose(1, 2) for i in range(3))
+    scores = (q @ kk.transpose(-1, -2)) / math.sqrt(hs)
+    mask = torch.ones(T, T, dtype=torch.bool).tril()
+    att = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+    y = (att @ v).transpose(1, 2).reshape(B, T, C)
+    return y, att
+
+
+@SETTINGS
+@given(B=st.integers(1, 3), T=st.integers(1, 40), NH=st.integers(1, 4), hs=st.integers(1, 24),
+       scale=st.sampled_from([0.3, 1.0, 4.0]), seed=st.integers(0, 2**31 - 1))
+@example(B=1, T=1, NH=1, hs=1, scale=1.0, seed=0)
+@example(B=1, T=33, NH=3, hs=7, scale=4.0, seed=5)  # odd C = 21, peaky softmax
+def test_attention_forward_backward(k, B, T, NH, hs, scale, seed):
+    _attention_case(k, B, T, NH, hs, scale, seed)
+
+
+def test_attention_long_sequence_max_t(k):
+    """T = maxT = 1024 of GPT-2 (one head, small head size to keep it quick)."""
+    _attention_case(k, B=1, T=1024, NH=1, hs=8, scale=1.0, seed=7)
+
+
+def _attention_case(k, B, T, NH, hs, scale, seed):
+    rng = np.random.default_rng(seed)
+    C = NH * hs
+    qkv = rand(rng, (B, T, 3 * C), scale)
+    out, att = k.attention_forward(qkv, NH, nt=NT)
+    (y32, a32), (y64, a64) = both(lambda q: _attention(q, NH), qkv)
+    upper = np.triu_indices(T, 1)
+    assert not att[:, :, upper[0], upper[1]].any(), "masked (future) probabilities must be exactly 0"
+    check("att", att, a32, a64)
+    check("atty", out, y32, y64)
+    dout = rand(rng, (B, T, C))
+    dqkv = k.attention_backward(dout, qkv, att, NH, nt=NT)
+
+    def grad(q, d):
+        q = q.clone().requires_grad_(True)
+        _attention(q, NH)[0].backward(d)
+        return q.grad
+
+    g32, g64 = both(grad, qkv, dout)
+    check("dqkv", dqkv, g32, g64)
+
+
+# ------------------------------------------------------------------ gelu, residual
+
+
+@SETTINGS
+@given(n=st.integers(1, 5000), scale=st.sampled_from([0.5, 3.0, 12.0]), seed=st.integers(0, 2**31 - 1),
+       in_place=st.booleans())
+@example(n=1, scale=0.5, seed=0, in_place=True)
+def test_gelu_forward_backward(k, n, scale, seed, in_place):
+    rng = np.random.default_rng(seed)
+    x = rand(rng, (n,), scale)
+    x[: min(n, 4)] = np.array([0.0, -0.0, 30.0, -30.0], dtype=np.float32)[: min(n, 4)]  # hard values
+    out = k.gelu_forward(x, nt=NT)
+    r32, r64 = both(lambda t: F.gelu(t, approximate="tanh"), x)
+    check("gelu", out, r32, r64)
+    dout = rand(rng, (n,))
+    dx = k.gelu_backward(x, dout, nt=NT, in_place=in_place)
+
+    def grad(t, d):
+        t = t.clone().requires_grad_(True)
+        F.gelu(t, approximate="tanh").backward(d)
+        return t.grad
+
+    g32, g64 = both(grad, x, dout)
+    check("dgelu", dx, g32, g64)
+
+
+@SETTINGS
+@given(n=st.integers(1, 3000), seed=st.integers(0, 2**31 - 1))
+def test_residual_forward(k, n, seed):
+    rng = np.random.default_rng(seed)
+    a, b = rand(rng, (n,), 10.0), rand(rng, (n,), 1e-3)
+    np.testing.assert_array_equal(k.residual_forward(a, b, nt=NT), (t32(a) + t32(b)).numpy())  # one rounding
+
+
+# ------------------------------------------------------------------ cross-entropy
+
+
+@SETTINGS
+@given(N=st.integers(1, 24), V=st.integers(1, 700), extra=st.integers(0, 130),
+       scale=st.sampled_from([1.0, 30.0, 1000.0]), seed=st.integers(0, 2**31 - 1))
+@example(N=1, V=1, extra=0, scale=1.0, seed=0)
+@example(N=3, V=50257, extra=47, scale=1000.0, seed=1)  # GPT-2's vocabulary, huge logits
+def test_crossentropy_forward_backward(k, N, V, extra, scale, seed):
+    rng = np.random.default_rng(seed)
+    Vp = V + extra
+    logits = rand(rng, (N, Vp), scale)
+    targets = rng.integers(0, V, size=N).astype(np.int32)
+    probs, losses, mean = k.crossentropy_forward(logits, targets, V, nt=NT)
+    assert not probs[:, V:].any(), "padded vocabulary columns must have probability exactly 0"
+
+    def ref(lg):
+        lg = lg[:, :V]
+        l_ = F.cross_entropy(lg, torch.from_numpy(targets).long(), reduction="none")
+        return torch.softmax(lg, -1), l_, l_.mean()
+
+    (p32, l32, m32), (p64, l64, m64) = both(ref, logits)
+    check("probs", probs[:, :V], p32, p64)
+    check("losses", losses, l32, l64)
+    check("mean_loss", np.array([mean]), np.array([m32]), np.array([m64]))
+    dloss = float(rng.uniform(0.1, 2.0) / N)
+    dl = k.crossentropy_backward(probs, targets, dloss, V, nt=NT)
+    assert not dl[:, V:].any(), "padded vocabulary columns must get gradient exactly 0"
+
+    def grad(lg):
+        lg = lg[:, :V].clone().requires_grad_(True)
+        (F.cross_entropy(lg, torch.from_numpy(targets).long(), reduction="sum") * dloss).backward()
+        return lg.grad
+
+    g32, g64 = both(grad, logits)
+    check("dlogits", dl[:, :V], g32, g64)
+
+
+# ------------------------------------------------------------------ AdamW
+
+
+@SETTINGS
+@given(n=st.integers(1, 4000), t=st.integers(1, 1000), lr=st.sampled_from([1e-4, 3e-3, 0.1]),
+       beta2=st.sampled_from([0.95, 0.999]), wd=st.sampled_from([0.0, 0.1]),
+       gscale=st.sampled_from([1.0, 0.37]), gmag=st.sampled_from([1e-9, 1e-3, 10.0]), seed=st.integers(0, 2**31 - 1))
+@example(n=1, t=1, lr=1e-4, beta2=0.999, wd=0.0, gscale=1.0, gmag=1e-3, seed=0)
+def test_adamw(k, n, t, lr, beta2, wd, gscale, gmag, seed):
+    """One update from a given state at step t against torch.optim.AdamW: elementwise math,
+    so torch's own float32 tolerance applies (ELEMENTWISE_RTOL)."""
+    rng = np.random.default_rng(seed)
+    p0 = rand(rng, (n,), 0.05)
+    g = rand(rng, (n,), gmag)
+    m0 = rand(rng, (n,), gmag * 0.5) if t > 1 else np.zeros(n, np.float32)
+    v0 = (rand(rng, (n,), gmag) ** 2).astype(np.float32) if t > 1 else np.zeros(n, np.float32)
+    p, m, v = p0.copy(), m0.copy(), v0.copy()
+    hp = dict(lr=lr, beta1=0.9, beta2=beta2, eps=1e-8, weight_decay=wd)
+    k.adamw(p, g, m, v, t=t, grad_scale=gscale, nt=NT, **hp)
+
+    def ref(dtype):
+        par = torch.nn.Parameter(t32(p0).to(dtype))  # copies: the update is in place
+        opt = torch.optim.AdamW([par], lr=lr, betas=(0.9, beta2), eps=1e-8, weight_decay=wd, foreach=False)
+        # the grad is scaled in float32 as the C core does (clipping's multiply)
+        par.grad = (t32(g) * torch.tensor(gscale, dtype=torch.float32)).to(dtype)
+        opt.state[par] = {"step": torch.tensor(float(t - 1)), "exp_avg": t32(m0).to(dtype),
+                          "exp_avg_sq": t32(v0).to(dtype)}
+        opt.step()
+        st_ = opt.state[par]
+        return par.detach().numpy(), st_["exp_avg"].numpy(), st_["exp_avg_sq"].numpy()
+
+    r32, r64 = ref(torch.float32), ref(torch.float64)
+    for name, c, a, b in zip(("param", "adam_m", "adam_v"), (p, m, v), r32, r64):
+        check(name, c, a, b, rtol=ELEMENTWISE_RTOL)
