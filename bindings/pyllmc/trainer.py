@@ -74,7 +74,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .errors import FileError, InvalidArgumentError, PyllmcError, StateError
+from .errors import BadFormatError, FileError, InvalidArgumentError, PyllmcError, StateError
 from .schedule import SCHEDULES, LRSchedule
 
 EVENTS = ("step_end", "eval", "save", "train_end")
@@ -454,8 +454,15 @@ class Trainer:
         self.step = 0
         if state is not None:
             self.step = int(state["step"])
-            self.train_loader.load_state(state["data"])
-            self.rng.bit_generator.state = state["rng"]
+            where = Path(ckpt) / "state.json"
+            try:
+                self.train_loader.load_state(state["data"])
+            except PyllmcError as e:  # name the file the bad loader state came from
+                raise BadFormatError(f"{where}: data-loader state: {e}") from None
+            try:
+                self.rng.bit_generator.state = state["rng"]
+            except (TypeError, ValueError, KeyError) as e:
+                raise BadFormatError(f"{where}: rng state is not a PCG64 state: {e}") from None
             self._skips_in_row = int(state.get("skips_in_row", 0))
             self._last_saved_step = self.step
             if int(state.get("total_steps", cfg.steps)) != cfg.steps:
