@@ -19,6 +19,8 @@ from pyllmc.reference import (  # noqa: E402
 )
 from pyllmc.reference.convert import HEADER_BYTES  # noqa: E402
 
+pytestmark = pytest.mark.parity
+
 V, MAXT, L, NH, C = 101, 16, 2, 4, 32
 
 

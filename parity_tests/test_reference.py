@@ -18,6 +18,8 @@ from pyllmc.reference import (  # noqa: E402
 )
 from pyllmc.reference.tolerance import ATTRIBUTION_FACTOR, RTOL  # noqa: E402
 
+pytestmark = pytest.mark.parity
+
 V, MAXT, L, NH, C, B, T = 77, 12, 2, 4, 32, 2, 9
 
 

@@ -22,8 +22,11 @@ Three reference runs make the verdict robust (tolerance.py explains the policy):
     AdamW update (where rounding noise is legitimately amplified). The first forward and
     backward are compared with the unmoved fp32 run only.
 
-The reference models are HF GPT2LMHeadModels, unmodified; the C model is used through the
-pyllmc.Model interface (forward, backward, grads, ...), created here or passed in.
+The reference models are HF GPT2LMHeadModels, unmodified, stepped with torch's
+clip_grad_norm_ and torch.optim.AdamW. The C model is used through the pyllmc.Model interface
+(forward, backward, grads, ...), created here or passed in, and takes its steps exactly as
+pyllmc's Trainer does: backward overwriting the gradients, the global norm, the clipping
+factor applied inside the AdamW update.
 """
 from __future__ import annotations
 

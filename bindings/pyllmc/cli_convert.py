@@ -127,5 +127,8 @@ def convert(src: str, dst: str, *, bf16: bool = False, seed: int = 0, overwrite:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .cli_parity import quiet_hub_logging
+
+    quiet_hub_logging()
     print(convert(args.src, args.dst, bf16=args.bf16, seed=args.seed, overwrite=args.overwrite))
     return 0

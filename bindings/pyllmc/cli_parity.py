@@ -34,6 +34,20 @@ def _nonneg_int(value: str) -> int:
     return v
 
 
+def quiet_hub_logging() -> None:
+    """A hub id that cannot be fetched (offline) is reported as one line by the CLI; the
+    download libraries' own retry warnings would only repeat it, several lines per try."""
+    import importlib
+
+    # each library sets its own level when its logging module is first imported (lazily):
+    # import that module first, then lower the level through it
+    for mod in ("huggingface_hub.utils.logging", "transformers.utils.logging"):
+        try:
+            importlib.import_module(mod).set_verbosity_error()
+        except (ImportError, AttributeError):
+            continue
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = ("Train the C core and the PyTorch reference (transformers GPT2LMHeadModel, same weights, "
                      "same batches) in lockstep and compare every activation, gradient, parameter and AdamW "
@@ -85,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     from .model_source import check_device
 
     check_device(args.device)
+    quiet_hub_logging()
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = lockstep.LockstepConfig(
