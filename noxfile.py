@@ -55,8 +55,10 @@ def parity(session: nox.Session) -> None:
 def parity_d12(session: nox.Session) -> None:
     """The GPT-2 124M shape in lockstep with PyTorch (the acceptance run of the parity
     harness): `pyllmc parity --model d12 --steps 3 --batch 4 --seq 64`, every tensor of every
-    layer, reports in out/parity_d12/. About 10 minutes and 10 GB of memory on 2 cores.
-    Arguments after -- are added to the command (e.g. --threads 8, --noise-runs 1)."""
+    layer, reports in out/parity_d12/. About 6 to 10 minutes on 2 cores and 16 GB of memory
+    (the C model, fp32 and fp64 references and 2 fp32 noise runs, each with gradients and AdamW
+    state). Arguments after -- are added to the command (e.g. --threads 8, or --noise-runs 1
+    for 2 GB less)."""
     session.run(PY, "-m", "pyllmc", "parity", "--model", "d12", "--steps", "3", "--batch", "4", "--seq", "64",
                 "--out", str(ROOT / "out" / "parity_d12"), *session.posargs)
 
@@ -257,7 +259,8 @@ def bench(session: nox.Session) -> None:
     """The benchmark suite into out/bench/ (bench.json, report.md, plots): by default the full
     suite (tiny..d12 at B4 T64 on 1 and all threads, d12 at T=256 and 1024, kernels, scaling;
     about an hour on 2 cores). Arguments after -- replace `--suite full`, e.g.
-    `nox -s bench -- --model d12 --batch 4 --seq 64 --threads 2`. See benchmarks/README.md."""
+    `nox -s bench -- --suite d12 --out out/bench_d12` (the notes' d12 results, ~5 min) or
+    `nox -s bench -- --model d6 --batch 4 --seq 64 --threads 1,2`. See benchmarks/README.md."""
     args = session.posargs or ["--suite", "full"]
     session.run(PY, "-m", "pyllmc", "bench", "--src", str(ROOT), "--out", str(ROOT / "out" / "bench"), *args)
 

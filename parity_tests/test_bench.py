@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import stat
 import struct
 import subprocess
@@ -113,7 +112,8 @@ def test_cli_bench_json_contract(tmp_path):
     out = tmp_path / "b"
     p = subprocess.run(
         [sys.executable, "-m", "pyllmc", "bench", "--model", TINY, "--batch", "2", "--seq", "16", "--threads", "1",
-         "--out", str(out), "--impls", "c-core,torch-compact-fused", "--quick", "--no-kernels", "--warmup", "1"],
+         "--out", str(out), "--impls", "c-core,torch-compact-fused", "--quick", "--no-kernels", "--warmup", "1",
+         "--src", str(ROOT)],
         capture_output=True, text=True, timeout=600, cwd=tmp_path,
     )  # fmt: skip
     assert p.returncode == 0, p.stderr
@@ -382,7 +382,7 @@ def test_gate_bad_config(tmp_path):
 def test_real_gate_passes_on_main_and_fails_on_slowed_matmul(tmp_path):
     """The gate as CI runs it (benchmarks/gate/gate.json): passes on these sources (needs a
     baseline recorded for them: after a deliberate change run --update-baseline), and fails,
-    in both checks, when every Linear layer does its work twice (--slow matmul)."""
+    in both checks, when every Linear layer does its work 3 times (--slow matmul)."""
     _need_gate_tools()
     pytest.importorskip("torch")
     rc, err = _gate("--out", str(tmp_path / "main"), cwd=tmp_path)

@@ -2,6 +2,7 @@
 the work is in pyllmc.bench).
 
     pyllmc bench --model M --batch B --seq T [--threads N|1,2] [--out DIR]   one configuration
+    pyllmc bench --suite d12 [--out DIR]                                the notes' d12 results
     pyllmc bench --suite full [--out DIR]                               tiny..d12, long T,
                                                                         1 and N threads,
                                                                         kernels, scaling
@@ -56,15 +57,17 @@ def _nonneg(s: str) -> int:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="size descriptor (d12), named shape (tiny), L4-C256-NH4, llm.c checkpoint "
-                   "or local HF directory (only its shape is used); required unless --suite full")
+                   "or local HF directory (only its shape is used); required unless --suite d12 or full")
     p.add_argument("--batch", type=_positive("--batch"), default=4, help="batch size B (default 4)")
     p.add_argument("--seq", type=_positive("--seq"), default=64, help="sequence length T (default 64)")
     p.add_argument("--threads", type=_thread_list, default=None,
                    help="threads for every implementation, N or a list such as 1,2 (default: all cores of this process)")
     p.add_argument("--out", default="out/bench", help="output directory (default out/bench)")
-    p.add_argument("--suite", choices=("step", "full"), default="step",
-                   help="step: the one configuration given (default); full: tiny..d12 at B4 T64 on 1 and all "
-                        "threads, d12 at T=256 and T=1024, kernels and scaling")
+    p.add_argument("--suite", choices=("step", "d12", "full"), default="step",
+                   help="step: the one configuration given (default); d12: the project notes' results, d12 B=4 "
+                        "T=64 on 1 and all threads, the C core and the PyTorch eager/compiled implementations, "
+                        "kernels (about 5 minutes on 2 cores); full: tiny..d12 at B4 T64 on 1 and all threads, d12 "
+                        "at T=256 and T=1024, kernels and scaling (about an hour)")
     p.add_argument("--impls", default=None, help="comma-separated implementations (see --list-impls)")
     p.add_argument("--list-impls", action="store_true", help="list the implementations and exit")
     p.add_argument("--no-compile", action="store_true", help="leave out torch.compile (slow to compile on few cores)")
@@ -107,6 +110,11 @@ def run(args: argparse.Namespace) -> int:
         paths = suite.write(doc, Path(args.out), plots=not args.no_plots)
         print("wrote " + ", ".join(str(p) for p in paths))
         return 0
+    if args.suite == "d12":
+        # a preset of the one-configuration suite; explicit options still win
+        args.model = args.model or "d12"
+        args.threads = args.threads or sorted({1, suite.cpu_count()})
+        args.impls = args.impls or ",".join(impl_mod.NOTES_IMPLS)
     threads = args.threads or [suite.cpu_count()]
     n = max(threads)
     if args.src:

@@ -29,7 +29,7 @@ regression of the C core, not on noise. Two checks, configured in benchmarks/gat
 --slow builds a deliberately slowed C core (core_c/bench/slow_wrap.c, linked with ld --wrap
 into the gate's own builds only): `gelu` makes the GELU forward kernel 4x slower (callgrind
 catches it; too small a share of the step for wall-clock timing), `matmul` makes every
-Linear layer 2x slower (both checks catch it). The ratio check then loads a slowed
+Linear layer 3x slower (both checks catch it). The ratio check then loads a slowed
 libllmc.so through PYLLMC_LIBRARY. The gate must fail: parity_tests/test_bench.py.
 --update-baseline records this run's callgrind count and environment (and the ratio
 measured, for information) into the config file.

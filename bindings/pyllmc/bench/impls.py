@@ -41,6 +41,20 @@ DEFAULT_IMPLS = (
 )
 
 
+#: `pyllmc bench --suite d12`: the C core (through Python and from C) against every PyTorch
+#: variant the project notes compare (HF eager and the compact model, AdamW foreach and
+#: fused, and the compact model compiled)
+NOTES_IMPLS = (
+    "c-core",
+    "c-driver",
+    "torch-hf-eager-foreach",
+    "torch-hf-eager-fused",
+    "torch-compact-foreach",
+    "torch-compact-fused",
+    "torch-compact-fused-compile",
+)
+
+
 def describe() -> Dict[str, str]:
     return {
         "c-core": "C core through the Python binding (pyllmc.Model)",

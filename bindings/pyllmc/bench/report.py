@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Sequence
 
 from .kernels import GROUPS
 
@@ -198,6 +198,9 @@ def _plot_steps(plt, res, out: Path) -> Path:
         # that bars of one configuration compare by their heights
         if meds and max(meds) / max(min(meds), 1e-9) > 20:
             ax.set_yscale("log")
+            ax.set_ylim(top=max(meds) * 4)  # room for the legend above the bars
+        elif meds:
+            ax.set_ylim(0, max(meds) * 1.35)
         ax.set_ylabel("ms per training step (median; - = min)")
         ax.set_title(f"Training step time, {n} thread(s)")
         ax.grid(axis="y", alpha=0.3, which="both")
@@ -227,7 +230,9 @@ def _plot_phases(plt, res, out: Path) -> Path:
         ax.set_yticklabels([r["impl"] for r in rows], fontsize=8)
         ax.set_xlabel("ms (median per phase)")
         ax.set_title(f"{key[0]} B={key[1]} T={key[2]}, {key[3]} thread(s)", fontsize=9)
-        ax.legend(fontsize=7, loc="lower right")
+        # the fastest implementation is drawn last (top): room on its right for the legend
+        ax.set_xlim(0, max(left) * 1.25 if left and max(left) > 0 else None)
+        ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     p = out / "step_phases.png"
     fig.savefig(p, dpi=100)
