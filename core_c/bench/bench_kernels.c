@@ -105,7 +105,7 @@ static void k_mm_bwd(ctx *c) {
     matmul_backward(dinp, dw, c->which == 4 ? NULL : c->dbias, dout, mm_in(c, c->which), w,
                     c->B * c->T, IC, OC, &c->ex);
 }
-static void k_att_fwd(ctx *c) { attention_forward(c->y, c->att, c->qkv, c->B, c->T, c->C, c->NH, c->nt); }
+static void k_att_fwd(ctx *c) { attention_forward(c->y, c->att, c->qkv, c->B, c->T, c->C, c->NH, &c->ex); }
 static void k_att_bwd(ctx *c) {
     attention_backward(c->dqkv, c->dy, c->qkv, c->att, c->B, c->T, c->C, c->NH, &c->ex);
 }
@@ -285,7 +285,7 @@ int main(int argc, char **argv) {
     c.B = a[0]; c.T = a[1]; c.C = a[2]; c.NH = a[3]; c.V = a[4]; c.Vp = a[5]; c.L = a[6]; c.nt = a[7];
     const int repeats = a[8];
     const size_t BT = (size_t)c.B * c.T, C = (size_t)c.C, Vp = (size_t)c.Vp;
-    c.ex = make_exec(c.nt, c.T);
+    c.ex = make_exec(c.nt, (int)LLMC_ATTN_WS_FLOATS(c.T));
     c.inp = malloc(BT * sizeof(int32_t));
     c.tgt = malloc(BT * sizeof(int32_t));
     for (size_t i = 0; i < BT; i++) {
@@ -306,7 +306,7 @@ int main(int argc, char **argv) {
     c.dlogits = buf(BT * Vp, 0.0f);
     /* kernels whose backward needs forward results: run the forwards once */
     layernorm_forward(c.y, c.mean, c.rstd, c.x, c.lnw, c.lnb, (int)BT, c.C, c.nt);
-    attention_forward(c.y, c.att, c.qkv, c.B, c.T, c.C, c.NH, c.nt);
+    attention_forward(c.y, c.att, c.qkv, c.B, c.T, c.C, c.NH, &c.ex);
     crossentropy_forward(c.probs, c.losses, c.logits, c.tgt, (int)BT, c.V, c.Vp, c.nt);
     crossentropy_backward(c.dlogits, c.probs, c.tgt, 1.0f / (float)BT, (int)BT, c.V, c.Vp, c.nt);
 

@@ -39,11 +39,11 @@ LLMC_CLONES static void attention_row_forward(float *o, float *arow, const float
 /* qkv rows hold [q | k | v], each C wide, heads of hs = C / NH channels side by side.
  * att (B, NH, T, T) holds the softmax probabilities; entries above the diagonal are 0. */
 void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH,
-                       int nt) {
+                       const llmc_exec *ex) {
     const int hs = C / NH;
     const int C3 = 3 * C;
     const float scale = 1.0f / sqrtf((float)hs);
-#pragma omp parallel for collapse(3) num_threads(nt) schedule(static)
+#pragma omp parallel for collapse(3) num_threads(ex->nt) schedule(static)
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < NH; h++) {
             for (int t = 0; t < T; t++) {
@@ -109,7 +109,10 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
     const int hs = C / NH;
     const int C3 = 3 * C;
     const float scale = 1.0f / sqrtf((float)hs);
-#pragma omp parallel for collapse(2) num_threads(ex->nt) schedule(dynamic, 1)
+/* static: each thread a contiguous block of (batch, head) pairs, equal work each. With
+ * dynamic scheduling neighbouring heads went to different threads, whose writes to the
+ * same rows of dqkv made the 2-thread backward no faster than 1 thread. */
+#pragma omp parallel for collapse(2) num_threads(ex->nt) schedule(static)
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < NH; h++) {
             float *datt = ex->row_ws + (size_t)LLMC_THREAD_ID() * ex->row_ws_len;

@@ -209,8 +209,8 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 typedef struct {
     int nt;                 /* OpenMP threads to use */
     float *gemm_ws;         /* LLMC_GEMM_WS_FLOATS per thread */
-    float *row_ws;          /* max_seq floats per thread (attention backward) */
-    int row_ws_len;
+    float *row_ws;          /* row_ws_len floats per thread (attention, LLMC_ATTN_WS_FLOATS) */
+    size_t row_ws_len;
     float *gemm_shared;     /* one operand packed once for all threads (may be NULL) */
     size_t gemm_shared_len; /* in floats */
     float dw_beta;          /* weight gradients: 1 accumulate into them, 0 overwrite */
@@ -225,9 +225,12 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
                      const float *inp, const float *weight, int N, int IC, int OC,
                      const llmc_exec *ex);
 
+/* Per-thread workspace (ex->row_ws, ex->row_ws_len floats each) the attention backward needs
+ * at sequence length T: one row of d(att). */
+#define LLMC_ATTN_WS_FLOATS(T) ((size_t)(T))
 /* causal self-attention over qkv (B, T, 3C) -> out (B, T, C); att (B, NH, T, T) probs */
 void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH,
-                       int nt);
+                       const llmc_exec *ex);
 /* dqkv (B, T, 3C) is overwritten */
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
                         int B, int T, int C, int NH, const llmc_exec *ex);

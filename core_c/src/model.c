@@ -157,12 +157,15 @@ static float *alloc_aligned_floats(size_t n) {
     return (float *)p;
 }
 
+/* attention workspace per thread, at the largest T */
+static size_t attn_ws_floats(const llmc_model *m) { return LLMC_ATTN_WS_FLOATS(m->opt.max_seq); }
+
 /* (Re)size the per-thread workspaces for nthreads threads. Keeps the old ones on failure. */
 static int ensure_workspaces(llmc_model *m, int nthreads) {
     if (m->gemm_ws && m->row_ws && nthreads <= m->ws_threads) return LLMC_OK;
     size_t g, r;
     if (!llmc_mul_size(LLMC_GEMM_WS_FLOATS, (size_t)nthreads, &g) ||
-        !llmc_mul_size((size_t)m->opt.max_seq, (size_t)nthreads, &r))
+        !llmc_mul_size(attn_ws_floats(m), (size_t)nthreads, &r))
         return llmc_fail(m, LLMC_ERR_OUT_OF_MEMORY, "workspace size overflows");
     float *gw = alloc_aligned_floats(g), *rw = alloc_floats(r);
     if (!gw || !rw) {
@@ -628,7 +631,7 @@ double llmc_param_weight_decay(const llmc_adamw_params *hp, int i) {
 /* ---- training step pieces ---- */
 
 static llmc_exec exec_of(llmc_model *m) {
-    llmc_exec ex = {m->nthreads, m->gemm_ws, m->row_ws, m->opt.max_seq, m->gemm_shared,
+    llmc_exec ex = {m->nthreads, m->gemm_ws, m->row_ws, attn_ws_floats(m), m->gemm_shared,
                     LLMC_GEMM_SHARED_FLOATS, 1.0f};
     return ex;
 }
@@ -763,7 +766,7 @@ static int cpu_forward(llmc_model *m, int with_targets, float *mean_loss) {
                        p[P_QKVB] + lc * 3, BT, C, 3 * C, &ex);
         LLMC_DEBUG_FAULT(m, A_QKV, A_QKV, l);
         attention_forward(act(m, A_ATTY, l), act(m, A_ATT, l), act(m, A_QKV, l), B, T, C, NH,
-                          nt);
+                          &ex);
         LLMC_DEBUG_FAULT(m, A_ATT, A_ATTY, l);
         matmul_forward(act(m, A_ATTPROJ, l), act(m, A_ATTY, l), p[P_ATTPROJW] + lc * C,
                        p[P_ATTPROJB] + lc, BT, C, C, &ex);

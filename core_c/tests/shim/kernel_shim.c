@@ -136,7 +136,10 @@ SHIM_API int llmc_test_matmul_backward(float *dinp, float *dweight, float *dbias
 
 SHIM_API int llmc_test_attention_forward(float *out, float *att, const float *qkv, int B,
                                          int T, int C, int NH, int nt) {
-    attention_forward(out, att, qkv, B, T, C, NH, nt);
+    shim_exec s;
+    if (exec_make(&s, nt, (int)LLMC_ATTN_WS_FLOATS(T), 0) != 0) return -1;
+    attention_forward(out, att, qkv, B, T, C, NH, &s.ex);
+    exec_free(&s);
     return 0;
 }
 
@@ -144,7 +147,7 @@ SHIM_API int llmc_test_attention_backward(float *dqkv, const float *dout, const 
                                           const float *att, int B, int T, int C, int NH,
                                           int nt) {
     shim_exec s;
-    if (exec_make(&s, nt, T, 0) != 0) return -1;
+    if (exec_make(&s, nt, (int)LLMC_ATTN_WS_FLOATS(T), 0) != 0) return -1;
     attention_backward(dqkv, dout, qkv, att, B, T, C, NH, &s.ex);
     exec_free(&s);
     return 0;
