@@ -95,6 +95,7 @@ ukernel_avx512(int kc, const float *Ap, const float *Bp, float *C, int64_t ldc, 
         _mm_prefetch((const char *)(C + r * ldc), _MM_HINT_T0);
         _mm_prefetch((const char *)(C + r * ldc + nr - 1), _MM_HINT_T0);
     }
+#pragma GCC unroll 4 /* +1% on the d12 shapes: less loop overhead per 16 FMAs */
     for (int k = 0; k < kc; k++) {
         const __m512 b0 = _mm512_loadu_ps(Bp);
         const __m512 b1 = _mm512_loadu_ps(Bp + 16);
