@@ -382,17 +382,9 @@ def write_llmc_checkpoint(path: str | os.PathLike, params: Mapping[str, np.ndarr
 
 def read_llmc_checkpoint_header(path: str | os.PathLike) -> Tuple[int, LLMCConfig]:
     path = os.fspath(path)
-    from pyllmc._files import open_regular  # a FIFO or device must not block or hang the reader
+    from pyllmc._files import read_header_ints  # a FIFO or device must not block or hang the reader
 
-    f, size = open_regular(path, "checkpoint")
-    try:
-        with f:
-            raw = f.read(HEADER_BYTES)
-    except OSError as e:
-        raise FileError(f"{path}: cannot read checkpoint: {e.strerror or e}") from None
-    if len(raw) < HEADER_BYTES:
-        raise CheckpointFormatError(f"{path}: file is {size} bytes, shorter than the 1024-byte header")
-    h = np.frombuffer(raw, dtype="<i4")
+    h, size = read_header_ints(path, "checkpoint", CheckpointFormatError, HEADER_BYTES)
     if int(h[0]) != CHECKPOINT_MAGIC:
         raise CheckpointFormatError(f"{path}: bad magic {int(h[0])} (expected {CHECKPOINT_MAGIC})")
     version = int(h[1])

@@ -44,3 +44,21 @@ def open_regular(path: PathLike, what: str = "file") -> Tuple[BinaryIO, int]:
         os.close(fd)
         raise
     return f, int(st.st_size)
+
+
+def read_header_ints(path: PathLike, what: str, error_cls: type, nbytes: int = 1024):
+    """The first ``nbytes`` of an llm.c-format file (checkpoint, optimizer state, token shard)
+    as little-endian int32s, plus the file size. A file shorter than its header raises
+    ``error_cls`` naming the file; an unreadable one, ``FileError``."""
+    import numpy as np
+
+    p = os.fspath(path)
+    f, size = open_regular(p, what)
+    try:
+        with f:
+            raw = f.read(nbytes)
+    except OSError as e:
+        raise FileError(f"{p}: cannot read {what}: {e.strerror or e}") from None
+    if len(raw) < nbytes:
+        raise error_cls(f"{p}: {size} bytes, shorter than the {nbytes}-byte {what} header")
+    return np.frombuffer(raw, dtype="<i4"), size

@@ -106,17 +106,9 @@ def write_optimizer_state(path: PathLike, adam_m: np.ndarray, adam_v: np.ndarray
 def read_optimizer_state(path: PathLike, num_params: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray, int]:
     """Read optimizer.bin -> (adam_m, adam_v, step), validating header and size."""
     path = os.fspath(path)
-    from ._files import open_regular  # regular files only: a FIFO or device never hangs
+    from ._files import read_header_ints  # regular files only: a FIFO or device never hangs
 
-    f, size = open_regular(path, "optimizer state")
-    try:
-        with f:
-            raw = f.read(HEADER_BYTES)
-    except OSError as e:
-        raise FileError(f"{path}: cannot read optimizer state: {e.strerror or e}") from None
-    if len(raw) < HEADER_BYTES:
-        raise BadFormatError(f"{path}: {size} bytes, shorter than the 1024-byte optimizer header")
-    h = np.frombuffer(raw, dtype="<i4")
+    h, size = read_header_ints(path, "optimizer state", BadFormatError, HEADER_BYTES)
     if int(h[0]) != OPTIMIZER_MAGIC:
         raise BadFormatError(f"{path}: bad optimizer-state magic {int(h[0])} (expected {OPTIMIZER_MAGIC})")
     if int(h[1]) != OPTIMIZER_VERSION:

@@ -182,13 +182,17 @@ def _print_summary(doc) -> None:
     for s in doc["summary"]:
         line = f"{s['model']} B{s['batch']} T{s['seq']} {s['threads']}t:"
         if "c_ms_median" in s:
-            line += f" c-core {s['c_ms_median']:.1f} ms"
+            line += f" c-core median {s['c_ms_median']:.1f} ms"
             if s.get("c_mfu") is not None:
                 line += f" (MFU {100 * s['c_mfu']:.1f}%)"
-        if "best_torch_eager" in s:
-            line += f"; best torch eager {s['best_torch_eager']} {s['best_torch_eager_ms_min']:.1f} ms (min)"
+        # like with like: medians against the best torch median, mins against the best min
         if "ratio_vs_best_torch_eager_median" in s:
-            line += f"; C/torch {s['ratio_vs_best_torch_eager_median']:.2f}"
+            line += f"; C/torch by median {s['ratio_vs_best_torch_eager_median']:.2f}"
+            if "best_torch_eager_by_median" in s:  # absent from bench.json of older versions
+                line += f" ({s['best_torch_eager_by_median']} {s['best_torch_eager_ms_median']:.1f} ms)"
+        if "ratio_vs_best_torch_eager_min" in s:
+            line += (f", by min {s['ratio_vs_best_torch_eager_min']:.2f}"
+                     f" ({s['best_torch_eager']} {s['best_torch_eager_ms_min']:.1f} ms)")
         print(line)
     for s in doc["skipped"]:
         print(f"skipped {s['impl']}: {s['reason']}", file=sys.stderr)

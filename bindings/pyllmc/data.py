@@ -28,7 +28,6 @@ from __future__ import annotations
 import glob as _glob
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -47,17 +46,9 @@ PathLike = Union[str, "os.PathLike[str]"]
 def read_shard_header(path: PathLike) -> int:
     """Validate a shard's header and size; return its number of tokens."""
     path = os.fspath(path)
-    from ._files import open_regular  # regular files only: a FIFO or device never blocks/hangs
+    from ._files import read_header_ints  # regular files only: a FIFO or device never blocks/hangs
 
-    f, size = open_regular(path, "token shard")
-    try:
-        with f:
-            raw = f.read(HEADER_BYTES)
-    except OSError as e:
-        raise FileError(f"{path}: cannot read token shard: {e.strerror or e}") from None
-    if len(raw) < HEADER_BYTES:
-        raise BadFormatError(f"{path}: {size} bytes, shorter than the 1024-byte shard header")
-    h = np.frombuffer(raw, dtype="<i4")
+    h, size = read_header_ints(path, "token shard", BadFormatError, HEADER_BYTES)
     if int(h[0]) != SHARD_MAGIC:
         raise BadFormatError(f"{path}: bad shard magic {int(h[0])} (expected {SHARD_MAGIC})")
     if int(h[1]) != SHARD_VERSION:

@@ -48,7 +48,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 import numpy as np
 
 from ._ffi import ffi, lib, string
-from .errors import FileError, InvalidArgumentError, PyllmcError, StateError, UnsupportedError, check
+from .errors import FileError, InvalidArgumentError, PyllmcError, StateError, check
 
 PathLike = Union[str, "os.PathLike[str]"]
 

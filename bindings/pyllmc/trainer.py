@@ -719,7 +719,6 @@ class Trainer:
 
     def _train_loop(self, t_start: float) -> History:
         cfg = self.config
-        m = self.model
         sched = cfg.schedule_fn()
         K, B, T = cfg.accum_steps, cfg.batch_size, cfg.seq_len
         tokens_per_step = K * B * T

@@ -1,4 +1,14 @@
-/* attention.c - causal multi-head self-attention (softmax probabilities kept for backward). */
+/* attention.c - causal multi-head self-attention (softmax probabilities kept for backward).
+ *
+ * Per (batch, head), in blocks of ATT_BLOCK query rows, the products are GEMMs on the
+ * strided q, k, v slices of qkv: S = Q K^T, O = P V forward; dV = P^T dO, dP = dO V^T,
+ * dQ = dS K, dK = dS^T Q backward. A block of queries t0 .. t0+rows-1 sees only keys
+ * 0 .. t0+rows-1, so the GEMMs stop there and the causal upper triangle costs at most one
+ * block's width. One dot product per score, as a row-at-a-time kernel does, ran at a fifth
+ * of the GEMM's speed and left the T^2 part of long sequences slower than PyTorch's.
+ *
+ * Each thread runs its GEMMs single-threaded with its own packing workspace (thread_exec).
+ */
 #include "internal.h"
 
 #include "vecmath.h"
@@ -6,20 +16,25 @@
 #include <math.h>
 #include <string.h>
 
-/* One query row t of one head: scores, softmax (kept in arow), and the weighted sum of values.
- * k and v of position t2 are at kbase / vbase + t2 * C3. Cloned for wide vectors. */
-LLMC_CLONES static void attention_row_forward(float *o, float *arow, const float *q,
-                                              const float *kbase, const float *vbase, int t,
-                                              int T, int hs, int C3, float scale) {
+/* One thread's view of the execution context: single-threaded GEMMs in this thread's
+ * slice of the GEMM workspace, no shared pre-pack buffer (other threads use it too).
+ * llmc_sgemm's own parallel loop then runs as a team of one, whose thread id is 0. */
+static llmc_exec thread_exec(const llmc_exec *ex) {
+    llmc_exec one = *ex;
+    one.nt = 1;
+    one.gemm_ws = ex->gemm_ws + (size_t)LLMC_THREAD_ID() * LLMC_GEMM_WS_FLOATS;
+    one.gemm_shared = NULL;
+    one.gemm_shared_len = 0;
+    return one;
+}
+
+/* Row t of the scores (unscaled q.k, all T columns present, only 0..t valid) becomes the
+ * softmax probabilities of scale * scores over 0..t; columns t+1 .. T-1 are set to 0. */
+LLMC_CLONES static void softmax_causal_row(float *arow, int t, int T, float scale) {
     float maxv = -INFINITY;
     for (int t2 = 0; t2 <= t; t2++) {
-        const float *k = kbase + (size_t)t2 * C3;
-        float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-        for (int i = 0; i < hs; i++) s += q[i] * k[i];
-        s *= scale;
-        arow[t2] = s;
-        if (s > maxv) maxv = s;
+        arow[t2] *= scale;
+        if (arow[t2] > maxv) maxv = arow[t2];
     }
     for (int t2 = 0; t2 <= t; t2++) arow[t2] = llmc_expf(arow[t2] - maxv);
     double sum = 0.0; /* a separate loop: GCC does not vectorise exp and a double sum together */
@@ -28,12 +43,19 @@ LLMC_CLONES static void attention_row_forward(float *o, float *arow, const float
     const float inv = (float)(1.0 / sum);
     for (int t2 = 0; t2 <= t; t2++) arow[t2] *= inv;
     for (int t2 = t + 1; t2 < T; t2++) arow[t2] = 0.0f;
-    for (int i = 0; i < hs; i++) o[i] = 0.0f;
-    for (int t2 = 0; t2 <= t; t2++) {
-        const float *v = vbase + (size_t)t2 * C3;
-        const float a = arow[t2];
-        for (int i = 0; i < hs; i++) o[i] += a * v[i];
-    }
+}
+
+/* One block of query rows t0 .. t0+rows-1 of one head. q points at q of position 0 of the
+ * head (k at + C, v at + 2C, rows C3 apart); out_bh at its output of position 0 (rows C
+ * apart); att_bh at its T x T probabilities. */
+static void attention_block_forward(float *out_bh, float *att_bh, const float *q, int t0,
+                                    int rows, int T, int C, int hs, float scale,
+                                    const llmc_exec *one) {
+    const int C3 = 3 * C, n = t0 + rows; /* keys this block can see */
+    float *s = att_bh + (size_t)t0 * T;
+    llmc_sgemm(0, 1, rows, n, hs, q + (size_t)t0 * C3, C3, q + C, C3, 0.0f, s, T, one);
+    for (int r = 0; r < rows; r++) softmax_causal_row(s + (size_t)r * T, t0 + r, T, scale);
+    llmc_sgemm(0, 0, rows, hs, n, s, T, q + 2 * C, C3, 0.0f, out_bh + (size_t)t0 * C, C, one);
 }
 
 /* qkv rows hold [q | k | v], each C wide, heads of hs = C / NH channels side by side.
@@ -43,67 +65,64 @@ void attention_forward(float *out, float *att, const float *qkv, int B, int T, i
     const int hs = C / NH;
     const int C3 = 3 * C;
     const float scale = 1.0f / sqrtf((float)hs);
-#pragma omp parallel for collapse(3) num_threads(ex->nt) schedule(static)
+    const int nblocks = (T + ATT_BLOCK - 1) / ATT_BLOCK;
+/* blocks of one head are independent here; round-robin, since later blocks see more keys */
+#pragma omp parallel for collapse(3) num_threads(ex->nt) schedule(static, 1)
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < NH; h++) {
-            for (int t = 0; t < T; t++) {
-                const float *base = qkv + (size_t)b * T * C3 + h * hs;
-                attention_row_forward(out + ((size_t)b * T + t) * C + h * hs,
-                                      att + (((size_t)b * NH + h) * T + t) * T,
-                                      base + (size_t)t * C3, base + C, base + 2 * C, t, T, hs,
-                                      C3, scale);
+            for (int i = 0; i < nblocks; i++) {
+                const llmc_exec one = thread_exec(ex);
+                const int t0 = i * ATT_BLOCK, rows = T - t0 < ATT_BLOCK ? T - t0 : ATT_BLOCK;
+                attention_block_forward(out + (size_t)b * T * C + h * hs,
+                                        att + ((size_t)b * NH + h) * T * T,
+                                        qkv + (size_t)b * T * C3 + h * hs, t0, rows, T, C, hs,
+                                        scale, &one);
             }
         }
     }
 }
 
-/* One (batch, head): dq, dk, dv of that head (its slice of dqkv, zeroed here). base points
- * at q of position 0 of the head, dbase likewise in dqkv; datt is a row buffer of T floats. */
-LLMC_CLONES static void attention_head_backward(float *dbase, const float *dout_bh,
-                                                const float *base, const float *att_bh,
-                                                float *datt, int T, int C, int hs, float scale) {
+/* Softmax backward of one row of a block, in place: dp[t2] = dL/dP[t2] becomes
+ * dL/dscore[t2] = P[t2] (dp[t2] - sum_j P[j] dp[j]) * scale for t2 <= t, 0 after. */
+LLMC_CLONES static void softmax_causal_row_backward(float *dp, const float *arow, int t, int n,
+                                                    float scale) {
+    float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+    for (int t2 = 0; t2 <= t; t2++) dot += arow[t2] * dp[t2];
+    for (int t2 = 0; t2 <= t; t2++) dp[t2] = arow[t2] * (dp[t2] - dot) * scale;
+    for (int t2 = t + 1; t2 < n; t2++) dp[t2] = 0.0f;
+}
+
+/* One (batch, head): dq, dk, dv of that head (its slice of dqkv, overwritten). base points
+ * at q of position 0 of the head, dbase likewise in dqkv; dp is ATT_BLOCK x T scratch.
+ * Blocks run last first: the last block sees every key, so its dK and dV products write
+ * all T rows (beta 0) and the earlier, narrower blocks add to theirs. */
+static void attention_head_backward(float *dbase, const float *dout_bh, const float *base,
+                                    const float *att_bh, float *dp, int T, int C, int hs,
+                                    float scale, const llmc_exec *one) {
     const int C3 = 3 * C;
-    for (int t = 0; t < T; t++) {
-        float *dst = dbase + (size_t)t * C3;
-        memset(dst, 0, sizeof(float) * hs);
-        memset(dst + C, 0, sizeof(float) * hs);
-        memset(dst + 2 * C, 0, sizeof(float) * hs);
-    }
-    for (int t = 0; t < T; t++) {
-        const float *arow = att_bh + (size_t)t * T;
-        const float *dy = dout_bh + (size_t)t * C;
-        const float *q = base + (size_t)t * C3;
-        float *dq = dbase + (size_t)t * C3;
-        /* out_t = sum_t2 att[t2] v_t2  ->  datt[t2] = dy . v_t2, dv_t2 += att[t2] dy */
-        float dot = 0.0f;
-        for (int t2 = 0; t2 <= t; t2++) {
-            const float *v = base + (size_t)t2 * C3 + 2 * C;
-            float *dv = dbase + (size_t)t2 * C3 + 2 * C;
-            float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-            for (int i = 0; i < hs; i++) s += dy[i] * v[i];
-            datt[t2] = s;
-            dot += s * arow[t2];
-            const float a = arow[t2];
-            for (int i = 0; i < hs; i++) dv[i] += a * dy[i];
-        }
-        /* softmax backward: dpre = att * (datt - sum(att * datt)), then through the
-         * scaled dot product into q and k */
-        for (int t2 = 0; t2 <= t; t2++) {
-            const float dpre = arow[t2] * (datt[t2] - dot) * scale;
-            const float *k = base + (size_t)t2 * C3 + C;
-            float *dk = dbase + (size_t)t2 * C3 + C;
-            for (int i = 0; i < hs; i++) {
-                dq[i] += dpre * k[i];
-                dk[i] += dpre * q[i];
-            }
-        }
+    const float *k = base + C, *v = base + 2 * C;
+    float *dk = dbase + C, *dv = dbase + 2 * C;
+    const int nblocks = (T + ATT_BLOCK - 1) / ATT_BLOCK;
+    for (int i = nblocks - 1; i >= 0; i--) {
+        const int t0 = i * ATT_BLOCK, rows = T - t0 < ATT_BLOCK ? T - t0 : ATT_BLOCK;
+        const int n = t0 + rows;
+        const float beta = i == nblocks - 1 ? 0.0f : 1.0f;
+        const float *p = att_bh + (size_t)t0 * T;
+        const float *dy = dout_bh + (size_t)t0 * C;
+        llmc_sgemm(1, 0, n, hs, rows, p, T, dy, C, beta, dv, C3, one);        /* dV += P^T dO */
+        llmc_sgemm(0, 1, rows, n, hs, dy, C, v, C3, 0.0f, dp, T, one);        /* dP = dO V^T */
+        for (int r = 0; r < rows; r++)
+            softmax_causal_row_backward(dp + (size_t)r * T, p + (size_t)r * T, t0 + r, n, scale);
+        llmc_sgemm(0, 0, rows, hs, n, dp, T, k, C3, 0.0f, dbase + (size_t)t0 * C3, C3,
+                   one);                                                      /* dQ = dS K */
+        llmc_sgemm(1, 0, n, hs, rows, dp, T, base + (size_t)t0 * C3, C3, beta, dk, C3,
+                   one);                                                      /* dK += dS^T Q */
     }
 }
 
 /* Work is split by (batch, head): each pair owns its slice of dqkv, so threads never write
- * the same memory. The gradient of one probability row needs the row of d(att) first
- * (softmax backward uses its dot product with att), kept in a per-thread row buffer. */
+ * the same memory; the blocks of a head add into the same dK and dV rows, so stay together. */
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
                         int B, int T, int C, int NH, const llmc_exec *ex) {
     const int hs = C / NH;
@@ -115,11 +134,12 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
 #pragma omp parallel for collapse(2) num_threads(ex->nt) schedule(static)
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < NH; h++) {
-            float *datt = ex->row_ws + (size_t)LLMC_THREAD_ID() * ex->row_ws_len;
+            const llmc_exec one = thread_exec(ex);
+            float *dp = ex->row_ws + (size_t)LLMC_THREAD_ID() * ex->row_ws_len;
             const size_t off = (size_t)b * T * C3 + (size_t)h * hs;
             attention_head_backward(dqkv + off, dout + (size_t)b * T * C + (size_t)h * hs,
-                                    qkv + off, att + ((size_t)b * NH + h) * T * T, datt, T, C,
-                                    hs, scale);
+                                    qkv + off, att + ((size_t)b * NH + h) * T * T, dp, T, C,
+                                    hs, scale, &one);
         }
     }
 }

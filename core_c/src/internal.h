@@ -97,7 +97,7 @@ struct llmc_model {
     float *bwd_buffer;
 
     float *gemm_ws; /* LLMC_GEMM_WS_FLOATS * ws_threads */
-    float *row_ws;  /* max_seq * ws_threads */
+    float *row_ws;  /* LLMC_ATTN_WS_FLOATS(max_seq) * ws_threads */
     int ws_threads; /* threads the workspaces are sized for */
     float *gemm_shared; /* LLMC_GEMM_SHARED_FLOATS, shared by all threads */
 
@@ -225,9 +225,11 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
                      const float *inp, const float *weight, int N, int IC, int OC,
                      const llmc_exec *ex);
 
-/* Per-thread workspace (ex->row_ws, ex->row_ws_len floats each) the attention backward needs
- * at sequence length T: one row of d(att). */
-#define LLMC_ATTN_WS_FLOATS(T) ((size_t)(T))
+/* Attention works in blocks of ATT_BLOCK query rows (attention.c). Per-thread workspace
+ * (ex->row_ws, ex->row_ws_len floats each) its backward needs at sequence length T: one
+ * block's rows of d(att), ATT_BLOCK x T (256 KiB at T = 1024). */
+#define ATT_BLOCK 64
+#define LLMC_ATTN_WS_FLOATS(T) ((size_t)ATT_BLOCK * (size_t)(T))
 /* causal self-attention over qkv (B, T, 3C) -> out (B, T, C); att (B, NH, T, T) probs */
 void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH,
                        const llmc_exec *ex);

@@ -413,6 +413,8 @@ class Suite:
                     e.update(best_torch_eager=t["impl"], best_torch_eager_ms_min=t["ms_min"])
                 if c and t:
                     e["ratio_vs_best_torch_eager_min"] = c["ms_min"] / t["ms_min"]
+                if t_med:
+                    e.update(best_torch_eager_by_median=t_med["impl"], best_torch_eager_ms_median=t_med["ms_median"])
                 if c and t_med:
                     e["ratio_vs_best_torch_eager_median"] = c["ms_median"] / t_med["ms_median"]
                 out.append(e)

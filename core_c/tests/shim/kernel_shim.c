@@ -6,7 +6,7 @@
  *
  * Every wrapper takes the thread count nt explicitly. Kernels that need an execution
  * context (matmul, attention backward) get one allocated here as the model would size it:
- * gemm_ws = LLMC_GEMM_WS_FLOATS * nt (64-byte aligned), row_ws = T * nt, and the shared
+ * gemm_ws = LLMC_GEMM_WS_FLOATS * nt (64-byte aligned), row_ws = LLMC_ATTN_WS_FLOATS(T) * nt, and the shared
  * pre-pack buffer only when use_shared is set (the kernels must work without it). Those
  * wrappers return 0, or -1 when the workspace cannot be allocated.
  *
