@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import BinaryIO, Tuple, Union
+from typing import TYPE_CHECKING, BinaryIO, Tuple, Union
+
+if TYPE_CHECKING:
+    import numpy as np
 
 from .errors import FileError, InvalidArgumentError
 
@@ -46,7 +49,7 @@ def open_regular(path: PathLike, what: str = "file") -> Tuple[BinaryIO, int]:
     return f, int(st.st_size)
 
 
-def read_header_ints(path: PathLike, what: str, error_cls: type, nbytes: int = 1024):
+def read_header_ints(path: PathLike, what: str, error_cls: type, nbytes: int = 1024) -> Tuple["np.ndarray", int]:
     """The first ``nbytes`` of an llm.c-format file (checkpoint, optimizer state, token shard)
     as little-endian int32s, plus the file size. A file shorter than its header raises
     ``error_cls`` naming the file; an unreadable one, ``FileError``."""

@@ -14,7 +14,6 @@
 #include "vecmath.h"
 
 #include <math.h>
-#include <string.h>
 
 /* One thread's view of the execution context: single-threaded GEMMs in this thread's
  * slice of the GEMM workspace, no shared pre-pack buffer (other threads use it too).
