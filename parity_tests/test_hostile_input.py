@@ -701,7 +701,7 @@ def _cli_cases(f: Dict[str, str]) -> List[tuple]:
         ("unknown_command", ["frobnicate"], ["frobnicate"]),
         ("unknown_top_flag", ["--frobnicate"], ["--frobnicate"]),
         # train
-        ("train_no_model", tr + ["--data", f["shard"]] + out("t0"), ["--model"]),
+        ("train_no_data", tr + out("t0"), ["--data", "prepare-data"]),
         ("train_model_missing", tr + ["--model", f["missing"], "--data", f["shard"]] + out("t1"), [f["missing"]]),
         ("train_model_bad_magic", tr + ["--model", f["ckpt_magic"], "--data", f["shard"]] + out("t2"),
          [f["ckpt_magic"], "magic"]),

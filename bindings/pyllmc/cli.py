@@ -1,16 +1,25 @@
 """The `pyllmc` command line: thin argument parsing and printing, no logic of its own.
 
-Bad input gives one line on stderr and exit status 2, never a traceback.
+Bad input (a pyllmc error) gives one line on stderr naming the flag or file, and exit
+status 2, never a traceback; anything else is a bug and says so, with the traceback (see main).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from typing import List, NoReturn, Optional
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kw):
+        from .cli_args import HelpFormatter
+
+        kw.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kw)
+
     def error(self, message: str) -> NoReturn:  # one line, exit 2 (argparse prints usage too)
         sys.stderr.write(f"{self.prog}: error: {message}\n")
         raise SystemExit(2)
@@ -35,6 +44,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pyllmc", description="GPT-2 training with a C core, checked against PyTorch.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of any error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     p = sub.add_parser("info", help="show the C library in use (ABI version, path, OpenMP, CUDA)")
     p.set_defaults(func=_cmd_info)
@@ -52,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert models: HF directory / hub id / dN <-> llm.c .bin checkpoint")
     cli_convert.add_arguments(p)
     p.set_defaults(func=cli_convert.run)
+    from .cli_args import add_debug
+
+    for p in sub.choices.values():  # `pyllmc train ... --debug` as well as `pyllmc --debug train ...`
+        add_debug(p)
     return parser
 
 
@@ -70,7 +84,30 @@ def _add_trainer_commands(sub) -> None:
         p.set_defaults(func=mod.run)
 
 
+def format_error(e: BaseException) -> str:
+    """The one-line message of a bad-input error; a setting's name (``batch_size``) at its
+    start becomes the flag (``--batch``)."""
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    name = getattr(e, "field", None)
+    if name and msg.startswith(name):
+        from .config import flag_name
+
+        msg = flag_name(name) + msg[len(name):]
+    return msg
+
+
+_PATH_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
+
+
+def _debug_requested(args: Optional[argparse.Namespace]) -> bool:
+    return bool(getattr(args, "debug", False)) or os.environ.get("PYLLMC_DEBUG", "") not in ("", "0")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    """Exit status: 0 done, 2 bad input (a pyllmc error naming the flag or file, or a path
+    that is missing, not permitted or of the wrong kind: one line), 1 a failed run, another
+    OS error or an internal error (an unexpected exception is a bug: "internal error"
+    and its traceback), 130 interrupted. ``--debug`` shows the traceback of any error."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
@@ -85,13 +122,29 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("pyllmc: interrupted\n")
         return 130
-    except Exception as e:  # a PyllmcError or OS error from bad input: one line, exit 2
+    except Exception as e:
         from .errors import PyllmcError
 
-        if isinstance(e, (PyllmcError, OSError, ValueError)):
-            sys.stderr.write(f"pyllmc: error: {e}\n")
+        debug = _debug_requested(args)
+        if isinstance(e, PyllmcError):  # typed: bad input, or a model too large for this machine
+            if debug:
+                traceback.print_exc()
+            sys.stderr.write(f"pyllmc: error: {format_error(e)}\n")
             return 2
-        raise
+        if isinstance(e, _PATH_ERRORS):  # a path the user gave: missing, not allowed, wrong kind
+            if debug:
+                traceback.print_exc()
+            sys.stderr.write(f"pyllmc: error: {format_error(e)}\n")
+            return 2
+        if isinstance(e, (OSError, MemoryError)):  # the machine, not the input and not a bug
+            if debug:
+                traceback.print_exc()
+            sys.stderr.write(f"pyllmc: error: {format_error(e)}\n")
+            return 1
+        traceback.print_exc()
+        sys.stderr.write(f"pyllmc: internal error (a bug in pyllmc; please report it with the traceback "
+                         f"above): {type(e).__name__}: {format_error(e)}\n")
+        return 1
 
 
 if __name__ == "__main__":

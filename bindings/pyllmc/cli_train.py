@@ -1,106 +1,160 @@
-"""`pyllmc train`: thin wrapper over Trainer (flags as in DESIGN.md's command-line contract)."""
+"""`pyllmc train`: a thin wrapper over Trainer. Its flags are generated from TrainerConfig
+(``pyllmc.config``); this module adds --config, --resume and the printing."""
 
 from __future__ import annotations
 
 import argparse
+import glob
+import os
 import sys
-from typing import Any
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
 
-from .errors import InvalidArgumentError
+from .cli_args import add_config_flags, cli_defaults, default_out, describe, given_settings
+from .config import TrainerConfig, config_fields, flag_name, read_config_file
+from .errors import BadFormatError, FileError, InvalidArgumentError
 
+CONFIG_NAME = "config.toml"  # the resolved config a run directory keeps
 
-def _on_off(value: str) -> bool:
-    v = value.strip().lower()
-    if v in ("on", "true", "1", "yes"):
-        return True
-    if v in ("off", "false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected on or off, got {value!r}")
+EPILOG = """\
+examples:
+  pyllmc prepare-data input.txt --out data           # text -> token shards + tokenizer.bin
+  pyllmc train --data 'data/train_*.bin'             # a small d6 model with the defaults above
+  pyllmc train --model d6 --data 'data/train_*.bin' --val-data data/val_000000.bin \\
+      --steps 2000 --batch 8 --seq 256 --lr 6e-4 --warmup 100 --eval-every 100 --out runs/d6
+  pyllmc train --config run.toml --lr 1e-3           # a TOML file of settings; flags override it
+  pyllmc train --resume runs/d6                      # continue a stopped run bit-identically
+  pyllmc train --resume runs/d6 --steps 3000         # ... for longer (safe overrides only)
+  pyllmc train --data 'data/train_*.bin' --report-to tensorboard   # then: tensorboard --logdir runs
+
+A config file holds the settings by name (batch_size = 8, or as flags: batch = 8); the run
+directory keeps the resolved one as DIR/config.toml. Bad input exits with status 2, a run that
+diverges with 1.
+"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.description = ("Train a GPT-2 through the C core. Writes DIR/metrics.jsonl (one row per step), "
-                     "checkpoints DIR/ckpt_XXXXXXXX/ and DIR/loss.png.")
-    p.add_argument("--model", help="size (d6, d12, ...), llm.c .bin, checkpoint/run dir, or HF dir/hub id "
-                                   "(may be omitted with --resume)")
-    p.add_argument("--data", required=True, help="training token shards: a file or a glob")
-    p.add_argument("--val-data", help="validation token shards: a file or a glob")
-    p.add_argument("--steps", type=int, required=True, help="length of the whole run in optimizer steps")
-    p.add_argument("--batch", type=int, required=True, help="micro-batch size B")
-    p.add_argument("--seq", type=int, required=True, help="sequence length T")
-    p.add_argument("--lr", type=float, required=True, help="peak learning rate")
-    p.add_argument("--schedule", choices=["cosine", "linear", "constant", "wsd"], default="cosine")
-    p.add_argument("--warmup", type=int, default=0, help="linear warmup steps")
-    p.add_argument("--final-frac", type=float, default=0.1, help="last step's lr = lr * this (default 0.1)")
-    p.add_argument("--wsd-decay-frac", type=float, default=0.2, help="wsd: fraction of steps spent decaying")
-    p.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay (2-D weights only)")
-    p.add_argument("--decay-all", action="store_true", help="apply weight decay to every parameter (llm.c)")
-    p.add_argument("--beta1", type=float, default=0.9)
-    p.add_argument("--beta2", type=float, default=0.95)
-    p.add_argument("--eps", type=float, default=1e-8)
-    p.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (0 = off)")
-    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
-    p.add_argument("--on-nonfinite", choices=["stop", "skip"], default="stop",
-                   help="a NaN/inf loss or gradient: stop naming the first bad tensor (default), or skip that update")
-    p.add_argument("--shuffle", type=_on_off, default=True, metavar="on|off", help="shuffle training data (default on)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="OpenMP threads (0 = default)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (cuda needs a CUDA build and a GPU)")
-    p.add_argument("--out", default="runs/train", help="output directory (default runs/train)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    p.add_argument("--stop-at", type=int, help="end after this step with a checkpoint, as an interruption would")
-    p.add_argument("--save-every", type=int, default=0, help="checkpoint every K steps (and at the end)")
-    p.add_argument("--keep-last", type=int, default=2, help="checkpoints to keep (0 = all)")
-    p.add_argument("--eval-every", type=int, default=0, help="validation loss every K steps (and at the end)")
-    p.add_argument("--eval-batches", type=int, default=10, help="validation batches per evaluation")
-    p.add_argument("--sample-every", type=int, default=0, help="print a sample every K steps")
-    p.add_argument("--sample-tokens", type=int, default=64)
-    p.add_argument("--sample-prompt", default=None)
-    p.add_argument("--tokenizer", default=None, help="byte, gpt2, or a tokenizer.bin (default: next to --data)")
-    p.add_argument("--vocab-size", type=int, default=None, help="vocabulary for a size descriptor model")
-    p.add_argument("--max-seq-len", type=int, default=None, help="max sequence length for a size descriptor model")
-    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    p.add_argument("--progress", choices=["auto", "bar", "lines", "none"], default="auto")
-    p.add_argument("--log-every", type=int, default=10, help="plain-line progress every N steps")
-    p.add_argument("--no-plot", action="store_true", help="do not write loss.png")
-    p.add_argument("--export-hf", metavar="DIR", help="at the end, also write a Hugging Face directory")
+    p.description = ("Train a GPT-2 through the C core. Writes DIR/metrics.jsonl (one row per step),\n"
+                     "DIR/config.toml (the resolved settings), checkpoints DIR/ckpt_XXXXXXXX/ and DIR/loss.png.")
+    p.epilog = EPILOG
+    g = p.add_argument_group("run")
+    g.add_argument("--config", metavar="FILE", help="TOML (or .json) file of settings; flags override it")
+    g.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR (or in --out) from its newest checkpoint, with its "
+                        "saved settings; only settings that keep the run the same may be changed")
+    g.add_argument("--allow-download", action="store_true", default=None,
+                   help="let --model fetch a hub id that is not in the local cache (also: PYLLMC_ALLOW_DOWNLOAD=1)")
+    g.add_argument("--export-hf", metavar="DIR", help="at the end, also write a Hugging Face directory")
+    add_config_flags(p.add_argument_group("settings (TrainerConfig fields)"))
 
 
-def config_from_args(args: argparse.Namespace) -> Any:
-    from .trainer import TrainerConfig
+# ---------------------------------------------------------------- resolving the configuration
+def resolve_config(args: argparse.Namespace) -> Tuple[TrainerConfig, List[str]]:
+    """The TrainerConfig of this command line, and notices to print. Fresh runs: the
+    defaults, then --config, then the flags. --resume: the run's saved config.toml, then
+    --config and the flags as overrides, which must be safe to change (see pyllmc.config)."""
+    flags = given_settings(args)
+    from_file: Dict[str, Any] = read_config_file(args.config) if args.config else {}
+    if args.resume is None:
+        values = dict(cli_defaults())
+        values.update(from_file)
+        values.update(flags)
+        return TrainerConfig(**values), []
+    if isinstance(args.resume, str):
+        run_dir = args.resume
+        if "out_dir" in flags and os.path.abspath(flags["out_dir"]) != os.path.abspath(run_dir):
+            raise InvalidArgumentError(f"--resume {run_dir} and --out {flags['out_dir']} name different "
+                                       "directories; give the run directory once")
+    else:
+        run_dir = flags.get("out_dir") or from_file.get("out_dir") or default_out("train")
+    saved_path = Path(run_dir) / CONFIG_NAME
+    if not saved_path.is_file():
+        if not Path(run_dir).is_dir():
+            raise FileError(f"--resume {run_dir}: no such run directory")
+        if isinstance(args.resume, str):
+            raise FileError(f"{saved_path}: no such file, so the run's settings are unknown (a run from an older "
+                            f"pyllmc?); resume it with all its flags: pyllmc train --resume --out {run_dir} ...")
+        # the flag form on a run without config.toml: the flags are the settings, and the
+        # Trainer checks those that decide the batches against the checkpoint
+        values = dict(cli_defaults())
+        values.update(from_file)
+        values.update(flags)
+        values.update(out_dir=run_dir, resume=True)
+        return TrainerConfig(**values), []
+    saved = read_config_file(saved_path)
+    # --stop-at is an interruption of the earlier invocation, not a setting of the run
+    saved.pop("stop_at", None)
+    overrides = dict(from_file)
+    overrides.update(flags)
+    overrides.pop("out_dir", None)
+    notices = []
+    base = TrainerConfig(**saved)
+    for name, new in overrides.items():
+        old = getattr(base, name)
+        if new == old:
+            continue
+        f = next(f for f in config_fields() if f.name == name)
+        kind = f.metadata.get("resume", "fixed")
+        where = flag_name(name) if name in flags else f"{args.config}: {name}"
+        if kind == "fixed":
+            raise InvalidArgumentError(
+                f"{where}: cannot change when resuming (the run has {describe(name, old)}); "
+                f"start a new run with another --out to change it")
+        note = f.metadata.get("resume_note")
+        notices.append(f"resume: {describe(name, old)} -> {describe(name, new)}" + (f" ({note})" if note else ""))
+    values = dict(saved)
+    values.update(overrides)
+    values.update(out_dir=run_dir, resume=True, overwrite=False)
+    return TrainerConfig(**values), notices
 
-    if not args.model and not args.resume:
-        raise InvalidArgumentError("--model is required (unless --resume continues a run in --out)")
-    return TrainerConfig(
-        model=args.model, data=args.data, val_data=args.val_data, tokenizer=args.tokenizer,
-        vocab_size=args.vocab_size, max_seq_len=args.max_seq_len,
-        batch_size=args.batch, seq_len=args.seq, grad_accum=args.grad_accum, steps=args.steps, lr=args.lr,
-        schedule=args.schedule, warmup=args.warmup, final_frac=args.final_frac, wsd_decay_frac=args.wsd_decay_frac,
-        beta1=args.beta1, beta2=args.beta2, eps=args.eps, weight_decay=args.weight_decay,
-        decay_matrices_only=not args.decay_all, grad_clip=args.grad_clip, on_nonfinite=args.on_nonfinite,
-        shuffle=args.shuffle, seed=args.seed,
-        threads=args.threads, device=args.device, eval_every=args.eval_every, eval_batches=args.eval_batches,
-        sample_every=args.sample_every, sample_tokens=args.sample_tokens, sample_prompt=args.sample_prompt,
-        out_dir=args.out, save_every=args.save_every, keep_last=args.keep_last, resume=args.resume,
-        stop_at=args.stop_at, overwrite=args.overwrite, progress=args.progress, log_every=args.log_every,
-        plot=not args.no_plot,
-    )
+
+def _text_file_in(spec: Any) -> Optional[str]:
+    """A file among the --data paths that holds text rather than token shards, if any."""
+    paths = sorted(glob.glob(os.fspath(spec))) if isinstance(spec, (str, os.PathLike)) else list(spec or [])
+    for p in paths[:16]:
+        try:
+            with open(p, "rb") as f:
+                head = f.read(4096)
+        except OSError:
+            continue
+        if not head:
+            continue
+        try:
+            text = head.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        if sum(c.isprintable() or c in "\n\r\t" for c in text) >= 0.95 * len(text):
+            return os.fspath(p)
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
     from .errors import NonFiniteError
-    from .model_source import check_device
     from .trainer import Trainer
 
-    check_device(args.device)
-    cfg = config_from_args(args)
+    if args.allow_download:
+        os.environ["PYLLMC_ALLOW_DOWNLOAD"] = "1"
+    cfg, notices = resolve_config(args)
+    if cfg.data is None:
+        raise InvalidArgumentError("--data is required: training token shards (a file or a glob); "
+                                   "make them from text with `pyllmc prepare-data input.txt --out data`")
+    for n in notices:
+        print(n, flush=True)
     with Trainer(cfg) as trainer:
-        trainer.setup()
+        try:
+            trainer.setup()
+        except BadFormatError as e:
+            text = _text_file_in(cfg.data) if cfg.data is not None else None
+            if text is None:
+                raise
+            raise BadFormatError(f"--data {text}: a text file, not token shards; tokenize it first with "
+                                 f"`pyllmc prepare-data {text} --out data`, then pass --data 'data/train_*.bin'") from e
         c = trainer.model.config
         print(f"model: GPT-2 L{c.num_layers} C{c.channels} H{c.num_heads} V{c.vocab_size} "
               f"({c.num_params() / 1e6:.2f}M params) | data: {trainer.train_loader.num_tokens} tokens "
               f"in {len(trainer.train_loader.shards)} shard(s) | B={cfg.batch_size} T={cfg.seq_len} "
-              f"K={cfg.accum_steps} | {cfg.schedule} lr {cfg.lr:g}", flush=True)
+              f"K={cfg.accum_steps} | {cfg.schedule} lr {cfg.lr:g} | run dir {cfg.out_dir}"
+              + (f" | resumed at step {trainer.step}" if trainer.step else ""), flush=True)
         try:
             h = trainer.train()
         except NonFiniteError as e:
@@ -123,7 +177,8 @@ def run(args: argparse.Namespace) -> int:
     print(("stopped (" + h.stop_reason + "): " if h.stop_reason else "done: ") + ", ".join(parts))
     print(f"metrics: {cfg.out_dir}/metrics.jsonl")
     if h.last_checkpoint:
-        print(f"checkpoint: {h.last_checkpoint}" + ("  (continue with --resume)" if h.stop_reason else ""))
+        print(f"checkpoint: {h.last_checkpoint}" + (f"  (continue with: pyllmc train --resume {cfg.out_dir})"
+                                                     if h.stop_reason else ""))
     if h.loss_curve:
         print(f"loss curve: {h.loss_curve}")
     if h.stop_reason == "interrupted":

@@ -10,14 +10,19 @@ from typing import Dict, Optional, Type
 
 
 class PyllmcError(Exception):
-    """Base class of every error pyllmc raises. ``status`` is the C status code (or None)."""
+    """Base class of every error pyllmc raises. ``status`` is the C status code (or None).
+    ``field``, when set, is the TrainerConfig setting the error is about; the message then
+    starts with that name, which the command line replaces with the flag (``--batch``)."""
 
     status: Optional[int] = None
+    field: Optional[str] = None
 
-    def __init__(self, message: str = "", status: Optional[int] = None):
+    def __init__(self, message: str = "", status: Optional[int] = None, *, field: Optional[str] = None):
         super().__init__(message)
         if status is not None:
             self.status = status
+        if field is not None:
+            self.field = field
 
     def __str__(self) -> str:  # OSError would otherwise format its args as a tuple
         return str(self.args[0]) if self.args else ""

@@ -75,127 +75,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .errors import BadFormatError, FileError, InvalidArgumentError, PyllmcError, StateError
-from .schedule import SCHEDULES, LRSchedule
+from .config import TrainerConfig  # noqa: F401  (defined there, with the flag metadata; re-exported)
 
 EVENTS = ("step_end", "eval", "save", "train_end")
 
 #: Settings that must not change between a run and its resume (they change which batches
 #: are read); the others may (e.g. more steps), with a notice.
 RESUME_FIXED = ("batch_size", "seq_len", "grad_accum", "shuffle", "seed")
-
-
-@dataclass
-class TrainerConfig:
-    """Settings of one training run (the CLI flags of ``pyllmc train`` map onto these)."""
-
-    # model and data
-    model: Any = "d6"  #: M: size descriptor, .bin, checkpoint/run dir, HF dir/hub id, GPTConfig or Model
-    data: Any = None  #: training shards: a file, a glob, or a list
-    val_data: Any = None  #: validation shards (optional)
-    tokenizer: Any = None  #: "byte", "gpt2", a tokenizer.bin, a dir; None: found next to the data
-    vocab_size: Optional[int] = None  #: for size descriptors; None: the tokenizer's, else 50257
-    max_seq_len: Optional[int] = None  #: for size descriptors (rows of wpe); None: 1024
-    # batch
-    batch_size: int = 4  #: B (micro-batch)
-    seq_len: int = 64  #: T
-    grad_accum: int = 1  #: K micro-batches per optimizer step
-    total_batch_tokens: Optional[int] = None  #: if set, grad_accum = this / (B*T) (must divide)
-    # optimisation
-    steps: int = 100  #: length of the whole run (the LR schedule follows it)
-    lr: float = 3e-4
-    schedule: str = "cosine"  #: cosine | linear | constant | wsd
-    warmup: int = 0
-    final_frac: float = 0.1  #: last step's lr = lr * final_frac (not for constant)
-    wsd_decay_frac: float = 0.2  #: fraction of post-warmup steps that wsd spends decaying
-    beta1: float = 0.9
-    beta2: float = 0.95
-    eps: float = 1e-8
-    weight_decay: float = 0.1
-    decay_matrices_only: bool = True  #: weight decay on 2-D weights only
-    grad_clip: float = 1.0  #: max global grad norm; 0 = off
-    on_nonfinite: str = "stop"  #: NaN/inf loss or gradient: "stop" (raise NonFiniteError) | "skip" the update
-    max_skips: int = 10  #: skip mode: more consecutive skipped steps than this raise NonFiniteError
-    # data order, randomness, machine
-    shuffle: bool = True
-    seed: int = 0  #: model init (size descriptors), data shuffling, sampling
-    threads: int = 0  #: OpenMP threads; 0 = default. Bit-exact resume needs the same count.
-    device: str = "cpu"
-    # evaluation, sampling, checkpoints
-    eval_every: int = 0  #: evaluate every N steps (and at the last step); 0 = never
-    eval_batches: int = 10  #: K validation batches per evaluation (from the start of val_data)
-    sample_every: int = 0  #: generate a sample every N steps; 0 = never
-    sample_tokens: int = 64
-    sample_prompt: Optional[str] = None  #: text prompt; None: start from end-of-text
-    sample_temperature: float = 1.0
-    sample_top_k: int = 0
-    out_dir: Optional[str] = None  #: metrics.jsonl, checkpoints, loss.png
-    save_every: int = 0  #: checkpoint every N steps (and at the end); 0 = only at the end
-    keep_last: int = 2  #: keep the newest k checkpoints; 0 = all
-    resume: bool = False  #: continue from the newest checkpoint in out_dir
-    stop_at: Optional[int] = None  #: end after this step with a checkpoint, as an interruption would
-    overwrite: bool = False  #: a fresh run may replace checkpoints/metrics already in out_dir
-    # output
-    progress: str = "auto"  #: auto (bar on a TTY, else lines) | bar | lines | none
-    log_every: int = 10  #: plain-line progress every N steps
-    plot: bool = True  #: loss-curve PNG at the end (needs matplotlib)
-
-    def validate(self) -> None:
-        def need_int(name: str, lo: int) -> None:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-                raise InvalidArgumentError(f"{name} must be an integer >= {lo}, got {v!r}")
-
-        if self.data is None:
-            raise InvalidArgumentError("no training data given (data=... / --data PATH)")
-        for n in ("batch_size", "seq_len", "grad_accum", "steps", "eval_batches", "log_every"):
-            need_int(n, 1)
-        for n in ("warmup", "eval_every", "sample_every", "save_every", "keep_last", "sample_tokens",
-                  "sample_top_k", "threads", "seed", "max_skips"):
-            need_int(n, 0)
-        if self.schedule not in SCHEDULES:
-            raise InvalidArgumentError(f"unknown schedule {self.schedule!r}; expected one of {', '.join(SCHEDULES)}")
-        if self.warmup > self.steps:
-            raise InvalidArgumentError(f"warmup {self.warmup} is longer than the run ({self.steps} steps)")
-        for n in ("lr", "beta1", "beta2", "eps", "weight_decay", "grad_clip", "final_frac", "sample_temperature"):
-            v = getattr(self, n)
-            if not isinstance(v, (int, float, np.floating)) or not math.isfinite(float(v)) or float(v) < 0:
-                raise InvalidArgumentError(f"{n} must be a finite number >= 0, got {v!r}")
-        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
-            raise InvalidArgumentError(f"betas must be in [0, 1), got ({self.beta1}, {self.beta2})")
-        if self.total_batch_tokens is not None:
-            bt = self.batch_size * self.seq_len
-            if self.total_batch_tokens <= 0 or self.total_batch_tokens % bt:
-                raise InvalidArgumentError(
-                    f"total_batch_tokens {self.total_batch_tokens} is not a positive multiple of B*T = {bt}")
-        if self.stop_at is not None and not (1 <= int(self.stop_at) <= self.steps):
-            raise InvalidArgumentError(f"stop_at {self.stop_at} must be in [1, steps = {self.steps}]")
-        if (self.resume or self.stop_at is not None) and not self.out_dir:
-            raise InvalidArgumentError("resume and stop_at need an output directory (out_dir / --out DIR)")
-        if self.on_nonfinite not in ("stop", "skip"):
-            raise InvalidArgumentError(f"on_nonfinite must be 'stop' or 'skip', got {self.on_nonfinite!r}")
-        if self.progress not in ("auto", "bar", "lines", "none"):
-            raise InvalidArgumentError(f"progress must be auto, bar, lines or none, got {self.progress!r}")
-
-    @property
-    def accum_steps(self) -> int:
-        if self.total_batch_tokens is not None:
-            return int(self.total_batch_tokens) // (self.batch_size * self.seq_len)
-        return int(self.grad_accum)
-
-    def schedule_fn(self) -> LRSchedule:
-        return LRSchedule(lr=float(self.lr), steps=int(self.steps), kind=self.schedule, warmup=int(self.warmup),
-                          final_frac=float(self.final_frac), decay_frac=float(self.wsd_decay_frac))
-
-    def to_dict(self) -> Dict[str, Any]:
-        d = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if not isinstance(v, (str, int, float, bool, type(None), list, tuple)):
-                v = repr(v)
-            elif isinstance(v, tuple):
-                v = list(v)
-            d[f.name] = v
-        return d
 
 
 @dataclass(frozen=True)
@@ -335,6 +221,7 @@ class Trainer:
         self._resumed_from: Optional[str] = None
         self._skips_in_row = 0  # consecutive non-finite steps skipped (on_nonfinite="skip")
         self._t_start: Optional[float] = None
+        self._run_lock: Any = None  # pyllmc.runlock.RunLock on out_dir, taken by setup()
 
     # ------------------------------------------------------------ public API
     @property
@@ -369,6 +256,9 @@ class Trainer:
             self.model.close()
         self.model = None
         self._ready = False
+        if self._run_lock is not None:
+            self._run_lock.release()
+            self._run_lock = None
 
     def __enter__(self) -> "Trainer":
         return self
@@ -403,7 +293,10 @@ class Trainer:
         out = Path(cfg.out_dir) if cfg.out_dir else None
         if out is not None:
             from .checkpoint import latest_checkpoint, list_checkpoints
+            from .runlock import RunLock
 
+            if self._run_lock is None:  # one trainer per run directory, until close()
+                self._run_lock = RunLock(out)
             if cfg.resume:
                 ckpt = latest_checkpoint(out)
                 if ckpt is None:
@@ -470,6 +363,7 @@ class Trainer:
                           "the LR schedule changes, so results differ from an uninterrupted run")
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
+            cfg.to_file(out / "config.toml")  # the resolved settings: `pyllmc train --resume DIR` reads them
             self._open_metrics(out, state)
             if tok is not None and not (out / "tokenizer.bin").exists():
                 try:
