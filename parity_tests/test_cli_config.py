@@ -259,3 +259,34 @@ def test_internal_error_is_not_bad_input(monkeypatch, capsys):
     assert main(["train", "--debug"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" in err and err.endswith("pyllmc: error: --batch must be an integer >= 1, got 0\n")
+
+
+def test_one_flag_vocabulary_across_commands():
+    p = build_parser()
+    sub = p._subparsers._group_actions[0].choices
+    parse = lambda *a: p.parse_args(list(a))  # noqa: E731
+    # --no-plot everywhere pictures are written; the old spellings still work
+    assert parse("train", "--no-plot").plot is False
+    for cmd, extra in (("bench", ["--model", "d1"]), ("parity", ["--model", "d1"])):
+        assert parse(cmd, *extra, "--no-plot").plot is False and parse(cmd, *extra).plot is True
+    assert parse("bench", "--model", "d1", "--no-plots").plot is False
+    assert parse("parity", "--model", "d1", "--no-heatmap").plot is False
+    # booleans are --x / --no-x (and --x on|off)
+    assert parse("train", "--shuffle", "off").shuffle is False and parse("train", "--no-shuffle").shuffle is False
+    assert parse("train", "--shuffle").shuffle is True and parse("train", "--decay-all").decay_matrices_only is False
+    assert parse("demo", "--no-parity").parity is False
+    assert parse("bench", "--model", "d1", "--no-kernels").kernels is False
+    assert parse("parity", "--model", "d1", "--no-fp64").fp64 is False
+    # --threads 0 is the OpenMP default (all cores) everywhere; demo's tuning is "auto"
+    assert parse("train", "--threads", "0").threads == 0
+    assert parse("sample", "--model", "d1", "--threads", "0").threads == 0
+    assert parse("parity", "--model", "d1", "--threads", "0").threads == 0
+    assert parse("bench", "--model", "d1", "--threads", "0").threads == [os.cpu_count()]
+    assert parse("demo", "--threads", "0").threads == 0 and parse("demo").threads == "auto"
+    # one default output root
+    assert parse("bench", "--model", "d1").out == "runs/bench"
+    assert parse("parity", "--model", "d1").out == "runs/parity"
+    assert parse("demo").out == "runs/demo"
+    assert "(default runs/train)" in sub["train"].format_help()
+    for name, sp in sub.items():
+        assert all(a.help for a in sp._actions), (name, [a.dest for a in sp._actions if not a.help])

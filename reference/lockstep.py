@@ -406,7 +406,9 @@ def load_reference_for(spec: Any, *, seed: int = 0, vocab_size: Optional[int] = 
                 elif s.endswith(".bin") or s.startswith((".", "/", "~")) or s.count("/") > 1:
                     raise FileError(f"{s}: no such file")
                 else:
-                    ref = load_reference(s)  # a hub id (works offline only when cached)
+                    from ..model_source import resolve_hub_id
+
+                    ref = load_reference(resolve_hub_id(s))  # a hub id: cached, or downloads allowed
     except CheckpointFormatError as e:
         from ..errors import BadFormatError
 

@@ -117,6 +117,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     if not getattr(args, "func", None):
         parser.error("a command is required (see `pyllmc --help`)")
+    if getattr(args, "allow_download", None):
+        from .model_source import ALLOW_DOWNLOAD_ENV
+
+        os.environ[ALLOW_DOWNLOAD_ENV] = "1"
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -98,6 +98,14 @@ def add_plot(p: Any, what: str = "the plots") -> None:
     add_switch(p, "--plot", default=True, help=f"write {what} (default on; needs matplotlib)")
 
 
+def add_allow_download(p: Any) -> None:
+    """``--allow-download``: a hub id not in the local cache may be fetched (cli.main sets
+    PYLLMC_ALLOW_DOWNLOAD=1 for pyllmc.model_source)."""
+    p.add_argument("--allow-download", action="store_true", default=None,
+                   help="let a hub model id that is not in the local Hugging Face cache be downloaded "
+                        "(also: PYLLMC_ALLOW_DOWNLOAD=1); without it such an id fails at once")
+
+
 def add_debug(p: Any) -> None:
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                    help="show the full traceback of any error")

@@ -13,9 +13,12 @@ Writes DIR/bench.json ({"results": [{"impl", "ms_min", "ms_median", "tokens_per_
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import List
+
+from .cli_args import add_switch, default_out
 
 
 def _positive(name: str):
@@ -39,9 +42,9 @@ def _thread_list(s: str) -> List[int]:
             v = int(part)
         except ValueError:
             raise argparse.ArgumentTypeError(f"--threads must be an integer or a list like 1,2, got {s!r}") from None
-        if v < 1:
-            raise argparse.ArgumentTypeError(f"--threads must be >= 1, got {v}")
-        out.append(v)
+        if v < 0:
+            raise argparse.ArgumentTypeError(f"--threads must be >= 0, got {v}")
+        out.append(v or (os.cpu_count() or 1))  # 0 = the OpenMP default: all cores, as everywhere
     return sorted(set(out))
 
 
@@ -61,8 +64,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=_positive("--batch"), default=4, help="batch size B (default 4)")
     p.add_argument("--seq", type=_positive("--seq"), default=64, help="sequence length T (default 64)")
     p.add_argument("--threads", type=_thread_list, default=None,
-                   help="threads for every implementation, N or a list such as 1,2 (default: all cores of this process)")
-    p.add_argument("--out", default="out/bench", help="output directory (default out/bench)")
+                   help="threads for every implementation, N or a list such as 1,2; 0 = the OpenMP default, all cores "
+                        "(default: all cores of this process)")
+    p.add_argument("--out", default=default_out("bench"), help=f"output directory (default {default_out('bench')})")
     p.add_argument("--suite", choices=("step", "d12", "full"), default="step",
                    help="step: the one configuration given (default); d12: the project notes' results, d12 B=4 "
                         "T=64 on 1 and all threads, the C core and the PyTorch eager/compiled implementations, "
@@ -73,16 +77,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-compile", action="store_true", help="leave out torch.compile (slow to compile on few cores)")
     p.add_argument("--warmup", type=_nonneg, default=2, help="untimed steps first (default 2)")
     p.add_argument("--repeats", type=_positive("--repeats"), default=5, help="timed steps (default 5)")
-    p.add_argument("--kernels", dest="kernels", action="store_true", default=None, help="time each kernel (default on)")
-    p.add_argument("--no-kernels", dest="kernels", action="store_false")
-    p.add_argument("--scaling", dest="scaling", action="store_true", default=None,
-                   help="step time against T, B, C, L with fitted exponents (default: on with --suite full)")
-    p.add_argument("--no-scaling", dest="scaling", action="store_false")
+    add_switch(p, "--kernels", default=None, help="time each kernel (default on)")
+    add_switch(p, "--scaling", default=None,
+               help="step time against T, B, C, L with fitted exponents (default: on with --suite full)")
     p.add_argument("--quick", action="store_true", help="fewer repeats and smaller probes (for smoke tests)")
     p.add_argument("--src", default=None, help="pyllmc source tree for the C drivers (default: found automatically)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed per measurement (default 1800)")
     p.add_argument("--compile-timeout", type=float, default=900.0, help="seconds allowed for torch.compile (default 900)")
-    p.add_argument("--no-plots", action="store_true", help="write bench.json and report.md only")
+    add_switch(p, "--plot", default=True, off_flags=("--no-plots",),
+               help="write the PNG plots (default on; --no-plot: bench.json and report.md only)")
     p.add_argument("--render", metavar="BENCH_JSON", default=None,
                    help="measure nothing: write report.md and the plots of an existing bench.json into --out")
 
@@ -107,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
             raise InvalidArgumentError(f"{args.render}: not JSON: {e}") from None
         if not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
             raise InvalidArgumentError(f"{args.render}: not a bench.json (no results list)")
-        paths = suite.write(doc, Path(args.out), plots=not args.no_plots)
+        paths = suite.write(doc, Path(args.out), plots=args.plot)
         print("wrote " + ", ".join(str(p) for p in paths))
         return 0
     if args.suite == "d12":
@@ -159,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
         configs=configs, impls=names, warmup=args.warmup, repeats=args.repeats,
         kernels=args.kernels is not False, kernel_configs=kernel_cfgs, scaling=scaling,
         job_timeout=args.timeout, compile_timeout=args.compile_timeout, src=args.src,
-        out=Path(args.out), plots=not args.no_plots,
+        out=Path(args.out), plots=args.plot,
     )  # fmt: skip
     if args.quick:
         opts.warmup = min(opts.warmup, 1)

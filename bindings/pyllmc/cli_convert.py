@@ -28,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bf16", action="store_true", help="write a version 5 (bfloat16) .bin instead of version 3 (fp32)")
     p.add_argument("--seed", type=int, default=0, help="initialisation seed when SRC is a size descriptor")
     p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
+    from .cli_args import add_allow_download
+
+    add_allow_download(p)
 
 
 def _reference():
@@ -65,7 +68,13 @@ def read_source(src: str, seed: int = 0) -> Tuple[Any, Dict[str, np.ndarray]]:
             raise FileError(f"{src}: directory holds no model (no config.json, model.bin or checkpoint)")
         if src.endswith(".bin") or src.startswith((".", "/", "~")) or src.count("/") > 1:
             raise FileError(f"{src}: no such file")
-        model = ref.load_reference(src)  # hub id
+        from .model_source import resolve_hub_id
+
+        try:
+            hub = resolve_hub_id(src)  # cached, or downloads allowed
+        except FileError as e:
+            raise FileError("SRC" + str(e)[len("model"):]) from None
+        model = ref.load_reference(hub)
         cfg = ref.as_llmc_config(model.config)
         return cfg, ref.hf_to_params(model, cfg.padded_vocab_size)
     except PyllmcError:

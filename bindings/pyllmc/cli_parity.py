@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .cli_args import add_allow_download, add_switch, default_out
 from .errors import InvalidArgumentError, UnsupportedError
 
 
@@ -58,23 +59,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seq", type=_positive_int, default=64, help="sequence length T (default 64)")
     p.add_argument("--seed", type=_nonneg_int, default=0, help="weights of a size descriptor, and the batches")
     p.add_argument("--device", default="cpu", help="where the C core runs: cpu or cuda (the reference runs on the CPU)")
-    p.add_argument("--out", default="out/parity", help="output directory (default out/parity)")
-    p.add_argument("--threads", type=_nonneg_int, default=0, help="threads for the C core and torch (0 = default)")
+    p.add_argument("--out", default=default_out("parity"), help=f"output directory (default {default_out('parity')})")
+    p.add_argument("--threads", type=_nonneg_int, default=0, help="threads for the C core and torch (0 = the OpenMP default, all cores)")
     g = p.add_argument_group("training hyperparameters (defaults: those of pyllmc train)")
     g.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
-    g.add_argument("--schedule", choices=["cosine", "linear", "constant", "wsd"], default="cosine")
+    g.add_argument("--schedule", choices=["cosine", "linear", "constant", "wsd"], default="cosine",
+                   help="learning-rate schedule (default cosine)")
     g.add_argument("--warmup", type=_nonneg_int, default=0, help="linear warmup steps")
     g.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay (2-D weights only)")
     g.add_argument("--decay-all", action="store_true", help="weight decay on every parameter (llm.c)")
-    g.add_argument("--beta1", type=float, default=0.9)
-    g.add_argument("--beta2", type=float, default=0.95)
-    g.add_argument("--eps", type=float, default=1e-8)
+    g.add_argument("--beta1", type=float, default=0.9, help="AdamW beta1 (default 0.9)")
+    g.add_argument("--beta2", type=float, default=0.95, help="AdamW beta2 (default 0.95)")
+    g.add_argument("--eps", type=float, default=1e-8, help="AdamW epsilon (default 1e-08)")
     g.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (0 = off)")
     g = p.add_argument_group("reference and model")
     g.add_argument("--noise-runs", type=_nonneg_int, default=2,
                    help="extra fp32 reference runs from 1-ulp-moved weights: the fp32 spread that trajectories "
                         "are attributed against (default 2; each costs one more fp32 model)")
-    g.add_argument("--no-fp64", action="store_true", help="skip the fp64 reference (direct fp32 test only)")
+    add_switch(g, "--fp64", default=True, help="compare against an fp64 reference too (default on; --no-fp64: "
+                                                "the direct fp32 test only)")
     g.add_argument("--vocab-size", type=_positive_int, default=None, help="vocabulary of a size descriptor model")
     g.add_argument("--max-seq-len", type=_positive_int, default=None, help="max sequence length of a size descriptor")
     g.add_argument("--randomize", action="store_true",
@@ -86,7 +89,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="add DELTA to element 0 of the C core's parameter NAME after loading (e.g. h1.fcw=0.01)")
     g = p.add_argument_group("output")
     g.add_argument("--quiet", action="store_true", help="print the summary only, not every tensor")
-    g.add_argument("--no-heatmap", action="store_true", help="do not write heatmap.png / heatmap.html")
+    add_switch(g, "--plot", default=True, off_flags=("--no-heatmap",),
+               help="write heatmap.png / heatmap.html (default on)")
+    add_allow_download(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -105,8 +110,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = lockstep.LockstepConfig(
         steps=args.steps, batch=args.batch, seq=args.seq, seed=args.seed, lr=args.lr, schedule=args.schedule,
         warmup=args.warmup, beta1=args.beta1, beta2=args.beta2, eps=args.eps, weight_decay=args.weight_decay,
-        decay_matrices_only=not args.decay_all, grad_clip=args.grad_clip, fp64=not args.no_fp64,
-        noise_runs=args.noise_runs if not args.no_fp64 else 0, threads=args.threads, device=args.device)
+        decay_matrices_only=not args.decay_all, grad_clip=args.grad_clip, fp64=args.fp64,
+        noise_runs=args.noise_runs if args.fp64 else 0, threads=args.threads, device=args.device)
     cfg.validate()
     if args.warmup > args.steps:
         raise InvalidArgumentError(f"--warmup {args.warmup} is longer than --steps {args.steps}")
@@ -118,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
 
     result = lockstep.run_parity(args.model, cfg, vocab_size=args.vocab_size, max_seq_len=args.max_seq_len,
                                  randomize=args.randomize, faults=faults, weight_faults=weight_faults, progress=say)
-    paths = report.write_reports(result, args.out, heatmaps=not args.no_heatmap)
+    paths = report.write_reports(result, args.out, heatmaps=args.plot)
     if not args.quiet:
         print("\n".join(report.tensor_listing(result)))
     print("\n".join(report.summary_lines(result, files=list(paths.values()))))

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
+from .cli_args import add_allow_download, add_switch, add_threads
 from .errors import InvalidArgumentError, PyllmcError, UnsupportedError
 
 
@@ -15,16 +16,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True,
                    help="llm.c .bin, checkpoint or run dir (newest checkpoint), HF dir/hub id, or a size (random)")
     p.add_argument("--prompt", default="", help="text to continue (default: start of a document)")
-    p.add_argument("--max-tokens", type=int, default=128, help="tokens to generate")
-    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
-    p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0 = all)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-samples", type=int, default=1)
+    p.add_argument("--max-tokens", type=int, default=128, help="tokens to generate (default 128)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature, 0 = greedy (default 1)")
+    p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0 = all; default 0)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (and the weights of a size) (default 0)")
+    p.add_argument("--num-samples", type=int, default=1, help="samples to generate (default 1)")
     p.add_argument("--tokenizer", default=None,
                    help="byte, gpt2, a tokenizer.bin or HF dir (default: found next to the model)")
-    p.add_argument("--stop-at-eot", action="store_true", help="stop a sample at the end-of-text token")
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    add_switch(p, "--stop-at-eot", default=False, help="stop a sample at the end-of-text token (default off)")
+    add_threads(p)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the C core runs (default cpu)")
+    add_allow_download(p)
 
 
 def find_tokenizer_for(model_spec: Any, vocab_size: int, explicit: Optional[str] = None):

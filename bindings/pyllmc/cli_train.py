@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from .cli_args import add_config_flags, cli_defaults, default_out, describe, given_settings
+from .cli_args import add_allow_download, add_config_flags, cli_defaults, default_out, describe, given_settings
 from .config import TrainerConfig, config_fields, flag_name, read_config_file
 from .errors import BadFormatError, FileError, InvalidArgumentError
 
@@ -42,8 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR (or in --out) from its newest checkpoint, with its "
                         "saved settings; only settings that keep the run the same may be changed")
-    g.add_argument("--allow-download", action="store_true", default=None,
-                   help="let --model fetch a hub id that is not in the local cache (also: PYLLMC_ALLOW_DOWNLOAD=1)")
+    add_allow_download(g)
     g.add_argument("--export-hf", metavar="DIR", help="at the end, also write a Hugging Face directory")
     add_config_flags(p.add_argument_group("settings (TrainerConfig fields)"))
 
@@ -132,8 +131,6 @@ def run(args: argparse.Namespace) -> int:
     from .errors import NonFiniteError
     from .trainer import Trainer
 
-    if args.allow_download:
-        os.environ["PYLLMC_ALLOW_DOWNLOAD"] = "1"
     cfg, notices = resolve_config(args)
     if cfg.data is None:
         raise InvalidArgumentError("--data is required: training token shards (a file or a glob); "

@@ -242,18 +242,34 @@ class ThreadTuner:
 # ------------------------------------------------------------------ the demo
 
 
+def _threads_arg(text: str) -> Any:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected auto or an integer >= 0, got {text!r}")
+    return v
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from .cli_args import add_switch
+
     p.description = ("Offline demo (about 3 minutes on 2 cores): a parity check of the C core against "
                      "PyTorch, then a small GPT-2 learns multi-digit addition through the C core.")
     p.add_argument("--out", default="runs/demo", help="output directory (replaced; default runs/demo)")
     p.add_argument("--digits", type=int, default=3, help="digits per operand (default 3)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: tuned for ~2 minutes)")
-    p.add_argument("--threads", type=int, default=0, help="OpenMP threads (0 = pick the faster of all cores / one)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=_threads_arg, default="auto", help=(
+        "OpenMP threads: auto (default) times all cores against one and uses the faster; "
+        "0 = the OpenMP default (all cores), as in every command"))
+    p.add_argument("--seed", type=int, default=0, help="seed of the task, the weights and the data order (default 0)")
     p.add_argument("--target", type=float, default=1.0,
                    help="stop early (through a callback) once held-out accuracy reaches this")
-    p.add_argument("--eval-every", type=int, default=250)
-    p.add_argument("--no-parity", action="store_true", help="skip the PyTorch parity check")
+    p.add_argument("--eval-every", type=int, default=250, help="held-out accuracy every N steps (default 250)")
+    add_switch(p, "--parity", default=True, help="start with the PyTorch parity check (default on)")
     p.add_argument("--quick", action="store_true", help="a much shorter run (for smoke tests)")
 
 
@@ -266,7 +282,9 @@ def run(args: argparse.Namespace) -> int:
     t_all = time.perf_counter()
     D = int(args.digits)
     if not 1 <= D <= 6:
-        raise ValueError(f"--digits must be in 1..6, got {D}")
+        from .errors import InvalidArgumentError
+
+        raise InvalidArgumentError(f"--digits must be in 1..6, got {D}")
     out_dir = Path(args.out)
     say = lambda s="": print(s, flush=True)  # noqa: E731
 
@@ -275,11 +293,11 @@ def run(args: argparse.Namespace) -> int:
     say()
     say("[1/4] parity: the C core against PyTorch (transformers GPT2LMHeadModel, same weights)")
     parity = None
-    if args.no_parity:
+    if not args.parity:
         say("      skipped (--no-parity)")
     else:
         t0 = time.perf_counter()
-        parity = parity_check(threads=args.threads, out=say)
+        parity = parity_check(threads=0 if args.threads == "auto" else args.threads, out=say)
         if parity is not None:
             say(f"      {'PASS' if parity else 'FAIL'} ({time.perf_counter() - t0:.1f} s)")
     say()
@@ -312,8 +330,8 @@ def run(args: argparse.Namespace) -> int:
     steps = args.steps or (300 if args.quick else 2500)
     model_cfg = GPTConfig(max_seq_len=T, vocab_size=257, padded_vocab_size=384, num_layers=L, num_heads=NH,
                           channels=C)
-    threads = args.threads if args.threads > 0 else (os.cpu_count() or 1)
-    auto_threads = args.threads <= 0 and len(thread_candidates()) > 1
+    auto_threads = args.threads == "auto" and len(thread_candidates()) > 1
+    threads = (os.cpu_count() or 1) if args.threads == "auto" else args.threads
     cfg = TrainerConfig(
         model=model_cfg, data=str(data_dir / "train_000000.bin"), val_data=str(data_dir / "val_000000.bin"),
         batch_size=64, seq_len=T, steps=steps, lr=2e-3, schedule="cosine", warmup=min(100, steps // 10),

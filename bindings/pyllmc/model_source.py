@@ -8,8 +8,13 @@
 - a pyllmc checkpoint directory (``ckpt_XXXXXXXX/`` with model.bin) or a training run
   directory (its newest checkpoint);
 - a local Hugging Face GPT-2 directory (config.json + model.safetensors) or a hub id such
-  as ``gpt2`` (loaded through ``pyllmc.reference``, which needs torch/transformers; a hub
-  id only works when the model is in the local cache or the hub can be reached);
+  as ``gpt2`` (loaded through ``pyllmc.reference``, which needs torch/transformers).
+
+Offline first: a hub id is looked up in the local Hugging Face cache (``HF_HUB_CACHE``, else
+``HF_HOME/hub``, else ``~/.cache/huggingface/hub``) and loaded from there without touching
+the network. One that is not cached fails at once with one line and a hint (a typo such as
+``d99x`` is not sent to the hub for 30 s of retries), unless downloads are allowed
+explicitly: ``PYLLMC_ALLOW_DOWNLOAD=1`` or the commands' ``--allow-download``.
 - a ``GPTConfig`` or an already created ``Model`` (library use).
 """
 
@@ -45,6 +50,66 @@ def check_device(device: str) -> str:
             raise UnsupportedError(f"device 'cuda': CUDA is not usable here ({cuda_info()}); use --device cpu")
         return d
     raise InvalidArgumentError(f"unknown device {device!r} (expected cpu or cuda)")
+
+
+ALLOW_DOWNLOAD_ENV = "PYLLMC_ALLOW_DOWNLOAD"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+
+
+def downloads_allowed() -> bool:
+    """Whether a hub id that is not cached may be fetched (``PYLLMC_ALLOW_DOWNLOAD=1``)."""
+    return os.environ.get(ALLOW_DOWNLOAD_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache directory, as huggingface_hub finds it."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return Path(os.environ[var]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(xdg) / "huggingface" / "hub"
+
+
+def cached_hub_snapshot(repo_id: str) -> Optional[Path]:
+    """The local snapshot directory of hub model ``repo_id`` (one holding config.json), or
+    None. The cache layout is huggingface_hub's: models--ORG--NAME/{refs/main, snapshots/REV/}."""
+    if not _HUB_ID.match(repo_id):
+        return None
+    root = hf_cache_dir() / ("models--" + repo_id.replace("/", "--"))
+    snaps = root / "snapshots"
+    try:
+        rev = (root / "refs" / "main").read_text().strip()
+    except OSError:
+        rev = ""
+    if rev and (snaps / rev / "config.json").is_file():
+        return snaps / rev
+    try:
+        found = [d for d in snaps.iterdir() if (d / "config.json").is_file()]
+    except OSError:
+        return None
+    return max(found, key=lambda d: d.stat().st_mtime) if found else None
+
+
+def resolve_hub_id(spec: str) -> str:
+    """What to load for a model spec that names no local file, directory or size: the local
+    snapshot of a cached hub id, else the id itself when downloads are allowed; otherwise
+    FileError (``field`` "model") at once, with a hint."""
+    snap = cached_hub_snapshot(spec)
+    if snap is not None:
+        return str(snap)
+    if downloads_allowed() and _HUB_ID.match(spec):
+        return spec
+    if re.match(r"^[dD]\d", spec):
+        hint = "a size is d<layers> such as d6 or d12; "
+    elif not _HUB_ID.match(spec):
+        hint = "no such file or directory; "
+    else:
+        hint = ""
+    raise FileError(f"model {spec!r}: not a local file or directory, a size (d6, d12, ...) or a model in the "
+                    f"local Hugging Face cache ({hf_cache_dir()}); {hint}to fetch a hub model, pass "
+                    f"--allow-download or set {ALLOW_DOWNLOAD_ENV}=1", field="model")
 
 
 def resolve_checkpoint_file(spec: Any) -> Optional[Path]:
@@ -135,8 +200,8 @@ def load_model(
         raise FileError(f"{s}: directory holds no model (no model.bin, checkpoint, or config.json)")
     if s.endswith(".bin") or s.startswith((".", "/", "~")) or s.count("/") > 1:
         raise FileError(f"{s}: no such file")
-    # a Hugging Face hub id
-    cfg, params = _hf_params(s)
+    # a Hugging Face hub id: from the local cache, or fetched only when allowed
+    cfg, params = _hf_params(resolve_hub_id(s))
     return _model_from_params(cfg, params, max_batch, max_seq, threads, dev)
 
 
