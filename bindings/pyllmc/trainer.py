@@ -31,14 +31,16 @@ or more than ``max_skips`` skipped steps in a row still raise ``NonFiniteError``
 Callbacks
 ---------
 ``Trainer(config, callbacks=[...])`` takes objects with any of the methods
-``on_step_end(status)``, ``on_eval(status)``, ``on_save(status)``, ``on_train_end(status)``
-(subclass ``Callback`` or not); ``trainer.add_callback("step_end", fn)`` adds a plain
-function. Each gets a ``TrainStatus`` snapshot (step, loss, lr, grad_norm, tokens_per_s,
-eta_s, val_loss, ... ; ``on_save``'s has ``checkpoint`` set). A callback stops training by
-returning True (the return value of ``on_train_end`` is ignored); ``trainer.stop()`` does
-the same from any thread. Training then ends after the current step, as ``stop_at`` does:
-with a checkpoint when ``out_dir`` is set (so the run can be resumed), then
-``on_train_end``; ``History.stop_reason`` says why.
+``on_train_begin(status)``, ``on_step_end(status)``, ``on_eval(status)``, ``on_save(status)``,
+``on_train_end(status)`` (subclass ``Callback`` or not); ``trainer.add_callback("step_end", fn)``
+adds a plain function. Each gets a ``TrainStatus`` snapshot (step, loss, lr, grad_norm,
+tokens_per_s, eta_s, val_loss, ... ; ``on_save``'s has ``checkpoint`` set). A callback stops
+training by returning True (the return value of ``on_train_end`` is ignored); ``trainer.stop()``
+does the same from any thread. Training then ends after the current step, as ``stop_at`` does:
+with a checkpoint when ``out_dir`` is set (so the run can be resumed), then ``on_train_end``;
+``History.stop_reason`` says why. The metrics file, the progress display, TensorBoard, sampling
+and checkpointing (with keep-best) are built-in callbacks (``pyllmc.callbacks``): a user
+callback of the same class replaces one, ``default_callbacks=False`` drops them all.
 
 Status from another thread
 --------------------------
@@ -77,7 +79,7 @@ import numpy as np
 from .errors import BadFormatError, FileError, InvalidArgumentError, PyllmcError, StateError
 from .config import TrainerConfig  # noqa: F401  (defined there, with the flag metadata; re-exported)
 
-EVENTS = ("step_end", "eval", "save", "train_end")
+from .callbacks import EVENTS, Callback, ProgressCallback, default_callbacks, merge_callbacks  # noqa: F401
 
 #: Settings that must not change between a run and its resume (they change which batches
 #: are read); the others may (e.g. more steps), with a notice.
@@ -110,20 +112,9 @@ class TrainStatus:
         return dataclasses.asdict(self)
 
 
-class Callback:
-    """Base class for callbacks; override what you need. Return True to stop training."""
-
-    def on_step_end(self, status: TrainStatus) -> Optional[bool]:
-        return None
-
-    def on_eval(self, status: TrainStatus) -> Optional[bool]:
-        return None
-
-    def on_save(self, status: TrainStatus) -> Optional[bool]:
-        return None
-
-    def on_train_end(self, status: TrainStatus) -> None:
-        return None
+def _defaults(config: TrainerConfig) -> List[Any]:
+    # (Trainer.__init__'s default_callbacks flag shadows the function's name there)
+    return default_callbacks(config)
 
 
 @dataclass
@@ -180,26 +171,22 @@ def _finite_or_none(x: Optional[float]) -> Optional[float]:
     return x if x is not None and math.isfinite(x) else None
 
 
-def _fmt_time(s: Optional[float]) -> str:
-    if s is None or not math.isfinite(s):
-        return "?"
-    s = int(round(s))
-    if s >= 3600:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    if s >= 60:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s}s"
-
-
 class Trainer:
     """Trains one model as ``config`` says; see the module docstring."""
 
-    def __init__(self, config: TrainerConfig, callbacks: Sequence[Any] = (), *, model: Any = None):
+    def __init__(self, config: TrainerConfig, callbacks: Sequence[Any] = (), *, model: Any = None,
+                 default_callbacks: bool = True):
         if not isinstance(config, TrainerConfig):
             raise InvalidArgumentError(f"config must be a TrainerConfig, got {type(config).__name__}")
         config.validate()
         self.config = config
-        self.callbacks: List[Any] = list(callbacks)
+        # the built-in output (metrics, progress, sampling, checkpoints, TensorBoard) is done by
+        # callbacks from pyllmc.callbacks; a user callback of the same class replaces its default
+        self.callbacks: List[Any] = merge_callbacks(_defaults(config) if default_callbacks else [], callbacks)
+        for cb in self.callbacks:
+            if hasattr(cb, "set_trainer"):
+                cb.set_trainer(self)
+        self.last_row: Optional[Dict[str, Any]] = None  #: the metrics row of the latest step
         self._fn_callbacks: Dict[str, List[Callable[[TrainStatus], Any]]] = {e: [] for e in EVENTS}
         self._model_arg = model if model is not None else config.model
         self.model = None
@@ -215,8 +202,6 @@ class Trainer:
         self._lock = threading.Lock()
         self._ready = False
         self._metrics_file = None
-        self._bar = None
-        self._mode = "none"
         self._last_saved_step = -1
         self._resumed_from: Optional[str] = None
         self._skips_in_row = 0  # consecutive non-finite steps skipped (on_nonfinite="skip")
@@ -271,6 +256,16 @@ class Trainer:
         """Create (or restore) the model and the loaders; ``train()`` calls it when needed."""
         if self._ready:
             return
+        had_lock = self._run_lock is not None
+        try:
+            self._setup()
+        except BaseException:
+            if not had_lock and self._run_lock is not None:  # a failed setup holds no lock
+                self._run_lock.release()
+                self._run_lock = None
+            raise
+
+    def _setup(self) -> None:
         cfg = self.config
         from .data import DataLoader, resolve_shards
         from .model_source import check_device, load_model
@@ -415,50 +410,28 @@ class Trainer:
         if f is not None:
             f.close()
 
-    def _write_row(self, row: Dict[str, Any]) -> None:
+    def write_metrics_row(self, row: Dict[str, Any]) -> None:
+        """Append one row to metrics.jsonl (MetricsCallback calls this every step)."""
         if self._metrics_file is not None:
             self._metrics_file.write(json.dumps(row).encode() + b"\n")
             self._metrics_file.flush()
 
     # ------------------------------------------------------------ output
-    def _log(self, msg: str) -> None:
-        if self._bar is not None:
-            self._bar.write(msg)
-        elif self.config.progress != "none":
+    def log(self, msg: str) -> None:
+        """Print a notice through the progress callback (so a bar is not broken), or plainly."""
+        for cb in self.callbacks:
+            if isinstance(cb, ProgressCallback):
+                cb.write(msg)
+                return
+        if self.config.progress != "none":
             print(msg, flush=True)
 
-    def _start_progress(self) -> None:
-        mode = self.config.progress
-        if mode == "auto":
-            mode = "bar" if sys.stderr.isatty() else "lines"
-        self._mode = mode
-        if mode == "bar":
-            try:
-                from tqdm.auto import tqdm
-            except ImportError:
-                self._mode = "lines"
-                return
-            self._bar = tqdm(total=self.config.steps, initial=self.step, file=sys.stderr, unit="step",
-                             dynamic_ncols=True, leave=True)
-
-    def _progress(self, st: TrainStatus) -> None:
-        if self._bar is not None:
-            post = {"loss": f"{st.loss:.4f}", "lr": f"{st.lr:.2e}", "tok/s": f"{st.tokens_per_s:.0f}"}
-            if st.val_loss is not None:
-                post["val"] = f"{st.val_loss:.4f}"
-            self._bar.set_postfix(post, refresh=False)
-            self._bar.update(1)
-        elif self._mode == "lines":
-            if st.step % self.config.log_every == 0 or st.step == self.config.steps or st.step == 1:
-                val = f" | val {st.val_loss:.4f}" if st.val_loss is not None and st.val_step == st.step else ""
-                print(f"step {st.step:>{len(str(self.config.steps))}}/{self.config.steps} | loss {st.loss:.4f}{val} | "
-                      f"lr {st.lr:.2e} | norm {st.grad_norm:.3f} | {st.ms:.0f} ms | {st.tokens_per_s:.0f} tok/s | "
-                      f"eta {_fmt_time(st.eta_s)}", flush=True)
+    _log = log
 
     def _end_progress(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+        for cb in self.callbacks:
+            if isinstance(cb, ProgressCallback):
+                cb.close()
 
     # ------------------------------------------------------------ status and callbacks
     def _set_status(self, **kw: Any) -> TrainStatus:
@@ -467,17 +440,19 @@ class Trainer:
             return self._status
 
     def _fire(self, event: str, status: TrainStatus) -> bool:
+        """Call every callback's ``on_<event>`` by ``order`` (then list order; functions from
+        add_callback at order 0 after the objects). A True return asks the run to stop at
+        once, so the callbacks after it (checkpointing, order 90) see the request."""
         stop = False
         method = "on_" + event
-        for cb in self.callbacks:
-            fn = getattr(cb, method, None)
-            if fn is not None and fn(status) is True:
-                stop = True
-        for fn in self._fn_callbacks[event]:
+        calls = [(getattr(cb, "order", 0), i, getattr(cb, method, None)) for i, cb in enumerate(self.callbacks)]
+        n = len(calls)
+        calls += [(0, n + i, fn) for i, fn in enumerate(self._fn_callbacks[event])]
+        for _, _, fn in sorted((c for c in calls if c[2] is not None), key=lambda c: (c[0], c[1])):
             if fn(status) is True:
                 stop = True
-        if stop and event != "train_end":
-            self.stop(f"callback ({method})")
+                if event != "train_end":
+                    self.stop(f"callback ({method})")
         return stop
 
     # ------------------------------------------------------------ pieces
@@ -517,8 +492,11 @@ class Trainer:
             return " ".join(str(t) for t in new)
         return prompt + tok.decode(new)
 
-    def save_checkpoint(self) -> str:
-        """Write a checkpoint of the current step into out_dir; returns its path."""
+    def save_checkpoint(self, directory: Optional[Union[str, os.PathLike]] = None, *,
+                        keep_last: Optional[int] = None, val_loss: Optional[float] = None) -> str:
+        """Write a checkpoint of the current step into ``directory`` (default out_dir),
+        keeping the newest ``keep_last`` (default the config's); returns its path.
+        ``val_loss`` is recorded in its state.json (keep-best uses it)."""
         from .checkpoint import save_checkpoint
 
         self.setup()
@@ -545,7 +523,13 @@ class Trainer:
             "tokens_seen": self.step * cfg.accum_steps * cfg.batch_size * cfg.seq_len,
             "skips_in_row": self._skips_in_row,
         }
-        path = save_checkpoint(self.model, cfg.out_dir, self.step, state, keep_last=cfg.keep_last)
+        if val_loss is not None:
+            state["val_loss"] = float(val_loss)
+        if directory is not None:
+            return str(save_checkpoint(self.model, directory, self.step, state,
+                                       keep_last=cfg.keep_last if keep_last is None else keep_last))
+        path = save_checkpoint(self.model, cfg.out_dir, self.step, state,
+                               keep_last=cfg.keep_last if keep_last is None else keep_last)
         self._last_saved_step = self.step
         self.history.last_checkpoint = str(path)
         return str(path)
@@ -578,7 +562,6 @@ class Trainer:
         restore = self._install_sigint()
         try:
             self.setup()  # first: a resumed run's bar starts at the checkpoint's step
-            self._start_progress()
             return self._train_loop(t_start)
         finally:
             if restore is not None:
@@ -625,9 +608,10 @@ class Trainer:
         if cfg.stop_at is not None and self.step >= cfg.stop_at and self.step < cfg.steps:
             # a resume with a stop_at already reached: nothing to run, and no extra step
             self.stop(f"stop_at {cfg.stop_at}")
-        self._set_status(running=True, phase="training", step=self.step, total_steps=cfg.steps,
-                         tokens_seen=self.step * tokens_per_step,
-                         skipped_steps=sum(1 for r in self.history.rows if r.get("skipped")))
+        st0 = self._set_status(running=True, phase="training", step=self.step, total_steps=cfg.steps,
+                               tokens_seen=self.step * tokens_per_step,
+                               skipped_steps=sum(1 for r in self.history.rows if r.get("skipped")))
+        self._fire("train_begin", st0)
         ema_ms: Optional[float] = None
         val_loss, val_step = None, None
         if self.history.val_losses:
@@ -655,31 +639,20 @@ class Trainer:
                 val_loss, val_step = self.evaluate(), s
                 row["val_loss"] = _finite_or_none(val_loss)
                 did_eval = True
-            self._write_row(row)
+            self.last_row = row
             self.history.rows.append(row)
             st = self._set_status(
                 step=s, loss=loss, lr=lr, grad_norm=gnorm, tokens_per_s=tps, ms=ms,
                 eta_s=ema_ms / 1000.0 * (cfg.steps - s), val_loss=val_loss, val_step=val_step,
                 elapsed_s=time.perf_counter() - t_start, tokens_seen=s * tokens_per_step, phase="training",
                 skipped_steps=self._status.skipped_steps + (fault is not None))
-            self._progress(st)
-            if did_eval:
-                self._fire("eval", st)
-            self._fire("step_end", st)
-            if cfg.sample_every and s % cfg.sample_every == 0:
-                self._set_status(phase="sampling")
-                text = self.sample()
-                self.history.samples.append((s, text))
-                self._log(f"--- sample at step {s} ---\n{text}\n---")
-                self._set_status(phase="training")
             if s >= stop_at and cfg.stop_at is not None:
                 self.stop(f"stop_at {cfg.stop_at}")
-            stopping = self._stop_event.is_set()
-            if cfg.out_dir and ((cfg.save_every and s % cfg.save_every == 0) or s == cfg.steps or stopping):
-                self._set_status(phase="saving")
-                path = self.save_checkpoint()
-                st = self._set_status(phase="training", checkpoint=path)
-                self._fire("save", st)
+            if did_eval:
+                self._fire("eval", st)
+            # metrics row, progress, TensorBoard, the user's callbacks, sampling, checkpoint
+            # (and on_save): each a callback, in that order (pyllmc.callbacks)
+            self._fire("step_end", st)
         self._finish(t_start)
         if start_step == self.step and start_step >= cfg.steps:
             self._log(f"nothing to do: the run is already at step {self.step} of {cfg.steps}")
@@ -760,7 +733,7 @@ class Trainer:
             self.history.wall_s = time.perf_counter() - self._t_start
         st = self._set_status(phase="done", running=False, stop_reason=self.history.stop_reason,
                               elapsed_s=self.history.wall_s)
-        self._end_progress()
+        self._end_progress()  # before the loss-curve message
         if cfg.out_dir and cfg.plot and self.history.rows:
             from .plotting import plot_loss_curve
 
