@@ -25,6 +25,14 @@ from .model import (
     cuda_info,
     pad_vocab,
 )
+from .model_source import load_model
+from .callbacks import (
+    CheckpointCallback,
+    MetricsCallback,
+    ProgressCallback,
+    SamplingCallback,
+    TensorBoardCallback,
+)
 from .trainer import Callback, History, Trainer, TrainerConfig, TrainStatus
 
 __all__ = [
@@ -40,10 +48,16 @@ __all__ = [
     "cuda_available",
     "cuda_built",
     "cuda_info",
+    "load_model",
     "Trainer",
     "TrainerConfig",
     "TrainStatus",
     "Callback",
+    "MetricsCallback",
+    "ProgressCallback",
+    "SamplingCallback",
+    "CheckpointCallback",
+    "TensorBoardCallback",
     "History",
     "errors",
     "PyllmcError",

@@ -10,6 +10,11 @@ goes). ``Model.close()`` however frees the C model at once: after ``close()`` ev
 that model is invalid and must not be touched (reading it is undefined behaviour), and every
 method of the model raises ``StateError``.
 
+The views are plain numpy arrays, so any DLPack consumer shares them without a copy:
+``torch.from_dlpack(model.params["wte"])`` is a CPU tensor on the model's memory (numpy
+implements ``__dlpack__``; so do JAX's and CuPy's ``from_dlpack``). On a CUDA model use
+``torch_view`` (below) instead.
+
 Activation views (``acts``, ``logits()``) have the shapes of the last forward call; they are
 rebuilt after each forward, so take them again after calling ``forward``.
 
@@ -398,6 +403,38 @@ class Model:
         out = ffi.new("llmc_model **")
         check(lib.llmc_model_load(_c_path(spath), opt, out), context=str(spath))
         return cls(_Handle(out[0]))
+
+    @classmethod
+    def from_pretrained(cls, source: Any, **kwargs: Any) -> "Model":
+        """A model from any source ``pyllmc.load_model`` takes: a Hugging Face directory or a
+        hub id in the local cache (downloads only with ``PYLLMC_ALLOW_DOWNLOAD=1``), an llm.c
+        ``.bin``, a checkpoint or run directory, or a size such as ``"d6"``. ``kwargs``:
+        ``max_batch``, ``max_seq``, ``threads``, ``seed``, ``vocab_size``, ``max_seq_len``,
+        ``device`` (see ``pyllmc.model_source.load_model``)."""
+        from .model_source import load_model
+
+        return load_model(source, **kwargs)
+
+    def save_pretrained(self, directory: PathLike) -> str:
+        """Write the parameters as a Hugging Face GPT-2 directory (config.json +
+        model.safetensors) that ``Model.from_pretrained`` and transformers'
+        ``GPT2LMHeadModel.from_pretrained`` load; needs torch and safetensors."""
+        try:
+            from .reference import model_params, save_hf_dir
+        except ImportError as e:
+            from .errors import UnsupportedError
+
+            raise UnsupportedError(f"save_pretrained needs torch, transformers and safetensors: {e}") from None
+        save_hf_dir(model_params(self), self.config, directory)
+        return os.fspath(directory)
+
+    def generate(self, prompt: Any, max_new_tokens: int, **kwargs: Any) -> List[int]:
+        """New token ids continuing ``prompt`` (token ids, at least one); ``kwargs``:
+        ``temperature`` (0 = greedy), ``top_k``, ``seed`` or ``rng``, ``stop_token`` (see
+        ``pyllmc.sampling.generate``)."""
+        from .sampling import generate
+
+        return generate(self, prompt, max_new_tokens, **kwargs)
 
     def save(self, path: PathLike) -> None:
         """Save the parameters as an llm.c version 3 (fp32) checkpoint."""

@@ -535,14 +535,9 @@ class Trainer:
         return str(path)
 
     def export_hf(self, directory: Union[str, os.PathLike]) -> str:
-        """Write the current model as a Hugging Face GPT-2 directory (safetensors); needs torch."""
+        """Write the current model as a Hugging Face GPT-2 directory (``Model.save_pretrained``)."""
         self.setup()
-        try:
-            from .reference import model_params, save_hf_dir
-        except ImportError as e:
-            raise PyllmcError(f"exporting to Hugging Face format needs torch, transformers and safetensors: {e}") from None
-        save_hf_dir(model_params(self.model), self.model.config, directory)
-        return os.fspath(directory)
+        return self.model.save_pretrained(directory)
 
     # ------------------------------------------------------------ the loop
     def train(self) -> History:
