@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from pyllmc import Trainer, TrainerConfig
-from pyllmc.callbacks import (BEST_DIR, Callback, CheckpointCallback, MetricsCallback, ProgressCallback,
-                              TensorBoardCallback)
+from pyllmc.callbacks import BEST_DIR, Callback, MetricsCallback, ProgressCallback
 from pyllmc.checkpoint import list_checkpoints, read_state
 from pyllmc.data import write_shard
 from pyllmc.model import GPTConfig
@@ -198,3 +197,42 @@ def test_keep_best_by_validation_loss(data, tmp_path):
         (ck_b,) = [p for _, p in list_checkpoints(tmp_path / name / BEST_DIR)]
         assert ck_b.name == ck.name
         assert (ck_b / "model.bin").read_bytes() == (ck / "model.bin").read_bytes()
+
+
+def test_tensorboard_after_a_crash_shows_each_step_once(data, tmp_path):
+    """A run that died after its last checkpoint had logged later steps; the resumed run's
+    event file purges them (file_version record at the resume step + 1)."""
+    kw = dict(steps=8, save_every=4, keep_last=0, report_to=["tensorboard"], schedule="constant")
+    with Trainer(cfg(data, tmp_path / "r", **kw)) as t:
+        t.train()
+    import shutil
+
+    shutil.rmtree(tmp_path / "r" / "ckpt_00000008")  # as if it crashed before that save
+    with Trainer(cfg(data, tmp_path / "r", resume=True, **kw)) as t:
+        h = t.train()
+    files = sorted((tmp_path / "r" / "tensorboard").glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime)
+    assert len(files) == 2
+    raw = files[1].read_bytes()
+    from pyllmc.tensorboard import _fields
+
+    (n,) = struct.unpack("<Q", raw[:8])
+    first = dict((num, v) for num, _, v in _fields(raw[12:12 + n]))
+    assert first[2] == 5 and first[3] == b"brain.Event:2"  # purge from step 5 on
+    assert [e.step for e in read_events(files[1]) if e.tag == "train/loss"] == [5, 6, 7, 8]
+    try:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    except ImportError:
+        return
+    acc = EventAccumulator(str(files[0].parent))
+    acc.Reload()
+    assert [(s.step, s.value) for s in acc.Scalars("train/loss")] == [
+        (r["step"], float(np.float32(r["loss"]))) for r in h.rows]
+
+
+def test_overwrite_removes_the_old_best_and_event_files(data, tmp_path):
+    with Trainer(cfg(data, tmp_path / "r", steps=2, keep_best=True, report_to=["tensorboard"])) as t:
+        t.train()
+    assert (tmp_path / "r" / BEST_DIR).is_dir() and (tmp_path / "r" / "tensorboard").is_dir()
+    with Trainer(cfg(data, tmp_path / "r", steps=2, overwrite=True)) as t:
+        t.train()
+    assert not (tmp_path / "r" / BEST_DIR).exists() and not (tmp_path / "r" / "tensorboard").exists()

@@ -2,14 +2,12 @@
 trips, --config layering, resume by path (bit-identical), overrides allowed and refused on
 resume, the run-directory lock, errors that name the flag, and the internal-error path."""
 
-import argparse
 import dataclasses
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np

@@ -163,8 +163,8 @@ class TensorBoardCallback(Callback):
         if d is None:
             self.trainer.log("note: report_to tensorboard needs a run directory (out_dir); not logging")
             return
-        if self.writer is None:
-            self.writer = EventWriter(d)
+        if self.writer is None:  # a resumed run replaces what a crash left after its checkpoint
+            self.writer = EventWriter(d, purge_step=status.step + 1 if status.step else None)
 
     def on_step_end(self, st: "TrainStatus") -> None:
         if self.writer is None:

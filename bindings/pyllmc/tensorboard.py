@@ -4,9 +4,10 @@ An event file is a sequence of TFRecords - ``uint64 length``, ``uint32 masked CR
 length``, the bytes, ``uint32 masked CRC-32C of the bytes`` (little-endian) - each holding one
 serialized ``tensorflow.Event`` protocol buffer. Only the fields TensorBoard needs for scalar
 curves are written: ``wall_time`` (1, double), ``step`` (2, int64), ``file_version``
-(3, string; the first record) and ``summary`` (5) with ``Summary.Value`` entries of ``tag``
-(1, string) and ``simple_value`` (2, float). ``read_events`` parses them back, checking
-every CRC, so the tests can read what ``EventWriter`` wrote.
+(3, string; the first record), ``summary`` (5) with ``Summary.Value`` entries of ``tag``
+(1, string) and ``simple_value`` (2, float), and, for a resumed run, ``session_log`` (7) with
+status START. ``read_events`` parses the scalars back, checking every CRC, so the tests can
+read what ``EventWriter`` wrote.
 """
 
 from __future__ import annotations
@@ -67,12 +68,14 @@ def _field_bytes(number: int, payload: bytes) -> bytes:
 
 
 def encode_event(wall_time: float, step: int, *, file_version: Optional[bytes] = None,
-                 scalars: Optional[dict] = None) -> bytes:
+                 scalars: Optional[dict] = None, session_start: bool = False) -> bytes:
     msg = bytearray(struct.pack("<Bd", 1 << 3 | 1, wall_time))
     if step:
         msg += _varint(2 << 3) + _varint(int(step))
     if file_version is not None:
         msg += _field_bytes(3, file_version)
+    if session_start:  # session_log (7) { status (1) = START (1) }
+        msg += _field_bytes(7, _varint(1 << 3) + _varint(1))
     if scalars:
         summary = b"".join(
             _field_bytes(1, _field_bytes(1, tag.encode()) + struct.pack("<Bf", 2 << 3 | 5, float(v)))
@@ -87,9 +90,15 @@ def _record(data: bytes) -> bytes:
 
 
 class EventWriter:
-    """Appends scalar events to a new event file in ``log_dir`` (created if needed)."""
+    """Appends scalar events to a new event file in ``log_dir`` (created if needed).
 
-    def __init__(self, log_dir: Union[str, "os.PathLike[str]"]):
+    ``purge_step`` (a resumed run's first step): TensorBoard then drops the events of earlier
+    files at that step and after, which a run that crashed after its last checkpoint had
+    written, so each step shows once. It is the step of the file_version record (as torch's
+    ``SummaryWriter(purge_step=...)`` writes it) and of a SessionLog START record, which is
+    what TensorBoard's event accumulator purges on."""
+
+    def __init__(self, log_dir: Union[str, "os.PathLike[str]"], purge_step: Optional[int] = None):
         self.log_dir = Path(log_dir)
         try:
             self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -102,7 +111,9 @@ class EventWriter:
             self._f: Optional[BinaryIO] = open(self.path, "wb")
         except OSError as e:
             raise FileError(f"{self.log_dir}: cannot write TensorBoard events: {e.strerror or e}") from None
-        self._f.write(_record(encode_event(time.time(), 0, file_version=FILE_VERSION)))
+        self._f.write(_record(encode_event(time.time(), purge_step or 0, file_version=FILE_VERSION)))
+        if purge_step:
+            self._f.write(_record(encode_event(time.time(), purge_step, session_start=True)))
 
     def add_scalar(self, tag: str, value: float, step: int, wall_time: Optional[float] = None) -> None:
         if self._f is None:

@@ -67,7 +67,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -305,6 +304,9 @@ class Trainer:
                 for name in ("metrics.jsonl", "loss.png"):
                     if (out / name).exists():
                         (out / name).unlink()
+                for name in ("best", "tensorboard"):  # keep-best checkpoint, event files
+                    if (out / name).is_dir():
+                        shutil.rmtree(out / name)
         state = None
         if ckpt is not None:
             from .checkpoint import load_checkpoint
