@@ -15,16 +15,14 @@ from .errors import (
     UnsupportedError,
 )
 from .model import (
-    GPTConfig,
     Model,
     ModelOptions,
     TensorInfo,
-    clip_coefficient,
     cuda_available,
     cuda_built,
     cuda_info,
-    pad_vocab,
 )
+from .shapes import GPTConfig, clip_coefficient, pad_vocab
 from .trainer import Callback, History, Trainer, TrainerConfig, TrainStatus
 
 __all__ = [
