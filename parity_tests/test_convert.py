@@ -11,13 +11,14 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from pyllmc.reference import (  # noqa: E402
-    LAYER_PARAMS, PARAM_NAMES, CheckpointFormatError, LLMCConfig, as_llmc_config, bf16_bits_to_f32,
+    LAYER_PARAMS, PARAM_NAMES, CheckpointFormatError, as_llmc_config, bf16_bits_to_f32,
     f32_to_bf16_bits, hf_to_params, load_hf_dir_params, load_reference, make_config, num_params,
     pad_vocab, param_shapes, params_to_hf_model, params_to_hf_state_dict, randomize_params,
-    read_llmc_checkpoint, round_to_bf16, save_hf_dir, size_config, size_to_shape,
+    read_llmc_checkpoint, round_to_bf16, save_hf_dir, size_config,
     write_llmc_checkpoint,
 )
 from pyllmc.reference.convert import HEADER_BYTES  # noqa: E402
+from pyllmc.shapes import GPTConfig, size_dims  # noqa: E402
 
 pytestmark = pytest.mark.parity
 
@@ -50,8 +51,8 @@ def params(hf_model):
 
 @pytest.fixture(scope="module")
 def cfg():
-    return LLMCConfig(max_seq_len=MAXT, vocab_size=V, padded_vocab_size=128, num_layers=L,
-                      num_heads=NH, channels=C)
+    return GPTConfig(max_seq_len=MAXT, vocab_size=V, padded_vocab_size=128, num_layers=L,
+                     num_heads=NH, channels=C)
 
 
 def test_layout_and_transposes(hf_model, params, cfg):
@@ -282,17 +283,17 @@ def test_checkpoint_to_hf_via_reference_loader(tmp_path, hf_model, params, cfg):
 
 
 def test_size_descriptors():
-    assert size_to_shape("d12") == (12, 768, 12)
-    assert size_to_shape("d6") == (6, 384, 6)
-    assert size_to_shape("d24") == (24, 1024, 16)
-    assert size_to_shape("d36") == (36, 1280, 20)
-    assert size_to_shape("d48") == (48, 1600, 25)
+    assert size_dims("d12") == (12, 768, 12)
+    assert size_dims("d6") == (6, 384, 6)
+    assert size_dims("d24") == (24, 1024, 16)
+    assert size_dims("d36") == (36, 1280, 20)
+    assert size_dims("d48") == (48, 1600, 25)
     with pytest.raises(ValueError):
-        size_to_shape("d0")
+        size_dims("d0")
     with pytest.raises(ValueError):
-        size_to_shape("gpt2")
+        size_dims("gpt2")
     c12 = as_llmc_config(size_config("d12"))
-    assert c12 == LLMCConfig(1024, 50257, 50304, 12, 12, 768)
+    assert c12 == GPTConfig(1024, 50257, 50304, 12, 12, 768)
     # FORMATS.md: 124,475,904 values with padding; the fp32 file is 497,904,640 bytes
     assert num_params(c12) == 124_475_904
     assert HEADER_BYTES + 4 * num_params(c12) == 497_904_640

@@ -3,7 +3,7 @@ fp64 attribution by the tolerance policy of pyllmc.reference.tolerance), over ra
 drawn by hypothesis: B = 1, T = 1, odd C, one head, V not a multiple of 128, GEMM shapes that
 cross the packing blocks, and hard values (large logits, near-constant layernorm rows,
 sequences up to maxT = 1024, large |x| for GELU). The kernels are reached through the test
-shim (core_c/tests/shim/kernel_shim.c, loaded by pyllmc.reference.kernel_shim).
+shim (core_c/tests/shim/kernel_shim.c, built and loaded by parity_tests/kernel_shim.py).
 
 Outputs the contract says are overwritten are pre-filled with NaN by the wrappers, and the
 accumulating ones (+=) start from random values, so both contracts are tested too."""
@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-from pyllmc.reference.kernel_shim import CDEF, SHIM_ABI, KernelShim, load_shim  # noqa: E402
+from kernel_shim import CDEF, SHIM_ABI, KernelShim, load_shim  # noqa: E402
 from pyllmc.reference.tolerance import ELEMENTWISE_RTOL, compare, format_rows, kernel_verdict  # noqa: E402
 
 pytestmark = pytest.mark.parity

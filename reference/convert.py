@@ -14,7 +14,6 @@ pad, so round trips are bit-exact.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -22,23 +21,15 @@ from typing import Any, Dict, Mapping, Tuple
 
 import numpy as np
 
+from pyllmc.atomic import atomic_write
 from pyllmc.errors import BadFormatError, FileError, InvalidArgumentError
+from pyllmc.shapes import (  # noqa: F401  (PARAM_NAMES .. num_params: re-exported by pyllmc.reference)
+    FIELDS, LAYER_PARAMS, LIMITS, MATRIX_PARAMS, PARAM_NAMES, GPTConfig, check_dims, num_params, pad_vocab, param_shapes,
+)
 
 # --------------------------------------------------------------------------------------
 # Names and shapes
 # --------------------------------------------------------------------------------------
-
-#: The 16 parameter tensors, in checkpoint order.
-PARAM_NAMES: Tuple[str, ...] = (
-    "wte", "wpe", "ln1w", "ln1b", "qkvw", "qkvb", "attprojw", "attprojb",
-    "ln2w", "ln2b", "fcw", "fcb", "fcprojw", "fcprojb", "lnfw", "lnfb",
-)
-
-#: Parameters with a leading layer dimension.
-LAYER_PARAMS: Tuple[str, ...] = PARAM_NAMES[2:14]
-
-#: 2-D weight matrices (weight decay applies only to these when decay_matrices_only).
-MATRIX_PARAMS: Tuple[str, ...] = ("wte", "wpe", "qkvw", "attprojw", "fcw", "fcprojw")
 
 #: C per-layer parameter name -> (HF module path inside a block, Conv1D weight needing a transpose)
 _HF_BLOCK_MAP: Dict[str, Tuple[str, bool]] = {
@@ -72,74 +63,19 @@ class CheckpointFormatError(BadFormatError):
     A pyllmc BadFormatError (and so a ValueError): the CLI reports it as bad input."""
 
 
-@dataclasses.dataclass(frozen=True)
-class LLMCConfig:
-    """GPT-2 shape with the same fields as the llm.c checkpoint header (and llmc_config)."""
-
-    max_seq_len: int
-    vocab_size: int
-    padded_vocab_size: int
-    num_layers: int
-    num_heads: int
-    channels: int
-
-    def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v <= 0:
-                raise InvalidArgumentError(f"LLMCConfig.{f.name} must be a positive int, got {v!r}")
-        if self.padded_vocab_size < self.vocab_size:
-            raise InvalidArgumentError("padded_vocab_size must be >= vocab_size")
-        if self.channels % self.num_heads:
-            raise InvalidArgumentError("channels must be divisible by num_heads")
-
-    def as_dict(self) -> Dict[str, int]:
-        return {f.name: int(getattr(self, f.name)) for f in dataclasses.fields(self)}
-
-
-def pad_vocab(vocab_size: int, multiple: int = 128) -> int:
-    """V rounded up to a multiple of `multiple` (50257 -> 50304)."""
-    return ((int(vocab_size) + multiple - 1) // multiple) * multiple
-
-
-def as_llmc_config(cfg: Any, padded_vocab_size: int | None = None) -> LLMCConfig:
-    """Accept an LLMCConfig, anything with the same attribute names (e.g. pyllmc.GPTConfig),
-    a mapping with those keys, or a Hugging Face GPT2Config."""
-    if isinstance(cfg, LLMCConfig):
-        return cfg
-    if isinstance(cfg, Mapping):
-        return LLMCConfig(**{k: int(cfg[k]) for k in LLMCConfig.__dataclass_fields__})
-    if hasattr(cfg, "n_embd") and hasattr(cfg, "n_layer"):  # transformers GPT2Config
-        V = int(cfg.vocab_size)
-        return LLMCConfig(
-            max_seq_len=int(cfg.n_positions),
-            vocab_size=V,
-            padded_vocab_size=int(padded_vocab_size) if padded_vocab_size else pad_vocab(V),
-            num_layers=int(cfg.n_layer),
-            num_heads=int(cfg.n_head),
-            channels=int(cfg.n_embd),
-        )
-    return LLMCConfig(**{k: int(getattr(cfg, k)) for k in LLMCConfig.__dataclass_fields__})
-
-
-def param_shapes(cfg: Any) -> Dict[str, Tuple[int, ...]]:
-    """Shapes of the 16 parameter tensors in the C layout, in checkpoint order."""
-    c = as_llmc_config(cfg)
-    L, C, Vp, T = c.num_layers, c.channels, c.padded_vocab_size, c.max_seq_len
-    return {
-        "wte": (Vp, C), "wpe": (T, C),
-        "ln1w": (L, C), "ln1b": (L, C),
-        "qkvw": (L, 3 * C, C), "qkvb": (L, 3 * C),
-        "attprojw": (L, C, C), "attprojb": (L, C),
-        "ln2w": (L, C), "ln2b": (L, C),
-        "fcw": (L, 4 * C, C), "fcb": (L, 4 * C),
-        "fcprojw": (L, C, 4 * C), "fcprojb": (L, C),
-        "lnfw": (C,), "lnfb": (C,),
-    }
-
-
-def num_params(cfg: Any) -> int:
-    return int(sum(int(np.prod(s)) for s in param_shapes(cfg).values()))
+def as_llmc_config(cfg: Any, padded_vocab_size: int | None = None) -> GPTConfig:
+    """A validated GPTConfig from a GPTConfig, anything with the same attribute names, a
+    mapping with those keys, or a Hugging Face GPT2Config (vocabulary padded with pad_vocab
+    unless padded_vocab_size is given)."""
+    if isinstance(cfg, GPTConfig):
+        g = cfg
+    elif isinstance(cfg, Mapping):
+        g = GPTConfig(**{k: cfg[k] for k in FIELDS})
+    elif hasattr(cfg, "n_embd") and hasattr(cfg, "n_layer"):  # transformers GPT2Config
+        g = GPTConfig.from_hf(cfg, padded_vocab_size)
+    else:
+        g = GPTConfig(**{k: getattr(cfg, k) for k in FIELDS})
+    return g.check("GPT-2 config")
 
 
 # --------------------------------------------------------------------------------------
@@ -262,11 +198,11 @@ def check_params(params: Mapping[str, np.ndarray], cfg: Any) -> None:
 
 
 def config_from_params(params: Mapping[str, np.ndarray], vocab_size: int,
-                       num_heads: int) -> LLMCConfig:
+                       num_heads: int) -> GPTConfig:
     Vp, C = params["wte"].shape
-    return LLMCConfig(max_seq_len=params["wpe"].shape[0], vocab_size=vocab_size,
-                      padded_vocab_size=Vp, num_layers=params["qkvw"].shape[0],
-                      num_heads=num_heads, channels=C)
+    return GPTConfig(max_seq_len=int(params["wpe"].shape[0]), vocab_size=int(vocab_size),
+                     padded_vocab_size=int(Vp), num_layers=int(params["qkvw"].shape[0]),
+                     num_heads=int(num_heads), channels=int(C)).check("parameters")
 
 
 def params_to_hf_state_dict(params: Mapping[str, np.ndarray], config: Any,
@@ -358,14 +294,8 @@ def write_llmc_checkpoint(path: str | os.PathLike, params: Mapping[str, np.ndarr
     header = np.zeros(HEADER_INTS, dtype="<i4")
     header[0] = CHECKPOINT_MAGIC
     header[1] = version
-    header[2] = c.max_seq_len
-    header[3] = c.vocab_size
-    header[4] = c.num_layers
-    header[5] = c.num_heads
-    header[6] = c.channels
-    header[7] = c.padded_vocab_size
-    tmp = os.fspath(path) + ".tmp"
-    with open(tmp, "wb") as f:
+    header[2:8] = c.header_slots()
+    with atomic_write(path, "wb") as f:
         f.write(header.tobytes())
         for name in PARAM_NAMES:
             a = np.asarray(params[name])
@@ -377,10 +307,9 @@ def write_llmc_checkpoint(path: str | os.PathLike, params: Mapping[str, np.ndarr
                 f.write(np.ascontiguousarray(a, dtype="<f4").tobytes())
             else:
                 f.write(f32_to_bf16_bits(a).astype("<u2").tobytes())
-    os.replace(tmp, path)
 
 
-def read_llmc_checkpoint_header(path: str | os.PathLike) -> Tuple[int, LLMCConfig]:
+def read_llmc_checkpoint_header(path: str | os.PathLike) -> Tuple[int, GPTConfig]:
     path = os.fspath(path)
     from pyllmc._files import read_header_ints  # a FIFO or device must not block or hang the reader
 
@@ -394,16 +323,7 @@ def read_llmc_checkpoint_header(path: str | os.PathLike) -> Tuple[int, LLMCConfi
     if reserved.size:  # FORMATS.md: slots 8..255 are zero (as the C loader checks)
         slot = 8 + int(reserved[0])
         raise CheckpointFormatError(f"{path}: bad header: reserved slot {slot} is {int(h[slot])} (must be 0)")
-    vals = dict(max_seq_len=int(h[2]), vocab_size=int(h[3]), num_layers=int(h[4]),
-                num_heads=int(h[5]), channels=int(h[6]), padded_vocab_size=int(h[7]))
-    for k, v in vals.items():
-        if v <= 0:
-            raise CheckpointFormatError(f"{path}: header field {k} = {v} must be positive")
-    if vals["padded_vocab_size"] < vals["vocab_size"]:
-        raise CheckpointFormatError(f"{path}: padded vocab {vals['padded_vocab_size']} < vocab {vals['vocab_size']}")
-    if vals["channels"] % vals["num_heads"]:
-        raise CheckpointFormatError(f"{path}: channels {vals['channels']} not divisible by heads {vals['num_heads']}")
-    cfg = LLMCConfig(**vals)
+    cfg = GPTConfig.from_header(h[2:8]).check(f"{path}: header", CheckpointFormatError)
     itemsize = 4 if version == 3 else 2
     expected = HEADER_BYTES + num_params(cfg) * itemsize
     if size != expected:
@@ -411,7 +331,7 @@ def read_llmc_checkpoint_header(path: str | os.PathLike) -> Tuple[int, LLMCConfi
     return version, cfg
 
 
-def read_llmc_checkpoint(path: str | os.PathLike) -> Tuple[LLMCConfig, Dict[str, np.ndarray]]:
+def read_llmc_checkpoint(path: str | os.PathLike) -> Tuple[GPTConfig, Dict[str, np.ndarray]]:
     """Read a v3 or v5 checkpoint -> (config, params as float32 arrays in the C layout)."""
     version, cfg = read_llmc_checkpoint_header(path)
     dt = np.dtype("<f4") if version == 3 else np.dtype("<u2")
@@ -442,7 +362,7 @@ def read_llmc_checkpoint(path: str | os.PathLike) -> Tuple[LLMCConfig, Dict[str,
 # --------------------------------------------------------------------------------------
 
 def hf_config_from(cfg: Any, **overrides: Any):
-    """The transformers GPT2Config matching an LLMCConfig (gelu_new, LN eps 1e-5, no dropout)."""
+    """The transformers GPT2Config matching a GPTConfig (gelu_new, LN eps 1e-5, no dropout)."""
     from .hf import make_config
 
     c = as_llmc_config(cfg)
@@ -487,7 +407,7 @@ def save_hf_dir(params: Mapping[str, np.ndarray], cfg: Any, directory: str | os.
 
 
 def load_hf_dir_params(directory: str | os.PathLike, padded_vocab_size: int | None = None
-                       ) -> Tuple[LLMCConfig, Dict[str, np.ndarray]]:
+                       ) -> Tuple[GPTConfig, Dict[str, np.ndarray]]:
     """Read a local HF GPT-2 directory's safetensors directly (no model build) -> (cfg, params)."""
     from safetensors.numpy import load_file
 
@@ -515,34 +435,33 @@ def load_hf_dir_params(directory: str | os.PathLike, padded_vocab_size: int | No
         if wte is not None and np.ndim(wte) >= 1 and np.shape(wte)[0] != dims["vocab_size"]:
             raise InvalidArgumentError(f"wte has {np.shape(wte)[0]} rows, config.json says vocab_size {dims['vocab_size']}")
         params = hf_to_params(sd, padded_vocab_size)
-        cfg = LLMCConfig(padded_vocab_size=params["wte"].shape[0], **dims)
+        cfg = GPTConfig(padded_vocab_size=int(params["wte"].shape[0]), **dims).check(cpath)
         check_params(params, cfg)  # every tensor's shape must be the one config.json implies
     except (KeyError, ValueError, TypeError) as e:
         raise BadFormatError(f"{st}: does not match a GPT-2 of {cpath}: {str(e)[:300]}") from None
     return cfg, params
 
 
-#: Limits on config.json dimensions (as the C core's llmc_validate_config): a hostile config
-#: must not make anything allocate before its tensors are checked.
-_HF_LIMITS = {"n_positions": 1 << 20, "vocab_size": 1 << 24, "n_layer": 1024, "n_head": 1 << 16, "n_embd": 1 << 16}
+#: config.json key -> GPTConfig field (padded_vocab_size is not in config.json)
+_HF_KEYS = {"n_positions": "max_seq_len", "vocab_size": "vocab_size", "n_layer": "num_layers",
+            "n_head": "num_heads", "n_embd": "channels"}
 
 
 def _hf_dims(conf: Any, cpath: str) -> Dict[str, int]:
-    """LLMCConfig fields (all but padded_vocab_size) from an HF GPT-2 config.json, validated:
-    present, integers, in range, n_embd divisible by n_head, and a model the C core computes
+    """GPTConfig fields (all but padded_vocab_size) from an HF GPT-2 config.json, validated
+    before anything is allocated: present, integers, within the C core's limits, n_embd
+    divisible by n_head (pyllmc.shapes.check_dims), and a model the C core computes
     (gelu_new, LayerNorm eps 1e-5, n_inner 4*n_embd, no attention variants)."""
     if not isinstance(conf, dict):
         raise BadFormatError(f"{cpath}: not a JSON object")
-    vals = {}
-    for key, limit in _HF_LIMITS.items():
+    dims = {}
+    for key, field in _HF_KEYS.items():
         v = conf.get(key)
         if isinstance(v, bool) or not isinstance(v, int):
             raise BadFormatError(f"{cpath}: {key!r} must be an integer, got {v!r}")
-        if not 1 <= v <= limit:
-            raise BadFormatError(f"{cpath}: {key} = {v} is outside [1, {limit}]")
-        vals[key] = v
-    if vals["n_embd"] % vals["n_head"]:
-        raise BadFormatError(f"{cpath}: n_embd {vals['n_embd']} is not divisible by n_head {vals['n_head']}")
+        dims[field] = v
+    check_dims(dims, cpath, BadFormatError)
+    vals = {key: dims[field] for key, field in _HF_KEYS.items()}
     problems = []
     if conf.get("activation_function", "gelu_new") != "gelu_new":
         problems.append(f"activation_function {conf.get('activation_function')!r} (need 'gelu_new')")
@@ -557,8 +476,7 @@ def _hf_dims(conf: Any, cpath: str) -> Dict[str, int]:
             problems.append(f"{key} {conf.get(key)!r}")
     if problems:
         raise BadFormatError(f"{cpath}: a GPT-2 the C core does not compute: " + "; ".join(problems))
-    return dict(max_seq_len=vals["n_positions"], vocab_size=vals["vocab_size"], num_layers=vals["n_layer"],
-                num_heads=vals["n_head"], channels=vals["n_embd"])
+    return dims
 
 
 # --------------------------------------------------------------------------------------

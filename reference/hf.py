@@ -7,42 +7,12 @@ import contextlib
 import copy
 import math
 import os
-import re
-from typing import Any, Dict, Tuple
+from typing import Any, Dict
 
 import torch
 
 from pyllmc.errors import InvalidArgumentError  # a ValueError: bad specs and configs
-
-#: Size descriptors that do not follow the dN = (L=N, C=64N, NH=N) rule (llm.c's choices).
-_SPECIAL_SIZES: Dict[int, Tuple[int, int, int]] = {  # N -> (L, C, NH)
-    24: (24, 1024, 16),  # GPT-2 medium (350M)
-    36: (36, 1280, 20),  # GPT-2 large (774M)
-    48: (48, 1600, 25),  # GPT-2 xl (1558M)
-}
-
-GPT2_VOCAB = 50257
-GPT2_MAX_SEQ = 1024
-
-_SIZE_RE = re.compile(r"^d(\d+)$")
-
-
-def is_size_descriptor(spec: Any) -> bool:
-    return isinstance(spec, str) and _SIZE_RE.match(spec) is not None
-
-
-def size_to_shape(spec: str) -> Tuple[int, int, int]:
-    """'d12' -> (L, C, NH) = (12, 768, 12); d24/d36/d48 are GPT-2 medium/large/xl."""
-    m = _SIZE_RE.match(spec)
-    if not m:
-        raise InvalidArgumentError(f"not a size descriptor (dN): {spec!r}")
-    n = int(m.group(1))
-    if n <= 0:
-        raise InvalidArgumentError(f"size descriptor needs N > 0: {spec!r}")
-    if n in _SPECIAL_SIZES:
-        return _SPECIAL_SIZES[n]
-    return n, 64 * n, n
-
+from pyllmc.shapes import GPT2_MAX_SEQ, GPT2_VOCAB, is_size_descriptor, size_dims  # noqa: F401  (re-exported)
 
 def make_config(vocab_size: int = GPT2_VOCAB, n_positions: int = GPT2_MAX_SEQ, n_layer: int = 12,
                 n_head: int = 12, n_embd: int = 768, **overrides: Any):
@@ -69,7 +39,7 @@ def make_config(vocab_size: int = GPT2_VOCAB, n_positions: int = GPT2_MAX_SEQ, n
 
 
 def size_config(spec: str, vocab_size: int = GPT2_VOCAB, n_positions: int = GPT2_MAX_SEQ):
-    L, C, NH = size_to_shape(spec)
+    L, C, NH = size_dims(spec)
     return make_config(vocab_size=vocab_size, n_positions=n_positions, n_layer=L, n_head=NH, n_embd=C)
 
 

@@ -224,7 +224,7 @@ def run_lockstep(ref32: Any, c_model: Any, cfg: LockstepConfig, *,
     lockstep, comparing everything (module docstring). Returns the rows and trajectories."""
     import torch
 
-    from ..model import clip_coefficient
+    from ..shapes import clip_coefficient
     from .hf import perturb_ulp, to_dtype
     from .torch_optim import ReferenceTrainer
 
@@ -381,13 +381,13 @@ def load_reference_for(spec: Any, *, seed: int = 0, vocab_size: Optional[int] = 
     if isinstance(spec, str) and not spec.strip():
         raise InvalidArgumentError("no model given (a size like d6, a .bin checkpoint, or a HF directory/id)")
     try:
-        if isinstance(spec, str) and is_size_descriptor(spec.strip().lower()):
+        if is_size_descriptor(spec):
             kw = {}
             if vocab_size:
                 kw["vocab_size"] = int(vocab_size)
             if max_seq_len:
                 kw["n_positions"] = int(max_seq_len)
-            ref = load_reference(size_config(spec.strip().lower(), **kw), seed=seed)
+            ref = load_reference(size_config(spec, **kw), seed=seed)
         else:
             if vocab_size or max_seq_len:
                 raise InvalidArgumentError("--vocab-size / --max-seq-len apply to size descriptors (dN) only")
@@ -431,12 +431,10 @@ def c_model_for(ref32: Any, cfg: LockstepConfig) -> Any:
     """A pyllmc.Model with exactly the reference's weights (wte padded to Vp = V rounded up
     to 128), sized for cfg.batch x cfg.seq, on cfg.device."""
     from ..errors import InvalidArgumentError
-    from ..model import GPTConfig, Model, pad_vocab
+    from ..model import GPTConfig, Model
     from ..model_source import check_device, load_params
 
-    c = ref32.config
-    V = int(c.vocab_size)
-    g = GPTConfig(int(c.n_positions), V, pad_vocab(V), int(c.n_layer), int(c.n_head), int(c.n_embd))
+    g = GPTConfig.from_hf(ref32.config)
     if cfg.seq > g.max_seq_len:
         raise InvalidArgumentError(f"sequence length {cfg.seq} exceeds the model's max_seq_len {g.max_seq_len}")
     device = check_device(cfg.device)

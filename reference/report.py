@@ -94,11 +94,11 @@ def detail_dict(result: Any) -> Dict[str, Any]:
 
 
 def write_json(obj: Any, path: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    from ..atomic import atomic_write
+
+    with atomic_write(path, "w") as f:
         json.dump(obj, f, indent=1, allow_nan=False)
         f.write("\n")
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------ text

@@ -176,9 +176,4 @@ def adamw_on_arrays(params: Dict[str, np.ndarray], grads_per_step: Sequence[Dict
     }
 
 
-def clip_coefficient(norm: float, max_norm: float) -> float:
-    """torch.nn.utils.clip_grad_norm_'s scale factor (clamped at 1)."""
-    return min(1.0, max_norm / (norm + 1e-6)) if max_norm > 0 else 1.0
-
-
-__all__ = ["ReferenceTrainer", "adamw_on_arrays", "adamw_param_groups", "total_grad_norm", "clip_coefficient"]
+__all__ = ["ReferenceTrainer", "adamw_on_arrays", "adamw_param_groups", "total_grad_norm"]

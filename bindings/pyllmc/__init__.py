@@ -15,15 +15,12 @@ from .errors import (
     UnsupportedError,
 )
 from .model import (
-    GPTConfig,
     Model,
     ModelOptions,
     TensorInfo,
-    clip_coefficient,
     cuda_available,
     cuda_built,
     cuda_info,
-    pad_vocab,
 )
 from .model_source import load_model
 from .callbacks import (
@@ -33,6 +30,7 @@ from .callbacks import (
     SamplingCallback,
     TensorBoardCallback,
 )
+from .shapes import GPTConfig, clip_coefficient, pad_vocab
 from .trainer import Callback, History, Trainer, TrainerConfig, TrainStatus
 
 __all__ = [

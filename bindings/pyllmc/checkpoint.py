@@ -42,6 +42,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
+from .atomic import atomic_write, fsync_dir, fsync_file
 from .errors import BadFormatError, FileError, InvalidArgumentError
 
 OPTIMIZER_MAGIC = 20250117
@@ -60,36 +61,6 @@ def checkpoint_name(step: int) -> str:
     return f"ckpt_{int(step):08d}"
 
 
-# ------------------------------------------------------------------ fsync helpers
-def fsync_file(path: PathLike) -> None:
-    fd = os.open(os.fspath(path), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(path: PathLike) -> None:
-    try:
-        fd = os.open(os.fspath(path), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some filesystems do not fsync directories
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_bytes_synced(path: PathLike, chunks) -> None:
-    with open(os.fspath(path), "wb") as f:
-        for c in chunks:
-            f.write(c)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 # ------------------------------------------------------------------ optimizer.bin
 def write_optimizer_state(path: PathLike, adam_m: np.ndarray, adam_v: np.ndarray, step: int) -> None:
     """Write AdamW moments (flat float32 arrays of equal length) as optimizer.bin, fsynced."""
@@ -100,7 +71,9 @@ def write_optimizer_state(path: PathLike, adam_m: np.ndarray, adam_v: np.ndarray
     header = np.zeros(HEADER_INTS, dtype="<i4")
     header[0], header[1], header[2] = OPTIMIZER_MAGIC, OPTIMIZER_VERSION, int(step)
     header[4:6] = np.array([m.size], dtype="<i8").view("<i4")
-    _write_bytes_synced(path, (header.tobytes(), memoryview(m).cast("B"), memoryview(v).cast("B")))
+    with atomic_write(path, "wb") as f:
+        for chunk in (header.tobytes(), memoryview(m).cast("B"), memoryview(v).cast("B")):
+            f.write(chunk)
 
 
 def read_optimizer_state(path: PathLike, num_params: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray, int]:
@@ -204,7 +177,8 @@ def save_checkpoint(
             "files": {f: os.path.getsize(tmp / f) for f in ("model.bin", "optimizer.bin")},
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         })
-        _write_bytes_synced(tmp / "state.json", (json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n",))
+        with atomic_write(tmp / "state.json", "wb") as f:
+            f.write(json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n")
         fsync_dir(tmp)
         old = None
         if final.exists():  # re-saving the same step: move the old one aside first

@@ -43,18 +43,16 @@ def _reference():
 
 
 def read_source(src: str, seed: int = 0) -> Tuple[Any, Dict[str, np.ndarray]]:
-    """(LLMCConfig, params in the C layout) for any model source."""
-    from .model_source import is_descriptor, resolve_checkpoint_file
+    """(GPTConfig, params in the C layout) for any model source."""
+    from .model_source import resolve_checkpoint_file
+    from .shapes import is_size_descriptor
 
     ref = _reference()
-    if is_descriptor(src):
+    if is_size_descriptor(src):
         from .model import Model
 
         with Model.from_config(src.strip(), max_batch=1, max_seq=1, threads=1, seed=seed) as m:
-            c = m.config
-            params = ref.model_params(m)
-        return ref.LLMCConfig(c.max_seq_len, c.vocab_size, c.padded_vocab_size, c.num_layers, c.num_heads,
-                              c.channels), params
+            return m.config, ref.model_params(m)
     p = os.path.expanduser(src)
     try:
         if os.path.isdir(p) and os.path.isfile(os.path.join(p, "config.json")):

@@ -63,7 +63,8 @@ def find_tokenizer_for(model_spec: Any, vocab_size: int, explicit: Optional[str]
 
 
 def run(args: argparse.Namespace) -> int:
-    from .model_source import check_device, is_descriptor, load_model
+    from .model_source import check_device, load_model
+    from .shapes import is_size_descriptor
     from .sampling import generate, make_rng
 
     check_device(args.device)
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidArgumentError("--max-tokens and --top-k must be >= 0, --num-samples >= 1")
     tok = None
     vocab = None
-    if is_descriptor(args.model):  # a random model: its vocabulary follows the tokenizer
+    if is_size_descriptor(args.model):  # a random model: its vocabulary follows the tokenizer
         from .tokenizer import load_tokenizer
 
         tok = load_tokenizer(args.tokenizer or "byte")

@@ -32,6 +32,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .atomic import AtomicFile
 from .errors import BadFormatError, FileError, InvalidArgumentError
 
 SHARD_MAGIC = 20240520
@@ -71,19 +72,6 @@ def read_shard(path: PathLike, *, mmap: bool = True) -> np.ndarray:
     return np.fromfile(os.fspath(path), dtype="<u2", offset=HEADER_BYTES, count=n)
 
 
-def _fsync_dir(path: PathLike) -> None:
-    try:
-        fd = os.open(os.fspath(path), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_shard(path: PathLike, tokens: Any) -> int:
     """Write ``tokens`` (ids < 65536) as one shard, atomically. Returns the token count."""
     arr = np.asarray(tokens)
@@ -97,28 +85,35 @@ def write_shard(path: PathLike, tokens: Any) -> int:
 
 
 class ShardWriter:
-    """Streams tokens into one shard: a temporary file whose header is filled in on
-    ``close()``, then fsync and rename, so a reader never sees a partial shard."""
+    """Streams tokens into one shard: a temporary file (pyllmc.atomic.AtomicFile) whose
+    header is filled in on ``close()``, then fsynced and renamed, so a reader never sees a
+    partial shard; ``abort()`` (or an exception in a ``with`` block) removes it."""
 
     def __init__(self, path: PathLike):
         self.path = os.fspath(path)
-        self.tmp = f"{self.path}.tmp-{os.getpid()}"
         self.count = 0
+        self._af = AtomicFile(self.path, "wb", what="shard")
+        self._f = self._af.file
         try:
-            self._f = open(self.tmp, "wb")
             self._f.write(b"\0" * HEADER_BYTES)
         except OSError as e:
+            self._af.abort()
             raise FileError(f"{self.path}: cannot write shard: {e.strerror or e}") from None
 
     def write(self, tokens: Any) -> None:
         arr = np.ascontiguousarray(tokens, dtype="<u2")
-        self._f.write(arr.tobytes())
+        try:
+            self._f.write(arr.tobytes())
+        except OSError as e:
+            self.abort()
+            raise FileError(f"{self.path}: cannot write shard: {e.strerror or e}") from None
         self.count += int(arr.size)
 
     def close(self) -> None:
         if self._f is None:
             return
         if self.count > 2**31 - 1:
+            self.abort()
             raise InvalidArgumentError(f"{self.path}: {self.count} tokens do not fit one shard (int32 count)")
         header = np.zeros(HEADER_INTS, dtype="<i4")
         header[0], header[1], header[2] = SHARD_MAGIC, SHARD_VERSION, self.count
@@ -126,22 +121,14 @@ class ShardWriter:
         try:
             f.seek(0)
             f.write(header.tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-            f.close()
-            os.replace(self.tmp, self.path)
-            _fsync_dir(os.path.dirname(os.path.abspath(self.path)))
         except OSError as e:
+            self._af.abort()
             raise FileError(f"{self.path}: cannot write shard: {e.strerror or e}") from None
+        self._af.commit()
 
     def abort(self) -> None:
-        if self._f is not None:
-            self._f.close()
-            self._f = None
-        try:
-            os.unlink(self.tmp)
-        except OSError:
-            pass
+        self._f = None
+        self._af.abort()
 
     def __enter__(self) -> "ShardWriter":
         return self

@@ -54,6 +54,7 @@ import numpy as np
 
 from ._ffi import ffi, lib, string
 from .errors import FileError, InvalidArgumentError, PyllmcError, StateError, check
+from .shapes import GPTConfig
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -65,92 +66,6 @@ PRECISIONS: Dict[str, int] = {"fp32": 0, "bf16": 1}
 PRECISION_NAMES: Dict[int, str] = {v: k for k, v in PRECISIONS.items()}
 
 _INT32_MAX = 2**31 - 1
-
-# llm.c's GPT-2 sizes (depth -> layers, channels, heads) for the standard descriptors.
-_KNOWN_SIZES = {12: (12, 768, 12), 24: (24, 1024, 16), 36: (36, 1280, 20), 48: (48, 1600, 25)}
-
-
-def pad_vocab(vocab_size: int, multiple: int = 128) -> int:
-    """``vocab_size`` rounded up to a multiple of ``multiple`` (50257 -> 50304)."""
-    return -(-int(vocab_size) // multiple) * multiple
-
-
-@dataclass(frozen=True)
-class GPTConfig:
-    """GPT-2 shape; the same fields (and order) as ``llmc_config`` and the checkpoint header."""
-
-    max_seq_len: int  # maxT
-    vocab_size: int  # V
-    padded_vocab_size: int  # Vp >= V
-    num_layers: int  # L
-    num_heads: int  # NH
-    channels: int  # C
-
-    @classmethod
-    def from_size(
-        cls,
-        descriptor: str,
-        *,
-        max_seq_len: int = 1024,
-        vocab_size: int = 50257,
-        padded_vocab_size: Optional[int] = None,
-    ) -> "GPTConfig":
-        """Config for a size descriptor ``dN`` as in llm.c.
-
-        d12 -> L12 C768 NH12 (GPT-2 124M), d24 -> L24 C1024 NH16, d36 -> L36 C1280 NH20,
-        d48 -> L48 C1600 NH25; any other dN -> L=N, C=64*N, NH=N.
-        """
-        m = re.fullmatch(r"[dD](\d+)", str(descriptor).strip())
-        if not m or int(m.group(1)) < 1:
-            raise InvalidArgumentError(
-                f"bad model size descriptor {descriptor!r}: expected dN with N >= 1, e.g. d12"
-            )
-        n = int(m.group(1))
-        layers, channels, heads = _KNOWN_SIZES.get(n, (n, 64 * n, n))
-        vp = pad_vocab(vocab_size) if padded_vocab_size is None else int(padded_vocab_size)
-        return cls(int(max_seq_len), int(vocab_size), vp, layers, heads, channels)
-
-    def padded(self, multiple: int = 128) -> "GPTConfig":
-        """This config with ``padded_vocab_size`` = ``vocab_size`` rounded up to ``multiple``."""
-        return dataclasses.replace(self, padded_vocab_size=pad_vocab(self.vocab_size, multiple))
-
-    @property
-    def head_size(self) -> int:
-        return self.channels // self.num_heads
-
-    def param_shapes(self) -> Dict[str, Tuple[int, ...]]:
-        """Shapes of the 16 parameter tensors in checkpoint order (FORMATS.md)."""
-        L, C, Vp, T = self.num_layers, self.channels, self.padded_vocab_size, self.max_seq_len
-        return {
-            "wte": (Vp, C), "wpe": (T, C),
-            "ln1w": (L, C), "ln1b": (L, C),
-            "qkvw": (L, 3 * C, C), "qkvb": (L, 3 * C),
-            "attprojw": (L, C, C), "attprojb": (L, C),
-            "ln2w": (L, C), "ln2b": (L, C),
-            "fcw": (L, 4 * C, C), "fcb": (L, 4 * C),
-            "fcprojw": (L, C, 4 * C), "fcprojb": (L, C),
-            "lnfw": (C,), "lnfb": (C,),
-        }  # fmt: skip
-
-    def num_params(self) -> int:
-        """Number of parameters, wte padding rows included (124,475,904 for d12)."""
-        return sum(int(np.prod(s)) for s in self.param_shapes().values())
-
-    def to_c(self):
-        c = ffi.new("llmc_config *")
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise InvalidArgumentError(f"config.{f.name} must be an int, got {value!r}")
-            if not -(2**31) <= int(value) <= _INT32_MAX:
-                raise InvalidArgumentError(f"config.{f.name} = {value} does not fit in int32")
-            setattr(c, f.name, int(value))
-        return c
-
-    @classmethod
-    def from_c(cls, c) -> "GPTConfig":
-        return cls(*(int(getattr(c, f.name)) for f in dataclasses.fields(cls)))
-
 
 @dataclass(frozen=True)
 class ModelOptions:
@@ -231,14 +146,6 @@ def _int_arg(name: str, value: Any, lo: int, hi: int) -> int:
     if not lo <= int(value) <= hi:
         raise InvalidArgumentError(f"{name} = {value} is outside [{lo}, {hi}]")
     return int(value)
-
-
-def clip_coefficient(norm: float, max_norm: float) -> float:
-    """The factor clip_grad_norm(max_norm) scales gradients of global norm ``norm`` by, in the
-    C core's float32 arithmetic (max_norm / (norm + 1e-6), capped at 1), so that
-    ``adamw_step(grad_scale=clip_coefficient(...))`` reproduces clip-then-step bitwise."""
-    coef = np.float32(max_norm) / (np.float32(norm) + np.float32(1e-6))
-    return float(coef) if coef < np.float32(1.0) else 1.0
 
 
 def _float_arg(name: str, value: Any) -> float:

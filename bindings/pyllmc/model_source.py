@@ -21,18 +21,12 @@ explicitly: ``PYLLMC_ALLOW_DOWNLOAD=1`` or the commands' ``--allow-download``.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any, Optional, Tuple
 
 from .errors import FileError, InvalidArgumentError, PyllmcError, UnsupportedError
-from .model import GPTConfig, Model, pad_vocab
-
-_DESCRIPTOR = re.compile(r"^[dD]\d+$")
-
-
-def is_descriptor(spec: Any) -> bool:
-    return isinstance(spec, str) and bool(_DESCRIPTOR.match(spec.strip()))
+from .model import GPTConfig, Model
+from .shapes import is_size_descriptor
 
 
 def check_device(device: str) -> str:
@@ -143,10 +137,8 @@ def _hf_params(spec: str) -> Tuple[GPTConfig, dict]:
             from .reference import hf_to_params as _h2p
 
             ref = load_reference(spec)
-            c = ref.config
-            V = int(c.vocab_size)
-            params = _h2p(ref, pad_vocab(V))
-            cfg = GPTConfig(int(c.n_positions), V, pad_vocab(V), int(c.n_layer), int(c.n_head), int(c.n_embd))
+            cfg = GPTConfig.from_hf(ref.config)
+            params = _h2p(ref, cfg.padded_vocab_size)
     except PyllmcError:
         raise
     except OSError as e:
@@ -181,7 +173,7 @@ def load_model(
         return Model.from_config(spec, max_batch=max_batch, max_seq=max_seq, threads=threads, seed=seed, **dev)
     if spec is None or (isinstance(spec, str) and not spec.strip()):
         raise InvalidArgumentError("no model given (a size like d6, a .bin checkpoint, or a HF directory/id)")
-    if is_descriptor(spec):
+    if is_size_descriptor(spec):
         V = int(vocab_size) if vocab_size else 50257
         cfg = GPTConfig.from_size(spec.strip(), max_seq_len=int(max_seq_len or 1024), vocab_size=V)
         if max_seq is not None and max_seq > cfg.max_seq_len:

@@ -8,6 +8,8 @@ from typing import Any, Dict, Iterable, List, Optional, Union
 
 import numpy as np
 
+from .atomic import atomic_write
+
 
 def read_metrics(path: Union[str, "os.PathLike[str]"]) -> List[Dict[str, Any]]:
     """The rows of a metrics.jsonl file (lines that are not JSON objects are skipped)."""
@@ -82,9 +84,8 @@ def plot_loss_curve(rows: Iterable[Dict[str, Any]], path: Union[str, "os.PathLik
         ax.legend()
         fig.tight_layout()
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp.png")
-        fig.savefig(tmp)
-        os.replace(tmp, path)
+        with atomic_write(path, "wb") as f:
+            fig.savefig(f, format="png")
     finally:
         plt.close(fig)
     return path

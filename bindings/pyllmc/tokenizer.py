@@ -28,14 +28,15 @@ from typing import Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 
+from .atomic import atomic_write
 from .errors import BadFormatError, FileError, InvalidArgumentError, UnsupportedError
+from .shapes import GPT2_VOCAB
 
 TOKENIZER_MAGIC = 20240328
 HEADER_WORDS = 256
 HEADER_BYTES = HEADER_WORDS * 4
 EOT_TEXT = "<|endoftext|>"
-GPT2_VOCAB = 50257
-GPT2_EOT = 50256
+GPT2_EOT = GPT2_VOCAB - 1
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -273,21 +274,9 @@ def write_tokenizer_bin(path: PathLike, tokens: Sequence[bytes], eot_id: int) ->
             raise InvalidArgumentError(f"token {i} is {len(t)} bytes long; tokenizer.bin needs 1..255")
         body.append(len(t))
         body += t
-    path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(header.tobytes())
-            f.write(bytes(body))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise FileError(f"{path}: cannot write tokenizer: {e.strerror or e}") from None
+    with atomic_write(path, "wb", what="tokenizer") as f:
+        f.write(header.tobytes())
+        f.write(bytes(body))
 
 
 def read_tokenizer_bin(path: PathLike) -> TableTokenizer:

@@ -660,7 +660,7 @@ class Trainer:
         norm, clipping fused into the AdamW update. Returns (loss, grad norm, fault): fault is
         a NonFiniteReport when the loss or the gradient norm was non-finite and the update was
         skipped (on_nonfinite="skip"); in stop mode that raises NonFiniteError instead."""
-        from .model import clip_coefficient
+        from .shapes import clip_coefficient
         from .numerics import diagnose_gradients, diagnose_loss
 
         cfg, m, K = self.config, self.model, self.config.accum_steps

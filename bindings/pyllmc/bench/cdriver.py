@@ -1,58 +1,55 @@
 """Building and running the C benchmark drivers of core_c/bench/.
 
-The drivers link the C core's sources directly (not the installed library), so they need a
-source checkout: found from `--src`, `$PYLLMC_SRC`, the current directory or its parents, or
-the checkout this package was imported from. Objects are compiled with the flags of the
-CMake Release build of the library (its optimisation flags are read from
-core_c/CMakeLists.txt, plus -std=c11 -DNDEBUG -fPIC -fvisibility=hidden -fopenmp), each
-source to its own object so GNU ld's --wrap can redirect calls between them (slow_wrap.c).
-Builds are cached in `<src>/build-bench/<target>-<hash of sources, flags, compiler>/`; the
-newest few of each kind are kept.
+The drivers are CMake targets of core_c/CMakeLists.txt (option LLMC_BUILD_BENCH): they are
+linked from the same object library as libllmc, so they compile the kernels with exactly the
+flags of `pip install`. They need a source checkout: found from `--src`, `$PYLLMC_SRC`, the
+current directory or its parents, or the checkout this package was imported from. The build
+lives in `<src>/build-bench/` (a CMake Release build, CPU only; CMake rebuilds what changed),
+under a file lock so that concurrent benchmark processes do not build over each other.
 
-Without a source tree or a C compiler the parts that need a driver (kernel timings, the C
-GEMM probe, the `c-driver` implementation, the callgrind gate) are skipped with the reason.
+Without a source tree, CMake or a C compiler the parts that need a driver (kernel timings,
+the C GEMM probe, the `c-driver` implementation, the callgrind gate) are skipped with the
+reason.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
+import contextlib
 import hashlib
 import json
 import os
-import re
+import shlex
 import shutil
 import subprocess
-import tempfile
+import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional
 
 from .spec import Shape
 
-#: Flags every bench build gets beside the library's own optimisation flags (read from
-#: core_c/CMakeLists.txt, see cmake_cflags): what CMake adds for a Release build of the
-#: object library (C11 without extensions, -DNDEBUG, PIC, hidden visibility, OpenMP).
-BASE_CFLAGS = ["-std=c11", "-DNDEBUG", "-fPIC", "-fvisibility=hidden", "-fopenmp"]
-#: used when CMakeLists.txt cannot be read or parsed (then recorded as such)
-FALLBACK_OPT_FLAGS = ["-O3", "-fno-math-errno"]
-
-#: Deliberately slowed C cores for the gate's self-test (core_c/bench/slow_wrap.c): name ->
-#: (compile definitions, symbols wrapped with ld --wrap, what it does).
+#: Deliberately slowed C cores for the gate's self-test (core_c/bench/slow_wrap.c, the CMake
+#: targets bench_step_slow_<name> and llmc_slow_<name>): name -> what it does.
 SLOW_VARIANTS = {
-    "gelu": (["-DLLMC_BENCH_SLOW_GELU=4"], ["gelu_forward"], "the GELU forward kernel does its work 4 times"),
-    "matmul": (["-DLLMC_BENCH_SLOW_MATMUL=3"], ["matmul_forward", "matmul_backward"],
-               "every Linear layer (forward and backward GEMMs) does its work 3 times"),
+    "gelu": "the GELU forward kernel does its work 4 times",
+    "matmul": "every Linear layer (forward and backward GEMMs) does its work 3 times",
 }
+#: what build() makes: the two drivers, and the shared library (for a slowed variant loaded
+#: through PYLLMC_LIBRARY)
 TARGETS = ("bench_step", "bench_kernels", "libllmc")
-#: bench builds kept per target and variant (older ones are removed: sources change often)
-KEEP_BUILDS = 3
+#: the build directory, relative to the source tree
+BUILD_DIR = "build-bench"
+#: the configuration of that build (CPU only: the drivers time the CPU backend)
+CMAKE_OPTIONS = ("-DCMAKE_BUILD_TYPE=Release", "-DLLMC_BUILD_BENCH=ON", "-DLLMC_CUDA=OFF",
+                 "-DLLMC_KERNEL_SHIM=OFF", "-DLLMC_NATIVE=OFF", "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON")
 
 
 class DriverError(RuntimeError):
-    """No source tree, no compiler, or a build or run that failed (the message says which)."""
+    """No source tree, no CMake or compiler, or a build or run that failed (the message says which)."""
 
 
 def _is_src(root: Path) -> bool:
-    return (root / "core_c" / "include" / "llmc.h").is_file() and (root / "core_c" / "bench" / "bench_step.c").is_file() and any((root / "core_c" / "src").glob("*.c"))
+    return ((root / "core_c" / "include" / "llmc.h").is_file() and (root / "core_c" / "bench" / "bench_step.c").is_file()
+            and (root / "core_c" / "CMakeLists.txt").is_file() and any((root / "core_c" / "src").glob("*.c")))
 
 
 def find_source(explicit: Optional[str] = None) -> Path:
@@ -74,7 +71,8 @@ def find_source(explicit: Optional[str] = None) -> Path:
 
 
 def compiler() -> str:
-    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+    """The C compiler a fresh bench build uses (CMake's choice: $CC, else cc)."""
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not cc:
         raise DriverError("no C compiler found (set CC)")
     return cc
@@ -89,33 +87,11 @@ def compiler_id(cc: Optional[str] = None) -> str:
     return out.splitlines()[0].strip() if out else cc
 
 
-_CMAKE_OPTS = re.compile(r"target_compile_options\(\s*llmc_objects\s+PRIVATE\s+\$<\$<COMPILE_LANGUAGE:C>:([^>]*)>\s*\)")
-
-
-def cmake_cflags(src: Path) -> Tuple[List[str], str]:
-    """The library's own C optimisation flags, from the first GCC/Clang
-    `target_compile_options(llmc_objects PRIVATE $<$<COMPILE_LANGUAGE:C>:...>)` of
-    core_c/CMakeLists.txt (warning flags dropped: they do not change the code), so the bench
-    drivers and the gate's callgrind build compile the kernels exactly as `pip install` does.
-    Returns (flags, where they came from)."""
-    path = src / "core_c" / "CMakeLists.txt"
-    try:
-        text = path.read_text()
-    except OSError:
-        return list(FALLBACK_OPT_FLAGS), f"fallback ({path} unreadable)"
-    m = _CMAKE_OPTS.search(text)
-    if not m:
-        return list(FALLBACK_OPT_FLAGS), f"fallback (no target_compile_options for llmc_objects in {path.name})"
-    flags = [f for f in m.group(1).split() if not f.startswith("-W")]
-    return flags, "core_c/CMakeLists.txt"
-
-
-def cflags(src: Path) -> List[str]:
-    return BASE_CFLAGS + cmake_cflags(src)[0]
-
-
-def _sources(src: Path) -> List[Path]:
-    return sorted((src / "core_c" / "src").glob("*.c"))
+def _cmake() -> str:
+    exe = shutil.which("cmake")
+    if not exe:
+        raise DriverError("cmake is not installed (the C drivers are CMake targets of core_c/CMakeLists.txt)")
+    return exe
 
 
 def sources_digest(src: Path) -> str:
@@ -129,94 +105,93 @@ def sources_digest(src: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _key(src: Path, target: str, extra: Sequence[str], cc: str) -> str:
-    h = hashlib.sha256()
-    files = sorted((src / "core_c" / "src").glob("*.[ch]")) + [src / "core_c" / "include" / "llmc.h"] + sorted((src / "core_c" / "bench").glob("*.c"))
-    for f in files:
-        h.update(f.name.encode())
-        h.update(f.read_bytes())
-    h.update(json.dumps([target, list(extra), cflags(src), compiler_id(cc)]).encode())
-    return h.hexdigest()[:16]
-
-
 def _run(cmd: List[str]) -> None:
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
-        msg = (p.stderr or p.stdout).strip().splitlines()
-        err = list(dict.fromkeys(l for l in msg if "error" in l)) or msg[-3:]
-        raise DriverError(f"build failed: {' '.join(cmd[:2])} ...: " + " | ".join(err[:4]))
+        msg = (p.stderr + "\n" + p.stdout).strip().splitlines()
+        err = list(dict.fromkeys(line for line in msg if "error" in line.lower())) or msg[-3:]
+        raise DriverError(f"build failed: {' '.join(cmd[:3])} ...: " + " | ".join(err[:4]))
 
 
-def _prune(root: Path, prefix: str, keep: Path) -> None:
-    """Remove all but the newest KEEP_BUILDS builds named prefix-<key> (and never `keep`)."""
-    dirs = sorted((d for d in root.glob(prefix + "-*") if d.is_dir() and d.name[len(prefix) + 1:].isalnum()),
-                  key=lambda d: d.stat().st_mtime, reverse=True)
-    for d in dirs[KEEP_BUILDS:]:
-        if d != keep:
-            shutil.rmtree(d, ignore_errors=True)
+@contextlib.contextmanager
+def _locked(build_dir: Path) -> Iterator[None]:
+    build_dir.mkdir(parents=True, exist_ok=True)
+    with open(build_dir / ".lock", "w") as f:
+        if sys.platform != "win32":
+            import fcntl
+
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def _configured(src: Path) -> Path:
+    """The bench build directory, configured (call with the lock held)."""
+    build_dir = src / BUILD_DIR
+    if not (build_dir / "CMakeCache.txt").is_file() or not (build_dir / "compile_commands.json").is_file():
+        generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+        _run([_cmake(), "-S", str(src / "core_c"), "-B", str(build_dir), *generator, *CMAKE_OPTIONS])
+    return build_dir
+
+
+def _cmake_target(target: str, slow: Optional[str]) -> str:
+    if target not in TARGETS:
+        raise ValueError(target)
+    if slow is not None:
+        if slow not in SLOW_VARIANTS:
+            raise DriverError(f"unknown slow variant {slow!r} (one of {', '.join(SLOW_VARIANTS)})")
+        if target == "bench_kernels":
+            raise DriverError("bench_kernels has no slowed variant (only bench_step and libllmc)")
+        if sys.platform == "darwin" or sys.platform == "win32":
+            raise DriverError("the slowed variants need GNU ld's --wrap (Linux)")
+    base = "llmc" if target == "libllmc" else target
+    return f"{base}_slow_{slow}" if slow else base
+
+
+def _output(build_dir: Path, cmake_target: str, shared: bool) -> Path:
+    if not shared:
+        return build_dir / (cmake_target + (".exe" if sys.platform == "win32" else ""))
+    for name in (f"lib{cmake_target}.so", f"lib{cmake_target}.dylib", f"{cmake_target}.dll"):
+        if (build_dir / name).is_file():
+            return build_dir / name
+    raise DriverError(f"built {cmake_target} but found no shared library for it in {build_dir}")
 
 
 def build(target: str, src: Optional[Path] = None, slow: Optional[str] = None) -> Path:
     """Build `bench_step`, `bench_kernels` or `libllmc` (the shared library, for a slowed
     variant loaded through PYLLMC_LIBRARY), optionally a slowed variant; return its path."""
-    if target not in TARGETS:
-        raise ValueError(target)
+    cmake_target = _cmake_target(target, slow)
     src = src or find_source()
-    cc = compiler()
-    defs: List[str] = []
-    wraps: List[str] = []
-    if slow:
-        if slow not in SLOW_VARIANTS:
-            raise DriverError(f"unknown slow variant {slow!r} (one of {', '.join(SLOW_VARIANTS)})")
-        defs, wraps, _ = SLOW_VARIANTS[slow]
-    ldflags = [f"-Wl,--wrap={w}" for w in wraps]
-    key = _key(src, target, defs + ldflags, cc)
-    prefix = f"{target}{'-slow-' + slow if slow else ''}"
-    out_dir = src / "build-bench" / f"{prefix}-{key}"
-    name = "libllmc.so" if target == "libllmc" else target
-    exe = out_dir / name
-    if exe.is_file():
-        return exe
-    (src / "build-bench").mkdir(exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target}-", dir=src / "build-bench"))
+    with _locked(src / BUILD_DIR):
+        build_dir = _configured(src)
+        _run([_cmake(), "--build", str(build_dir), "--target", cmake_target, "-j", str(max(1, min(4, os.cpu_count() or 1)))])
+        return _output(build_dir, cmake_target, target == "libllmc")
+
+
+def build_flags(src: Path) -> Dict[str, str]:
+    """How the C core's objects of the bench build were compiled, from CMake's
+    compile_commands.json: {"compiler": its --version line, "cflags": the flags that change
+    code (include paths, outputs and warning flags dropped)}. Builds the configuration first
+    when needed."""
+    with _locked(src / BUILD_DIR):
+        build_dir = _configured(src)
     try:
-        inc = ["-I", str(src / "core_c" / "include"), "-I", str(src / "core_c" / "src")]
-        units = _sources(src)
-        n_core = len(units)
-        if target != "libllmc":
-            units = units + [src / "core_c" / "bench" / f"{target}.c"]
-        if slow:
-            units.append(src / "core_c" / "bench" / "slow_wrap.c")
-        objs = [tmp / f"{i:02d}_{u.stem}.o" for i, u in enumerate(units)]
-        flags = cflags(src)
-        cmds = [[cc, *flags, *defs, *inc, "-c", str(u), "-o", str(o)] for u, o in zip(units, objs)]
-        with concurrent.futures.ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as ex:
-            for f in [ex.submit(_run, c) for c in cmds]:
-                f.result()
-        link = [cc, "-fopenmp", *(["-shared"] if target == "libllmc" else []), *ldflags, *map(str, objs), "-o", str(tmp / name), "-lm"]
-        _run(link)
-        if wraps:
-            # --wrap only redirects calls between objects: if the core stopped defining a
-            # wrapped kernel (renamed, inlined into model.c) the variant would not be slow
-            nm = shutil.which("nm")
-            if nm:
-                defined = subprocess.run([nm, "--defined-only", *map(str, objs[:n_core])], capture_output=True, text=True).stdout
-                names = {l.split()[-1] for l in defined.splitlines() if l.split()}
-                missing = [w for w in wraps if w not in names]
-                if missing:
-                    raise DriverError(f"slow variant {slow!r}: the C core no longer defines {', '.join(missing)}; "
-                                      "update core_c/bench/slow_wrap.c and cdriver.SLOW_VARIANTS")
-        for o in objs:
-            o.unlink()
-        try:
-            os.replace(tmp, out_dir)
-        except OSError:  # built concurrently by someone else
-            shutil.rmtree(tmp, ignore_errors=True)
-        _prune(src / "build-bench", prefix, out_dir)
-        return exe
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        commands = json.loads((build_dir / "compile_commands.json").read_text())
+    except (OSError, ValueError) as e:
+        raise DriverError(f"{build_dir}/compile_commands.json: cannot read: {e}") from None
+    core = sorted((c for c in commands if Path(c.get("file", "")).parent == src / "core_c" / "src"), key=lambda c: c["file"])
+    if not core:
+        raise DriverError(f"{build_dir}/compile_commands.json lists no core_c/src source")
+    argv = core[0]["arguments"] if "arguments" in core[0] else shlex.split(core[0]["command"])
+    flags: List[str] = []
+    skip_next = False
+    for a in argv[1:]:
+        if skip_next:
+            skip_next = False
+        elif a in ("-o", "-c", "-I", "-MF", "-MT", "-MQ"):
+            skip_next = True
+        elif not a.startswith(("-I", "-W", "-MD", "-MMD")) and a != core[0]["file"]:
+            flags.append(a)
+    return {"compiler": compiler_id(argv[0]), "cflags": " ".join(flags)}
 
 
 def step_args(shape: Shape, B: int, T: int, threads: int, warmup: int, steps: int) -> List[str]:

@@ -54,6 +54,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..atomic import atomic_write
 from ..errors import PyllmcError
 from . import cdriver
 from .procs import Interleaved, Skipped
@@ -63,7 +64,7 @@ DEFAULT_CONFIG = Path("benchmarks") / "gate" / "gate.json"
 UPDATE_HINT = ("if the change is intended (a deliberate change to the C core or the toolchain), record the new "
                "baseline with `nox -s bench_gate -- --update-baseline` (or `python -m pyllmc.bench.gate "
                "--update-baseline`) and commit benchmarks/gate/gate.json")
-SLOW_WHAT = {k: v[2] for k, v in cdriver.SLOW_VARIANTS.items()}
+SLOW_WHAT = cdriver.SLOW_VARIANTS
 #: environment keys that must equal the baseline's for counts to be comparable
 ENV_KEYS = ("compiler", "cflags", "valgrind", "gemm_isa_forced", "dispatch")
 
@@ -291,10 +292,10 @@ def compare_callgrind(total: int, env: Dict[str, Any], base: Dict[str, Any], max
     return out
 
 
-def environment(exe_cc: str, src: Path, isa: str, vg: str, funcs: Dict[str, int]) -> Dict[str, Any]:
-    flags, flags_from = cdriver.cmake_cflags(src)
+def environment(src: Path, isa: str, vg: str, funcs: Dict[str, int]) -> Dict[str, Any]:
+    built = cdriver.build_flags(src)
     libc = " ".join(platform.libc_ver()) or "?"
-    return {"compiler": cdriver.compiler_id(exe_cc), "cflags": " ".join(cdriver.BASE_CFLAGS + flags), "cflags_from": flags_from,
+    return {"compiler": built["compiler"], "cflags": built["cflags"], "cflags_from": "compile_commands.json of the CMake bench build",
             "valgrind": vg, "gemm_isa_forced": isa, "dispatch": dispatch_of(funcs), "machine": platform.machine(),
             "libc": libc, "sources": cdriver.sources_digest(src)}
 
@@ -313,7 +314,10 @@ def run_callgrind(cfg: Dict[str, Any], src: Path, out: Path, slow: Optional[str]
         raise GateError(str(e)) from None
     fast = _has_callgrind_header(cc)
     total, funcs, vg = callgrind_count(exe, shape, c, out / f"callgrind{'-slow-' + slow if slow else ''}.out", fast, isa)
-    env = environment(cc, src, isa, vg, funcs)
+    try:
+        env = environment(src, isa, vg, funcs)
+    except cdriver.DriverError as e:
+        raise GateError(str(e)) from None
     if f"gemm:{isa}" not in env["dispatch"]:
         raise GateError(f"LLMC_GEMM_ISA={isa} was not honoured under valgrind (dispatch seen: {env['dispatch']}); "
                         "set callgrind.gemm_isa in the gate config to a path this CPU and valgrind run")
@@ -368,7 +372,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--skip-callgrind", action="store_true")
     ap.add_argument("--slow", choices=sorted(cdriver.SLOW_VARIANTS), default=None,
                     help="a deliberately slowed C core, to show the gate failing: " +
-                         "; ".join(f"{k}: {v[2]}" for k, v in cdriver.SLOW_VARIANTS.items()))
+                         "; ".join(f"{k}: {v}" for k, v in cdriver.SLOW_VARIANTS.items()))
     ap.add_argument("--rounds", type=int, default=None, help="override the ratio check's rounds")
     ap.add_argument("--update-baseline", action="store_true", help="record this run's callgrind count and environment "
                     "(and the ratio measured) in the config")
@@ -443,7 +447,8 @@ def _update(path: Path, cfg: Dict[str, Any], results: List[Dict[str, Any]]) -> N
             cfg["ratio"]["last_measured"] = {"statistic": round(r["statistic"], 4), "ratio_of_mins": round(att["ratio_of_mins"], 4),
                                              "median_paired_ratio": round(att["median_paired_ratio"], 4), "recorded": today}
             _log(f"recorded measured ratio {r['statistic']:.3f} (max_ratio {cfg['ratio']['max_ratio']} is kept; change it by hand)")
-    path.write_text(json.dumps(cfg, indent=1) + "\n")
+    with atomic_write(path, "w") as f:  # the committed config: never left half-written
+        f.write(json.dumps(cfg, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -107,11 +107,9 @@ class Runner:
 
 class CCoreRunner(Runner):
     def __init__(self, job: Job):
-        from .. import GPTConfig, Model
+        from .. import Model
 
-        s = job.shape
-        cfg = GPTConfig(s.max_seq_len, s.vocab_size, s.padded_vocab_size, s.num_layers, s.num_heads, s.channels)
-        self.m = Model.from_config(cfg, max_batch=job.B, max_seq=job.T, threads=job.threads, seed=job.seed)
+        self.m = Model.from_config(job.shape.config(), max_batch=job.B, max_seq=job.T, threads=job.threads, seed=job.seed)
         self.x, self.y = (a.astype(np.int32) for a in batch(job))
         from .._ffi import lib
 
@@ -123,7 +121,7 @@ class CCoreRunner(Runner):
         # counterpart is zero_grad(set_to_none=True), which costs nothing either)
         self.overwrite = "accumulate" in inspect.signature(self.m.backward).parameters
         if self.fused_clip:
-            from ..model import clip_coefficient
+            from ..shapes import clip_coefficient
 
             self.clip_coefficient = clip_coefficient
         self.info = {"library": _library_path(), "openmp": bool(lib.llmc_has_openmp()),

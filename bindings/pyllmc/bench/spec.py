@@ -16,21 +16,12 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
 from ..errors import InvalidArgumentError
-
-GPT2_VOCAB = 50257
-GPT2_MAX_SEQ = 1024
-
-#: llm.c's special depths (medium/large/xl); any other dN is L=N, C=64N, NH=N.
-_SPECIAL = {12: (12, 768, 12), 24: (24, 1024, 16), 36: (36, 1280, 20), 48: (48, 1600, 25)}
+from ..shapes import GPT2_MAX_SEQ, GPT2_VOCAB, GPTConfig, check_dims, is_size_descriptor, num_params, pad_vocab, size_dims, size_name
 
 #: Named shapes beyond the dN descriptors (all with the GPT-2 vocabulary).
 NAMED = {
     "tiny": dict(num_layers=2, channels=128, num_heads=2),
 }
-
-
-def pad_vocab(v: int, multiple: int = 128) -> int:
-    return -(-int(v) // multiple) * multiple
 
 
 @dataclass(frozen=True)
@@ -46,22 +37,27 @@ class Shape:
     max_seq_len: int = GPT2_MAX_SEQ
 
     def __post_init__(self) -> None:
+        dims = {f: getattr(self, f) for f in ("max_seq_len", "vocab_size", "num_layers", "num_heads", "channels")}
+        check_dims(dims, f"model {self.name}", SpecError)
         if self.padded_vocab_size == 0:
             object.__setattr__(self, "padded_vocab_size", pad_vocab(self.vocab_size))
-        for f in ("num_layers", "channels", "num_heads", "vocab_size", "max_seq_len"):
-            if int(getattr(self, f)) < 1:
-                raise ValueError(f"model {self.name}: {f} must be >= 1")
-        if self.channels % self.num_heads:
-            raise ValueError(f"model {self.name}: channels {self.channels} not divisible by heads {self.num_heads}")
-        if self.padded_vocab_size < self.vocab_size:
-            raise ValueError(f"model {self.name}: padded vocab {self.padded_vocab_size} < vocab {self.vocab_size}")
+        check_dims(dict(dims, padded_vocab_size=self.padded_vocab_size), f"model {self.name}", SpecError)
 
     @property
     def num_params(self) -> int:
         """Parameters of the C core's layout (wte has Vp rows): 124,475,904 for d12."""
-        L, C, Vp, T = self.num_layers, self.channels, self.padded_vocab_size, self.max_seq_len
-        per_layer = 2 * C + 3 * C * C + 3 * C + C * C + C + 2 * C + 4 * C * C + 4 * C + 4 * C * C + C
-        return Vp * C + T * C + L * per_layer + 2 * C
+        return num_params(self)
+
+    @classmethod
+    def of(cls, name: str, config: GPTConfig) -> "Shape":
+        """The shape of a model config, named ``name``."""
+        c = config
+        return cls(name, c.num_layers, c.channels, c.num_heads, c.vocab_size, c.padded_vocab_size, c.max_seq_len)
+
+    def config(self) -> GPTConfig:
+        """The model config of this shape."""
+        return GPTConfig(self.max_seq_len, self.vocab_size, self.padded_vocab_size, self.num_layers,
+                         self.num_heads, self.channels)
 
     def flops_per_step(self, B: int, T: int) -> float:
         """Model FLOPs of one training step (forward + backward; the update is not counted):
@@ -101,12 +97,7 @@ def _from_checkpoint(path: str) -> Shape:
         raise SpecError(f"{path}: bad magic {h[0]} (an llm.c checkpoint starts with 20240326)")
     if h[1] not in (3, 5):
         raise SpecError(f"{path}: checkpoint version {h[1]} is not supported (3 or 5)")
-    maxT, V, L, NH, C, Vp = h[2], h[3], h[4], h[5], h[6], h[7]
-    name = os.path.splitext(os.path.basename(path))[0]
-    try:
-        return Shape(name, L, C, NH, V, Vp, maxT)
-    except ValueError as e:
-        raise SpecError(f"{path}: {e}") from None
+    return Shape.of(os.path.splitext(os.path.basename(path))[0], GPTConfig.from_header(h[2:8]))
 
 
 def _from_hf_dir(path: str) -> Shape:
@@ -131,21 +122,17 @@ def parse_model(spec: str, *, vocab_size: Optional[int] = None) -> Shape:
     an llm.c checkpoint `*.bin`, or a local Hugging Face directory. Hub ids are not
     resolved (a benchmark needs only the shape; pass a local directory)."""
     s = str(spec).strip()
-    m = re.fullmatch(r"[dD](\d+)", s)
-    if m:
-        n = int(m.group(1))
-        if n < 1:
-            raise SpecError(f"bad model size descriptor {spec!r}: expected dN with N >= 1")
-        L, C, NH = _SPECIAL.get(n, (n, 64 * n, n))
-        shape = Shape(s.lower(), L, C, NH)
+    if is_size_descriptor(s):
+        try:
+            L, C, NH = size_dims(s)
+        except InvalidArgumentError as e:
+            raise SpecError(str(e)) from None
+        shape = Shape(size_name(s), L, C, NH)
     elif s in NAMED:
         shape = Shape(s, **NAMED[s])
     elif re.fullmatch(r"L(\d+)-C(\d+)-NH(\d+)", s):
         L, C, NH = (int(x) for x in re.findall(r"\d+", s))
-        try:
-            shape = Shape(s, L, C, NH)
-        except ValueError as e:
-            raise SpecError(str(e)) from None
+        shape = Shape(s, L, C, NH)
     elif s.endswith(".bin") or os.path.isfile(s):
         if not os.path.exists(s):
             raise SpecError(f"{s}: no such checkpoint file")

@@ -3,15 +3,18 @@
 check shapes and pass contiguous buffers. parity_tests/test_kernels.py compares every kernel
 with the matching torch op through these.
 
-The shim is built with the C core (CMake option LLMC_KERNEL_SHIM, on by default) and
-installed next to libllmc in the package. Search order: $PYLLMC_KERNEL_SHIM, the directory of
-the libllmc in use, the package directories, build/ of a source checkout.
+The shim is a test artefact, never part of the package: it is built from the checkout's
+C sources on first use, by CMake (option LLMC_KERNEL_SHIM, off by default) into
+`build-shim/` at the repository root, under a file lock (CMake rebuilds what changed, so it
+always holds the current kernels). $PYLLMC_KERNEL_SHIM names a prebuilt one instead.
 
-Not public API: the kernels' signatures follow core_c/src/internal.h and change with it.
+The kernels' signatures follow core_c/src/internal.h and change with it.
 """
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -51,22 +54,46 @@ def _shim_names() -> List[str]:
     return ["_kernel_shim.so"]
 
 
+REPO = Path(__file__).resolve().parents[1]
+#: where the tests build the shim (git-ignored, as every build-*/)
+BUILD_DIR = REPO / "build-shim"
+
+
+def build_shim(build_dir: Path = BUILD_DIR) -> Path:
+    """Configure (once) and build the shim with CMake; the path of the library."""
+    cmake = shutil.which("cmake")
+    if not cmake:
+        raise ImportError("cmake is not installed: it builds the kernel test shim (core_c/tests/shim)")
+    build_dir.mkdir(parents=True, exist_ok=True)
+    with open(build_dir / ".lock", "w") as lock:
+        if sys.platform != "win32":
+            import fcntl
+
+            fcntl.flock(lock, fcntl.LOCK_EX)  # pytest processes sharing the checkout
+        steps = []
+        if not (build_dir / "CMakeCache.txt").is_file():
+            generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+            steps.append([cmake, "-S", str(REPO / "core_c"), "-B", str(build_dir), *generator,
+                          "-DCMAKE_BUILD_TYPE=Release", "-DLLMC_KERNEL_SHIM=ON", "-DLLMC_CUDA=OFF"])
+        steps.append([cmake, "--build", str(build_dir), "--target", "llmc_kernel_shim"])
+        for cmd in steps:
+            p = subprocess.run(cmd, capture_output=True, text=True)
+            if p.returncode != 0:
+                raise ImportError(f"building the kernel test shim failed ({' '.join(cmd[:3])} ...):\n"
+                                  + (p.stdout + p.stderr)[-2000:])
+    for n in _shim_names():
+        if (build_dir / n).is_file():
+            return build_dir / n
+    raise ImportError(f"CMake built llmc_kernel_shim but no {'/'.join(_shim_names())} is in {build_dir}")
+
+
 def find_shim() -> Path:
     env = os.environ.get("PYLLMC_KERNEL_SHIM")
     if env:
         if not Path(env).is_file():
             raise ImportError(f"PYLLMC_KERNEL_SHIM={env} is not a file")
         return Path(env)
-    from .. import _ffi
-
-    dirs = [Path(_ffi.LIBRARY_PATH).parent] + list(_ffi._package_dirs()) + [_ffi._REPO_ROOT / "build"]
-    for d in dirs:
-        for n in _shim_names():
-            if (d / n).is_file():
-                return d / n
-    raise ImportError("the kernel test shim (_kernel_shim) is not installed next to libllmc in "
-                      + ", ".join(str(d) for d in dirs)
-                      + "; it is built with the C core unless -DLLMC_KERNEL_SHIM=OFF (reinstall pyllmc)")
+    return build_shim()
 
 
 def _f32(a, name: str, shape: Optional[Tuple[int, ...]] = None) -> np.ndarray:
