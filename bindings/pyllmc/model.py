@@ -698,7 +698,12 @@ class Model:
         return int(ffi.cast("uintptr_t", data[0])), int(numel[0])
 
     def _buffer_numel(self, k: int) -> int:
-        return self._buffer(k)[1]
+        # the length alone (data NULL): asking for the parameter POINTER would tell a CUDA
+        # bf16 model that its weights may be written unseen (llmc.h, llmc_model_buffer)
+        ptr = self._ptr()
+        numel = ffi.new("int64_t *")
+        check(lib.llmc_model_buffer(ptr, k, ffi.NULL, numel), ptr)
+        return int(numel[0])
 
     def _host_copy(self, k: int, offset: int, numel: int, shape: Tuple[int, ...], writeable: bool = True) -> np.ndarray:
         ptr = self._ptr()
