@@ -69,7 +69,8 @@ void merge_heads(float *out, const float *y, int B, int T, int NH, int hs, cudaS
 void merge_heads_qkv(float *dqkv, const float *dq, const float *dk, const float *dv, int B,
                      int T, int NH, int hs, cudaStream_t stream);
 /* rows of att (BNH * T rows of T): row t of each (b, h) gets the softmax of its first t + 1
- * entries, in place; entries above the diagonal become 0 */
+ * entries, in place, as the CPU (exps, double sum, one float 1/sum); entries above the
+ * diagonal become 0 */
 void softmax_causal_forward(float *att, int BNH, int T, cudaStream_t stream);
 /* datt (in place) -> d pre-softmax scores times scale: att * (datt - sum(att * datt)) * scale
  * on and below the diagonal, 0 above */
@@ -77,7 +78,8 @@ void softmax_causal_backward(float *datt, const float *att, int BNH, int T, floa
                              cudaStream_t stream);
 
 /* softmax over the first V of Vp columns (padded columns 0) and per-row loss
- * log(sum exp) + max - logit[target]: one pass for max and sum (online), one to write */
+ * log(sum exp) + max - logit[target], as the CPU's crossentropy_forward: the max, the exps
+ * with their sum in double, one scale by the float 1/sum (kClassifierThreads per row) */
 void classifier_forward(float *probs, float *losses, const float *logits,
                         const int32_t *targets, int N, int V, int Vp, cudaStream_t stream);
 /* probs -> d logits in place: (probs - onehot(target)) * dloss; padded columns 0 */
