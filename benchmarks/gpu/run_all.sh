@@ -3,6 +3,11 @@
 #
 #   bash benchmarks/gpu/run_all.sh [OUT_DIR]        (from anywhere; it works in the repo root)
 #
+# With this workplace's GPU tool: first, here, `bash benchmarks/gpu/fetch_wheels.sh` (cffi for
+# the GPU image's Python 3.12, into the git-ignored .whl/), then one call
+#   run(command="bash benchmarks/gpu/run_all.sh", carry=[".whl"], timeout_s=600)
+# and copy the returned files (files_at) into benchmarks/results/gpu/<date>/ and commit them.
+#
 # OUT_DIR: $OUT when set (the GPU tool's result folder), else benchmarks/results/gpu/run-<time>.
 # Steps, in order; every step runs even if an earlier one failed, and each is recorded in
 # OUT_DIR/run.log with its exact command, exit code and seconds:
@@ -74,6 +79,12 @@ step() {
 
 say "run_all.sh at $(date -u +%FT%TZ) in $ROOT, commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
 say "budget ${BUDGET}s, PY=$PY, SITE=$SITE, results in $RES"
+
+# CMake's CUDA detection and the host tests look for nvcc on PATH
+if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
+    export PATH="/usr/local/cuda/bin:$PATH"
+    say "nvcc not on PATH: using /usr/local/cuda/bin/nvcc"
+fi
 
 # ---- 0. environment
 {
