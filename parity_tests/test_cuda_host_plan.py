@@ -7,6 +7,9 @@ checks
   (numpy, float64) gives the whole GEMM, beta and the K split included. Small limits force
   splits along M, N, K and the batch on small matrices; GPT-2's classifier GEMMs at B=64,
   T=1024 (3.3e9-element logits) are planned at the real limit;
+- the mapping of each piece to cuBLAS's column-major arguments: executed through an emulation
+  of cublasGemmEx / cublasGemmStridedBatchedEx's documented semantics (column-major operands,
+  op(), leading-dimension rules), every plan computes the row-major GEMM;
 - the token order of the embedding backward: a stable sort of positions by token.
 """
 
@@ -47,6 +50,8 @@ int64_t llmc_gemm_span_c(const llmc_gemm_shape *s, int64_t m, int64_t n, int64_t
 int llmc_gemm_plan(const llmc_gemm_shape *s, int64_t limit, llmc_gemm_split *out);
 int64_t llmc_gemm_num_pieces(const llmc_gemm_split *p);
 void llmc_gemm_piece_at(const llmc_gemm_shape *s, const llmc_gemm_split *p, int64_t i, llmc_gemm_piece *out);
+typedef struct { int first_trans, second_trans; int64_t m, n, k; int64_t first_off, second_off, c_off; int64_t first_ld, second_ld, ldc; int64_t first_stride, second_stride, c_stride; int64_t batch; } llmc_cublas_call;
+void llmc_gemm_cublas_call(const llmc_gemm_shape *s, const llmc_gemm_piece *p, llmc_cublas_call *out);
 int32_t llmc_token_segments(const int32_t *inp, int32_t n, int32_t V, int32_t *counts, int32_t *order, int32_t *rows, int32_t *seg);
 """
 
@@ -114,6 +119,30 @@ def execute(shape, pieces, A, B, C, alpha, beta):
         c[...] = alpha * (a @ bb) + (beta if first_k else 1.0) * c
 
 
+def colmajor(flat, off, rows, cols, ld, it):
+    return np.lib.stride_tricks.as_strided(flat[off:], (rows, cols), (it, ld * it), writeable=True)
+
+
+def emulated_cublas_gemm(c, first, second, C, alpha, beta):
+    """cublasGemmStridedBatchedEx as documented: per batch entry b, column-major
+    C (m x n, ldc) = alpha op(A) (m x k) op(B) (k x n) + beta C, A = first (lda), B = second
+    (ldb), op(X) = X^T when its trans flag is set; X is stored (rows x cols) with ld >= rows,
+    and cuBLAS refuses (CUBLAS_STATUS_INVALID_VALUE) sizes or leading dimensions it cannot
+    address; as the real one, it reads and writes only what those describe."""
+    m, n, k = c.m, c.n, c.k
+    a_rows, a_cols = (k, m) if c.first_trans else (m, k)
+    b_rows, b_cols = (n, k) if c.second_trans else (k, n)
+    for v in (m, n, k, c.batch, c.first_ld, c.second_ld, c.ldc):
+        assert 1 <= v <= I32, "cuBLAS would refuse: a size beyond int32"
+    assert c.first_ld >= a_rows and c.second_ld >= b_rows and c.ldc >= m, "cuBLAS would refuse: lda/ldb/ldc too small"
+    it = C.itemsize
+    for b in range(c.batch):
+        a = colmajor(first, c.first_off + b * c.first_stride, a_rows, a_cols, c.first_ld, it)
+        bb = colmajor(second, c.second_off + b * c.second_stride, b_rows, b_cols, c.second_ld, it)
+        cc = colmajor(C, c.c_off + b * c.c_stride, m, n, c.ldc, it)
+        cc[...] = alpha * ((a.T if c.first_trans else a) @ (bb.T if c.second_trans else bb)) + beta * cc
+
+
 @settings(max_examples=150, deadline=None)
 @given(
     tA=st.booleans(), tB=st.booleans(), M=st.integers(1, 12), N=st.integers(1, 12), K=st.integers(1, 12),
@@ -149,6 +178,40 @@ def test_gemm_pieces_stay_within_the_limit_and_compose_the_gemm(plan, tA, tB, M,
         for r in range(M):
             mask[b * sC + r * ldc : b * sC + r * ldc + N] = False
     assert np.array_equal(C[mask], C0[mask])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    tA=st.booleans(), tB=st.booleans(), M=st.integers(1, 12), N=st.integers(1, 12), K=st.integers(1, 12),
+    pads=st.tuples(st.integers(0, 5), st.integers(0, 5), st.integers(0, 5)), batch=st.integers(1, 4),
+    limit=st.integers(1, 1500), beta=st.sampled_from([0.0, 1.0]), seed=st.integers(0, 2**31),
+)  # fmt: skip
+def test_cublas_calls_of_the_pieces_compute_the_row_major_gemm(plan, tA, tB, M, N, K, pads, batch, limit, beta, seed):
+    """What backend.cu's gemm() issues: each piece through llmc_gemm_cublas_call, as cuBLAS
+    would execute it, gives row-major C = alpha op(A) op(B) + beta C."""
+    ffi, lib = plan
+    lda, ldb, ldc = (M if tA else K) + pads[0], (K if tB else N) + pads[1], N + pads[2]
+    sA, sB, sC = (K if tA else M) * lda + 3, (N if tB else K) * ldb + 1, M * ldc + 2
+    shape = make_shape(ffi, tA, tB, M, N, K, lda, ldb, ldc, sA, sB, sC, batch)
+    split = ffi.new("llmc_gemm_split *")
+    assert lib.llmc_gemm_plan(shape, limit, split) == 1
+    rng = np.random.default_rng(seed)
+    A, B = rng.standard_normal(sA * batch + 8), rng.standard_normal(sB * batch + 8)
+    C0 = rng.standard_normal(sC * batch + 8)
+    alpha = -1.25
+    C = C0.copy()
+    pc, call = ffi.new("llmc_gemm_piece *"), ffi.new("llmc_cublas_call *")
+    for i in range(lib.llmc_gemm_num_pieces(split)):
+        lib.llmc_gemm_piece_at(shape, split, i, pc)
+        lib.llmc_gemm_cublas_call(shape, pc, call)
+        emulated_cublas_gemm(call, B, A, C, alpha, beta if pc.first_k else 1.0)
+    want = C0.copy()
+    for b in range(batch):
+        a = view(A, b * sA, K, M, lda, 1, 0)[0].T if tA else view(A, b * sA, M, K, lda, 1, 0)[0]
+        bb = view(B, b * sB, N, K, ldb, 1, 0)[0].T if tB else view(B, b * sB, K, N, ldb, 1, 0)[0]
+        c = view(want, b * sC, M, N, ldc, 1, 0)[0]
+        c[...] = alpha * (a @ bb) + beta * c
+    np.testing.assert_allclose(C, want, rtol=1e-12, atol=1e-12)
 
 
 # GPT-2 124M at B = 64, T = 1024: BT = 65536 tokens, Vp = 50304, C = 768

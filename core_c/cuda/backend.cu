@@ -128,11 +128,11 @@ int leave(llmc_model *m) {
 
 /* Row-major C (M x N) = alpha * op(A) (M x K) @ op(B) (K x N) + beta * C, batched with element
  * strides sA, sB, sC (batch = 1: a plain GEMM). op(A) = A^T when tA (then A is stored K x M),
- * as llmc_sgemm on the CPU. A and B are float, or bf16 when bf16 is set; C is float.
- * cuBLAS is column-major: the row-major C is the column-major C^T = op(B)^T @ op(A)^T, so B
- * goes first with the same transpose flags. Sizes are 64-bit here: llmc_gemm_plan splits the
- * product into pieces that 32-bit cuBLAS calls address safely (one piece unless an operand
- * spans more than 2^31 - 1 elements), issued in order on the one stream. */
+ * as llmc_sgemm on the CPU. A and B are float, or bf16 when bf16 is set; C is float. Sizes
+ * are 64-bit here: llmc_gemm_plan splits the product into pieces that 32-bit cuBLAS calls
+ * address safely (one piece unless an operand spans more than 2^31 - 1 elements), issued in
+ * order on the one stream, and llmc_gemm_cublas_call maps each to cuBLAS's column-major
+ * arguments (both in host_plan.c, unit-tested against a column-major emulation of cuBLAS). */
 int gemm(llmc_model *m, int tA, int tB, int64_t M, int64_t N, int64_t K, const void *A,
          int64_t lda, int64_t sA, const void *B, int64_t ldb, int64_t sB, float *C, int64_t ldc,
          int64_t sC, int64_t batch, float alpha, float beta, int bf16_operands,
@@ -140,8 +140,6 @@ int gemm(llmc_model *m, int tA, int tB, int64_t M, int64_t N, int64_t K, const v
     cuda_state *s = S(m);
     const int type = bf16_operands ? LLMC_CUDA_R_16BF : LLMC_CUDA_R_32F;
     const size_t esz = bf16_operands ? sizeof(bf16) : sizeof(float);
-    const int opA = tA ? LLMC_CUBLAS_OP_T : LLMC_CUBLAS_OP_N;
-    const int opB = tB ? LLMC_CUBLAS_OP_T : LLMC_CUBLAS_OP_N;
     const llmc_gemm_shape shape = {tA, tB, M, N, K, lda, ldb, ldc, sA, sB, sC, batch};
     llmc_gemm_split split;
     if (!llmc_gemm_plan(&shape, LLMC_GEMM_SPAN_LIMIT, &split))
@@ -152,20 +150,27 @@ int gemm(llmc_model *m, int tA, int tB, int64_t M, int64_t N, int64_t K, const v
     const int64_t pieces = llmc_gemm_num_pieces(&split);
     for (int64_t i = 0; i < pieces; i++) {
         llmc_gemm_piece pc;
+        llmc_cublas_call c;
         llmc_gemm_piece_at(&shape, &split, i, &pc);
-        const void *a = (const char *)A + (size_t)pc.offA * esz;
-        const void *b = (const char *)B + (size_t)pc.offB * esz;
-        float *c = C + pc.offC;
+        llmc_gemm_cublas_call(&shape, &pc, &c);
+        const void *first = (const char *)B + (size_t)c.first_off * esz;
+        const void *second = (const char *)A + (size_t)c.second_off * esz;
+        float *cc = C + c.c_off;
+        const int op1 = c.first_trans ? LLMC_CUBLAS_OP_T : LLMC_CUBLAS_OP_N;
+        const int op2 = c.second_trans ? LLMC_CUBLAS_OP_T : LLMC_CUBLAS_OP_N;
         const float bt = pc.first_k ? beta : 1.0f; /* later K pieces add to the first's */
+        /* the plan keeps every size, leading dimension and count within int32 */
         int st;
-        if (pc.batch == 1)
-            st = s->blas.gemm_ex(s->handle, opB, opA, (int)pc.n, (int)pc.m, (int)pc.k, &alpha, b,
-                                 type, (int)ldb, a, type, (int)lda, &bt, c, LLMC_CUDA_R_32F,
-                                 (int)ldc, LLMC_CUBLAS_COMPUTE_32F, LLMC_CUBLAS_GEMM_DEFAULT);
+        if (c.batch == 1)
+            st = s->blas.gemm_ex(s->handle, op1, op2, (int)c.m, (int)c.n, (int)c.k, &alpha, first,
+                                 type, (int)c.first_ld, second, type, (int)c.second_ld, &bt, cc,
+                                 LLMC_CUDA_R_32F, (int)c.ldc, LLMC_CUBLAS_COMPUTE_32F,
+                                 LLMC_CUBLAS_GEMM_DEFAULT);
         else
             st = s->blas.gemm_strided_batched_ex(
-                s->handle, opB, opA, (int)pc.n, (int)pc.m, (int)pc.k, &alpha, b, type, (int)ldb,
-                sB, a, type, (int)lda, sA, &bt, c, LLMC_CUDA_R_32F, (int)ldc, sC, (int)pc.batch,
+                s->handle, op1, op2, (int)c.m, (int)c.n, (int)c.k, &alpha, first, type,
+                (int)c.first_ld, c.first_stride, second, type, (int)c.second_ld, c.second_stride,
+                &bt, cc, LLMC_CUDA_R_32F, (int)c.ldc, c.c_stride, (int)c.batch,
                 LLMC_CUBLAS_COMPUTE_32F, LLMC_CUBLAS_GEMM_DEFAULT);
         if (st != LLMC_CUBLAS_STATUS_SUCCESS) return blas_fail(m, st, what);
     }

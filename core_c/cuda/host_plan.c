@@ -92,6 +92,25 @@ void llmc_gemm_piece_at(const llmc_gemm_shape *s, const llmc_gemm_split *p, int6
     out->first_k = ik == 0;
 }
 
+void llmc_gemm_cublas_call(const llmc_gemm_shape *s, const llmc_gemm_piece *p,
+                           llmc_cublas_call *out) {
+    out->first_trans = s->tB;
+    out->second_trans = s->tA;
+    out->m = p->n;
+    out->n = p->m;
+    out->k = p->k;
+    out->first_off = p->offB;
+    out->second_off = p->offA;
+    out->c_off = p->offC;
+    out->first_ld = s->ldb;
+    out->second_ld = s->lda;
+    out->ldc = s->ldc;
+    out->first_stride = s->sB;
+    out->second_stride = s->sA;
+    out->c_stride = s->sC;
+    out->batch = p->batch;
+}
+
 int32_t llmc_token_segments(const int32_t *inp, int32_t n, int32_t V, int32_t *counts,
                             int32_t *order, int32_t *rows, int32_t *seg) {
     memset(counts, 0, ((size_t)V + 1) * sizeof(int32_t));

@@ -68,6 +68,22 @@ int64_t llmc_gemm_num_pieces(const llmc_gemm_split *p);
 void llmc_gemm_piece_at(const llmc_gemm_shape *s, const llmc_gemm_split *p, int64_t i,
                         llmc_gemm_piece *out);
 
+/* The cuBLAS call that computes one piece. cuBLAS is column-major: a row-major matrix is the
+ * column-major matrix of its transpose, so the row-major C = op(A) op(B) is computed as the
+ * column-major C^T = op(B)^T op(A)^T: cuBLAS's first operand is our B (with our tB), its
+ * second our A (with our tA), and its m, n are our n, m. Offsets are in elements from our B,
+ * A and C; the strides are those of the shape (used when batch > 1). */
+typedef struct {
+    int first_trans, second_trans; /* 1: CUBLAS_OP_T */
+    int64_t m, n, k;
+    int64_t first_off, second_off, c_off;
+    int64_t first_ld, second_ld, ldc;
+    int64_t first_stride, second_stride, c_stride;
+    int64_t batch;
+} llmc_cublas_call;
+void llmc_gemm_cublas_call(const llmc_gemm_shape *s, const llmc_gemm_piece *p,
+                           llmc_cublas_call *out);
+
 /* Stable counting sort of the n tokens inp[0..n) (each in [0, V)) by value. counts is
  * scratch of V + 1 ints. On return order[0..n) lists positions grouped by token, each group
  * in increasing position; rows[0..U) the distinct tokens in increasing value; seg[0..U] the
