@@ -2,8 +2,10 @@
 
 One call on a GPU machine runs the whole grid and records it:
 
-    python benchmarks/gpu_bench.py                      # GPT-2 124M (d12), T=1024, B=16,32,48,64
+    python benchmarks/gpu_bench.py                      # GPT-2 124M (d12), T=1024, B=16,64,32,48
     python benchmarks/gpu_bench.py --batches 16 --steps 5 --impls pyllmc-bf16,torch-compile-bf16
+    python benchmarks/gpu_bench.py --deadline-s 300     # start no configuration after 300 s
+    python benchmarks/gpu_bench.py --plan               # print the grid and exit (no GPU needed)
 
 Each (implementation, B) runs in a fresh subprocess (so an out-of-memory configuration is
 recorded as such and cannot disturb the next one) and times full optimizer steps on random
@@ -14,9 +16,12 @@ tokens: forward, backward, gradient clipping at 1.0, AdamW. Implementations:
   torch-eager-bf16    a compact GPT-2 in PyTorch (SDPA attention, fused AdamW), autocast bf16
   torch-compile-bf16  the same model under torch.compile
 
-Results: benchmarks/results/gpu_bench-<gpu>-<time>.json (the bench.json schema: a "results"
-list of {impl, ms_min, ms_median, tokens_per_s, mfu, ...}, plus the exact command, versions
-and device) and a Markdown table beside it. MFU = (6 N + 6 L C T) FLOPs per token (llm.c's
+Results: benchmarks/results/gpu/gpu_bench-<gpu>-<time>.json (the bench.json schema: a
+"results" list of {impl, ms_min, ms_median, tokens_per_s, mfu, ...}, plus the exact command,
+versions and device) and a Markdown table beside it, both rewritten after every
+configuration, so a run cut short keeps what it measured. The batch sizes run in the order
+given (the default puts 16 and 64 first); with --deadline-s, configurations that would start
+after the deadline are recorded as skipped. MFU = (6 N + 6 L C T) FLOPs per token (llm.c's
 estimate, N = parameters) times tokens per second over the GPU's dense bf16 peak (H100/H200
 989 TFLOPS, A100 312; --peak-tflops overrides), for every implementation alike.
 
@@ -179,14 +184,17 @@ def run_worker(impl: str, size: str, B: int, T: int, steps: int, warmup: int) ->
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="d12", choices=sorted(SIZES))
-    ap.add_argument("--batches", default="16,32,48,64")
+    ap.add_argument("--batches", default="16,64,32,48", help="batch sizes, run in this order")
     ap.add_argument("--seq", type=int, default=1024)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--impls", default=",".join(IMPLS))
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gpu"))
     ap.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 peak of the GPU, for MFU")
     ap.add_argument("--timeout", type=int, default=1200, help="seconds per configuration")
+    ap.add_argument("--deadline-s", type=float, default=None,
+                    help="seconds from the start after which no configuration starts (recorded as skipped)")
+    ap.add_argument("--plan", action="store_true", help="print the configurations and exit")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -196,6 +204,25 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("RESULT " + json.dumps(res))
         return 0
 
+    start = time.time()
+    impls = [i.strip() for i in args.impls.split(",") if i.strip()]
+    if not impls:
+        ap.error("--impls names no implementation")
+    for i in impls:
+        if i not in IMPLS:
+            ap.error(f"unknown implementation {i!r}; expected some of {', '.join(IMPLS)}")
+    try:
+        batches = [int(b) for b in args.batches.split(",")]
+    except ValueError:
+        ap.error(f"--batches {args.batches!r} is not a comma-separated list of integers")
+    if not batches or min(batches) < 1:
+        ap.error("--batches needs positive batch sizes")
+    if args.plan:
+        for B in batches:
+            for impl in impls:
+                print(f"{impl} {args.model} B={B} T={args.seq} steps={args.steps} warmup={args.warmup}")
+        return 0
+
     import torch
 
     if not torch.cuda.is_available():
@@ -203,19 +230,23 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     gpu = torch.cuda.get_device_name(0)
     peak = peak_flops(gpu, args.peak_tflops)
-    impls = [i.strip() for i in args.impls.split(",") if i.strip()]
-    for i in impls:
-        if i not in IMPLS:
-            ap.error(f"unknown implementation {i!r}; expected some of {', '.join(IMPLS)}")
-    batches = [int(b) for b in args.batches.split(",")]
-    results = []
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    tag = re.sub(r"[^A-Za-z0-9]+", "-", gpu).strip("-")
+    results: List[Dict] = []
     for B in batches:
         for impl in impls:
+            left = None if args.deadline_s is None else args.deadline_s - (time.time() - start)
+            if left is not None and left <= 0:
+                results.append({"impl": impl, "batch": B, "seq": args.seq, "status": "skipped",
+                                "error": f"--deadline-s {args.deadline_s:g} passed"})
+                jpath = write_results(args, gpu, peak, stamp, tag, results)
+                continue
             cmd = [sys.executable, __file__, "--worker", f"{impl}:{B}", "--model", args.model, "--seq", str(args.seq),
                    "--steps", str(args.steps), "--warmup", str(args.warmup)]
             t0 = time.time()
+            timeout = args.timeout if left is None else max(1, min(args.timeout, int(left)))
             try:
-                p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+                p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
                 lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
                 if lines:
                     res = json.loads(lines[-1][7:])
@@ -224,16 +255,22 @@ def main(argv: Optional[List[str]] = None) -> int:
                     res = {"impl": impl, "batch": B, "seq": args.seq, "status": "crashed",
                            "error": f"exit {p.returncode}: " + " | ".join(tail)}
             except subprocess.TimeoutExpired:
-                res = {"impl": impl, "batch": B, "seq": args.seq, "status": "timeout"}
+                res = {"impl": impl, "batch": B, "seq": args.seq, "status": "timeout", "error": f"after {timeout} s"}
             res["wall_s"] = round(time.time() - t0, 1)
             if res.get("status") == "ok" and peak:
                 res["mfu"] = res["flops_per_token"] * res["tokens_per_s"] / peak
             results.append(res)
             brief = {k: res.get(k) for k in ("impl", "batch", "status", "ms_median", "tokens_per_s", "mfu")}
             print(json.dumps(brief), flush=True)
+            jpath = write_results(args, gpu, peak, stamp, tag, results)
+    print(f"wrote {jpath} and {jpath.with_suffix('.md')}")
+    return 0 if all(r.get("status") in ("ok", "oom") for r in results) else 1
 
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    tag = re.sub(r"[^A-Za-z0-9]+", "-", gpu).strip("-")
+
+def write_results(args, gpu: str, peak: Optional[float], stamp: str, tag: str, results: List[Dict]) -> Path:
+    """(Re)write the JSON and Markdown of the results so far; returns the JSON's path."""
+    import torch
+
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -260,8 +297,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     f"| {r['impl']} | {r['batch']} | {r.get('status')} | | | |")  # fmt: skip
     md = f"# GPU benchmark, {gpu}, {args.model}, T={args.seq}\n\n`{doc['command']}`\n\n" + "\n".join(rows) + "\n"
     (out_dir / f"gpu_bench-{tag}-{stamp}.md").write_text(md)
-    print(f"wrote {jpath} and {jpath.with_suffix('.md')}")
-    return 0 if all(r.get("status") in ("ok", "oom") for r in results) else 1
+    return jpath
 
 
 if __name__ == "__main__":

@@ -224,6 +224,20 @@ def test_copy_to_and_from_host_round_trip():
             m.copy_to_host("weights", "wte")
 
 
+def test_buffer_length_alone_with_a_null_data_pointer():
+    """llmc_model_buffer(m, kind, NULL, &n) gives the length without handing out a pointer
+    (what the binding uses for whole-buffer copies, so they do not mark a CUDA bf16 model's
+    weights as writable behind its back)."""
+    with tiny() as m:
+        ptr = m._ptr()
+        n = ffi.new("int64_t *")
+        for kind, k in KINDS.items():
+            assert lib.llmc_model_buffer(ptr, k, ffi.NULL, n) == lib.LLMC_OK
+            assert n[0] == m.flat(kind).size
+        assert lib.llmc_model_buffer(ptr, 5, ffi.NULL, n) == lib.LLMC_ERR_INVALID_ARGUMENT
+        assert lib.llmc_model_buffer(ptr, 0, ffi.new("float **"), ffi.NULL) == lib.LLMC_ERR_INVALID_ARGUMENT
+
+
 def test_c_level_copy_bounds():
     with tiny() as m:
         ptr = m._ptr()

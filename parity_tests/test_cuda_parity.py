@@ -280,7 +280,7 @@ def _torch_trajectory(params, cfg, batches, dtype, lr, wd, clip):
     return losses, {k: v.detach().double().cpu().numpy() for k, v in P.items()}
 
 
-def _loss_with(P, cfg, inputs, targets):
+def _loss_with(P, cfg, inputs, targets, reduction="mean"):
     dev = REF_DEVICE
     x_idx = torch.as_tensor(inputs, dtype=torch.long, device=dev)
     y_idx = torch.as_tensor(targets, dtype=torch.long, device=dev)
@@ -298,7 +298,7 @@ def _loss_with(P, cfg, inputs, targets):
             h = F.layer_norm(x, (C,), P["ln2w"][l], P["ln2b"][l], 1e-5)
             x = x + F.linear(F.gelu(F.linear(h, P["fcw"][l], P["fcb"][l]), approximate="tanh"), P["fcprojw"][l], P["fcprojb"][l])
         logits = F.linear(F.layer_norm(x, (C,), P["lnfw"], P["lnfb"], 1e-5), P["wte"])
-        return F.cross_entropy(logits[..., :V].reshape(-1, V), y_idx.reshape(-1))
+        return F.cross_entropy(logits[..., :V].reshape(-1, V), y_idx.reshape(-1), reduction=reduction)
 
 
 def test_fp32_five_step_trajectory():
@@ -401,3 +401,103 @@ def test_out_of_gpu_memory_is_an_error_not_a_crash():
     cfg2, B, T = config_of(CASES["v101"])
     with Model.from_config(cfg2, max_batch=B, max_seq=T, device="cuda") as m:
         assert math.isfinite(m.forward(*batch(cfg2.vocab_size, B, T, 0)))
+
+
+# ------------------------------------------------------------------ determinism and the bf16 weight copy
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_gradients_repeat_bit_for_bit(precision):
+    """No atomics: the same step twice gives bitwise the same loss, activations and
+    gradients (wte included, with every token repeated many times in the batch)."""
+    cfg, B, T = config_of(CASES["c128"])
+    g = torch.Generator().manual_seed(6)
+    x = torch.randint(0, 12, (B, T), generator=g).numpy().astype(np.int32)  # 12 tokens, ~21 uses each
+    y = torch.randint(0, cfg.vocab_size, (B, T), generator=g).numpy().astype(np.int32)
+    runs = []
+    for _ in range(2):
+        with Model.from_config(cfg, max_batch=B, max_seq=T, seed=5, device="cuda", precision=precision) as m:
+            loss, acts, grads = c_step(m, x, y)
+            runs.append((loss, acts, grads))
+    (l1, a1, g1), (l2, a2, g2) = runs
+    assert l1 == l2
+    for k in g1:
+        np.testing.assert_array_equal(g1[k], g2[k], err_msg=f"grad.{k}")
+    for k in a1:
+        np.testing.assert_array_equal(a1[k], a2[k], err_msg=k)
+
+
+def test_bf16_weight_copy_follows_every_change_of_the_weights():
+    """The bf16 copy of the weights is rebuilt once per change, never used stale: after a
+    copy into the parameters, after AdamW, after a write through torch_view, a bf16 model
+    computes what a fresh model given the same weights computes, bit for bit."""
+    cfg, B, T = config_of(CASES["v101"])
+    x, y = batch(cfg.vocab_size, B, T, seed=8)
+
+    def fresh_loss(params):
+        with Model.from_config(cfg, max_batch=B, max_seq=T, device="cuda", precision="bf16") as f:
+            f.copy_from_host("params", None, params)
+            return f.forward(x, y)
+
+    with Model.from_config(cfg, max_batch=B, max_seq=T, seed=3, device="cuda", precision="bf16") as m:
+        first = m.forward(x, y)
+        assert m.forward(x, y) == first  # nothing changed: the same copy, the same loss
+        assert first == fresh_loss(m.copy_to_host("params"))
+        wte = m.copy_to_host("params", "wte")
+        m.copy_from_host("params", "wte", wte * 1.5)
+        second = m.forward(x, y)
+        assert second != first and second == fresh_loss(m.copy_to_host("params"))
+        m.backward()
+        m.adamw_step(1e-2, t=1)
+        third = m.forward(x, y)
+        assert third != second and third == fresh_loss(m.copy_to_host("params"))
+        view = m.torch_view("params", "lnfw")  # a raw pointer: from now on rebuilt every call
+        view.mul_(0.25)
+        torch.cuda.synchronize()
+        fourth = m.forward(x, y)
+        assert fourth != third and fourth == fresh_loss(m.copy_to_host("params"))
+
+
+def test_classifier_beyond_2_31_elements_matches_the_cpu():
+    """B = 64, T = 1024 with a 34000-token vocabulary: the logits have 2.2e9 elements, more
+    than one 32-bit cuBLAS call can address, so the classifier GEMMs are split (host_plan.h).
+    Loss, per-position losses and every gradient agree with the CPU C core, with PyTorch fp64
+    (on the GPU, after the C models are gone) for the attribution, as test_cuda_matches_cpu_c_core."""
+    need = 100 * 2**30  # PyTorch's fp64 logits, their slice, log-softmax and gradients: ~90 GB
+    free, _ = torch.cuda.mem_get_info()
+    if free < need:
+        pytest.skip(f"needs {need >> 30} GiB of free GPU memory, {free >> 30} GiB free")
+    V, B, T = 34000, 64, 1024
+    assert B * T * pyllmc.pad_vocab(V) > 2**31
+    assert_rows(one_step_vs_cpu_and_fp64(V, B, T, "cuda"), "classifier beyond 2^31 elements (cuda vs cpu, fp64 attribution)")
+
+
+def one_step_vs_cpu_and_fp64(V, B, T, device):
+    """One step of a 1-layer, 1-head, C = 32 model on `device` and on the CPU core, and its
+    PyTorch fp64 twin on REF_DEVICE: rows for the loss, the per-position losses and every
+    gradient (the CPU core as the fp32 reference). Checked on the CPU with small sizes
+    (device = "cpu", REF_DEVICE = "cpu"): every row passes."""
+    cfg = GPTConfig(T, V, pyllmc.pad_vocab(V), 1, 1, 32)
+    x, y = batch(V, B, T, seed=12)
+    results = []
+    for dev in (device, "cpu"):
+        with Model.from_config(cfg, max_batch=B, max_seq=T, seed=4, device=dev) as m:
+            loss = m.forward(x, y)
+            losses = np.array(m.acts["losses"])
+            m.zero_grad()
+            m.backward()
+            results.append((loss, losses, {k: np.array(v) for k, v in m.grads.items()}))
+            params = {k: np.array(v) for k, v in m.params.items()}
+    (lg, sg, gg), (lc, sc, gc) = results
+    P = {k: torch.tensor(v, dtype=torch.float64, device=REF_DEVICE, requires_grad=True) for k, v in params.items()}
+    losses64 = _loss_with(P, cfg, x, y, reduction="none")
+    loss64 = losses64.mean()
+    loss64.backward()
+    g64 = {k: p.grad.double().cpu().numpy() for k, p in P.items()}
+    l64, s64 = float(loss64.detach()), losses64.detach().view(B, T).cpu().numpy()
+    del P, loss64, losses64
+    if REF_DEVICE == "cuda":
+        torch.cuda.empty_cache()
+    rows = [compare("loss", np.float64(lg), np.float64(lc), np.float64(l64)), compare("losses", sg, sc, s64)]
+    rows += rows_for(gg, gc, g64, PARAM_NAMES, "grad.")
+    return rows

@@ -642,7 +642,12 @@ class Model:
         return int(ffi.cast("uintptr_t", data[0])), int(numel[0])
 
     def _buffer_numel(self, k: int) -> int:
-        return self._buffer(k)[1]
+        # the length alone (data NULL): asking for the parameter POINTER would tell a CUDA
+        # bf16 model that its weights may be written unseen (llmc.h, llmc_model_buffer)
+        ptr = self._ptr()
+        numel = ffi.new("int64_t *")
+        check(lib.llmc_model_buffer(ptr, k, ffi.NULL, numel), ptr)
+        return int(numel[0])
 
     def _host_copy(self, k: int, offset: int, numel: int, shape: Tuple[int, ...], writeable: bool = True) -> np.ndarray:
         ptr = self._ptr()
@@ -695,7 +700,9 @@ class Model:
         """A torch tensor sharing one named tensor's memory (the whole buffer when ``name`` is
         None): on the GPU for a CUDA model (no copy, via ``__cuda_array_interface__``), on the
         CPU for a CPU model. It keeps the C model alive like the numpy views do; after
-        ``close()`` it is invalid."""
+        ``close()`` it is invalid. A parameter view of a CUDA bf16 model makes that model
+        rebuild its bf16 weight copy at every forward and backward from then on (writes
+        through the view cannot be seen; otherwise it rebuilds once per change)."""
         import torch  # optional dependency: only this method needs it
 
         k = self._kind(kind)

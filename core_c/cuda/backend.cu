@@ -13,6 +13,10 @@
  * operands (weights, activations, their gradients, and the attention scores/probabilities)
  * to bf16 and accumulates in fp32 with fp32 outputs; master weights, gradients, optimizer
  * state, layernorm, softmax, GELU and the loss stay fp32, as does every stored activation.
+ * The bf16 copy of the weights is built once per change of the weights (refresh_bf16_weights).
+ *
+ * GEMMs go through gemm(), which splits any call whose operands span more than 2^31 - 1
+ * elements into 32-bit cuBLAS calls (host_plan.h): the classifier at B = 64, T = 1024.
  *
  * Errors: every CUDA runtime and cuBLAS call is checked; a failure becomes a status and a
  * message naming the call. A failure other than out-of-memory marks the model broken (a
@@ -26,8 +30,10 @@
 #include <string.h>
 
 #include "cublas_loader.h"
+#include "host_plan.h"
 #include "internal.h"
 #include "kernels.h"
+#include "shared_math.cuh"
 
 using llmc_cuda::bf16;
 
@@ -52,8 +58,14 @@ struct cuda_state {
     float *col_partials;         /* 2 * kColChunks * 4C */
     double *red;                 /* kRedBlocks partial sums, and the loss sum */
     bf16 *params16;              /* bf16 copy of the weights (bf16 precision only) */
+    int params16_valid;          /* params16 holds the current weights */
     bf16 *slot_a, *slot_b;       /* bf16 GEMM operands (bf16 precision only) */
     size_t slot_a_n, slot_b_n;
+
+    /* the token order of the embedding backward (llmc_token_segments): host scratch and its
+     * device copy; order and rows max_batch * max_seq, seg one more, counts vocab + 1 */
+    int32_t *h_counts, *h_order, *h_rows, *h_seg;
+    int32_t *d_order, *d_rows, *d_seg;
 };
 
 cuda_state *S(llmc_model *m) { return (cuda_state *)m->backend_state; }
@@ -64,7 +76,7 @@ const cudaStream_t kStream = 0; /* the legacy default stream */
 
 int cuda_fail(llmc_model *m, cudaError_t e, const char *what) {
     if (e != cudaErrorMemoryAllocation) S(m)->broken = 1;
-    cudaGetLastError(); /* clear a non-sticky error so it is not reported twice */
+    (void)cudaGetLastError(); /* clear a non-sticky error so it is not reported twice */
     return llmc_fail(m, e == cudaErrorMemoryAllocation ? LLMC_ERR_OUT_OF_MEMORY : LLMC_ERR_BAD_STATE,
                      "CUDA error in %s: %s (%s)", what, cudaGetErrorName(e), cudaGetErrorString(e));
 }
@@ -116,27 +128,52 @@ int leave(llmc_model *m) {
 
 /* Row-major C (M x N) = alpha * op(A) (M x K) @ op(B) (K x N) + beta * C, batched with element
  * strides sA, sB, sC (batch = 1: a plain GEMM). op(A) = A^T when tA (then A is stored K x M),
- * as llmc_sgemm on the CPU. A and B are float, or bf16 when bf16 is set; C is float.
- * cuBLAS is column-major: the row-major C is the column-major C^T = op(B)^T @ op(A)^T, so B
- * goes first with the same transpose flags. */
-int gemm(llmc_model *m, int tA, int tB, int M, int N, int K, const void *A, int lda,
-         long long sA, const void *B, int ldb, long long sB, float *C, int ldc, long long sC,
-         int batch, float alpha, float beta, int bf16_operands, const char *what) {
+ * as llmc_sgemm on the CPU. A and B are float, or bf16 when bf16 is set; C is float. Sizes
+ * are 64-bit here: llmc_gemm_plan splits the product into pieces that 32-bit cuBLAS calls
+ * address safely (one piece unless an operand spans more than 2^31 - 1 elements), issued in
+ * order on the one stream, and llmc_gemm_cublas_call maps each to cuBLAS's column-major
+ * arguments (both in host_plan.c, unit-tested against a column-major emulation of cuBLAS). */
+int gemm(llmc_model *m, int tA, int tB, int64_t M, int64_t N, int64_t K, const void *A,
+         int64_t lda, int64_t sA, const void *B, int64_t ldb, int64_t sB, float *C, int64_t ldc,
+         int64_t sC, int64_t batch, float alpha, float beta, int bf16_operands,
+         const char *what) {
     cuda_state *s = S(m);
     const int type = bf16_operands ? LLMC_CUDA_R_16BF : LLMC_CUDA_R_32F;
-    const int opA = tA ? LLMC_CUBLAS_OP_T : LLMC_CUBLAS_OP_N;
-    const int opB = tB ? LLMC_CUBLAS_OP_T : LLMC_CUBLAS_OP_N;
-    int st;
-    if (batch == 1)
-        st = s->blas.gemm_ex(s->handle, opB, opA, N, M, K, &alpha, B, type, ldb, A, type, lda,
-                             &beta, C, LLMC_CUDA_R_32F, ldc, LLMC_CUBLAS_COMPUTE_32F,
-                             LLMC_CUBLAS_GEMM_DEFAULT);
-    else
-        st = s->blas.gemm_strided_batched_ex(s->handle, opB, opA, N, M, K, &alpha, B, type, ldb,
-                                             sB, A, type, lda, sA, &beta, C, LLMC_CUDA_R_32F,
-                                             ldc, sC, batch, LLMC_CUBLAS_COMPUTE_32F,
-                                             LLMC_CUBLAS_GEMM_DEFAULT);
-    if (st != LLMC_CUBLAS_STATUS_SUCCESS) return blas_fail(m, st, what);
+    const size_t esz = bf16_operands ? sizeof(bf16) : sizeof(float);
+    const llmc_gemm_shape shape = {tA, tB, M, N, K, lda, ldb, ldc, sA, sB, sC, batch};
+    llmc_gemm_split split;
+    if (!llmc_gemm_plan(&shape, LLMC_GEMM_SPAN_LIMIT, &split))
+        return llmc_fail(m, LLMC_ERR_UNSUPPORTED,
+                         "the %s GEMM (M %lld, N %lld, K %lld, batch %lld) cannot be split into "
+                         "32-bit cuBLAS calls; lower max_batch or max_seq",
+                         what, (long long)M, (long long)N, (long long)K, (long long)batch);
+    const int64_t pieces = llmc_gemm_num_pieces(&split);
+    for (int64_t i = 0; i < pieces; i++) {
+        llmc_gemm_piece pc;
+        llmc_cublas_call c;
+        llmc_gemm_piece_at(&shape, &split, i, &pc);
+        llmc_gemm_cublas_call(&shape, &pc, &c);
+        const void *first = (const char *)B + (size_t)c.first_off * esz;
+        const void *second = (const char *)A + (size_t)c.second_off * esz;
+        float *cc = C + c.c_off;
+        const int op1 = c.first_trans ? LLMC_CUBLAS_OP_T : LLMC_CUBLAS_OP_N;
+        const int op2 = c.second_trans ? LLMC_CUBLAS_OP_T : LLMC_CUBLAS_OP_N;
+        const float bt = pc.first_k ? beta : 1.0f; /* later K pieces add to the first's */
+        /* the plan keeps every size, leading dimension and count within int32 */
+        int st;
+        if (c.batch == 1)
+            st = s->blas.gemm_ex(s->handle, op1, op2, (int)c.m, (int)c.n, (int)c.k, &alpha, first,
+                                 type, (int)c.first_ld, second, type, (int)c.second_ld, &bt, cc,
+                                 LLMC_CUDA_R_32F, (int)c.ldc, LLMC_CUBLAS_COMPUTE_32F,
+                                 LLMC_CUBLAS_GEMM_DEFAULT);
+        else
+            st = s->blas.gemm_strided_batched_ex(
+                s->handle, op1, op2, (int)c.m, (int)c.n, (int)c.k, &alpha, first, type,
+                (int)c.first_ld, c.first_stride, second, type, (int)c.second_ld, c.second_stride,
+                &bt, cc, LLMC_CUDA_R_32F, (int)c.ldc, c.c_stride, (int)c.batch,
+                LLMC_CUBLAS_COMPUTE_32F, LLMC_CUBLAS_GEMM_DEFAULT);
+        if (st != LLMC_CUBLAS_STATUS_SUCCESS) return blas_fail(m, st, what);
+    }
     return LLMC_OK;
 }
 
@@ -226,7 +263,7 @@ int attention_forward(llmc_model *m, float *out, float *att, const float *qkv, i
     const float scale = 1.0f / sqrtf((float)hs);
     const void *q = nullptr, *k = nullptr, *v = nullptr;
     TRY(split_qkv(m, qkv, B, T, &q, &k, &v));
-    const long long sq = (long long)T * hs, sa = (long long)T * T;
+    const int64_t sq = (int64_t)T * hs, sa = (int64_t)T * T;
     TRY(gemm(m, 0, 1, T, T, hs, q, hs, sq, k, hs, sq, att, T, sa, BNH, scale, 0.0f, is_bf16(m),
              "attention scores"));
     llmc_cuda::softmax_causal_forward(att, BNH, T, kStream);
@@ -247,7 +284,7 @@ int attention_backward(llmc_model *m, float *dqkv, const float *dout, const floa
     const int C = m->cfg.channels, NH = m->cfg.num_heads, hs = C / NH, BNH = B * NH;
     const float scale = 1.0f / sqrtf((float)hs);
     const size_t n = (size_t)B * T * C;
-    const long long sq = (long long)T * hs, sa = (long long)T * T;
+    const int64_t sq = (int64_t)T * hs, sa = (int64_t)T * T;
     const int bf = is_bf16(m);
     const void *q = nullptr, *k = nullptr, *v = nullptr, *dy = nullptr;
     TRY(split_qkv(m, qkv, B, T, &q, &k, &v));
@@ -284,11 +321,37 @@ int attention_backward(llmc_model *m, float *dqkv, const float *dout, const floa
 
 float *act(llmc_model *m, int a, int l) { return m->a[a] + (size_t)l * m->act_layer_stride[a]; }
 
+/* The bf16 copy of the weights, built when the weights may have changed since it was last
+ * built: after an AdamW step or a copy into the parameters (checkpoint loads included) --
+ * so once per optimizer step, not at every forward and backward -- and at every forward and
+ * backward once a raw parameter pointer has been handed out (llmc_model_buffer, which
+ * torch_view uses: the caller may write through it at any time, unseen). */
 int refresh_bf16_weights(llmc_model *m) {
-    if (!is_bf16(m)) return LLMC_OK;
-    /* every call: the weights may have been written through the device pointer */
-    llmc_cuda::to_bf16(S(m)->params16, m->params, m->num_params, kStream);
+    cuda_state *s = S(m);
+    if (!is_bf16(m) || (s->params16_valid && !m->params_exposed)) return LLMC_OK;
+    llmc_cuda::to_bf16(s->params16, m->params, m->num_params, kStream);
     LAUNCHED("to_bf16 (weights)");
+    s->params16_valid = 1;
+    return LLMC_OK;
+}
+
+/* the weights are about to change (or may have): the bf16 copy is stale */
+void invalidate_bf16_weights(llmc_model *m) { S(m)->params16_valid = 0; }
+
+/* positions grouped by token for the embedding backward, computed on the host from the last
+ * forward's tokens (m->inputs) and uploaded; returns the number of distinct tokens */
+int upload_token_segments(llmc_model *m, int BT, int *U) {
+    cuda_state *s = S(m);
+    const int32_t u = llmc_token_segments(m->inputs, BT, m->cfg.vocab_size, s->h_counts,
+                                          s->h_order, s->h_rows, s->h_seg);
+    if (u < 1)
+        return llmc_fail(m, LLMC_ERR_BAD_STATE,
+                         "internal: the last forward's tokens are not in [0, vocab_size)");
+    CU(cudaMemcpy(s->d_order, s->h_order, (size_t)BT * sizeof(int32_t), cudaMemcpyHostToDevice));
+    CU(cudaMemcpy(s->d_rows, s->h_rows, (size_t)u * sizeof(int32_t), cudaMemcpyHostToDevice));
+    CU(cudaMemcpy(s->d_seg, s->h_seg, ((size_t)u + 1) * sizeof(int32_t),
+                  cudaMemcpyHostToDevice));
+    *U = u;
     return LLMC_OK;
 }
 
@@ -366,6 +429,9 @@ int backward_body(llmc_model *m, float loss_scale) {
     float *dres = s->dres, *dsmall = s->dsmall, *dbig = s->dbig;
     float *dlogits = m->a[A_PROBS]; /* probs become d logits in place, as on the CPU */
 
+    /* first, while the GPU is idle (the last call synchronised): the host's share */
+    int U = 0;
+    TRY(upload_token_segments(m, BT, &U));
     TRY(refresh_bf16_weights(m));
     llmc_cuda::classifier_backward(dlogits, s->targets, loss_scale / (float)BT, BT, V, Vp,
                                    kStream);
@@ -403,7 +469,8 @@ int backward_body(llmc_model *m, float loss_scale) {
                                       act(m, A_LN1_RSTD, l), BT, C, s->col_partials, kStream);
         LAUNCHED("layernorm_backward (ln1)");
     }
-    llmc_cuda::encoder_backward(g[P_WTE], g[P_WPE], dres, s->inputs, B, T, C, kStream);
+    llmc_cuda::encoder_backward(g[P_WTE], g[P_WPE], dres, s->d_order, s->d_rows, s->d_seg, U, B,
+                                T, C, kStream);
     LAUNCHED("encoder_backward");
     return LLMC_OK;
 }
@@ -452,21 +519,15 @@ int cuda_scale_grads(llmc_model *m, float coef) {
 
 int cuda_adamw(llmc_model *m, const llmc_adamw_params *hp) {
     TRY(enter(m));
-    /* the scalars exactly as adamw.c forms them: in double, rounded to float once */
-    const double bc1 = 1.0 - pow(hp->beta1, (double)hp->t);
-    const double bc2 = 1.0 - pow(hp->beta2, (double)hp->t);
-    const float one_minus_b1 = (float)(1.0 - hp->beta1);
-    const float b2 = (float)hp->beta2;
-    const float one_minus_b2 = (float)(1.0 - hp->beta2);
-    const float neg_step = (float)(-(hp->lr / bc1));
-    const float bc2_sqrt = (float)sqrt(bc2);
-    const float eps = (float)hp->eps;
+    invalidate_bf16_weights(m);
+    const llmc_cuda::adamw_scalars k =
+        llmc_cuda::adamw_scalars_of(hp->lr, hp->beta1, hp->beta2, hp->eps, hp->t);
     for (int i = 0; i < LLMC_NUM_PARAM_TENSORS; i++) {
-        const float decay = (float)(1.0 - hp->lr * llmc_param_weight_decay(hp, i));
+        const float decay = llmc_cuda::adamw_decay_of(hp->lr, llmc_param_weight_decay(hp, i));
         const size_t off = m->param_offsets[i];
         llmc_cuda::adamw(m->params + off, m->grads + off, m->adam_m + off, m->adam_v + off,
-                         m->param_sizes[i], one_minus_b1, b2, one_minus_b2, neg_step, bc2_sqrt,
-                         eps, decay, hp->grad_scale, kStream);
+                         m->param_sizes[i], k.one_minus_b1, k.b2, k.one_minus_b2, k.neg_step,
+                         k.bc2_sqrt, k.eps, decay, hp->grad_scale, kStream);
         LAUNCHED("adamw");
     }
     return leave(m);
@@ -476,6 +537,7 @@ int cuda_copy(llmc_model *m, int kind, size_t offset, size_t count, float *host,
     TRY(enter(m));
     size_t n;
     float *buf = llmc_kind_buffer(m, kind, &n);
+    if (kind == LLMC_KIND_PARAMS && !to_host) invalidate_bf16_weights(m);
     if (to_host)
         CU(cudaMemcpy(host, buf + offset, count * sizeof(float), cudaMemcpyDeviceToHost));
     else
@@ -486,17 +548,22 @@ int cuda_copy(llmc_model *m, int kind, size_t offset, size_t count, float *host,
 void free_state(llmc_model *m) {
     cuda_state *s = S(m);
     if (!s) return;
-    cudaSetDevice(s->device);
-    /* a broken context may refuse to free; the process owns the memory until it exits */
-    if (s->handle && s->blas.destroy) s->blas.destroy(s->handle);
+    /* teardown is best effort: with a broken context these may fail, and nothing can be done
+     * about it but let the process own the memory until it exits */
+    (void)cudaSetDevice(s->device);
+    if (s->handle && s->blas.destroy) (void)s->blas.destroy(s->handle);
     void *ptrs[] = {m->params,  m->grads,  m->adam_m,   m->adam_v,  m->acts,
                     s->blas_ws, s->inputs, s->targets,  s->dres,    s->dsmall,
                     s->dbig,    s->qkvr,   s->yr,       s->yr_f32,  s->dqkvr,
                     s->datt,    s->col_partials, s->red, s->params16, s->slot_a,
-                    s->slot_b};
+                    s->slot_b,  s->d_order, s->d_rows, s->d_seg};
     for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++)
-        if (ptrs[i]) cudaFree(ptrs[i]);
-    cudaGetLastError();
+        if (ptrs[i]) (void)cudaFree(ptrs[i]);
+    (void)cudaGetLastError(); /* clear what teardown left */
+    free(s->h_counts);
+    free(s->h_order);
+    free(s->h_rows);
+    free(s->h_seg);
     llmc_cublas_unload(&s->blas);
     free(s);
     m->backend_state = NULL;
@@ -536,7 +603,7 @@ extern "C" int llmc_cuda_usable(char *why, size_t why_len) {
         snprintf(why, why_len, "%s (built with CUDA %d.%d; cudaGetDeviceCount: %s: %s)", hint,
                  CUDART_VERSION / 1000, CUDART_VERSION % 1000 / 10, cudaGetErrorName(e),
                  cudaGetErrorString(e));
-        cudaGetLastError();
+        (void)cudaGetLastError();
         return 0;
     }
     if (count < 1) {
@@ -545,16 +612,19 @@ extern "C" int llmc_cuda_usable(char *why, size_t why_len) {
     }
     int dev = 0;
     cudaDeviceProp prop;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaGetDeviceProperties(&prop, dev) != cudaSuccess) {
-        e = cudaGetLastError();
-        snprintf(why, why_len, "cannot query CUDA device %d: %s", dev, cudaGetErrorString(e));
+    e = cudaGetDevice(&dev);
+    if (e == cudaSuccess) e = cudaGetDeviceProperties(&prop, dev);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        snprintf(why, why_len, "cannot query CUDA device %d: %s: %s", dev, cudaGetErrorName(e),
+                 cudaGetErrorString(e));
         return 0;
     }
     /* is there code in this library that runs on the device? */
     cudaFuncAttributes attr;
     e = cudaFuncGetAttributes(&attr, llmc_cuda::probe_kernel());
     if (e != cudaSuccess) {
-        cudaGetLastError();
+        (void)cudaGetLastError();
         snprintf(why, why_len,
                  "device %d (%s, compute capability %d.%d) cannot run this build's kernels "
                  "(see CMAKE_CUDA_ARCHITECTURES; the default is sm_80, sm_90 and PTX for newer GPUs): %s",
@@ -583,8 +653,24 @@ extern "C" int llmc_cuda_attach(llmc_model *m) {
     if (!s) return llmc_fail_thread(LLMC_ERR_OUT_OF_MEMORY, "cannot allocate the CUDA state");
     m->backend_state = s;
     m->be = &cuda_backend;
-    if (cudaGetDevice(&s->device) != cudaSuccess) s->device = 0;
-    cudaSetDevice(s->device);
+    {
+        /* the calling thread's current device; made current explicitly so the context exists */
+        int dev = 0;
+        cudaError_t e = cudaGetDevice(&dev);
+        const char *call = "cudaGetDevice";
+        if (e == cudaSuccess) {
+            e = cudaSetDevice(dev);
+            call = "cudaSetDevice";
+        }
+        if (e != cudaSuccess) {
+            (void)cudaGetLastError();
+            free_state(m);
+            m->be = NULL;
+            return llmc_fail_thread(LLMC_ERR_BAD_STATE, "cannot select the CUDA device: %s: %s (%s)",
+                                    call, cudaGetErrorName(e), cudaGetErrorString(e));
+        }
+        s->device = dev;
+    }
 
     if (!llmc_cublas_load(&s->blas, why, sizeof(why))) {
         free_state(m);
@@ -628,6 +714,9 @@ extern "C" int llmc_cuda_attach(llmc_model *m) {
         {(void **)&s->params16, bf ? m->num_params : 0, sizeof(bf16), "bf16 weights"},
         {(void **)&s->slot_a, bf ? slot_a : 0, sizeof(bf16), "bf16 operands"},
         {(void **)&s->slot_b, bf ? slot_b : 0, sizeof(bf16), "bf16 operands"},
+        {(void **)&s->d_order, BT, sizeof(int32_t), "embedding backward order"},
+        {(void **)&s->d_rows, BT, sizeof(int32_t), "embedding backward order"},
+        {(void **)&s->d_seg, BT + 1, sizeof(int32_t), "embedding backward order"},
     };
     const size_t nallocs = sizeof(allocs) / sizeof(allocs[0]);
     size_t total = 0;
@@ -641,22 +730,36 @@ extern "C" int llmc_cuda_attach(llmc_model *m) {
         m->be = NULL;
         return llmc_fail_thread(LLMC_ERR_OUT_OF_MEMORY, "CUDA model sizes overflow");
     }
+    s->h_counts = (int32_t *)malloc(((size_t)m->cfg.vocab_size + 1) * sizeof(int32_t));
+    s->h_order = (int32_t *)malloc(BT * sizeof(int32_t));
+    s->h_rows = (int32_t *)malloc(BT * sizeof(int32_t));
+    s->h_seg = (int32_t *)malloc((BT + 1) * sizeof(int32_t));
+    if (!s->h_counts || !s->h_order || !s->h_rows || !s->h_seg) {
+        free_state(m);
+        m->be = NULL;
+        return llmc_fail_thread(LLMC_ERR_OUT_OF_MEMORY,
+                                "cannot allocate host memory for the CUDA model's token order");
+    }
     for (size_t i = 0; i < nallocs; i++) {
         if (allocs[i].count == 0) continue;
         const size_t bytes = allocs[i].count * allocs[i].elem;
         const cudaError_t e = cudaMalloc(allocs[i].ptr, bytes);
         if (e != cudaSuccess) {
-            cudaGetLastError();
+            (void)cudaGetLastError();
             size_t free_b = 0, total_b = 0;
-            cudaMemGetInfo(&free_b, &total_b);
+            char avail[96] = "the free GPU memory is unknown";
+            if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess)
+                snprintf(avail, sizeof(avail), "the GPU has %zu MiB free of %zu", free_b >> 20,
+                         total_b >> 20);
+            else
+                (void)cudaGetLastError();
             free_state(m);
             m->be = NULL;
             return llmc_fail_thread(
                 e == cudaErrorMemoryAllocation ? LLMC_ERR_OUT_OF_MEMORY : LLMC_ERR_BAD_STATE,
                 "cannot allocate %zu MiB of GPU memory for the %s (%s); the model needs %zu MiB "
-                "in all, the GPU has %zu MiB free of %zu; lower max_batch or max_seq",
-                bytes >> 20, allocs[i].what, cudaGetErrorString(e), total >> 20, free_b >> 20,
-                total_b >> 20);
+                "in all, %s; lower max_batch or max_seq",
+                bytes >> 20, allocs[i].what, cudaGetErrorString(e), total >> 20, avail);
         }
     }
     s->slot_a_n = bf ? slot_a : 0;

@@ -1,19 +1,23 @@
 /* kernels.cu - CUDA kernels of the GPT-2 training step (see kernels.h for what each does).
  *
- * Written for correctness first: plain fp32 arithmetic with the same formulas as the CPU
- * kernels in src/, indices in size_t wherever a tensor can exceed 2^31 elements (logits at
- * B=64, T=1024 have 3.3e9), grid-stride loops for element-wise work, and reductions in a
- * fixed order (no atomics) except for the token-embedding gradient. No fast-math. */
+ * Written for correctness first: the CPU kernels' arithmetic (src/), through the shared
+ * __host__ __device__ functions of shared_math.cuh (the same exp, the same formulas, double
+ * accumulators where the CPU has them; compiled with --fmad=false, so no fused multiply-add
+ * the CPU does not do), indices in size_t wherever a tensor can exceed 2^31 elements (logits
+ * at B=64, T=1024 have 3.3e9), grid-stride loops for element-wise work, and every reduction
+ * in a fixed order, no atomics: these kernels repeat bit for bit run to run. No fast-math. */
 #include "kernels.h"
 
 #include <math.h>
+
+#include "shared_math.cuh"
 
 namespace llmc_cuda {
 
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kWarp = 32;
+constexpr int kEmbedThreads = 128; /* channels per block of the embedding backward */
 
 /* blocks for n elements with a grid-stride loop: enough to fill any GPU, bounded */
 unsigned grid_for(size_t n, int threads = kThreads) {
@@ -38,7 +42,8 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
-/* sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets it */
+/* sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets it.
+ * The order of additions is host_block_sum's (shared_math.cuh). */
 template <typename F>
 __device__ F block_sum(F v, F *shared /* >= 32 */) {
     const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
@@ -49,6 +54,17 @@ __device__ F block_sum(F v, F *shared /* >= 32 */) {
     __syncthreads();
     F r = lane < nwarps ? shared[lane] : F(0);
     return warp_sum(r);
+}
+
+__device__ float block_max(float v, float *shared /* >= 32 */) {
+    const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+    const int nwarps = blockDim.x / kWarp;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) shared[warp] = v;
+    __syncthreads();
+    const float r = lane < nwarps ? shared[lane] : -INFINITY;
+    return warp_max(r);
 }
 
 /* ------------------------------------------------------------------ encoder */
@@ -64,49 +80,44 @@ __global__ void encoder_forward_kernel(float *out, const int32_t *inp, const flo
     }
 }
 
-__global__ void encoder_backward_wte_kernel(float *dwte, const float *dout, const int32_t *inp,
-                                            int C, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        const size_t bt = i / C;
-        const int c = (int)(i % C);
-        atomicAdd(&dwte[(size_t)inp[bt] * C + c], dout[i]);
-    }
+/* block (u, channel chunk): distinct token u = rows[u] owns its dwte row; each thread one
+ * channel, adding that token's positions order[seg[u] .. seg[u+1]) in increasing order */
+__global__ void encoder_backward_wte_kernel(float *dwte, const float *dout, const int32_t *order,
+                                            const int32_t *rows, const int32_t *seg, int C) {
+    const int u = blockIdx.x;
+    const int c = blockIdx.y * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    float *w = dwte + (size_t)rows[u] * C + c;
+    *w = embedding_row_sum(*w, dout, order, seg[u], seg[u + 1], c, C);
 }
 
+/* dwpe[t, c] += dout[b, t, c] for b = 0, 1, ... one add at a time onto dwpe: the CPU's order */
 __global__ void encoder_backward_wpe_kernel(float *dwpe, const float *dout, int B, int T, int C) {
     const size_t n = (size_t)T * C;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
-        float s = 0.0f;
-        for (int b = 0; b < B; b++) s += dout[(size_t)b * n + i];
-        dwpe[i] += s;
+        dwpe[i] = position_sum(dwpe[i], dout, B, n, i);
     }
 }
 
 /* ------------------------------------------------------------------ layernorm */
 
-/* one warp per row */
+/* one warp per row. Mean and variance in double, two passes, as the CPU: rows can be long
+ * and near-constant (a residual stream far from zero), where float sums lose the digits
+ * the variance is made of. */
 __global__ void layernorm_forward_kernel(float *out, float *mean, float *rstd, const float *inp,
                                          const float *weight, const float *bias, int N, int C) {
     const int row = blockIdx.x * (blockDim.x / kWarp) + threadIdx.x / kWarp;
     const int lane = threadIdx.x % kWarp;
     if (row >= N) return;
     const float *x = inp + (size_t)row * C;
-    float s = 0.0f;
-    for (int c = lane; c < C; c += kWarp) s += x[c];
-    const float m = warp_sum(s) / C;
-    float v = 0.0f;
-    for (int c = lane; c < C; c += kWarp) {
-        const float d = x[c] - m;
-        v += d * d;
-    }
-    v = warp_sum(v) / C;
-    const float r = 1.0f / sqrtf(v + 1e-5f);
+    const double m = layernorm_mean(warp_sum(lane_sum(x, C, lane, kWarp)), C);
+    const float r = layernorm_rstd(warp_sum(lane_sq_dev(x, C, m, lane, kWarp)), C);
+    const float mf = (float)m;
     float *o = out + (size_t)row * C;
-    for (int c = lane; c < C; c += kWarp) o[c] = (x[c] - m) * r * weight[c] + bias[c];
+    for (int c = lane; c < C; c += kWarp) o[c] = layernorm_out(x[c], mf, r, weight[c], bias[c]);
     if (lane == 0) {
-        mean[row] = m;
+        mean[row] = mf;
         rstd[row] = r;
     }
 }
@@ -121,21 +132,13 @@ __global__ void layernorm_backward_dinp_kernel(float *dinp, const float *dout, c
     const float *x = inp + (size_t)row * C;
     const float *d = dout + (size_t)row * C;
     const float m = mean[row], r = rstd[row];
-    float sdn = 0.0f, sdnx = 0.0f;
-    for (int c = lane; c < C; c += kWarp) {
-        const float xhat = (x[c] - m) * r;
-        const float dn = d[c] * weight[c];
-        sdn += dn;
-        sdnx += dn * xhat;
-    }
-    const float mean_dn = warp_sum(sdn) / C;
-    const float mean_dnx = warp_sum(sdnx) / C;
+    double sdn, sdnx; /* in double, as the CPU */
+    lane_layernorm_backward_sums(d, x, weight, m, r, C, lane, kWarp, &sdn, &sdnx);
+    const float mean_dn = (float)(warp_sum(sdn) / C);
+    const float mean_dnx = (float)(warp_sum(sdnx) / C);
     float *di = dinp + (size_t)row * C;
-    for (int c = lane; c < C; c += kWarp) {
-        const float xhat = (x[c] - m) * r;
-        const float dn = d[c] * weight[c];
-        di[c] += r * (dn - mean_dn - xhat * mean_dnx);
-    }
+    for (int c = lane; c < C; c += kWarp)
+        di[c] += layernorm_dinp(d[c], x[c], weight[c], m, r, mean_dn, mean_dnx);
 }
 
 /* Column sums in two stages. Stage 1: block (32 x 8 threads) of grid (ceil(C / 32),
@@ -202,35 +205,22 @@ __global__ void residual_kernel(float *out, const float *a, const float *b, size
         out[i] = a[i] + b[i];
 }
 
-#define GELU_K 0.7978845608028654f /* sqrt(2 / pi) */
-#define GELU_A 0.044715f
-
 __global__ void gelu_forward_kernel(float *out, const float *inp, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        const float x = inp[i];
-        const float u = GELU_K * (x + GELU_A * x * x * x);
-        out[i] = 0.5f * x * (1.0f + tanhf(u));
-    }
+         i += (size_t)gridDim.x * blockDim.x)
+        out[i] = gelu_value(inp[i]);
 }
 
 __global__ void gelu_backward_kernel(float *dinp, const float *inp, const float *dout, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        const float x = inp[i];
-        const float u = GELU_K * (x + GELU_A * x * x * x);
-        const float th = tanhf(u);
-        const float sech2 = 1.0f - th * th;
-        const float local =
-            0.5f * (1.0f + th) + 0.5f * x * sech2 * GELU_K * (1.0f + 3.0f * GELU_A * x * x);
-        dinp[i] = local * dout[i];
-    }
+         i += (size_t)gridDim.x * blockDim.x)
+        dinp[i] = gelu_grad(inp[i], dout[i]);
 }
 
 __global__ void to_bf16_kernel(bf16 *out, const float *in, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x)
-        out[i] = __float2bfloat16_rn(in[i]);
+        out[i] = round_bf16(in[i]);
 }
 
 __global__ void scale_kernel(float *x, float coef, size_t n) {
@@ -243,16 +233,9 @@ __global__ void adamw_kernel(float *param, const float *grad, float *m, float *v
                              float one_minus_b1, float b2, float one_minus_b2, float neg_step,
                              float bc2_sqrt, float eps, float decay, float grad_scale) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        const float g = grad[i] * grad_scale;
-        const float p = param[i] * decay;
-        const float mi = m[i] + one_minus_b1 * (g - m[i]);
-        const float vi = v[i] * b2 + one_minus_b2 * g * g;
-        m[i] = mi;
-        v[i] = vi;
-        const float denom = sqrtf(vi) / bc2_sqrt + eps;
-        param[i] = p + neg_step * (mi / denom);
-    }
+         i += (size_t)gridDim.x * blockDim.x)
+        adamw_element(param + i, grad[i], m + i, v + i, one_minus_b1, b2, one_minus_b2,
+                      neg_step, bc2_sqrt, eps, decay, grad_scale);
 }
 
 /* ------------------------------------------------------------------ attention layout */
@@ -262,7 +245,7 @@ __device__ __forceinline__ T convert(float x);
 template <>
 __device__ __forceinline__ float convert<float>(float x) { return x; }
 template <>
-__device__ __forceinline__ bf16 convert<bf16>(float x) { return __float2bfloat16_rn(x); }
+__device__ __forceinline__ bf16 convert<bf16>(float x) { return round_bf16(x); }
 
 /* element i of a (B, NH, T, hs) tensor -> its (b, t, h * hs + d) position in (B, T, *) */
 __device__ __forceinline__ void head_index(size_t i, int T, int NH, int hs, size_t *bt,
@@ -331,21 +314,18 @@ __global__ void merge_heads_qkv_kernel(float *dqkv, const float *dq, const float
     }
 }
 
-/* one warp per row r of the (BNH * T, T) scores; row r is position t = r % T */
+/* one warp per row r of the (BNH * T, T) scaled scores; row r is position t = r % T. As
+ * the CPU's softmax_causal_row: exps of x - max, their sum in double, one float 1/sum. Each
+ * lane writes its exps in place and scales the same entries afterwards. */
 __global__ void softmax_causal_forward_kernel(float *att, size_t rows, int T) {
     const size_t r = blockIdx.x * (size_t)(blockDim.x / kWarp) + threadIdx.x / kWarp;
     const int lane = threadIdx.x % kWarp;
     if (r >= rows) return;
     const int t = (int)(r % T);
     float *a = att + r * T;
-    float mx = -INFINITY;
-    for (int s = lane; s <= t; s += kWarp) mx = fmaxf(mx, a[s]);
-    mx = warp_max(mx);
-    float sum = 0.0f;
-    for (int s = lane; s <= t; s += kWarp) sum += expf(a[s] - mx);
-    sum = warp_sum(sum);
-    const float inv = 1.0f / sum;
-    for (int s = lane; s < T; s += kWarp) a[s] = s <= t ? expf(a[s] - mx) * inv : 0.0f;
+    const float mx = warp_max(lane_max(a, t + 1, lane, kWarp));
+    const float inv = softmax_inv(warp_sum(lane_exp(a, a, t + 1, mx, lane, kWarp)));
+    for (int s = lane; s < T; s += kWarp) a[s] = s <= t ? a[s] * inv : 0.0f;
 }
 
 __global__ void softmax_causal_backward_kernel(float *datt, const float *att, size_t rows, int T,
@@ -364,63 +344,22 @@ __global__ void softmax_causal_backward_kernel(float *datt, const float *att, si
 
 /* ------------------------------------------------------------------ classifier */
 
-/* one block per row: online max and sum in one read, probs written in a second */
+/* one block per row, as the CPU's softmax_row (src/crossentropy.c): the max; the exps of
+ * x - max written to probs with their sum in double; probs scaled by one float 1/sum. Each
+ * thread scales the entries it wrote, so no barrier is needed between the two. */
 __global__ void classifier_forward_kernel(float *probs, float *losses, const float *logits,
                                           const int32_t *targets, int V, int Vp) {
     __shared__ float s_max[32];
-    __shared__ float s_sum[32];
+    __shared__ double s_sum[32];
     const size_t n = blockIdx.x;
     const float *x = logits + n * Vp;
     float *p = probs + n * Vp;
-    float mx = -INFINITY, sum = 0.0f;
-    for (int i = threadIdx.x; i < V; i += blockDim.x) {
-        const float xi = x[i];
-        if (xi > mx) {
-            sum = sum * expf(mx - xi) + 1.0f; /* expf(-inf) = 0 on the first element */
-            mx = xi;
-        } else {
-            sum += expf(xi - mx);
-        }
-    }
-    /* combine the threads' (max, sum) pairs: warp first, then warps */
-    const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
-    for (int o = kWarp / 2; o > 0; o >>= 1) {
-        const float om = __shfl_xor_sync(0xffffffffu, mx, o);
-        const float os = __shfl_xor_sync(0xffffffffu, sum, o);
-        const float nm = fmaxf(mx, om);
-        sum = (mx == -INFINITY ? 0.0f : sum * expf(mx - nm)) +
-              (om == -INFINITY ? 0.0f : os * expf(om - nm));
-        mx = nm;
-    }
-    if (lane == 0) {
-        s_max[warp] = mx;
-        s_sum[warp] = sum;
-    }
-    __syncthreads();
-    if (warp == 0) {
-        const int nwarps = blockDim.x / kWarp;
-        mx = lane < nwarps ? s_max[lane] : -INFINITY;
-        sum = lane < nwarps ? s_sum[lane] : 0.0f;
-        for (int o = kWarp / 2; o > 0; o >>= 1) {
-            const float om = __shfl_xor_sync(0xffffffffu, mx, o);
-            const float os = __shfl_xor_sync(0xffffffffu, sum, o);
-            const float nm = fmaxf(mx, om);
-            sum = (mx == -INFINITY ? 0.0f : sum * expf(mx - nm)) +
-                  (om == -INFINITY ? 0.0f : os * expf(om - nm));
-            mx = nm;
-        }
-        if (lane == 0) {
-            s_max[0] = mx;
-            s_sum[0] = sum;
-        }
-    }
-    __syncthreads();
-    mx = s_max[0];
-    sum = s_sum[0];
-    const float inv = (float)(1.0 / (double)sum);
-    for (int i = threadIdx.x; i < Vp; i += blockDim.x) p[i] = i < V ? expf(x[i] - mx) * inv : 0.0f;
-    if (threadIdx.x == 0)
-        losses[n] = (float)(log((double)sum) + (double)mx - (double)x[targets[n]]);
+    const int tid = threadIdx.x, nt = blockDim.x;
+    const float mx = block_max(lane_max(x, V, tid, nt), s_max);
+    const double sum = block_sum(lane_exp(p, x, V, mx, tid, nt), s_sum);
+    const float inv = softmax_inv(sum);
+    for (int i = tid; i < Vp; i += nt) p[i] = i < V ? p[i] * inv : 0.0f;
+    if (tid == 0) losses[n] = crossentropy_loss(sum, mx, x[targets[n]]);
 }
 
 __global__ void classifier_backward_kernel(float *probs, const int32_t *targets, float dloss,
@@ -469,10 +408,12 @@ void encoder_forward(float *out, const int32_t *inp, const float *wte, const flo
     encoder_forward_kernel<<<grid_for(n), kThreads, 0, stream>>>(out, inp, wte, wpe, T, C, n);
 }
 
-void encoder_backward(float *dwte, float *dwpe, const float *dout, const int32_t *inp, int B,
-                      int T, int C, cudaStream_t stream) {
-    const size_t n = (size_t)B * T * C;
-    encoder_backward_wte_kernel<<<grid_for(n), kThreads, 0, stream>>>(dwte, dout, inp, C, n);
+void encoder_backward(float *dwte, float *dwpe, const float *dout, const int32_t *order,
+                      const int32_t *rows, const int32_t *seg, int U, int B, int T, int C,
+                      cudaStream_t stream) {
+    const dim3 grid((unsigned)U, (unsigned)((C + kEmbedThreads - 1) / kEmbedThreads));
+    encoder_backward_wte_kernel<<<grid, kEmbedThreads, 0, stream>>>(dwte, dout, order, rows, seg,
+                                                                    C);
     encoder_backward_wpe_kernel<<<grid_for((size_t)T * C), kThreads, 0, stream>>>(dwpe, dout, B,
                                                                                   T, C);
 }
@@ -580,8 +521,9 @@ void softmax_causal_backward(float *datt, const float *att, int BNH, int T, floa
 
 void classifier_forward(float *probs, float *losses, const float *logits,
                         const int32_t *targets, int N, int V, int Vp, cudaStream_t stream) {
-    classifier_forward_kernel<<<(unsigned)N, 512, 0, stream>>>(probs, losses, logits, targets, V,
-                                                               Vp);
+    classifier_forward_kernel<<<(unsigned)N, kClassifierThreads, 0, stream>>>(probs, losses,
+                                                                              logits, targets,
+                                                                              V, Vp);
 }
 
 void classifier_backward(float *probs, const int32_t *targets, float dloss, int N, int V, int Vp,

@@ -24,12 +24,15 @@ constexpr int kRedBlocks = 512;
 /* out[b,t,:] = wte[inp[b,t],:] + wpe[t,:] */
 void encoder_forward(float *out, const int32_t *inp, const float *wte, const float *wpe, int B,
                      int T, int C, cudaStream_t stream);
-/* dwte[inp[b,t],:] += dout[b,t,:] (atomic: order of additions not fixed);
- * dwpe[t,:] += sum_b dout[b,t,:] (fixed order) */
-void encoder_backward(float *dwte, float *dwpe, const float *dout, const int32_t *inp, int B,
-                      int T, int C, cudaStream_t stream);
+/* dwte[v,:] += dout[b,t,:] over the positions of token v, and dwpe[t,:] += dout[b,t,:], each
+ * sum one add at a time in increasing position, as the CPU (bitwise the same; no atomics).
+ * The positions come grouped by token from llmc_token_segments (host_plan.h): the U distinct
+ * tokens rows[0..U), their positions order[seg[u] .. seg[u+1]) (device arrays). */
+void encoder_backward(float *dwte, float *dwpe, const float *dout, const int32_t *order,
+                      const int32_t *rows, const int32_t *seg, int U, int B, int T, int C,
+                      cudaStream_t stream);
 
-/* LayerNorm over C (eps 1e-5), keeping mean and rstd per row */
+/* LayerNorm over C (eps 1e-5), keeping mean and rstd per row; statistics in double */
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                        const float *weight, const float *bias, int N, int C,
                        cudaStream_t stream);
@@ -46,7 +49,8 @@ void bias_backward(float *dbias, const float *dout, int N, int OC, float *partia
                    cudaStream_t stream);
 
 void residual_forward(float *out, const float *a, const float *b, size_t n, cudaStream_t stream);
-/* GELU, tanh approximation; backward: dinp = gelu'(inp) * dout (dinp may alias dout) */
+/* GELU, tanh approximation in the CPU's sigmoid form (shared_math.cuh); backward:
+ * dinp = gelu'(inp) * dout (dinp may alias dout) */
 void gelu_forward(float *out, const float *inp, size_t n, cudaStream_t stream);
 void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n,
                    cudaStream_t stream);
@@ -65,7 +69,8 @@ void merge_heads(float *out, const float *y, int B, int T, int NH, int hs, cudaS
 void merge_heads_qkv(float *dqkv, const float *dq, const float *dk, const float *dv, int B,
                      int T, int NH, int hs, cudaStream_t stream);
 /* rows of att (BNH * T rows of T): row t of each (b, h) gets the softmax of its first t + 1
- * entries, in place; entries above the diagonal become 0 */
+ * entries, in place, as the CPU (exps, double sum, one float 1/sum); entries above the
+ * diagonal become 0 */
 void softmax_causal_forward(float *att, int BNH, int T, cudaStream_t stream);
 /* datt (in place) -> d pre-softmax scores times scale: att * (datt - sum(att * datt)) * scale
  * on and below the diagonal, 0 above */
@@ -73,7 +78,8 @@ void softmax_causal_backward(float *datt, const float *att, int BNH, int T, floa
                              cudaStream_t stream);
 
 /* softmax over the first V of Vp columns (padded columns 0) and per-row loss
- * log(sum exp) + max - logit[target]: one pass for max and sum (online), one to write */
+ * log(sum exp) + max - logit[target], as the CPU's crossentropy_forward: the max, the exps
+ * with their sum in double, one scale by the float 1/sum (kClassifierThreads per row) */
 void classifier_forward(float *probs, float *losses, const float *logits,
                         const int32_t *targets, int N, int V, int Vp, cudaStream_t stream);
 /* probs -> d logits in place: (probs - onehot(target)) * dloss; padded columns 0 */

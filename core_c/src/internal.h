@@ -122,6 +122,9 @@ struct llmc_model {
     int32_t precision; /* llmc_precision */
     const struct llmc_backend *be;
     void *backend_state;
+    /* llmc_model_buffer handed out the parameter buffer: the caller may write weights through
+     * that pointer at any time (the CUDA backend's bf16 weight copy then cannot be cached) */
+    int params_exposed;
 
     llmc_debug_fault debug_fault; /* zero (off) unless a test arms it */
 };

@@ -572,14 +572,20 @@ LLMC_API int32_t llmc_model_tensor_info(const llmc_model *m, int32_t index,
 }
 
 LLMC_API int32_t llmc_model_buffer(llmc_model *m, int32_t kind, float **data, int64_t *numel) {
-    if (!m || !data || !numel) return LLMC_ERR_INVALID_ARGUMENT;
+    if (!m || !numel) return LLMC_ERR_INVALID_ARGUMENT;
+    float *p = NULL;
     switch (kind) {
-    case LLMC_KIND_PARAMS: *data = m->params; *numel = (int64_t)m->num_params; break;
-    case LLMC_KIND_GRADS: *data = m->grads; *numel = (int64_t)m->num_params; break;
-    case LLMC_KIND_ADAM_M: *data = m->adam_m; *numel = (int64_t)m->num_params; break;
-    case LLMC_KIND_ADAM_V: *data = m->adam_v; *numel = (int64_t)m->num_params; break;
-    case LLMC_KIND_ACTS: *data = m->acts; *numel = (int64_t)m->num_acts; break;
+    case LLMC_KIND_PARAMS: p = m->params; *numel = (int64_t)m->num_params; break;
+    case LLMC_KIND_GRADS: p = m->grads; *numel = (int64_t)m->num_params; break;
+    case LLMC_KIND_ADAM_M: p = m->adam_m; *numel = (int64_t)m->num_params; break;
+    case LLMC_KIND_ADAM_V: p = m->adam_v; *numel = (int64_t)m->num_params; break;
+    case LLMC_KIND_ACTS: p = m->acts; *numel = (int64_t)m->num_acts; break;
     default: return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "unknown tensor kind %d", kind);
+    }
+    /* data NULL asks for the length alone: no pointer leaves the library */
+    if (data) {
+        *data = p;
+        if (kind == LLMC_KIND_PARAMS) m->params_exposed = 1;
     }
     return LLMC_OK;
 }

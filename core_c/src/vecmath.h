@@ -9,7 +9,15 @@
 #include <stdint.h>
 #include <string.h>
 
-static inline float llmc_expf(float x) {
+/* LLMC_HD: when nvcc compiles this header (the CUDA kernels, cuda/shared_math.cuh) the
+ * function is also a device function, so both backends compute exactly this exp. */
+#ifdef __CUDACC__
+#define LLMC_HD __host__ __device__
+#else
+#define LLMC_HD
+#endif
+
+static inline LLMC_HD float llmc_expf(float x) {
     const float hi = 88.37f, lo = -87.33f; /* exp stays a normal float in between */
     /* written so NaN lands on lo (x >= lo is false): converting NaN to int below is
      * undefined behaviour (found by the fuzzer with UBSan) */
