@@ -1,0 +1,293 @@
+"""The C guest SDK's header (bindings/guest/c/pyllmc_guest.h) against the host's import table
+(pyllmc.wasm.abi), so that the two cannot drift apart.
+
+Parsed from the header's text (no toolchain needed): every import's wasm name, parameter names
+and wasm types, result type, which pointers are outputs and what they point to; the status
+codes and their names; the job states; the layout of pyllmc_status (offsets computed from the
+fields with natural alignment, and the offsets its _Static_asserts pin) and the model config.
+A mutated header must be caught (the checks can fail). With clang for wasm32-wasi: a probe
+that calls every declared import compiles against the header (so its static asserts hold) and
+the module's import section equals the host's table exactly.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Dict, List, NamedTuple, Optional, Tuple
+
+import pytest
+
+from pyllmc.wasm import abi
+
+ROOT = Path(__file__).resolve().parents[1]
+HEADER = ROOT / "bindings" / "guest" / "c" / "pyllmc_guest.h"
+
+# C types of the header -> wasm value types (wasm32: every pointer is an i32 offset)
+C_SCALARS = {"int32_t": "i32", "int64_t": "i64", "float": "f32", "double": "f64"}
+# what an output pointer points to, in abi.OUT_PARAMS' words
+C_POINTEES = {"int32_t": "i32", "int64_t": "i64", "float": "f32", "pyllmc_status": "pyllmc_status"}
+SIZES = {"i32": 4, "f32": 4, "i64": 8, "f64": 8}
+
+
+def _load_build():
+    spec = importlib.util.spec_from_file_location("pyllmc_guest_build", ROOT / "bindings" / "guest" / "build.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def need(reason: Optional[str]) -> None:
+    """Skip for a missing toolchain on a developer's machine; in CI (CI=true) that fails."""
+    if reason is None:
+        return
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"CI must have the guest toolchain: {reason}")
+    pytest.skip(reason)
+
+
+# ---------------------------------------------------------------------- parsing the header
+class Param(NamedTuple):
+    name: str
+    c_type: str  # "int32_t", "const char *", ...
+    wasm: str
+    out_pointee: Optional[str]  # for a non-const pointer: what it points to ("i32", "u8[cap]", ...)
+
+
+class Decl(NamedTuple):
+    import_name: str
+    c_name: str
+    result: str
+    params: Tuple[Param, ...]
+
+
+def _strip_comments(text: str) -> str:
+    text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
+    return re.sub(r"//[^\n]*", " ", text)
+
+
+def _param(text: str, func: str, has_cap: bool) -> Param:
+    m = re.fullmatch(r"\s*(const\s+)?(\w+)\s*(\*?)\s*(\w+)\s*", text)
+    if not m:
+        raise ValueError(f"{func}: cannot read parameter {text!r}")
+    const, base, star, name = m.groups()
+    if star:
+        pointee = None
+        if not const:  # an output: what the host writes through it
+            if base == "char":
+                pointee = "u8[cap]"
+            elif base == "int32_t" and has_cap and name != "out_n" and name != "out_len":
+                pointee = "i32[cap]"
+            else:
+                pointee = C_POINTEES.get(base, base)
+        return Param(name, f"{'const ' if const else ''}{base} *", "i32", pointee)
+    if base not in C_SCALARS:
+        raise ValueError(f"{func}: parameter {name} has type {base}, which has no wasm form")
+    return Param(name, base, C_SCALARS[base], None)
+
+
+def parse_imports(text: str) -> List[Decl]:
+    """Every `PYLLMC_IMPORT(name) result c_name(params);` of the header, in order."""
+    body = _strip_comments(text)
+    decls = []
+    for m in re.finditer(r"PYLLMC_IMPORT\((\w+)\)\s+(\w+)\s+(\w+)\s*\(([^)]*)\)\s*;", body):
+        import_name, result, c_name, params = m.groups()
+        raw = [p for p in params.split(",") if p.strip() and p.strip() != "void"]
+        has_cap = any(re.search(r"\bcap\s*$", p) for p in raw)
+        if result not in C_SCALARS:
+            raise ValueError(f"{c_name}: result type {result} has no wasm form")
+        decls.append(Decl(import_name, c_name, C_SCALARS[result], tuple(_param(p, c_name, has_cap) for p in raw)))
+    return decls
+
+
+def parse_enum(text: str, enum: str, prefix: str) -> Dict[str, int]:
+    body = _strip_comments(text)
+    m = re.search(r"enum\s+" + enum + r"\s*\{(.*?)\}", body, flags=re.S)
+    if not m:
+        raise ValueError(f"no enum {enum}")
+    return {k: int(v) for k, v in re.findall(prefix + r"(\w+)\s*=\s*(-?\d+)", m.group(1))}
+
+
+def parse_struct(text: str, name: str) -> List[Tuple[str, str]]:
+    """[(field, wasm type)] of `typedef struct NAME { ... } NAME;`."""
+    body = _strip_comments(text)
+    m = re.search(r"typedef\s+struct\s+" + name + r"\s*\{(.*?)\}\s*" + name + r"\s*;", body, flags=re.S)
+    if not m:
+        raise ValueError(f"no struct {name}")
+    fields = []
+    for decl in m.group(1).split(";"):
+        decl = decl.strip()
+        if not decl:
+            continue
+        fm = re.fullmatch(r"(\w+)\s+(\w+)", decl)
+        if not fm or fm.group(1) not in C_SCALARS:
+            raise ValueError(f"struct {name}: cannot read field {decl!r}")
+        fields.append((fm.group(2), C_SCALARS[fm.group(1)]))
+    return fields
+
+
+def natural_layout(fields: List[Tuple[str, str]]) -> Tuple[List[Tuple[int, str, str]], int]:
+    """C's layout with natural alignment: [(offset, type, field)] and the padded size."""
+    off, out, align = 0, [], 1
+    for name, t in fields:
+        size = SIZES[t]
+        off = -(-off // size) * size
+        out.append((off, t, name))
+        off += size
+        align = max(align, size)
+    return out, -(-off // align) * align
+
+
+def parse_static_offsets(text: str, struct: str) -> Dict[str, int]:
+    return {f: int(o) for f, o in re.findall(
+        r"_Static_assert\(\s*offsetof\(\s*" + struct + r"\s*,\s*(\w+)\s*\)\s*==\s*(\d+)", _strip_comments(text))}
+
+
+def parse_static_size(text: str, struct: str) -> Optional[int]:
+    m = re.search(r"_Static_assert\(\s*sizeof\(\s*" + struct + r"\s*\)\s*==\s*(\d+)", _strip_comments(text))
+    return int(m.group(1)) if m else None
+
+
+def parse_status_names(text: str) -> Dict[str, str]:
+    """The pyllmc_status_name helper's {enumerator: returned string}."""
+    body = _strip_comments(text)
+    m = re.search(r"pyllmc_status_name\s*\(.*?\{(.*?)\n\}", body, flags=re.S)
+    if not m:
+        raise ValueError("no pyllmc_status_name helper")
+    return dict(re.findall(r"case\s+PYLLMC_(\w+)\s*:\s*return\s+\"(\w+)\"", m.group(1)))
+
+
+# ---------------------------------------------------------------------- the comparison
+def drift(text: str) -> List[str]:
+    """Every difference between a header text and the host's table (empty = in sync)."""
+    problems = []
+    decls = parse_imports(text)
+    by_name = {d.import_name: d for d in decls}
+    if len(by_name) != len(decls):
+        problems.append("an import is declared twice")
+    if list(by_name) != list(abi.FUNCTIONS):
+        missing = [n for n in abi.FUNCTIONS if n not in by_name]
+        extra = [n for n in by_name if n not in abi.FUNCTIONS]
+        if missing or extra:
+            problems.append(f"imports differ: missing {missing}, not in the host's table {extra}")
+        else:
+            problems.append("imports are declared in another order than the host's table")
+    for name, sig in abi.FUNCTIONS.items():
+        d = by_name.get(name)
+        if d is None:
+            continue
+        if d.c_name != f"pyllmc_{name}":
+            problems.append(f"{name}: C name is {d.c_name}, expected pyllmc_{name}")
+        got = tuple((p.name, p.wasm) for p in d.params)
+        if got != sig.params:
+            problems.append(f"{name}: parameters {got} != host {sig.params}")
+        if (d.result,) != tuple(sig.results):
+            problems.append(f"{name}: result {d.result} != host {sig.results}")
+        outs = {p.name: p.out_pointee for p in d.params if p.out_pointee is not None}
+        host_outs = abi.OUT_PARAMS.get(name, {})
+        if outs != host_outs:
+            problems.append(f"{name}: output pointers {outs} != host {host_outs}")
+    codes = parse_enum(text, "pyllmc_status_code", "PYLLMC_")
+    if codes != abi.STATUS:
+        problems.append(f"status codes {codes} != host {abi.STATUS}")
+    names = parse_status_names(text)
+    if any(k != v for k, v in names.items()) or set(names) != set(abi.STATUS):
+        problems.append(f"pyllmc_status_name maps {names}, expected each code to its own name")
+    states = {k.lower(): v for k, v in parse_enum(text, "pyllmc_job_state", "PYLLMC_JOB_").items()}
+    if states != abi.JOB_STATE:
+        problems.append(f"job states {states} != host {abi.JOB_STATE}")
+    layout, size = natural_layout(parse_struct(text, "pyllmc_status"))
+    if tuple(layout) != abi.STATUS_STRUCT or size != abi.STATUS_STRUCT_SIZE:
+        problems.append(f"pyllmc_status layout {layout} (size {size}) != host {abi.STATUS_STRUCT} "
+                        f"(size {abi.STATUS_STRUCT_SIZE})")
+    pinned = parse_static_offsets(text, "pyllmc_status")
+    if pinned != {f: o for o, _, f in abi.STATUS_STRUCT}:
+        problems.append(f"the header's static asserts pin {pinned}, host {abi.STATUS_STRUCT}")
+    if parse_static_size(text, "pyllmc_status") != abi.STATUS_STRUCT_SIZE:
+        problems.append("the header's static assert on sizeof(pyllmc_status) differs from the host's size")
+    cfg = parse_struct(text, "pyllmc_model_config")
+    if tuple(f for f, _ in cfg) != abi.MODEL_CONFIG_FIELDS or {t for _, t in cfg} != {"i32"}:
+        problems.append(f"pyllmc_model_config {cfg} != host {abi.MODEL_CONFIG_FIELDS} (all i32)")
+    m = re.search(r"#define\s+PYLLMC_ABI_VERSION\s+(\d+)", text)
+    if not m or int(m.group(1)) != abi.ABI_VERSION:
+        problems.append(f"PYLLMC_ABI_VERSION is {m and m.group(1)}, host {abi.ABI_VERSION}")
+    return problems
+
+
+@pytest.fixture(scope="module")
+def header() -> str:
+    return HEADER.read_text()
+
+
+def test_header_matches_host_table(header):
+    decls = parse_imports(header)
+    assert len(decls) == len(abi.FUNCTIONS) == 21
+    assert drift(header) == []
+
+
+def test_every_import_carries_the_pyllmc_attributes(header):
+    # the macro is what turns a declaration into an import of module "pyllmc" under its ABI name
+    m = re.search(r"#define\s+PYLLMC_IMPORT\(name\)\s+(.*)", header)
+    assert m and 'import_module("pyllmc")' in m.group(1) and "import_name(#name)" in m.group(1)
+    assert abi.IMPORT_MODULE == "pyllmc"
+    # no import declared without the macro
+    protos = re.findall(r"^\s*int32_t\s+pyllmc_\w+\s*\(", _strip_comments(header), flags=re.M)
+    assert protos == []
+
+
+MUTATIONS = [
+    ("a parameter's type", "int64_t seed, int32_t *out_model", "int32_t seed, int32_t *out_model"),
+    ("a parameter dropped", "int32_t timeout_ms", "void"),
+    ("an import renamed", "PYLLMC_IMPORT(job_stop)", "PYLLMC_IMPORT(job_halt)"),
+    ("an import removed", "PYLLMC_IMPORT(job_free) int32_t pyllmc_job_free(int32_t job);", ""),
+    ("an output pointer made const", "(int32_t model, int64_t *out)", "(int32_t model, const int64_t *out)"),
+    ("an output's pointee type", "int32_t *out_job)", "int64_t *out_job)"),
+    ("a float parameter as double", "float lr, float *out_loss", "double lr, float *out_loss"),
+    ("a status code renumbered", "PYLLMC_LIMIT_EXCEEDED = 8", "PYLLMC_LIMIT_EXCEEDED = 9"),
+    ("a status name misspelt", 'return "BAD_STATE"', 'return "BADSTATE"'),
+    ("a job state renumbered", "PYLLMC_JOB_FAILED = 3", "PYLLMC_JOB_FAILED = 4"),
+    ("two status fields swapped", "float lr;\n    float grad_norm;", "float grad_norm;\n    float lr;"),
+    ("a status field widened", "int32_t error;", "int64_t error;"),
+    ("a static assert moved", "elapsed_s) == 40", "elapsed_s) == 44"),
+    ("a config field reordered", "int32_t num_layers;\n    int32_t num_heads;",
+     "int32_t num_heads;\n    int32_t num_layers;"),
+    ("the version bumped", "#define PYLLMC_ABI_VERSION 1", "#define PYLLMC_ABI_VERSION 2"),
+]
+
+
+@pytest.mark.parametrize("what,old,new", MUTATIONS, ids=[m[0] for m in MUTATIONS])
+def test_a_drifted_header_is_caught(header, what, old, new):
+    assert header.count(old) == 1, f"mutation {what!r} no longer applies to the header"
+    assert drift(header.replace(old, new)) != [], what
+
+
+# ---------------------------------------------------------------------- compiled
+def test_compiled_imports_equal_host_table(header, tmp_path):
+    """A probe that calls every import compiles against the header with -Werror (its static
+    asserts hold on the real compiler) and its import section is exactly the host's table."""
+    build = _load_build()
+    need(build.c_toolchain_missing())
+    try:
+        import wasmtime
+    except ImportError as e:
+        need(f"wasmtime is not installed (pip install 'pyllmc[wasm]'): {e}")
+    # 0 converts to every parameter type (NULL for pointers); the calls never run
+    calls = [f"        r += {d.c_name}({', '.join('0' for _ in d.params)});" for d in parse_imports(header)]
+    probe = tmp_path / "probe.c"
+    probe.write_text('#include "pyllmc_guest.h"\n#include <stdio.h>\n'
+                     "int main(int argc, char **argv) {\n    (void)argv;\n    int32_t r = 0;\n"
+                     "    if (argc > 1000) {\n" + "\n".join(calls) + "\n    }\n"
+                     '    printf("%s %d\\n", pyllmc_status_name(r), (int)sizeof(pyllmc_status));\n    return 0;\n}\n')
+    out = tmp_path / "probe.wasm"
+    r = subprocess.run(build.c_command(probe, out), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    module = wasmtime.Module.from_file(wasmtime.Engine(), str(out))
+    got = {}
+    for imp in module.imports:
+        if imp.module == abi.IMPORT_MODULE:
+            got[imp.name] = (tuple(str(t) for t in imp.type.params), tuple(str(t) for t in imp.type.results))
+    want = {n: (tuple(t for _, t in s.params), tuple(s.results)) for n, s in abi.FUNCTIONS.items()}
+    assert got == want
