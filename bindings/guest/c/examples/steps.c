@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "pyllmc_guest.h"
 
@@ -92,11 +93,17 @@ int main(int argc, char **argv) {
     const char *spec = f ? path : "byte";
     check(pyllmc_tokenizer_load(spec, pyllmc_strlen(spec), &tok), "tokenizer_load");
 
+    /* the output directory, made through the guest's own WASI calls (inside its preopens) */
+    if (mkdir(out, 0777) != 0 && errno != EEXIST) {
+        fprintf(stderr, "steps.wasm: cannot create %s: %s\n", out, strerror(errno));
+        return 1;
+    }
+
     /* the guest's own loop: one host call per optimizer step */
     for (int s = 1; s <= steps; s++) {
         float loss = 0;
         check(pyllmc_train_step(model, train, lr, &loss), "train_step");
-        printf("step %d/%d | loss %.6f\n", s, steps, loss);
+        printf("step %d/%d | loss %.9g\n", s, steps, loss); /* %.9g: the exact float */
     }
 
     /* tokenizer round trip */
@@ -120,7 +127,7 @@ int main(int argc, char **argv) {
         float a = 0, b = 0;
         check(pyllmc_evaluate(model, val, 2, &a), "evaluate");
         check(pyllmc_evaluate(again, val, 2, &b), "evaluate");
-        printf("val loss %.6f, reloaded %.6f\n", a, b);
+        printf("val loss %.9g, reloaded %.9g\n", a, b);
         if (a != b) {
             fprintf(stderr, "steps.wasm: the reloaded model evaluates differently\n");
             return 1;

@@ -26,9 +26,14 @@ fn run(o: &common::Options) -> Result<i32> {
         None => Tokenizer::byte()?,
     };
 
+    // the output directory, made through the guest's own WASI calls (inside its preopens)
+    if let Err(e) = std::fs::create_dir_all(&o.out) {
+        eprintln!("steps.wasm: cannot create {}: {}", o.out, e);
+        return Ok(1);
+    }
     for s in 1..=o.steps {
         let loss = model.train_step(&mut train, o.lr as f32)?;
-        println!("step {}/{} | loss {:.6}", s, o.steps, loss);
+        println!("step {}/{} | loss {}", s, o.steps, loss); // Display: the exact f32
     }
 
     let prompt = if o.prompt.is_empty() { "To be" } else { o.prompt.as_str() };
@@ -42,7 +47,7 @@ fn run(o: &common::Options) -> Result<i32> {
     if let Some(v) = val.as_mut() {
         let a = model.evaluate(v, 2)?;
         let b = again.evaluate(v, 2)?;
-        println!("val loss {:.6}, reloaded {:.6}", a, b);
+        println!("val loss {}, reloaded {}", a, b);
         if a != b {
             eprintln!("steps.wasm: the reloaded model evaluates differently");
             return Ok(1);

@@ -1,0 +1,184 @@
+"""A guest's training run is `pyllmc train`'s, bit for bit.
+
+The SDK's `train` example, in C and in Rust, is run with `pyllmc wasm run` on shards in a
+preopened directory; `pyllmc train` runs natively with the same settings (d2, byte vocabulary,
+a seed that is not the default, warmup, cosine schedule, evaluation and checkpoints every 3
+steps, one thread on both sides). Compared: every metrics.jsonl row (loss, lr, grad_norm,
+val_loss; only the wall-clock fields ms and tokens_per_s may differ), every checkpoint's
+model.bin and optimizer.bin byte for byte, state.json except its wall-clock fields, and the
+guest's final model_save output against the last checkpoint's model.bin.
+
+The `steps` example drives its own loop of train_step calls at a constant learning rate; its
+losses equal those of `pyllmc train --schedule constant` with that rate (a power of two, so
+that the ABI's f32 lr and the CLI's double are the same number), bit for bit in float32.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+STEPS = 6
+SETTINGS = {"model": "d2", "vocab-size": 257, "max-seq-len": 64, "steps": STEPS, "batch": 4, "seq": 32,
+            "lr": 2e-3, "warmup": 2, "seed": 7, "threads": 1, "eval-every": 3, "eval-batches": 2,
+            "save-every": 3}
+CONSTANT_LR = "0.0009765625"  # 2**-10: exact in float32 and float64
+WALL_CLOCK_ROW = {"ms", "tokens_per_s"}
+WALL_CLOCK_STATE = {"saved_at", "metrics_bytes"}  # metrics_bytes: the length of rows holding ms
+
+
+def _load_build():
+    spec = importlib.util.spec_from_file_location("pyllmc_guest_build", ROOT / "bindings" / "guest" / "build.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+build = _load_build()
+
+
+def need(reason):
+    """Skip for a missing toolchain on a developer's machine; in CI (CI=true) that fails."""
+    if reason is None:
+        return
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"CI must have the guest toolchain: {reason}")
+    pytest.skip(reason)
+
+
+def pyllmc(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "pyllmc", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=600)
+
+
+def flags(settings):
+    return [x for k, v in settings.items() for x in (f"--{k}", str(v))]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """A work directory with data/ (byte-tokenized shards + tokenizer.bin) and runs/."""
+    try:
+        import wasmtime  # noqa: F401
+    except ImportError as e:
+        need(f"wasmtime is not installed (pip install 'pyllmc[wasm]'): {e}")
+    from pyllmc.prepare import prepare_data
+
+    d = tmp_path_factory.mktemp("guest_run")
+    text = d / "input.txt"
+    text.write_text("".join(f"Verse {i}: now is the winter of our discontent, made glorious summer {i * 7 % 13}.\n"
+                            for i in range(400)))
+    prepare_data([str(text)], str(d / "data"), tokenizer="byte", val_frac=0.1, shard_tokens=100_000)
+    (d / "runs").mkdir()
+    return d
+
+
+@pytest.fixture(scope="module")
+def guests(tmp_path_factory):
+    out = tmp_path_factory.mktemp("guests")
+    built = {}
+    for lang, missing, builder in (("c", build.c_toolchain_missing, build.build_c),
+                                   ("rust", build.rust_toolchain_missing, build.build_rust)):
+        reason = missing()
+        built[lang] = reason if reason else builder(out / lang)
+    return built
+
+
+def guest(guests, lang, name):
+    b = guests[lang]
+    need(b if isinstance(b, str) else None)
+    return b[name]
+
+
+@pytest.fixture(scope="module")
+def native(work):
+    r = pyllmc("train", "--data", "data/train_*.bin", "--val-data", "data/val_*.bin", "--out", "runs/native",
+               "--progress", "none", "--no-plot", *flags(SETTINGS), cwd=work)
+    assert r.returncode == 0, r.stderr
+    return work / "runs" / "native"
+
+
+def run_guest(work, wasm, out_name, *args):
+    r = pyllmc("wasm", "run", wasm, "--dir", "data::/data", "--dir", "runs::/runs", "--",
+               "--out", f"/runs/{out_name}", *args, cwd=work)
+    assert r.returncode == 0, f"exit {r.returncode}\n{r.stdout}\n{r.stderr}"
+    return r
+
+
+def rows(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def checkpoints(run_dir):
+    return sorted(p.name for p in run_dir.iterdir() if re.fullmatch(r"ckpt_\d{8,}", p.name))
+
+
+def assert_same_run(guest_dir, native_dir):
+    g, n = rows(guest_dir), rows(native_dir)
+    assert [r["step"] for r in g] == list(range(1, STEPS + 1))
+    assert len(g) == len(n)
+    for a, b in zip(g, n):
+        assert set(a) == set(b), (a, b)
+        for k in set(a) - WALL_CLOCK_ROW:
+            assert a[k] == b[k], f"step {a['step']}: {k} guest {a[k]!r} native {b[k]!r}"
+    assert sum("val_loss" in r for r in g) == 2  # steps 3 and 6 evaluated
+    ckpts = checkpoints(native_dir)
+    assert ckpts == ["ckpt_00000003", "ckpt_00000006"] and checkpoints(guest_dir) == ckpts
+    for c in ckpts:
+        for f in ("model.bin", "optimizer.bin"):
+            a, b = (guest_dir / c / f).read_bytes(), (native_dir / c / f).read_bytes()
+            assert a == b, f"{c}/{f}: guest and native differ"
+        sa, sb = (json.loads((d / c / "state.json").read_text()) for d in (guest_dir, native_dir))
+        assert set(sa) == set(sb)
+        assert {k: v for k, v in sa.items() if k not in WALL_CLOCK_STATE} == \
+            {k: v for k, v in sb.items() if k not in WALL_CLOCK_STATE}
+    # the guest's own model_save after training writes the same parameters as the last checkpoint
+    assert (guest_dir / "final.bin").read_bytes() == (native_dir / ckpts[-1] / "model.bin").read_bytes()
+
+
+@pytest.mark.parametrize("lang", ["c", "rust"])
+def test_guest_train_equals_pyllmc_train(work, guests, native, lang):
+    wasm = guest(guests, lang, "train")
+    r = run_guest(work, wasm, f"train_{lang}", *flags(SETTINGS), "--sample-tokens", "16")
+    out = r.stdout
+    assert "model: GPT-2 L2 C128 H2 V257" in out
+    assert re.search(rf"^step {STEPS}/{STEPS} \| loss \d+\.\d{{4}} \| val \d", out, flags=re.M), out
+    assert re.search(r"^val loss \d+\.\d{4} \(2 batches\)$", out, flags=re.M), out
+    assert "--- sample ---" in out and f"saved /runs/train_{lang}/final.bin" in out
+    assert_same_run(work / "runs" / f"train_{lang}", native)
+
+
+@pytest.fixture(scope="module")
+def native_constant(work):
+    s = dict(SETTINGS, lr=CONSTANT_LR, warmup=0)
+    for k in ("eval-every", "save-every"):
+        s.pop(k)
+    r = pyllmc("train", "--data", "data/train_*.bin", "--out", "runs/native_constant", "--progress", "none",
+               "--no-plot", "--schedule", "constant", *flags(s), cwd=work)
+    assert r.returncode == 0, r.stderr
+    return [np.float32(row["loss"]) for row in rows(work / "runs" / "native_constant")]
+
+
+@pytest.mark.parametrize("lang", ["c", "rust"])
+def test_guest_train_step_loop_equals_pyllmc_train(work, guests, native_constant, lang):
+    wasm = guest(guests, lang, "steps")
+    s = {k: v for k, v in SETTINGS.items() if k in ("model", "vocab-size", "max-seq-len", "steps", "batch", "seq",
+                                                     "seed")}
+    r = run_guest(work, wasm, f"steps_{lang}", *flags(s), "--lr", CONSTANT_LR)
+    losses = [np.float32(x) for x in re.findall(r"^step \d+/\d+ \| loss (\S+)$", r.stdout, flags=re.M)]
+    assert len(losses) == STEPS
+    assert losses == native_constant
+    # the rest of the example's tour of the ABI
+    assert "decoded back: 'To be'" in r.stdout and "(differs)" not in r.stdout
+    assert re.search(r"^val loss (\S+), reloaded \1$", r.stdout, flags=re.M), r.stdout
+    assert re.search(r"^background job: stopped after \d+ of 1000000 steps$", r.stdout, flags=re.M), r.stdout
