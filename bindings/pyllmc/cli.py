@@ -52,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert models: HF directory / hub id / dN <-> llm.c .bin checkpoint")
     cli_convert.add_arguments(p)
     p.set_defaults(func=cli_convert.run)
+    from .wasm import cli as cli_wasm
+
+    p = sub.add_parser("wasm", help="run WebAssembly guests that train through pyllmc (pyllmc wasm run GUEST.wasm)")
+    cli_wasm.add_arguments(p)
+    p.set_defaults(func=cli_wasm.run)
     return parser
 
 
@@ -72,7 +77,12 @@ def _add_trainer_commands(sub) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
+    from .wasm.cli import split_guest_args
+
+    argv, guest_args = split_guest_args(argv)  # `pyllmc wasm run G.wasm ... -- ARGS`: ARGS are the guest's
     args = parser.parse_args(argv)
+    if guest_args is not None:
+        args.guest_args = guest_args
     if args.version:
         from . import __version__
 

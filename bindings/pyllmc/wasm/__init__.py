@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from . import abi
 
-__all__ = ["abi", "Host", "GuestResult", "run", "WasmUnavailableError"]
+_HOST_NAMES = ("Host", "GuestResult", "GuestInstance", "BadGuest", "run", "parse_size", "WasmUnavailableError")
+__all__ = ["abi", *_HOST_NAMES]
 
 
 def __getattr__(name: str):  # the host part imports wasmtime only when it is used
-    if name in ("Host", "GuestResult", "run", "WasmUnavailableError"):
+    if name in _HOST_NAMES:
         from . import host
 
         return getattr(host, name)
