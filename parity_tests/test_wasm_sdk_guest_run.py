@@ -100,10 +100,10 @@ def native(work):
     return work / "runs" / "native"
 
 
-def run_guest(work, wasm, out_name, *args):
+def run_guest(work, wasm, out_name, *args, expect=0):
     r = pyllmc("wasm", "run", wasm, "--dir", "data::/data", "--dir", "runs::/runs", "--",
                "--out", f"/runs/{out_name}", *args, cwd=work)
-    assert r.returncode == 0, f"exit {r.returncode}\n{r.stdout}\n{r.stderr}"
+    assert r.returncode == expect, f"exit {r.returncode}\n{r.stdout}\n{r.stderr}"
     return r
 
 
@@ -148,6 +148,17 @@ def test_guest_train_equals_pyllmc_train(work, guests, native, lang):
     assert re.search(r"^val loss \d+\.\d{4} \(2 batches\)$", out, flags=re.M), out
     assert "--- sample ---" in out and f"saved /runs/train_{lang}/final.bin" in out
     assert_same_run(work / "runs" / f"train_{lang}", native)
+
+
+@pytest.mark.parametrize("lang", ["c", "rust"])
+def test_guest_train_reports_why_its_job_failed(work, guests, lang):
+    """A diverging run (lr 1e30): the job fails with BAD_STATE, and the example prints the
+    host's reason from job_error (an addition to version 1) and exits 1."""
+    wasm = guest(guests, lang, "train")
+    r = run_guest(work, wasm, f"diverged_{lang}", "--steps", "5", "--lr", "1e30", "--threads", "1", expect=1)
+    line = r.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(r"train\.wasm: the job ended failed at step 1 \(BAD_STATE: step 2: the loss is nan; "
+                        r"first non-finite tensor in data-flow order: .+\)", line), r.stderr
 
 
 @pytest.fixture(scope="module")

@@ -204,6 +204,11 @@ def drift(text: str) -> List[str]:
     cfg = parse_struct(text, "pyllmc_model_config")
     if tuple(f for f, _ in cfg) != abi.MODEL_CONFIG_FIELDS or {t for _, t in cfg} != {"i32"}:
         problems.append(f"pyllmc_model_config {cfg} != host {abi.MODEL_CONFIG_FIELDS} (all i32)")
+    marker = "additions to ABI version 1"
+    added = [d.import_name for d in parse_imports(text.split(marker, 1)[1])] if marker in text else None
+    if added != list(abi.EXTENSIONS):
+        problems.append(f"the header's section '{marker}' declares {added}, the host's additions are "
+                        f"{list(abi.EXTENSIONS)}")
     m = re.search(r"#define\s+PYLLMC_ABI_VERSION\s+(\d+)", text)
     if not m or int(m.group(1)) != abi.ABI_VERSION:
         problems.append(f"PYLLMC_ABI_VERSION is {m and m.group(1)}, host {abi.ABI_VERSION}")
@@ -217,7 +222,8 @@ def header() -> str:
 
 def test_header_matches_host_table(header):
     decls = parse_imports(header)
-    assert len(decls) == len(abi.FUNCTIONS) == 21
+    # version 1's 21 functions, then the host's additions
+    assert len(decls) == len(abi.FUNCTIONS) == 21 + len(abi.EXTENSIONS)
     assert drift(header) == []
 
 
@@ -247,6 +253,9 @@ MUTATIONS = [
     ("a static assert moved", "elapsed_s) == 40", "elapsed_s) == 44"),
     ("a config field reordered", "int32_t num_layers;\n    int32_t num_heads;",
      "int32_t num_heads;\n    int32_t num_layers;"),
+    ("an addition declared among version 1's functions",
+     "/* ------------------------------------------------------------------ additions to ABI version 1 */",
+     "/* (the host's additions follow) */"),
     ("the version bumped", "#define PYLLMC_ABI_VERSION 1", "#define PYLLMC_ABI_VERSION 2"),
 ]
 

@@ -153,6 +153,15 @@ PYLLMC_IMPORT(job_stop) int32_t pyllmc_job_stop(int32_t job);
 /* A running job is stopped first. */
 PYLLMC_IMPORT(job_free) int32_t pyllmc_job_free(int32_t job);
 
+/* ------------------------------------------------------------------ additions to ABI version 1 */
+/* Functions pyllmc's host adds to the fixed version-1 set. A guest that calls one needs a host
+   that has it (an older host refuses to start the guest: an import it does not provide). */
+
+/* The one-line message of a failed job (why it failed: the trainer's error), written like
+   last_error: at most cap bytes into buf, the full length in *out_len; empty while the job
+   runs and when it did not fail. */
+PYLLMC_IMPORT(job_error) int32_t pyllmc_job_error(int32_t job, char *buf, int32_t cap, int32_t *out_len);
+
 /* ------------------------------------------------------------------ helpers (guest side only) */
 /* Helpers are static inline so that a guest that includes this header imports nothing extra. */
 

@@ -247,8 +247,12 @@ int main(int argc, char **argv) {
             break;
     }
     if (st.state != PYLLMC_JOB_FINISHED) {
-        fprintf(stderr, "train.wasm: the job ended %s at step %d (error %s)\n", pyllmc_job_state_name(st.state),
-                st.step, pyllmc_status_name(st.error));
+        char why[1024];
+        int32_t why_len = 0;
+        check(pyllmc_job_error(job, why, (int32_t)sizeof why - 1, &why_len), "job_error");
+        why[why_len < (int32_t)sizeof why - 1 ? why_len : (int32_t)sizeof why - 1] = '\0';
+        fprintf(stderr, "train.wasm: the job ended %s at step %d (%s: %s)\n", pyllmc_job_state_name(st.state),
+                st.step, pyllmc_status_name(st.error), why);
         return 1;
     }
     check(pyllmc_job_free(job), "job_free");

@@ -75,8 +75,8 @@ fn run(o: &common::Options) -> Result<i32> {
             }
         };
         if end.state != JobState::Finished {
-            eprintln!("train: the job ended {} at step {} (error {})", end.state.name(), end.step,
-                      end.error.map_or("none".to_string(), |s| s.to_string()));
+            eprintln!("train.wasm: the job ended {} at step {} ({}: {})", end.state.name(), end.step,
+                      end.error.map_or("OK".to_string(), |s| s.to_string()), job.error_message()?);
             return Ok(1);
         }
         job.free()?; // the model and loaders are ours again

@@ -361,6 +361,14 @@ impl<'a> Job<'a> {
         self.status()
     }
 
+    /// Why a failed job failed: the host's one-line message (empty while the job runs and
+    /// when it did not fail). An addition to ABI version 1 (`job_error`).
+    pub fn error_message(&self) -> Result<String> {
+        let h = self.handle;
+        let bytes = read_into("job_error", 256, |out, cap, out_len| unsafe { sys::job_error(h, out, cap, out_len) })?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
     /// Asks the job to stop after the current step (with a checkpoint when out_dir is set).
     pub fn stop(&self) -> Result<()> {
         check("job_stop", unsafe { sys::job_stop(self.handle) })

@@ -112,4 +112,10 @@ imports! {
     pub fn job_wait(job: i32, timeout_ms: i32) -> i32;
     pub fn job_stop(job: i32) -> i32;
     pub fn job_free(job: i32) -> i32;
+
+    // --- additions to version 1: pyllmc's host provides them; a guest imports one only if it
+    // --- calls it (the linker drops unused imports), and an older host refuses such a guest
+    /// The one-line message of a failed job, written like `last_error` (empty while it runs
+    /// and when it did not fail).
+    pub fn job_error(job: i32, buf: *mut u8, cap: i32, out_len: *mut i32) -> i32;
 }
