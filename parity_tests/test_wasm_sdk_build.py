@@ -9,6 +9,7 @@ Without a toolchain these skip with the reason on a developer's machine, and fai
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 from pathlib import Path
 
@@ -99,3 +100,5 @@ def test_rust_crate_unit_tests(tmp_path):
                        env=build.rust_env(tmp_path / "target"), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "test result: ok" in r.stdout and " 0 failed" in r.stdout
+    # the doc test showing that a model cannot be used while its Job lives
+    assert re.search(r"src/lib\.rs - Job \(line \d+\) - compile fail \.\.\. ok", r.stdout), r.stdout

@@ -161,6 +161,19 @@ def test_guest_train_reports_why_its_job_failed(work, guests, lang):
                         r"first non-finite tensor in data-flow order: .+\)", line), r.stderr
 
 
+@pytest.mark.parametrize("lang", ["c", "rust"])
+def test_guest_json_escaping_reaches_the_host_intact(work, guests, lang):
+    """train_start's JSON is written by the SDK side (the C example's escaper, the Rust crate's
+    writer): an out_dir with a quote, a backslash, a tab and non-ASCII letters arrives as exactly
+    that directory name."""
+    wasm = guest(guests, lang, "train")
+    name = f'odd {lang} "q" back\\slash\ttab été'
+    run_guest(work, wasm, name, "--steps", "1", "--threads", "1", "--sample-tokens", "0")
+    made = work / "runs" / name
+    assert made.is_dir(), sorted(p.name for p in (work / "runs").iterdir())
+    assert (made / "metrics.jsonl").is_file() and (made / "final.bin").is_file()
+
+
 @pytest.fixture(scope="module")
 def native_constant(work):
     s = dict(SETTINGS, lr=CONSTANT_LR, warmup=0)

@@ -332,6 +332,30 @@ impl Drop for Tokenizer {
 
 /// A training run on the host, started by [`Model::train`]. Dropping it frees it (a running
 /// job is stopped first) and gives the model and loaders back.
+///
+/// While the job lives, the model and loaders are borrowed by it, so using them does not
+/// compile (the host would answer `BAD_STATE`):
+///
+/// ```compile_fail
+/// # use pyllmc_guest::*;
+/// # fn f(model: &mut Model, train: &mut DataLoader) -> Result<()> {
+/// let job = model.train(train, None, &TrainConfig::new().steps(100))?;
+/// model.save("/runs/early.bin")?; // error[E0502]: `*model` is already borrowed mutably by `job`
+/// job.wait_done()?;
+/// # Ok(()) }
+/// ```
+///
+/// Once it is gone, they are free again:
+///
+/// ```no_run
+/// # use pyllmc_guest::*;
+/// # fn f(model: &mut Model, train: &mut DataLoader) -> Result<()> {
+/// let job = model.train(train, None, &TrainConfig::new().steps(100))?;
+/// job.wait_done()?;
+/// job.free()?;
+/// model.save("/runs/done.bin")?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Job<'a> {
     handle: i32,
