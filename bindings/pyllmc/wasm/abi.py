@@ -14,7 +14,8 @@ Forms (all plain Python data, importable without wasmtime):
 - ``FUNCTIONS``: ``{function name: Signature(params, results)}`` in ABI order, where
   ``params`` is a tuple of ``(parameter name, wasm type)`` and ``results`` a tuple of wasm
   types (always ``("i32",)``: the status, or the version for ``abi_version``). Wasm types
-  are ``"i32"``, ``"i64"``, ``"f32"``, ``"f64"``.
+  are ``"i32"``, ``"i64"``, ``"f32"``, ``"f64"``. ``EXTENSIONS`` names the entries the host
+  adds to the fixed version-1 set (at the end of ``FUNCTIONS``).
 - ``OUT_PARAMS``: ``{function name: {out-pointer parameter: what it points to}}`` with
   ``"i32"``, ``"i64"``, ``"f32"``, ``"i32[6]"`` (the model config), ``"pyllmc_status"``,
   ``"u8[cap]"`` / ``"i32[cap]"`` (output buffers).
@@ -91,7 +92,14 @@ FUNCTIONS: Dict[str, Signature] = {
     "job_wait": _sig("job:i32", "timeout_ms:i32"),
     "job_stop": _sig("job:i32"),
     "job_free": _sig("job:i32"),
+    # --- additions to version 1 (listed in EXTENSIONS) ---
+    "job_error": _sig("job:i32", "buf:i32", "cap:i32", "out_len:i32"),
 }
+
+#: Functions the host adds to the version-1 table (they come after the fixed ones):
+#: ``job_error(job, buf, cap, out_len)``: the one-line message of a failed job (empty while
+#: it runs or when it did not fail), written like ``last_error``.
+EXTENSIONS: Tuple[str, ...] = ("job_error",)
 
 OUT_PARAMS: Dict[str, Dict[str, str]] = {
     "last_error": {"buf": "u8[cap]", "out_len": "i32"},
@@ -107,6 +115,7 @@ OUT_PARAMS: Dict[str, Dict[str, str]] = {
     "sample": {"out": "u8[cap]", "out_len": "i32"},
     "train_start": {"out_job": "i32"},
     "job_status": {"out_status": "pyllmc_status"},
+    "job_error": {"buf": "u8[cap]", "out_len": "i32"},
 }
 
 MODEL_CONFIG_FIELDS: Tuple[str, ...] = (

@@ -555,6 +555,14 @@ class GuestContext:
         finally:
             self.lock.acquire()
 
+    def fn_job_error(self, mem: GuestMemory, job: int, buf: int, cap: int, out_len: int) -> None:
+        js = self._job(job, mem.call)
+        mem.check(buf, cap, "buf")
+        mem.check(out_len, 4, "out_len")
+        data = (js.job.error_message if not js.job.running else "").encode("utf-8")
+        mem.write(buf, data[:cap], "buf")
+        mem.write_i32(out_len, len(data), "out_len")
+
     def fn_job_stop(self, mem: GuestMemory, job: int) -> None:
         self._job(job, mem.call).job.stop()
 
