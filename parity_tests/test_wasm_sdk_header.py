@@ -4,7 +4,7 @@
 Parsed from the header's text (no toolchain needed): every import's wasm name, parameter names
 and wasm types, result type, which pointers are outputs and what they point to; the status
 codes and their names; the job states; the layout of pyllmc_status (offsets computed from the
-fields with natural alignment, and the offsets its _Static_asserts pin) and the model config.
+fields with natural alignment, and the offsets its static asserts pin) and the model config.
 A mutated header must be caught (the checks can fail). With clang for wasm32-wasi: a probe
 that calls every declared import compiles against the header (so its static asserts hold) and
 the module's import section equals the host's table exactly.
@@ -136,11 +136,11 @@ def natural_layout(fields: List[Tuple[str, str]]) -> Tuple[List[Tuple[int, str, 
 
 def parse_static_offsets(text: str, struct: str) -> Dict[str, int]:
     return {f: int(o) for f, o in re.findall(
-        r"_Static_assert\(\s*offsetof\(\s*" + struct + r"\s*,\s*(\w+)\s*\)\s*==\s*(\d+)", _strip_comments(text))}
+        r"PYLLMC_STATIC_ASSERT\(\s*offsetof\(\s*" + struct + r"\s*,\s*(\w+)\s*\)\s*==\s*(\d+)", _strip_comments(text))}
 
 
 def parse_static_size(text: str, struct: str) -> Optional[int]:
-    m = re.search(r"_Static_assert\(\s*sizeof\(\s*" + struct + r"\s*\)\s*==\s*(\d+)", _strip_comments(text))
+    m = re.search(r"PYLLMC_STATIC_ASSERT\(\s*sizeof\(\s*" + struct + r"\s*\)\s*==\s*(\d+)", _strip_comments(text))
     return int(m.group(1)) if m else None
 
 
@@ -292,3 +292,41 @@ def test_compiled_imports_equal_host_table(header, tmp_path):
             got[imp.name] = (tuple(str(t) for t in imp.type.params), tuple(str(t) for t in imp.type.results))
     want = {n: (tuple(t for _, t in s.params), tuple(s.results)) for n, s in abi.FUNCTIONS.items()}
     assert got == want
+
+
+HEADER_USER = '#include "pyllmc_guest.h"\nint first_letter(void) { return pyllmc_status_name(PYLLMC_OK)[0]; }\n'
+MODES = {
+    "wasm32 C11": ["clang", "--target=wasm32-wasi", "--sysroot=/usr", "-std=c11", "-x", "c"],
+    "wasm32 C++11": ["clang++", "--target=wasm32-wasi", "--sysroot=/usr", "-std=c++11", "-x", "c++"],
+    # not a guest: an editor's or a native tool's view of the header (PYLLMC_IMPORT is empty)
+    "native C11": ["cc", "-std=c11", "-x", "c"],
+}
+
+
+def _syntax_check(mode, include_dir, tmp_path):
+    import shutil
+
+    cmd = MODES[mode]
+    if shutil.which(cmd[0]) is None:
+        build.need(f"no {cmd[0]} on PATH")
+    if mode.startswith("wasm32"):
+        build.need(build.c_toolchain_missing())
+    src = tmp_path / "user.c"
+    src.write_text(HEADER_USER)
+    return subprocess.run([*cmd, "-Wall", "-Wextra", "-Wpedantic", "-Werror", "-fsyntax-only", "-I", str(include_dir),
+                           str(src)], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_header_compiles_cleanly(mode, tmp_path):
+    r = _syntax_check(mode, HEADER.parent, tmp_path)
+    assert r.returncode == 0, r.stderr
+
+
+def test_static_asserts_reject_a_wrong_layout(header, tmp_path):
+    """On the real compiler: with two status fields swapped the header no longer compiles."""
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "pyllmc_guest.h").write_text(header.replace("float lr;\n    float grad_norm;", "float grad_norm;\n    float lr;"))
+    r = _syntax_check("wasm32 C11", bad, tmp_path)
+    assert r.returncode != 0 and "pyllmc_status.lr at 24" in r.stderr, r.stderr

@@ -41,6 +41,12 @@ extern "C" {
 #define PYLLMC_IMPORT(name)
 #endif
 
+#ifdef __cplusplus
+#define PYLLMC_STATIC_ASSERT(cond, msg) static_assert(cond, msg)
+#else
+#define PYLLMC_STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
+#endif
+
 /* ------------------------------------------------------------------ status codes */
 /* 0..6 are the C core's llmc_status; 7 and 8 come from the host's sandbox and budgets. */
 enum pyllmc_status_code {
@@ -90,19 +96,19 @@ typedef struct pyllmc_status {
 } pyllmc_status;
 
 /* The layout is part of the ABI: a compiler that lays these out differently must fail here. */
-_Static_assert(sizeof(pyllmc_model_config) == 24, "pyllmc_model_config is 6 x int32");
-_Static_assert(sizeof(pyllmc_status) == 48, "pyllmc_status is 48 bytes");
-_Static_assert(offsetof(pyllmc_status, state) == 0, "pyllmc_status.state at 0");
-_Static_assert(offsetof(pyllmc_status, step) == 4, "pyllmc_status.step at 4");
-_Static_assert(offsetof(pyllmc_status, total_steps) == 8, "pyllmc_status.total_steps at 8");
-_Static_assert(offsetof(pyllmc_status, error) == 12, "pyllmc_status.error at 12");
-_Static_assert(offsetof(pyllmc_status, loss) == 16, "pyllmc_status.loss at 16");
-_Static_assert(offsetof(pyllmc_status, val_loss) == 20, "pyllmc_status.val_loss at 20");
-_Static_assert(offsetof(pyllmc_status, lr) == 24, "pyllmc_status.lr at 24");
-_Static_assert(offsetof(pyllmc_status, grad_norm) == 28, "pyllmc_status.grad_norm at 28");
-_Static_assert(offsetof(pyllmc_status, tokens_per_s) == 32, "pyllmc_status.tokens_per_s at 32");
-_Static_assert(offsetof(pyllmc_status, eta_s) == 36, "pyllmc_status.eta_s at 36");
-_Static_assert(offsetof(pyllmc_status, elapsed_s) == 40, "pyllmc_status.elapsed_s at 40");
+PYLLMC_STATIC_ASSERT(sizeof(pyllmc_model_config) == 24, "pyllmc_model_config is 6 x int32");
+PYLLMC_STATIC_ASSERT(sizeof(pyllmc_status) == 48, "pyllmc_status is 48 bytes");
+PYLLMC_STATIC_ASSERT(offsetof(pyllmc_status, state) == 0, "pyllmc_status.state at 0");
+PYLLMC_STATIC_ASSERT(offsetof(pyllmc_status, step) == 4, "pyllmc_status.step at 4");
+PYLLMC_STATIC_ASSERT(offsetof(pyllmc_status, total_steps) == 8, "pyllmc_status.total_steps at 8");
+PYLLMC_STATIC_ASSERT(offsetof(pyllmc_status, error) == 12, "pyllmc_status.error at 12");
+PYLLMC_STATIC_ASSERT(offsetof(pyllmc_status, loss) == 16, "pyllmc_status.loss at 16");
+PYLLMC_STATIC_ASSERT(offsetof(pyllmc_status, val_loss) == 20, "pyllmc_status.val_loss at 20");
+PYLLMC_STATIC_ASSERT(offsetof(pyllmc_status, lr) == 24, "pyllmc_status.lr at 24");
+PYLLMC_STATIC_ASSERT(offsetof(pyllmc_status, grad_norm) == 28, "pyllmc_status.grad_norm at 28");
+PYLLMC_STATIC_ASSERT(offsetof(pyllmc_status, tokens_per_s) == 32, "pyllmc_status.tokens_per_s at 32");
+PYLLMC_STATIC_ASSERT(offsetof(pyllmc_status, eta_s) == 36, "pyllmc_status.eta_s at 36");
+PYLLMC_STATIC_ASSERT(offsetof(pyllmc_status, elapsed_s) == 40, "pyllmc_status.elapsed_s at 40");
 
 /* ------------------------------------------------------------------ imports (ABI version 1) */
 /* Pointers are wasm32 i32 offsets into the guest's memory; the host bounds-checks each one. */
