@@ -2,7 +2,8 @@
 host's table (names, parameter names and wasm types, results), its status-code and
 pyllmc_status tables are the host's, its list of train_start keys is what the host accepts
 and refuses, its runner flag table is the CLI's; and the complete C and Rust guests it shows
-build and train (run under `pyllmc wasm run` on a small data set, printing what the page says).
+build and train (run under `pyllmc wasm run` on a small data set, printing what the page says),
+as does its Python embedding example.
 """
 
 from __future__ import annotations
@@ -152,3 +153,16 @@ def test_rust_guest_of_the_page_builds_and_trains(doc, work, tmp_path):
     assert re.fullmatch(r"finished after 20 steps, loss \d+\.\d{4}\n", out), out
     assert (work / "runs" / "mini-rs" / "ckpt_00000020" / "model.bin").read_bytes() == \
         (work / "runs" / "mini-rs" / "model.bin").read_bytes()
+
+
+def test_python_embedding_of_the_page_runs(doc, work, tmp_path):
+    build.need(build.c_toolchain_missing())
+    (src,) = [b for b in code_blocks(doc, "python") if b.startswith("import pyllmc.wasm")]
+    built = build.build_c(tmp_path / "c", ["train"])
+    src = src.replace('"bindings/guest/build/c/train.wasm"', repr(str(built["train"])))
+    assert str(built["train"]) in src
+    r = subprocess.run([sys.executable, "-c", src], cwd=work, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    expected = re.search(r"# (.*)$", src.splitlines()[-1]).group(1)
+    assert r.stdout.splitlines()[-1] == expected == "0 exit {}"
+    assert (work / "runs" / "py" / "final.bin").is_file()
