@@ -19,7 +19,7 @@
  *
  * Every declaration below is one import, written as
  *     PYLLMC_IMPORT(name) result pyllmc_name(params);
- * and a test (parity_tests/test_wasm_sdk_header.py) parses these lines and compares them with
+ * and a test (parity_tests/test_wasm_sdk_abi.py) parses these lines and compares them with
  * the host's table of functions, so keep to that one-line form when adding imports.
  */
 #ifndef PYLLMC_GUEST_H

@@ -64,15 +64,17 @@ fn len_i32(call: &'static str, what: &str, n: usize) -> Result<i32> {
     Ok(n as i32)
 }
 
-/// Calls `f(out, cap, out_len)` with a buffer of `cap` elements, and again with a larger one
-/// when the host reports more than fit; returns exactly the host's elements.
+/// Calls `f(out, cap, out_len)` with a buffer of `cap` elements, and again with a buffer of
+/// the full length when the host reports more than fit; returns exactly the host's elements.
+/// The result is deterministic (a sample is drawn from its seed), so one retry suffices; a
+/// host whose answer keeps growing is reported as `BAD_STATE` after a few tries, not looped on.
 fn read_into<T: Copy + Default>(
     call: &'static str,
-    mut cap: usize,
+    cap: usize,
     mut f: impl FnMut(*mut T, i32, *mut i32) -> i32,
 ) -> Result<Vec<T>> {
-    cap = cap.clamp(1, i32::MAX as usize);
-    loop {
+    let mut cap = cap.clamp(1, i32::MAX as usize);
+    for _ in 0..4 {
         let mut buf = vec![T::default(); cap];
         let mut n: i32 = 0;
         check(call, f(buf.as_mut_ptr(), cap as i32, &mut n))?;
@@ -83,6 +85,11 @@ fn read_into<T: Copy + Default>(
         }
         cap = n;
     }
+    Err(Error {
+        call,
+        status: Status::BadState,
+        message: format!("the result kept growing between calls (last reported length {})", cap),
+    })
 }
 
 /// A model shape: the six integers of llm.c's checkpoint header.
@@ -500,6 +507,36 @@ mod tests {
         assert_eq!((d2.num_layers, d2.channels, d2.num_heads, d2.padded_vocab_size), (2, 128, 2, 384));
         let d12 = ModelConfig::from_size(12, 50257, 1024);
         assert_eq!((d12.num_layers, d12.channels, d12.num_heads, d12.padded_vocab_size), (12, 768, 12, 50304));
+    }
+
+    #[test]
+    fn read_into_retries_once_with_the_full_length() {
+        let data: Vec<u8> = (0..100).collect();
+        let mut calls = Vec::new();
+        let got = read_into("sample", 10, |out, cap, out_len| {
+            calls.push(cap);
+            let k = (cap as usize).min(data.len());
+            unsafe {
+                core::ptr::copy_nonoverlapping(data.as_ptr(), out, k);
+                *out_len = data.len() as i32;
+            }
+            0
+        })
+        .unwrap();
+        assert_eq!(got, data);
+        assert_eq!(calls, vec![10, 100]);
+    }
+
+    #[test]
+    fn read_into_gives_up_on_a_growing_answer() {
+        let mut n = 10;
+        let e = read_into::<u8>("sample", 1, |_, _, out_len| {
+            n *= 2;
+            unsafe { *out_len = n };
+            0
+        })
+        .unwrap_err();
+        assert_eq!((e.call, e.status), ("sample", Status::BadState));
     }
 
     #[test]

@@ -1,13 +1,19 @@
-"""The C guest SDK's header (bindings/guest/c/pyllmc_guest.h) against the host's import table
-(pyllmc.wasm.abi), so that the two cannot drift apart.
+"""The guest SDKs' declarations against the host's import table (pyllmc.wasm.abi), so that
+neither SDK can drift from the host.
 
-Parsed from the header's text (no toolchain needed): every import's wasm name, parameter names
-and wasm types, result type, which pointers are outputs and what they point to; the status
-codes and their names; the job states; the layout of pyllmc_status (offsets computed from the
-fields with natural alignment, and the offsets its static asserts pin) and the model config.
-A mutated header must be caught (the checks can fail). With clang for wasm32-wasi: a probe
-that calls every declared import compiles against the header (so its static asserts hold) and
-the module's import section equals the host's table exactly.
+C (bindings/guest/c/pyllmc_guest.h), parsed from the header's text (no toolchain needed):
+every import's wasm name, parameter names and wasm types, result type, which pointers are
+outputs and what they point to; the status codes and their names; the job states; the layout
+of pyllmc_status (offsets computed from the fields with natural alignment, and the offsets its
+static asserts pin) and the model config; the section of the host's additions. Mutated
+headers must be caught (the checks can fail). With clang for wasm32-wasi: a probe that calls
+every declared import compiles against the header and its import section equals the host's
+table; the header compiles cleanly as C11, C++11 and natively, and its static asserts reject a
+wrong layout.
+
+Rust (bindings/guest/rust/src/sys.rs and status.rs), parsed the same way: the `imports!`
+declarations, RawStatus and RawModelConfig, the Status and JobState codes and names, the
+additions; mutated sources must be caught too.
 """
 
 from __future__ import annotations
@@ -330,3 +336,126 @@ def test_static_asserts_reject_a_wrong_layout(header, tmp_path):
     (bad / "pyllmc_guest.h").write_text(header.replace("float lr;\n    float grad_norm;", "float grad_norm;\n    float lr;"))
     r = _syntax_check("wasm32 C11", bad, tmp_path)
     assert r.returncode != 0 and "pyllmc_status.lr at 24" in r.stderr, r.stderr
+
+
+# ---------------------------------------------------------------------- the Rust crate
+RUST = ROOT / "bindings" / "guest" / "rust" / "src"
+RUST_SCALARS = {"i32": "i32", "i64": "i64", "f32": "f32", "f64": "f64"}
+RUST_POINTEES = {"u8": "u8[cap]", "i32": "i32", "i64": "i64", "f32": "f32", "RawStatus": "pyllmc_status"}
+
+
+def parse_rust_imports(text: str) -> List[Decl]:
+    """The `pub fn name(params) -> i32;` declarations of sys.rs's `imports!` block, in order."""
+    block = re.search(r"^imports! \{(.*?)^\}", text, flags=re.M | re.S)
+    if not block:
+        raise ValueError("sys.rs has no imports! block")
+    body = re.sub(r"//[^\n]*", " ", block.group(1))
+    decls = []
+    for name, params, result in re.findall(r"pub fn (\w+)\(([^)]*)\)\s*->\s*(\w+);", body):
+        raw = [p.strip() for p in params.split(",") if p.strip()]
+        has_cap = any(p.startswith("cap:") for p in raw)
+        out = []
+        for p in raw:
+            m = re.fullmatch(r"(\w+):\s*(\*(mut|const)\s+)?(\w+)", p)
+            if not m:
+                raise ValueError(f"{name}: cannot read parameter {p!r}")
+            pname, ptr, mut, base = m.groups()
+            if ptr:
+                pointee = None
+                if mut == "mut":
+                    pointee = "i32[cap]" if base == "i32" and has_cap and pname not in ("out_n", "out_len") \
+                        else RUST_POINTEES.get(base, base)
+                out.append(Param(pname, f"*{mut} {base}", "i32", pointee))
+            else:
+                if base not in RUST_SCALARS:
+                    raise ValueError(f"{name}: parameter {pname} has type {base}, which has no wasm form")
+                out.append(Param(pname, base, RUST_SCALARS[base], None))
+        decls.append(Decl(name, name, RUST_SCALARS.get(result, result), tuple(out)))
+    return decls
+
+
+def parse_rust_struct(text: str, name: str) -> List[Tuple[str, str]]:
+    m = re.search(r"pub struct " + name + r" \{(.*?)\}", text, flags=re.S)
+    if not m:
+        raise ValueError(f"no struct {name}")
+    return [(f, RUST_SCALARS[t]) for f, t in re.findall(r"pub (\w+):\s*(\w+),", m.group(1))]
+
+
+def rust_codes(text: str, enum: str) -> Dict[str, int]:
+    """{ABI name: code} of a Rust enum from its from_code arms and name() arms."""
+    block = re.search(r"impl " + enum + r" \{(.*?)^\}", text, flags=re.M | re.S).group(1)
+    from_code = re.search(r"fn from_code.*?\{(.*?)\n    \}", block, flags=re.S).group(1)
+    names = re.search(r"fn name.*?\{(.*?)\n    \}", block, flags=re.S).group(1)
+    by_variant = {v: int(c) for c, v in re.findall(r"(\d+) => " + enum + r"::(\w+),", from_code)}
+    return {n: by_variant[v] for v, n in re.findall(enum + r"::(\w+) => \"(\w+)\",", names) if v in by_variant}
+
+
+def rust_drift(sys_rs: str, status_rs: str) -> List[str]:
+    problems = []
+    decls = parse_rust_imports(sys_rs)
+    got = {d.import_name: d for d in decls}
+    if list(got) != list(abi.FUNCTIONS):
+        problems.append(f"sys.rs declares {list(got)}, the host {list(abi.FUNCTIONS)}")
+    for name, sig in abi.FUNCTIONS.items():
+        d = got.get(name)
+        if d is None:
+            continue
+        params = tuple((p.name, p.wasm) for p in d.params)
+        if params != sig.params or (d.result,) != tuple(sig.results):
+            problems.append(f"{name}: sys.rs {params} -> {d.result}, host {sig.params} -> {sig.results}")
+        outs = {p.name: p.out_pointee for p in d.params if p.out_pointee is not None}
+        if outs != abi.OUT_PARAMS.get(name, {}):
+            problems.append(f"{name}: output pointers {outs} != host {abi.OUT_PARAMS.get(name, {})}")
+    marker = "additions to version 1"
+    added = [d.import_name for d in parse_rust_imports("imports! {\n" + sys_rs.split(marker, 1)[1])] \
+        if marker in sys_rs else None
+    if added != list(abi.EXTENSIONS):
+        problems.append(f"sys.rs's additions {added} != host {list(abi.EXTENSIONS)}")
+    layout, size = natural_layout(parse_rust_struct(sys_rs, "RawStatus"))
+    if tuple(layout) != abi.STATUS_STRUCT or size != abi.STATUS_STRUCT_SIZE:
+        problems.append(f"RawStatus {layout} != host {abi.STATUS_STRUCT}")
+    cfg = parse_rust_struct(sys_rs, "RawModelConfig")
+    if tuple(f for f, _ in cfg) != abi.MODEL_CONFIG_FIELDS or {t for _, t in cfg} != {"i32"}:
+        problems.append(f"RawModelConfig {cfg} != host {abi.MODEL_CONFIG_FIELDS}")
+    if rust_codes(status_rs, "Status") != abi.STATUS:
+        problems.append(f"Status {rust_codes(status_rs, 'Status')} != host {abi.STATUS}")
+    if rust_codes(status_rs, "JobState") != abi.JOB_STATE:
+        problems.append(f"JobState {rust_codes(status_rs, 'JobState')} != host {abi.JOB_STATE}")
+    m = re.search(r"pub const ABI_VERSION: i32 = (\d+);", (RUST / "lib.rs").read_text())
+    if not m or int(m.group(1)) != abi.ABI_VERSION:
+        problems.append("lib.rs's ABI_VERSION differs from the host's")
+    return problems
+
+
+@pytest.fixture(scope="module")
+def rust_sources() -> Tuple[str, str]:
+    return (RUST / "sys.rs").read_text(), (RUST / "status.rs").read_text()
+
+
+def test_rust_crate_matches_host_table(rust_sources):
+    assert len(parse_rust_imports(rust_sources[0])) == len(abi.FUNCTIONS)
+    assert rust_drift(*rust_sources) == []
+
+
+RUST_MUTATIONS = [
+    ("sys.rs", "a seed as i32", "seed: i64, out_model", "seed: i32, out_model"),
+    ("sys.rs", "an output pointer made const", "out_job: *mut i32", "out_job: *const i32"),
+    ("sys.rs", "an import removed", "    pub fn job_stop(job: i32) -> i32;\n", ""),
+    ("sys.rs", "lr as f64", "lr: f32, out_loss", "lr: f64, out_loss"),
+    ("sys.rs", "status fields swapped", "pub loss: f32,\n    pub val_loss: f32,", "pub val_loss: f32,\n    pub loss: f32,"),
+    ("sys.rs", "elapsed_s narrowed", "pub elapsed_s: f64,", "pub elapsed_s: f32,"),
+    ("status.rs", "a code renumbered", "8 => Status::LimitExceeded,", "9 => Status::LimitExceeded,"),
+    ("status.rs", "a name misspelt", 'Status::PermissionDenied => "PERMISSION_DENIED",',
+     'Status::PermissionDenied => "PERMISSION",'),
+    ("status.rs", "a job state renumbered", "2 => JobState::Stopped,", "4 => JobState::Stopped,"),
+]
+
+
+@pytest.mark.parametrize("where,what,old,new", RUST_MUTATIONS, ids=[m[1] for m in RUST_MUTATIONS])
+def test_a_drifted_rust_crate_is_caught(rust_sources, where, what, old, new):
+    sys_rs, status_rs = rust_sources
+    src = sys_rs if where == "sys.rs" else status_rs
+    assert src.count(old) == 1, f"mutation {what!r} no longer applies to {where}"
+    mutated = src.replace(old, new)
+    args = (mutated, status_rs) if where == "sys.rs" else (sys_rs, mutated)
+    assert rust_drift(*args) != [], what
