@@ -29,8 +29,8 @@ def data(tmp_path):
     return d
 
 
-def _status(d, job):
-    o = d.out(48)
+def _status(d, job, o=None):
+    o = d.out(48) if o is None else o
     assert d.call("job_status", job, o) == 0
     return dict(zip([f for _, _, f in abi.STATUS_STRUCT], struct.unpack(abi.STATUS_STRUCT_FORMAT, d.g.read(o, 48))))
 
@@ -193,3 +193,26 @@ def test_guest_run_equals_pyllmc_train_bit_for_bit(data, tmp_path):
         if fa.exists() or fb.exists():
             assert fa.read_bytes() == fb.read_bytes(), name
     assert (ref / "ckpt_00000006" / "model.bin").exists()
+
+
+def test_guest_keeps_running_while_the_job_trains(data):
+    """The job trains in a host thread and the C calls release the GIL: the guest's own
+    calls go on meanwhile (many job_status calls, each answered while steps advance)."""
+    import time
+
+    with Host(threads=1).instantiate(wrapper_module(pages=4), dirs=[(str(data), "/data")]) as g:
+        d = Driver(g)
+        m = d.model((64, 257, 384, 4, 4, 128))
+        job = d.job(m, d.loader("/data/train_000.bin", 4, 64), '{"steps": 30, "plot": false}')
+        polls, steps_seen = 0, set()
+        o = d.out(48)
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < 120:
+            st = _status(d, job, o)
+            polls += 1
+            steps_seen.add(st["step"])
+            if st["state"] != abi.JOB_STATE["running"]:
+                break
+        assert st["state"] == abi.JOB_STATE["finished"] and st["step"] == 30
+        # the guest was answered all along, at many different steps of the run
+        assert len(steps_seen) >= 10 and polls > 100, (len(steps_seen), polls)

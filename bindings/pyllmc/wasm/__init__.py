@@ -2,6 +2,18 @@
 
 The import table is ``pyllmc.wasm.abi`` (plain data, no wasmtime needed). The host itself
 (``Host``, ``run``) needs the ``wasm`` extra (``pip install 'pyllmc[wasm]'``, i.e. wasmtime).
+
+Modules:
+- ``abi``: import module, functions and signatures, status codes, ``pyllmc_status`` layout,
+  ``EXTENSIONS`` (functions added to version 1: ``job_error``).
+- ``host``: ``Host`` (limits; ``run`` a guest to its end, ``instantiate`` one to drive its
+  exports), ``run(path, dirs=..., args=..., ...) -> exit code``, the runner's exit codes.
+- ``calls``: the host functions of one guest (``GuestContext``): argument rules, busy
+  handles, model growth, what ``evaluate`` and ``sample`` compute.
+- ``jobs``: ``train_step`` and ``train_start`` through the Trainer; the JSON config rules.
+- ``memory``, ``handles``, ``paths``, ``budget``: bounds checks, the typed handle table,
+  preopen-only path resolution, host-memory estimates.
+- ``cli``: ``pyllmc wasm run``.
 """
 
 from __future__ import annotations

@@ -505,6 +505,7 @@ class GuestContext:
         if cfg.threads:
             slot.model.set_threads(cfg.threads)
         nbytes = self.budget.charge(JOB_BYTES, call, "the training job")
+        trainer = None
         try:
             trainer = GuestTrainer(cfg, slot.model, tl, vs.loader if vs else None)
             trainer.setup()  # errors in the settings, out_dir, or data come back here, not later
@@ -512,6 +513,8 @@ class GuestContext:
             js = JobSlot(job, nbytes, [s_ for s_ in (slot, ts, vs) if s_ is not None])
             h = self.handles.add("job", js, call)
         except BaseException:
+            if trainer is not None:
+                trainer._close_metrics()
             self.budget.release(nbytes)
             raise
         for s_ in js.slots:
@@ -617,6 +620,10 @@ class GuestContext:
     def expire(self) -> None:
         """The guest's --timeout passed: every later call fails and its jobs stop."""
         self.expired.set()
-        for _, kind, obj in list(self.handles.items()):
+        try:
+            entries = list(self.handles.items())
+        except Exception:  # the guest's thread changed the table meanwhile: its next call fails anyway
+            entries = []
+        for _, kind, obj in entries:
             if kind == "job":
                 obj.job.stop()
