@@ -132,7 +132,7 @@ PYLLMC_IMPORT(model_free) int32_t pyllmc_model_free(int32_t model);
 PYLLMC_IMPORT(dataloader_create) int32_t pyllmc_dataloader_create(const char *pattern, int32_t pattern_len, int32_t batch, int32_t seq, int32_t shuffle, int64_t seed, int32_t *out_loader);
 PYLLMC_IMPORT(dataloader_free) int32_t pyllmc_dataloader_free(int32_t loader);
 
-/* "byte", or a guest path to a tokenizer.bin. */
+/* "byte", "gpt2" (where the host has the GPT-2 BPE), or a guest path to a tokenizer.bin. */
 PYLLMC_IMPORT(tokenizer_load) int32_t pyllmc_tokenizer_load(const char *spec, int32_t spec_len, int32_t *out_tok);
 /* Token ids (int32) of text: at most cap ids into out_ids, the full count in *out_n. */
 PYLLMC_IMPORT(tokenizer_encode) int32_t pyllmc_tokenizer_encode(int32_t tok, const char *text, int32_t text_len, int32_t *out_ids, int32_t cap, int32_t *out_n);

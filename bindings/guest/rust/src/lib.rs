@@ -287,7 +287,8 @@ pub struct Tokenizer {
 }
 
 impl Tokenizer {
-    /// `"byte"`, or a guest path to an llm.c `tokenizer.bin`.
+    /// `"byte"`, `"gpt2"` (where the host has the GPT-2 BPE), or a guest path to an llm.c
+    /// `tokenizer.bin`.
     pub fn load(spec: &str) -> Result<Tokenizer> {
         let n = len_i32("tokenizer_load", "the spec", spec.len())?;
         let mut h = 0;
