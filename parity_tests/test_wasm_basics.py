@@ -135,6 +135,18 @@ def _cli(*args, timeout=60):
                           timeout=timeout)
 
 
+WAT_ARGC = """(module
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (import "wasi_snapshot_preview1" "args_sizes_get" (func $sizes (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "environ_sizes_get" (func $envs (param i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  ;; exit code = 10 * argc + number of environment variables
+  (func (export "_start")
+    (drop (call $sizes (i32.const 16) (i32.const 20)))
+    (drop (call $envs (i32.const 24) (i32.const 28)))
+    (call $exit (i32.add (i32.mul (i32.load (i32.const 16)) (i32.const 10)) (i32.load (i32.const 24))))))"""
+
+
 def test_cli_exit_code_passes_through_and_args(tmp_path):
     g = tmp_path / "g.wat"
     g.write_text(WAT_EXIT)
@@ -143,3 +155,9 @@ def test_cli_exit_code_passes_through_and_args(tmp_path):
     from pyllmc.wasm import run
 
     assert run(str(g)) == 41
+    a = tmp_path / "argc.wat"
+    a.write_text(WAT_ARGC)
+    # argv = [name, --steps, 3, --dir] (runner flags after -- belong to the guest), 2 env vars
+    r = _cli(str(a), "--env", "A=1", "--env", "B=2", "--", "--steps", "3", "--dir")
+    assert r.returncode == 42, r.stderr
+    assert run(str(a), args=["x"]) == 20

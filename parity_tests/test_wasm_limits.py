@@ -297,3 +297,13 @@ def test_bad_runner_flags_exit_2(tmp_path, flags, needle):
     g.write_text('(module (memory (export "memory") 1) (func (export "_start")))')
     r = _cli(str(g), *flags)
     assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_trap_stops_the_guests_jobs(data):
+    """A guest that starts a long job and then traps: exit 125, the job stopped, all freed."""
+    src = _job_guest(False).replace("(drop (call $job_wait (i32.load (i32.const 3008)) (i32.const -1)))",
+                                    "unreachable")
+    r = Host(threads=1).run(src, dirs=[(str(data), "/data")])
+    assert r.exit_code == 125 and "unreachable" in r.message
+    assert r.freed == {"model": 1, "loader": 1, "job": 1}
+    assert _job_threads() == 0

@@ -25,7 +25,10 @@ def split_guest_args(argv: Optional[Sequence[str]]) -> Tuple[List[str], Optional
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="wasm_command", metavar="SUBCOMMAND", parser_class=type(p))
-    r = sub.add_parser("run", help="run a wasm32-wasi guest that trains through pyllmc")
+    r = sub.add_parser("run", help="run a wasm32-wasi guest that trains through pyllmc",
+                       usage="pyllmc wasm run GUEST.wasm [--dir HOST[::GUEST]]... [--env K=V]... [--max-memory SIZE] "
+                             "[--max-host-memory SIZE] [--max-handles N] [--timeout SECONDS] [--threads N] [-- ARGS...]",
+                       description="Exit codes: the guest's own; 125 a trap, 124 --timeout, 2 bad input to the runner.")
     r.add_argument("guest", metavar="GUEST.wasm", help="the guest module (.wasm, or .wat text)")
     r.add_argument("--dir", action="append", default=[], metavar="HOST[::GUEST]",
                    help="preopen directory HOST for the guest, as GUEST (default: the same name); repeatable")
