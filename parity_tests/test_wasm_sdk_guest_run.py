@@ -161,6 +161,28 @@ def test_guest_train_reports_why_its_job_failed(work, guests, lang):
                         r"first non-finite tensor in data-flow order: .+\)", line), r.stderr
 
 
+BAD_FLAGS = [
+    (["--steps", "0"], r"--steps: expected an integer (>= 1|in \[1, \d+\]), got '0'"),
+    (["--lr", "fast"], r"--lr: expected a finite number >= 0, got 'fast'"),
+    (["--model", "x2"], r"--model: expected a size dN \(e\.g\. d2\), got 'x2'"),
+    (["--bogus", "1"], r"unknown flag '--bogus'"),
+]
+
+
+@pytest.mark.parametrize("lang", ["c", "rust"])
+@pytest.mark.parametrize("args,message", BAD_FLAGS, ids=[a[0] for a, _ in BAD_FLAGS])
+def test_train_example_rejects_bad_flags(work, guests, lang, args, message):
+    """The examples treat their own command line as input: exit 2, one message naming the flag."""
+    r = run_guest(work, guest(guests, lang, "train"), f"bad_{lang}", *args, expect=2)
+    assert re.search(r"^train\.wasm: " + message, r.stderr, flags=re.M), r.stderr
+    assert not (work / "runs" / f"bad_{lang}").exists()
+
+
+def test_c_train_example_refuses_an_overlong_path(work, guests):
+    r = run_guest(work, guest(guests, "c", "train"), "x" * 401, expect=2)
+    assert "train.wasm: --out: the path is longer than 400 bytes" in r.stderr
+
+
 @pytest.mark.parametrize("lang", ["c", "rust"])
 def test_guest_json_escaping_reaches_the_host_intact(work, guests, lang):
     """train_start's JSON is written by the SDK side (the C example's escaper, the Rust crate's

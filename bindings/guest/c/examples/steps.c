@@ -46,6 +46,10 @@ int main(int argc, char **argv) {
             fprintf(stderr, "steps.wasm: %s needs a value\n", a);
             return 2;
         }
+        if ((!strcmp(a, "--data") || !strcmp(a, "--out")) && strlen(v) > 400) {
+            fprintf(stderr, "steps.wasm: %s: the path is longer than 400 bytes\n", a);
+            return 2;
+        }
         if (!strcmp(a, "--data")) data = v;
         else if (!strcmp(a, "--out")) out = v;
         else if (!strcmp(a, "--prompt")) prompt = v;

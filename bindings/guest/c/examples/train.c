@@ -65,6 +65,17 @@ static double float_arg(const char *flag, const char *v) {
     return x;
 }
 
+/* Paths from the command line are joined with file names in fixed buffers: bound them. */
+#define MAX_PATH_ARG 400
+
+static const char *path_arg(const char *flag, const char *v) {
+    if (strlen(v) > MAX_PATH_ARG) {
+        fprintf(stderr, "train.wasm: %s: the path is longer than %d bytes\n", flag, MAX_PATH_ARG);
+        exit(2);
+    }
+    return v;
+}
+
 static void parse(int argc, char **argv, options *o) {
     *o = (options){.data = "/data", .out = "/runs/guest", .tokenizer = NULL, .prompt = "", .schedule = "cosine",
                    .depth = 2, .vocab_size = 257, .max_seq_len = 64, .steps = 20, .batch = 4, .seq = 64,
@@ -82,9 +93,9 @@ static void parse(int argc, char **argv, options *o) {
             exit(2);
         }
         const char *v = argv[++i];
-        if (!strcmp(a, "--data")) o->data = v;
-        else if (!strcmp(a, "--out")) o->out = v;
-        else if (!strcmp(a, "--tokenizer")) o->tokenizer = v;
+        if (!strcmp(a, "--data")) o->data = path_arg(a, v);
+        else if (!strcmp(a, "--out")) o->out = path_arg(a, v);
+        else if (!strcmp(a, "--tokenizer")) o->tokenizer = path_arg(a, v);
         else if (!strcmp(a, "--prompt")) o->prompt = v;
         else if (!strcmp(a, "--schedule")) o->schedule = v;
         else if (!strcmp(a, "--model")) {
@@ -144,14 +155,17 @@ static int file_exists(const char *path) {
     return f != NULL;
 }
 
-/* A JSON string literal of s (quotes, backslashes and control characters escaped) into buf. */
-static void json_string(char *buf, size_t cap, const char *s) {
+/* A JSON string literal of s (quotes, backslashes and control characters escaped) into buf;
+   0, or -1 when it does not fit in cap bytes (nothing is ever cut short silently). */
+static int json_string(char *buf, size_t cap, const char *s) {
     size_t n = 0;
     if (cap < 3)
-        return;
+        return -1;
     buf[n++] = '"';
-    for (; *s && n + 8 < cap; s++) {
+    for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
+        if (n + 7 >= cap) /* room for the longest escape, the closing quote and the NUL */
+            return -1;
         if (c == '"' || c == '\\') {
             buf[n++] = '\\';
             buf[n++] = (char)c;
@@ -163,6 +177,7 @@ static void json_string(char *buf, size_t cap, const char *s) {
     }
     buf[n++] = '"';
     buf[n] = '\0';
+    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -209,9 +224,11 @@ int main(int argc, char **argv) {
     check(pyllmc_tokenizer_load(tok_spec, pyllmc_strlen(tok_spec), &tok), "tokenizer_load");
 
     /* the training job */
-    char out_json[600], sched_json[64], config[1024];
-    json_string(out_json, sizeof out_json, o.out);
-    json_string(sched_json, sizeof sched_json, o.schedule);
+    char out_json[6 * MAX_PATH_ARG + 8], sched_json[64], config[sizeof out_json + 512];
+    if (json_string(out_json, sizeof out_json, o.out) != 0 || json_string(sched_json, sizeof sched_json, o.schedule) != 0) {
+        fprintf(stderr, "train.wasm: --out or --schedule is too long\n");
+        return 2;
+    }
     int n = snprintf(config, sizeof config,
                      "{\"steps\": %d, \"lr\": %.17g, \"schedule\": %s, \"warmup\": %d, \"seed\": %lld, "
                      "\"threads\": %d, \"eval_every\": %d, \"eval_batches\": %d, \"save_every\": %d, "
