@@ -58,7 +58,6 @@ class GuestResult:
     outcome: str  #: "exit" | "trap" | "timeout" | "bad_input" | "interrupted"
     message: str = ""  #: the one line printed for trap / timeout / bad input
     freed: Dict[str, int] = field(default_factory=dict)  #: handles still held at the end, freed by the host
-    host_memory_peak: int = 0  #: unused: see GuestContext.budget
 
 
 class BadGuest(Exception):
