@@ -29,8 +29,20 @@ def _pytest(session: nox.Session, *args: str) -> None:
 
 @nox.session(python=False)
 def tests(session: nox.Session) -> None:
-    """The default suite: everything under parity_tests/ that is not marked slow."""
-    _pytest(session)
+    """The default suite: everything under parity_tests/ that is not marked slow (the
+    WebAssembly tests, test_wasm_*.py, run in the `wasm` session)."""
+    _pytest(session, "--ignore-glob=*/test_wasm_*.py")
+
+
+@nox.session(python=False)
+def wasm(session: nox.Session) -> None:
+    """WebAssembly host and guest SDKs (parity_tests/test_wasm_*.py): hostile WAT guests for
+    every error path, the host-function fuzz test, cleanup and isolation, the SDK examples.
+    Needs the `wasm` extra (wasmtime) and, for the SDK tests, the wasm32-wasi toolchains that
+    .ci/run installs. PYLLMC_REQUIRE_WASM=1 (set here) turns a missing wasmtime or toolchain
+    into a failure instead of a skip."""
+    tests = sorted(str(p) for p in (ROOT / "parity_tests").glob("test_wasm_*.py"))
+    session.run(PY, "-m", "pytest", "-q", *tests, *session.posargs, env={"PYLLMC_REQUIRE_WASM": "1"})
 
 
 @nox.session(python=False)

@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert models: HF directory / hub id / dN <-> llm.c .bin checkpoint")
     cli_convert.add_arguments(p)
     p.set_defaults(func=cli_convert.run)
+    from .wasm import cli as cli_wasm
+
+    p = sub.add_parser("wasm", help="run WebAssembly guests that train through pyllmc (pyllmc wasm run GUEST.wasm)")
+    cli_wasm.add_arguments(p)
+    p.set_defaults(func=cli_wasm.run)
     from .cli_args import add_debug
 
     for p in sub.choices.values():  # `pyllmc train ... --debug` as well as `pyllmc --debug train ...`
@@ -109,7 +114,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     OS error or an internal error (an unexpected exception is a bug: "internal error"
     and its traceback), 130 interrupted. ``--debug`` shows the traceback of any error."""
     parser = build_parser()
+    from .wasm.cli import split_guest_args
+
+    argv, guest_args = split_guest_args(argv)  # `pyllmc wasm run G.wasm ... -- ARGS`: ARGS are the guest's
     args = parser.parse_args(argv)
+    if guest_args is not None:
+        args.guest_args = guest_args
     if args.version:
         from . import __version__
 

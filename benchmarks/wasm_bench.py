@@ -1,0 +1,252 @@
+"""WebAssembly host overhead: what a guest pays for driving training through pyllmc.wasm.
+
+Two measurements, both as ratios taken in the same process with A/B interleaving (the
+machine is shared: min and median of the repeats are reported, never one run):
+
+1. ``train_step`` loop. A guest (WAT, exported ``steps(model, loader, n, out)``: n calls of
+   ``train_step`` in a wasm loop) against the Trainer's own step on the same model shape,
+   batch and thread count (``Trainer.train()``, step times from its step_end callbacks), in
+   alternating blocks of ``--steps`` steps. Goal: the guest within 2% of the Trainer.
+2. ``job_status`` polling. A ``train_start`` job of n steps while the guest polls
+   ``job_status`` about 1000 times a second (a wasm loop: ``job_status``, then sleeping
+   ``--poll-sleep-us`` with WASI ``poll_oneoff``; the rate reached is reported), against the same job while the guest blocks in
+   ``job_wait(-1)``. Compared: the job's per-step times (the Trainer's own ``ms`` in
+   metrics.jsonl). Goal: polling slows the job by under 2%.
+
+Run (heavy: keep it off other benchmarks):
+    flock /tmp/pyllmc-heavy.lock python benchmarks/wasm_bench.py --model d6 --batch 4 --seq 64 \\
+        --threads 2 --steps 20 --repeats 5 --out benchmarks/results/wasm
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "parity_tests"))  # the WAT helpers of the tests
+
+from wasm_guests import Driver, wrapper_module  # noqa: E402
+
+from pyllmc import GPTConfig, Model, Trainer, TrainerConfig  # noqa: E402
+from pyllmc.data import write_shard  # noqa: E402
+from pyllmc.wasm import Host, abi  # noqa: E402
+
+STEPS_LOOP = """
+  (func (export "steps") (param $m i32) (param $l i32) (param $n i32) (param $out i32) (result i32)
+    (local $i i32) (local $st i32)
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_s (local.get $i) (local.get $n)))
+        (local.set $st (call $train_step (local.get $m) (local.get $l) (f32.const 0.0003) (local.get $out)))
+        (br_if $done (i32.ne (local.get $st) (i32.const 0)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $next)))
+    (local.get $st))
+"""
+
+# poll_oneoff subscription (48 bytes) at 512: userdata 0, tag 0 (clock) at +8, clock id 1
+# (monotonic) at +16, timeout (ns, the poll() argument) at +24, precision 0 at +32, flags 0 (relative) at +40
+POLL_LOOP = """
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll_oneoff (param i32 i32 i32 i32) (result i32)))
+  (func (export "poll") (param $job i32) (param $out i32) (param $sleep_ns i64) (result i32)
+    (local $n i32)
+    (i64.store (i32.const 512) (i64.const 0))
+    (i64.store (i32.const 520) (i64.const 0))
+    (i32.store (i32.const 528) (i32.const 1))
+    (i64.store (i32.const 536) (local.get $sleep_ns))
+    (i64.store (i32.const 544) (i64.const 0))
+    (i64.store (i32.const 552) (i64.const 0))
+    (block $done
+      (loop $again
+        (drop (call $job_status (local.get $job) (local.get $out)))
+        (local.set $n (i32.add (local.get $n) (i32.const 1)))
+        (br_if $done (i32.ne (i32.load (local.get $out)) (i32.const 0)))
+        (drop (call $poll_oneoff (i32.const 512) (i32.const 576) (i32.const 1) (i32.const 640)))
+        (br $again)))
+    (local.get $n))
+"""
+
+
+def _module(pages: int = 16) -> str:
+    """The wrapper guest of the tests plus the two loops above."""
+    return _fix_import_order(wrapper_module(pages=pages, extra=STEPS_LOOP + POLL_LOOP))
+
+
+def _fix_import_order(src: str) -> str:
+    """WAT needs imports before definitions: move the poll_oneoff import up."""
+    line = '  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll_oneoff (param i32 i32 i32 i32) (result i32)))'
+    src = src.replace(line, "")
+    return src.replace("(module\n", "(module\n" + line + "\n", 1)
+
+
+def _shard(directory: Path, vocab: int, n: int) -> Path:
+    import numpy as np
+
+    p = directory / "train_000.bin"
+    write_shard(p, np.random.default_rng(0).integers(0, vocab, n))
+    return p
+
+
+def bench_train_step(args, data: Path, cfg: GPTConfig) -> dict:
+    """Blocks of ``--steps`` steps, guest and Trainer alternating (ABAB, then BABA ...), both
+    kept alive across blocks; each block's per-step time excludes its first step (the
+    Trainer restarting its loop, the guest's first call)."""
+    host = Host(threads=args.threads)
+    g = host.instantiate(_module(), dirs=[(str(data), "/data")])
+    d = Driver(g)
+    c = d.buf(struct.pack("<6i", cfg.max_seq_len, cfg.vocab_size, cfg.padded_vocab_size, cfg.num_layers,
+                          cfg.num_heads, cfg.channels))[0]
+    o = d.out(4)
+    assert d.call("model_create", c, 1, o) == 0, d.error
+    m = d.i32(o)
+    tl = d.loader("/data/train_000.bin", args.batch, args.seq, 1, 1)
+    out = d.out(4)
+    model = Model.from_config(cfg, max_batch=args.batch, max_seq=args.seq, threads=args.threads, seed=1)
+    tc = TrainerConfig(model=model, data=str(data / "train_000.bin"), batch_size=args.batch, seq_len=args.seq,
+                       steps=10**9, lr=3e-4, schedule="constant", seed=1, progress="none", plot=False,
+                       threads=args.threads)
+    trainer = Trainer(tc, model=model)
+    stamps = []
+
+    def on_step(_):
+        stamps.append(time.perf_counter())
+        return len(stamps) >= args.steps  # True stops train() after this step
+
+    trainer.add_callback("step_end", on_step)
+
+    def guest_block() -> float:
+        assert g.call("steps", m, tl, 1, out) == 0, d.error
+        t0 = time.perf_counter()
+        assert g.call("steps", m, tl, args.steps - 1, out) == 0, d.error
+        return (time.perf_counter() - t0) * 1000 / (args.steps - 1)
+
+    def trainer_block() -> float:
+        stamps.clear()
+        trainer.train()
+        return (stamps[-1] - stamps[0]) * 1000 / (len(stamps) - 1)
+
+    guest_block(), trainer_block()  # warm-up: growth of the guest's model, first-touch of buffers
+    guest_ms, trainer_ms = [], []
+    for rep in range(args.repeats):
+        for which in (("guest", "trainer") if rep % 2 == 0 else ("trainer", "guest")):
+            if which == "guest":
+                guest_ms.append(guest_block())
+            else:
+                trainer_ms.append(trainer_block())
+        print(f"  train_step pair {rep}: guest {guest_ms[-1]:.2f} ms/step, Trainer {trainer_ms[-1]:.2f} ms/step",
+              flush=True)
+    g.close()
+    trainer.close()
+    model.close()
+    ratios = [gm / tm for gm, tm in zip(guest_ms, trainer_ms)]
+    return {"guest_ms_per_step": guest_ms, "trainer_ms_per_step": trainer_ms, "ratio_guest_over_trainer": ratios,
+            "summary": _summary(guest_ms, trainer_ms, ratios)}
+
+
+def bench_polling(args, data: Path, cfg: GPTConfig) -> dict:
+    src = _module()
+    host = Host(threads=args.threads)
+    polled, blocked, rates = [], [], []
+    for rep in range(args.repeats):
+        for mode in (("poll", "wait") if rep % 2 == 0 else ("wait", "poll")):
+            out_dir = data / f"run_{mode}_{rep}"
+            with host.instantiate(src, dirs=[(str(data), "/data")]) as g:
+                d = Driver(g)
+                c = d.buf(struct.pack("<6i", cfg.max_seq_len, cfg.vocab_size, cfg.padded_vocab_size,
+                                      cfg.num_layers, cfg.num_heads, cfg.channels))[0]
+                o = d.out(4)
+                assert d.call("model_create", c, 1, o) == 0, d.error
+                m = d.i32(o)
+                tl = d.loader("/data/train_000.bin", args.batch, args.seq, 1, 1)
+                job = d.job(m, tl, json.dumps({"steps": args.warmup + args.steps, "lr": 3e-4, "schedule": "constant",
+                                               "plot": False, "out_dir": f"/data/{out_dir.name}",
+                                               "threads": args.threads}))
+                st = d.out(48)
+                t0 = time.perf_counter()
+                if mode == "poll":
+                    n = g.call("poll", job, st, args.poll_sleep_us * 1000)
+                    rates.append(n / (time.perf_counter() - t0))
+                else:
+                    assert d.call("job_wait", job, -1) == 0
+                assert d.call("job_status", job, st) == 0
+                assert struct.unpack("<i", g.read(st, 4))[0] == abi.JOB_STATE["finished"]
+            rows = [json.loads(x) for x in (out_dir / "metrics.jsonl").read_text().splitlines()]
+            ms = statistics.median(r["ms"] for r in rows[args.warmup:])
+            (polled if mode == "poll" else blocked).append(ms)
+            extra = f", {rates[-1]:.0f} polls/s" if mode == "poll" else ""
+            print(f"  polling rep {rep} {mode}: median step {ms:.2f} ms{extra}", flush=True)
+    ratios = [p / w for p, w in zip(polled, blocked)]
+    return {"polled_step_ms": polled, "blocked_step_ms": blocked, "polls_per_s": rates,
+            "ratio_polled_over_blocked": ratios, "summary": _summary(polled, blocked, ratios)}
+
+
+def _summary(a, b, ratios) -> dict:
+    return {"a_min": min(a), "a_median": statistics.median(a), "b_min": min(b), "b_median": statistics.median(b),
+            "ratio_of_mins": min(a) / min(b), "ratio_of_medians": statistics.median(a) / statistics.median(b),
+            "paired_ratio_median": statistics.median(ratios), "paired_ratio_min": min(ratios),
+            "paired_ratio_max": max(ratios)}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="d6")
+    p.add_argument("--vocab-size", type=int, default=50257)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--seq", type=int, default=64)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--poll-sleep-us", type=int, default=500,
+                   help="the polling guest sleeps this long between job_status calls (500 us: ~1000 polls/s here)")
+    p.add_argument("--only", choices=["train_step", "polling"], default=None)
+    p.add_argument("--out", default=str(ROOT / "out" / "wasm_bench"))
+    args = p.parse_args(argv)
+    cfg = GPTConfig.from_size(args.model, max_seq_len=1024, vocab_size=args.vocab_size)
+    res = {"config": vars(args), "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                                             "note": "shared machine (other engineers' jobs ran at the same time)"},
+           "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp)
+        _shard(data, cfg.vocab_size, max(200_000, 4 * args.batch * args.seq * (args.steps + args.warmup) * 2))
+        if args.only in (None, "train_step"):
+            print("train_step loop: guest vs Trainer", flush=True)
+            res["train_step"] = bench_train_step(args, data, cfg)
+        if args.only in (None, "polling"):
+            print("job_status polling vs job_wait", flush=True)
+            res["polling"] = bench_polling(args, data, cfg)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "wasm_bench.json").write_text(json.dumps(res, indent=1) + "\n")
+    lines = [f"# pyllmc.wasm overhead ({args.model} B={args.batch} T={args.seq}, {args.threads} threads, "
+             f"{args.repeats} A/B pairs of {args.steps} steps; {res['started']}; shared machine)", ""]
+    names = {"train_step": ("guest train_step loop", "Trainer"), "polling": ("job while polled", "job while job_wait")}
+    for k in ("train_step", "polling"):
+        if k in res:
+            s = res[k]["summary"]
+            a, b = names[k]
+            line = (f"{k}: {a} min {s['a_min']:.2f} / median {s['a_median']:.2f} ms per step, {b} min "
+                    f"{s['b_min']:.2f} / median {s['b_median']:.2f} ms; ratio of mins {s['ratio_of_mins']:.4f}, "
+                    f"of medians {s['ratio_of_medians']:.4f}, paired ratios median {s['paired_ratio_median']:.4f} "
+                    f"[{s['paired_ratio_min']:.4f}, {s['paired_ratio_max']:.4f}]")
+            if k == "polling":
+                r = res[k]["polls_per_s"]
+                line += f"; polls/s min {min(r):.0f} median {statistics.median(r):.0f}"
+            print(line)
+            lines.append("- " + line)
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    print(f"-> {out / 'wasm_bench.json'}, {out / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
