@@ -21,6 +21,7 @@ explicitly: ``PYLLMC_ALLOW_DOWNLOAD=1`` or the commands' ``--allow-download``.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Optional, Tuple
 
