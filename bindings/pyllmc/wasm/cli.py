@@ -24,7 +24,7 @@ def split_guest_args(argv: Optional[Sequence[str]]) -> Tuple[List[str], Optional
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="wasm_command", metavar="SUBCOMMAND", parser_class=type(p))
+    sub = p.add_subparsers(dest="wasm_command", metavar="SUBCOMMAND", parser_class=type(p), help="run: run a guest module")
     r = sub.add_parser("run", help="run a wasm32-wasi guest that trains through pyllmc",
                        usage="pyllmc wasm run GUEST.wasm [--dir HOST[::GUEST]]... [--env K=V]... [--max-memory SIZE] "
                              "[--max-host-memory SIZE] [--max-handles N] [--timeout SECONDS] [--threads N] [-- ARGS...]",
