@@ -288,7 +288,7 @@ class GuestContext:
         self._register("model", slot, out_model, mem)
 
     def fn_model_save(self, mem: GuestMemory, model: int, path: int, path_len: int) -> None:
-        from ..data import _fsync_dir
+        from ..atomic import fsync_dir, fsync_file
 
         call = mem.call
         slot = self._model(model, call)
@@ -298,11 +298,7 @@ class GuestContext:
         tmp = os.path.join(d, f".{base}.tmp-{os.getpid()}-{threading.get_ident()}")
         try:
             slot.model.save(tmp)
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_file(tmp)
             os.replace(tmp, target)
         except BaseException:
             try:
@@ -310,7 +306,7 @@ class GuestContext:
             except OSError:
                 pass
             raise
-        _fsync_dir(d)
+        fsync_dir(d)
 
     def fn_model_num_params(self, mem: GuestMemory, model: int, out: int) -> None:
         slot = self._model(model, mem.call)

@@ -184,8 +184,8 @@ class Job:
                 msg = f"internal error: {type(e).__name__}: {msg}"
             self.error_message = self._describe(msg.splitlines()[0] if msg else msg)
         finally:
-            try:
-                self.trainer._close_metrics()
+            try:  # metrics file and the run directory's lock; the guest's model stays open
+                self.trainer.close()
             except Exception:
                 pass
             self._t_end = time.perf_counter()
