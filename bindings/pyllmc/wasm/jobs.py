@@ -101,6 +101,9 @@ def parse_train_config(raw: bytes, call: str, resolve_dir: Callable[[str], str])
                     raise invalid(f"{call}: config key {key!r} must be finite")
             if base == "int" and not -(2**63) <= value < 2**63:
                 raise invalid(f"{call}: config key {key!r} = {value} is out of range")
+        elif base == "List[str]":
+            if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                raise invalid(f"{call}: config key {key!r} must be a list of strings, got {json.dumps(value)[:40]}")
         else:  # Any-typed fields are all host-set
             raise invalid(f"{call}: config key {key!r} cannot be set by a guest")
         kw[key] = value
