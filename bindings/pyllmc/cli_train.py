@@ -1,4 +1,4 @@
-"""`pyllmc train`: thin wrapper over Trainer (flags as in DESIGN.md's command-line contract)."""
+"""`pyllmc train`: thin wrapper over Trainer (flags as in the command-line contract of docs/design.md)."""
 
 from __future__ import annotations
 

@@ -70,12 +70,17 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import IO, TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .errors import BadFormatError, FileError, InvalidArgumentError, PyllmcError, StateError
 from .schedule import SCHEDULES, LRSchedule
+
+if TYPE_CHECKING:
+    from .data import DataLoader
+    from .model import Model
+    from .tokenizer import Tokenizer
 
 EVENTS = ("step_end", "eval", "save", "train_end")
 
@@ -316,10 +321,10 @@ class Trainer:
         self.callbacks: List[Any] = list(callbacks)
         self._fn_callbacks: Dict[str, List[Callable[[TrainStatus], Any]]] = {e: [] for e in EVENTS}
         self._model_arg = model if model is not None else config.model
-        self.model = None
-        self.tokenizer = None
-        self.train_loader = None
-        self.val_loader = None
+        self.model: Optional["Model"] = None  # set up by setup()
+        self.tokenizer: Optional["Tokenizer"] = None
+        self.train_loader: Optional["DataLoader"] = None
+        self.val_loader: Optional["DataLoader"] = None
         self.step = 0
         self.rng: Optional[np.random.Generator] = None
         self.history = History(out_dir=config.out_dir)
@@ -328,8 +333,8 @@ class Trainer:
         self._stop_reason: Optional[str] = None
         self._lock = threading.Lock()
         self._ready = False
-        self._metrics_file = None
-        self._bar = None
+        self._metrics_file: Optional[IO[bytes]] = None
+        self._bar: Any = None  # a tqdm bar when progress is "bar"
         self._mode = "none"
         self._last_saved_step = -1
         self._resumed_from: Optional[str] = None
@@ -693,7 +698,7 @@ class Trainer:
             self._close_metrics()
             self._set_status(running=False, phase="done")
 
-    def _install_sigint(self) -> Optional[Callable[[], None]]:
+    def _install_sigint(self) -> Optional[Callable[[], Any]]:
         import signal
 
         if threading.current_thread() is not threading.main_thread():
