@@ -1,4 +1,4 @@
-"""Named test sessions: `nox -s tests|slow|parity|parity_d12|asan|memcheck|fuzz` (`nox` alone runs `tests`).
+"""Named test sessions: `nox -s tests|slow|parity|parity_d12|asan|memcheck|fuzz|lint|typecheck` (`nox` alone runs `tests`).
 
 The sessions run in the *current* environment (python=False, no per-session virtualenv):
 torch is large and CI (.ci/run) installs it once into a fresh venv together with pyllmc, then
@@ -46,6 +46,21 @@ def wasm(session: nox.Session) -> None:
 
 
 @nox.session(python=False)
+def lint(session: nox.Session) -> None:
+    """ruff over the tree (the rules: pyproject.toml [tool.ruff]); seconds. Arguments after
+    -- go to `ruff check` (e.g. --fix)."""
+    session.run(PY, "-m", "ruff", "check", str(ROOT), *session.posargs)
+
+
+@nox.session(python=False)
+def typecheck(session: nox.Session) -> None:
+    """mypy over bindings/pyllmc and reference/, checked as the installed package is laid out
+    (reference/ is pyllmc.reference; the settings: pyproject.toml [tool.mypy]); seconds."""
+    session.run(PY, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"), "-p", "pyllmc", *session.posargs,
+                env={"MYPYPATH": _source_package(session)})
+
+
+@nox.session(python=False)
 def slow(session: nox.Session) -> None:
     """Only the tests marked slow."""
     _pytest(session, "-m", "slow")
@@ -77,6 +92,12 @@ def parity_d12(session: nox.Session) -> None:
 
 # Known, reported sanitizer findings awaiting a fix (see the file); shared by asan and fuzz.
 _UBSAN_SUPP = ROOT / "core_c" / "fuzz" / "ubsan.supp"
+
+
+def _checkpoint_fuzz_inputs() -> list:
+    """The checkpoint fuzz corpus and the saved regressions (directories that exist)."""
+    fuzz = ROOT / "core_c" / "fuzz"
+    return [str(d) for d in (fuzz / "corpus" / "checkpoint", fuzz / "regressions") if d.is_dir()]
 
 
 def _source_package(session: nox.Session) -> str:
@@ -133,7 +154,7 @@ def asan(session: nox.Session) -> None:
         "UBSAN_OPTIONS": f"print_stacktrace=1:halt_on_error=1:exitcode=24:suppressions={_UBSAN_SUPP}",
     }
     session.run("ctest", "--test-dir", str(build), "--output-on-failure", env=c_env, external=True)
-    fuzz_inputs = [str(d) for d in (ROOT / "core_c" / "fuzz" / "corpus" / "checkpoint", ROOT / "core_c" / "fuzz" / "regressions") if d.is_dir()]
+    fuzz_inputs = _checkpoint_fuzz_inputs()
     session.run(str(build / "fuzz_checkpoint_replay"), "-runs=0", *fuzz_inputs, env=c_env, external=True)
     session.run(str(build / "llmc_step_driver"), "2", session.create_tmp(), env=c_env, external=True)
     env = {
@@ -178,7 +199,7 @@ def memcheck(session: nox.Session) -> None:
           "--track-origins=yes", "--quiet"]  # fmt: skip
     tmp = session.create_tmp()
     session.run(*vg, str(build / "llmc_step_driver"), "2", tmp, external=True)
-    fuzz_inputs = [str(d) for d in (ROOT / "core_c" / "fuzz" / "corpus" / "checkpoint", ROOT / "core_c" / "fuzz" / "regressions") if d.is_dir()]
+    fuzz_inputs = _checkpoint_fuzz_inputs()
     session.run(*vg, str(build / "fuzz_checkpoint_replay"), "-runs=0", *fuzz_inputs, external=True)
 
 

@@ -48,7 +48,8 @@ with Model.from_config(cfg, max_batch=2, threads=2, seed=1) as m:
     bad = np.full(4, cfg.vocab_size + 5, np.int32)
     neg = np.full(4, -1, np.int32)
     loss = ffi.new("float *")
-    for inp, tgt, B, T in [(tok, tok, 3, 1), (tok, tok, 0, 4), (tok, tok, 1, 17), (bad, tok, 1, 4), (neg, tok, 1, 4), (tok, bad, 1, 4), (tok, neg, 2, 2)]:
+    for inp, tgt, B, T in [(tok, tok, 3, 1), (tok, tok, 0, 4), (tok, tok, 1, 17), (bad, tok, 1, 4), (neg, tok, 1, 4),
+                           (tok, bad, 1, 4), (tok, neg, 2, 2)]:
         status = lib.llmc_model_forward(ptr, ffi.from_buffer("int32_t[]", inp), ffi.from_buffer("int32_t[]", tgt), B, T, loss)
         assert status == 1, (B, T, status)
     assert lib.llmc_model_forward(ptr, ffi.NULL, ffi.NULL, 1, 1, loss) == 1
@@ -56,7 +57,8 @@ with Model.from_config(cfg, max_batch=2, threads=2, seed=1) as m:
     assert lib.llmc_model_tensor_info(ptr, lib.llmc_model_num_tensors(ptr), ffi.new("llmc_tensor_info *")) == 1
     assert lib.llmc_model_buffer(ptr, 99, ffi.new("float **"), ffi.new("int64_t *")) == 1
 
-for bad_cfg in [GPTConfig(16, 60, 64, 2, 3, 16), GPTConfig(16, 60, 32, 2, 2, 16), GPTConfig(0, 60, 64, 2, 2, 16), GPTConfig(16, 60, 64, -1, 2, 16)]:
+for bad_cfg in [GPTConfig(16, 60, 64, 2, 3, 16), GPTConfig(16, 60, 32, 2, 2, 16), GPTConfig(0, 60, 64, 2, 2, 16),
+                GPTConfig(16, 60, 64, -1, 2, 16)]:
     try:
         Model.from_config(bad_cfg)
     except pyllmc.InvalidArgumentError:

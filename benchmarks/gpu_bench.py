@@ -34,7 +34,6 @@ import argparse
 import datetime as _dt
 import json
 import math
-import os
 import platform
 import re
 import subprocess

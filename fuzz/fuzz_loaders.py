@@ -36,7 +36,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, List, Optional
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

@@ -1,5 +1,5 @@
 """The benchmark suite (pyllmc.bench, `pyllmc bench`): shapes and FLOPs, statistics, the compact
-PyTorch GPT-2 against Hugging Face, the worker protocol, the bench.json contract of DESIGN.md,
+PyTorch GPT-2 against Hugging Face, the worker protocol, the bench.json contract of docs/design.md,
 the llm.c comparison (with a stand-in binary), the C drivers, and the gate (pyllmc.bench.gate):
 its decision rules on made-up numbers, and end to end on a tiny model that it must fail
 when a kernel is deliberately slowed (the real gate config: slow-marked)."""
@@ -43,7 +43,8 @@ def test_model_specs(tmp_path):
     s = parse_model(str(ck))
     assert (s.max_seq_len, s.vocab_size, s.num_layers, s.num_heads, s.channels, s.padded_vocab_size) == (128, 1000, 2, 4, 64, 1024)
     (tmp_path / "hf").mkdir()
-    (tmp_path / "hf" / "config.json").write_text(json.dumps({"vocab_size": 500, "n_layer": 2, "n_embd": 32, "n_head": 2, "n_positions": 64}))
+    hf_config = {"vocab_size": 500, "n_layer": 2, "n_embd": 32, "n_head": 2, "n_positions": 64}
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(hf_config))
     assert parse_model(str(tmp_path / "hf")).padded_vocab_size == 512
     for bad in ("nope", "d0", "L2-C30-NH4", str(tmp_path / "missing.bin")):
         with pytest.raises(SpecError):
@@ -108,7 +109,7 @@ def test_worker_runs_each_kind_in_its_own_process():
 
 
 def test_cli_bench_json_contract(tmp_path):
-    """`pyllmc bench --model M --batch B --seq T --threads N --out DIR` writes DIR/bench.json per DESIGN.md."""
+    """`pyllmc bench --model M --batch B --seq T --threads N --out DIR` writes DIR/bench.json per docs/design.md."""
     out = tmp_path / "b"
     p = subprocess.run(
         [sys.executable, "-m", "pyllmc", "bench", "--model", TINY, "--batch", "2", "--seq", "16", "--threads", "1",
@@ -159,7 +160,8 @@ def test_kernel_join_and_report():
     c = {"isa": "x", "kernels": [
         {"name": "matmul_forward.fc", "group": "matmul_fwd", "calls_per_step": 12, "flops": 2e9, "ms_min": 10.0, "ms_median": 11.0},
         {"name": "gelu_forward", "group": "gelu", "calls_per_step": 12, "flops": 0, "ms_min": 1.0, "ms_median": 1.2}]}
-    t = {"kernels": [{"name": "matmul_forward.fc", "ms_min": 8.0, "ms_median": 9.0}, {"name": "gelu_forward", "ms_min": 2.0, "ms_median": 2.0},
+    t = {"kernels": [{"name": "matmul_forward.fc", "ms_min": 8.0, "ms_median": 9.0},
+                     {"name": "gelu_forward", "ms_min": 2.0, "ms_median": 2.0},
                      {"name": "adamw_update", "ms_min": 50.0, "ms_median": 51.0}]}  # fmt: skip
     rows = kernels.join(c, t, num_layers=12)
     fc = next(r for r in rows if r["name"] == "matmul_forward.fc")

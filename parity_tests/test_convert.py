@@ -294,7 +294,7 @@ def test_size_descriptors():
         size_dims("gpt2")
     c12 = as_llmc_config(size_config("d12"))
     assert c12 == GPTConfig(1024, 50257, 50304, 12, 12, 768)
-    # FORMATS.md: 124,475,904 values with padding; the fp32 file is 497,904,640 bytes
+    # docs/formats.md: 124,475,904 values with padding; the fp32 file is 497,904,640 bytes
     assert num_params(c12) == 124_475_904
     assert HEADER_BYTES + 4 * num_params(c12) == 497_904_640
     m = load_reference("d2", seed=0)

@@ -139,7 +139,7 @@ def test_token_id_out_of_vocab_reported_with_position(tmp_path):
     (lambda d: d + b"\0\0", "header says"),
 ])
 def test_bad_shards(tmp_path, mutate, msg):
-    p = _shard(tmp_path / "d.bin", np.arange(100))
+    _shard(tmp_path / "d.bin", np.arange(100))
     bad = tmp_path / "bad.bin"
     bad.write_bytes(mutate((tmp_path / "d.bin").read_bytes()))
     with pytest.raises(BadFormatError, match=msg) as e:

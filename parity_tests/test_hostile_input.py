@@ -27,7 +27,7 @@ import pytest
 import pyllmc
 from pyllmc import (BadFormatError, FileError, GPTConfig, InvalidArgumentError, Model, PyllmcError,
                     UnsupportedError)
-from pyllmc.checkpoint import read_optimizer_state, read_state, write_optimizer_state
+from pyllmc.checkpoint import read_optimizer_state, read_state
 from pyllmc.data import DataLoader, read_shard, read_shard_header, resolve_shards, write_shard
 from pyllmc.tokenizer import load_tokenizer, read_tokenizer_bin, write_tokenizer_bin
 

@@ -1,4 +1,4 @@
-"""`pyllmc parity` per DESIGN.md's command-line contract: exit 0 pass, 1 fail, 2 bad input
+"""`pyllmc parity` per the command-line contract of docs/design.md: exit 0 pass, 1 fail, 2 bad input
 (one line naming the problem, no traceback); DIR/parity.json, report, heatmaps; every tensor
 of every layer listed. Small size-descriptor models (--vocab-size / --max-seq-len keep them
 tiny); the d12 run of the issue's acceptance criterion is a slow test (and `nox -s parity_d12`)."""

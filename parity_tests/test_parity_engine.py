@@ -1,7 +1,7 @@
 """The lockstep engine and its reports (pyllmc.reference.lockstep, report, heatmap): every
 activation, gradient, parameter and AdamW moment of every layer is compared at every step,
 in data-flow order, with fp64 attribution; multi-step trajectories with weight decay,
-clipping and an LR schedule agree; parity.json follows DESIGN.md's contract exactly.
+clipping and an LR schedule agree; parity.json follows the contract of docs/design.md exactly.
 Small randomised models on a few shapes; the GPT-2 124M shape runs as a slow test in
 test_parity_cli.py (the acceptance command) and test_model_parity.py."""
 from __future__ import annotations

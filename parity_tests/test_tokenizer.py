@@ -1,7 +1,6 @@
 """Tokenizers: byte-level round trip, tokenizer.bin read/write and validation, GPT-2 BPE
 through a local transformers directory (never the network)."""
 
-import os
 
 import numpy as np
 import pytest
@@ -114,7 +113,7 @@ def test_gpt2_never_downloads(monkeypatch, tmp_path):
 
 def _local_bpe_dir(tmp_path):
     """A small byte-level BPE tokenizer saved as a GPT2TokenizerFast directory."""
-    tokenizers = pytest.importorskip("tokenizers")
+    pytest.importorskip("tokenizers")
     transformers = pytest.importorskip("transformers")
     from tokenizers import Tokenizer as HFTokenizer
     from tokenizers import decoders, models, pre_tokenizers, trainers

@@ -2,7 +2,6 @@
 callbacks that stop training, status read from another thread, metrics rows."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -1,9 +1,8 @@
-"""`pyllmc train / sample / prepare-data` from the command line: the DESIGN.md contract
+"""`pyllmc train / sample / prepare-data` from the command line: the contract of docs/design.md
 (flags, metrics.jsonl, --stop-at + --resume bit-identical), and bad input giving one line on
 stderr with exit code 2 (never a traceback)."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

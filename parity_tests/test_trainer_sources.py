@@ -1,4 +1,4 @@
-"""Model sources M (DESIGN.md) for the Trainer and `pyllmc sample`: size descriptors, llm.c
+"""Model sources M (docs/design.md) for the Trainer and `pyllmc sample`: size descriptors, llm.c
 .bin files, checkpoint and run directories, local Hugging Face directories; and the
 progress bar mode."""
 

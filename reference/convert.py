@@ -1,5 +1,5 @@
 """Exact conversions between Hugging Face GPT-2 weights, the C core's parameter layout and
-the llm.c checkpoint files (FORMATS.md).
+the llm.c checkpoint files (docs/formats.md).
 
 The C layout ("params"): a dict name -> numpy array, one entry per checkpoint tensor, in
 checkpoint order, with the layer dimension stacked first:
@@ -210,7 +210,7 @@ def params_to_hf_state_dict(params: Mapping[str, np.ndarray], config: Any,
     """Inverse of hf_to_params: dict of torch tensors keyed like GPT2LMHeadModel.state_dict().
 
     config is an HF GPT2Config or anything as_llmc_config accepts; only V and L are used
-    (wte rows V..Vp-1 are dropped; they must be zero, as FORMATS.md requires).
+    (wte rows V..Vp-1 are dropped; they must be zero, as docs/formats.md requires).
     Includes 'lm_head.weight' (the same tensor as wte) when tie_lm_head.
     """
     import torch
@@ -320,7 +320,7 @@ def read_llmc_checkpoint_header(path: str | os.PathLike) -> Tuple[int, GPTConfig
     if version not in (3, 5):
         raise CheckpointFormatError(f"{path}: unsupported checkpoint version {version} (3 or 5)")
     reserved = np.flatnonzero(h[8:])
-    if reserved.size:  # FORMATS.md: slots 8..255 are zero (as the C loader checks)
+    if reserved.size:  # docs/formats.md: slots 8..255 are zero (as the C loader checks)
         slot = 8 + int(reserved[0])
         raise CheckpointFormatError(f"{path}: bad header: reserved slot {slot} is {int(h[slot])} (must be 0)")
     cfg = GPTConfig.from_header(h[2:8]).check(f"{path}: header", CheckpointFormatError)
@@ -349,7 +349,7 @@ def read_llmc_checkpoint(path: str | os.PathLike) -> Tuple[GPTConfig, Dict[str, 
         params[name] = data[off:off + n].reshape(shape).copy()
         off += n
     pad = params["wte"][cfg.vocab_size:]
-    if pad.size and np.any(pad != 0):  # FORMATS.md: wte rows V..Vp-1 are zero
+    if pad.size and np.any(pad != 0):  # docs/formats.md: wte rows V..Vp-1 are zero
         row = cfg.vocab_size + int(np.flatnonzero(np.any(pad != 0, axis=1))[0])
         raise CheckpointFormatError(
             f"{path}: wte row {row} is not zero (rows {cfg.vocab_size}..{cfg.padded_vocab_size - 1} "

@@ -112,13 +112,14 @@ def _tooltip(r: Optional[Dict[str, Any]]) -> str:
 
 def render_html(result: Any) -> str:
     first = result.first_divergence
+    first_text = html.escape(f"{first['name']} (step {first['step']}, {first['phase']})") if first else "none"
     sh = result.shape
     head = (f"<h1>pyllmc parity: {html.escape(str(result.model))} — {'PASS' if result.passed else 'FAIL'}</h1>"
             f"<p>L{sh['num_layers']} C{sh['channels']} NH{sh['num_heads']} V{sh['vocab_size']}, "
             f"batch {result.config['batch']} x {result.config['seq']}, {result.config['steps']} steps. "
             "Cell colour: the worst over steps of error / tolerance (green far inside, yellow at the "
             "tolerance, red past it; ✗ marks a failed tensor). Hover for the numbers.</p>"
-            f"<p>First divergence: <b>{html.escape(first['name']) + ' (step ' + str(first['step']) + ', ' + first['phase'] + ')' if first else 'none'}</b>"
+            f"<p>First divergence: <b>{first_text}</b>"
             + (f"; injected faults: {html.escape('; '.join(result.faults))}" if result.faults else "") + "</p>")
     legend = "".join(
         f"<span class='lg' style='background:{colour(10 ** lv, False)}'>{10 ** lv:g}</span>" for lv in (-4, -3, -2, -1, 0)
@@ -166,8 +167,8 @@ def write_heatmap_png(result: Any, path: str) -> Optional[str]:
     parts = heatmap_data(result)
     cmap = LinearSegmentedColormap.from_list(
         "tol", [(0.0, np.array(GREEN) / 255), (-LOG_MIN / (LOG_MAX - LOG_MIN), np.array(YELLOW) / 255),
-                (-LOG_MIN / (LOG_MAX - LOG_MIN) + 1e-6, np.array(ORANGE) / 255), (1.0, np.array(RED) / 255)])
-    cmap = cmap.with_extremes(bad="white")
+                (-LOG_MIN / (LOG_MAX - LOG_MIN) + 1e-6, np.array(ORANGE) / 255), (1.0, np.array(RED) / 255)]
+    ).with_extremes(bad="white")
     # one row of the figure per part; height follows the number of layers, width the kinds
     heights = [len(p["rows"]) + 4.5 for p in parts]  # + room for the rotated labels and title
     width = max(len(p["cols"]) for p in parts)

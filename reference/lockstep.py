@@ -46,8 +46,8 @@ from .tolerance import compare
 
 #: Hyperparameter defaults: the same as pyllmc's Trainer (AdamW betas 0.9/0.95, weight decay
 #: 0.1 on 2-D weights, clipping at 1.0, cosine schedule), so parity covers what training runs.
-DEFAULTS = dict(lr=1e-3, schedule="cosine", warmup=0, final_frac=0.1, beta1=0.9, beta2=0.95, eps=1e-8,
-                weight_decay=0.1, decay_matrices_only=True, grad_clip=1.0)
+DEFAULTS: Dict[str, Any] = dict(lr=1e-3, schedule="cosine", warmup=0, final_frac=0.1, beta1=0.9, beta2=0.95, eps=1e-8,
+                                weight_decay=0.1, decay_matrices_only=True, grad_clip=1.0)
 
 
 @dataclasses.dataclass
@@ -240,7 +240,7 @@ def run_lockstep(ref32: Any, c_model: Any, cfg: LockstepConfig, *,
     if len(batches) < cfg.steps:
         raise ValueError(f"{len(batches)} batches for {cfg.steps} steps")
     schedule = cfg.lr_schedule()
-    hp = dict(beta1=cfg.beta1, beta2=cfg.beta2, eps=cfg.eps, weight_decay=cfg.weight_decay,
+    hp: Dict[str, Any] = dict(beta1=cfg.beta1, beta2=cfg.beta2, eps=cfg.eps, weight_decay=cfg.weight_decay,
               decay_matrices_only=cfg.decay_matrices_only, grad_clip=cfg.grad_clip, padded_vocab_size=Vp)
 
     # copies first, while ref32 still holds the initial weights
@@ -368,7 +368,7 @@ def describe_spec(spec: Any) -> str:
 
 def load_reference_for(spec: Any, *, seed: int = 0, vocab_size: Optional[int] = None,
                        max_seq_len: Optional[int] = None, randomize: bool = False) -> Any:
-    """The fp32 reference GPT2LMHeadModel for a model source M (DESIGN.md): a size
+    """The fp32 reference GPT2LMHeadModel for a model source M (docs/design.md): a size
     descriptor dN (random GPT-2 initialisation from seed; vocab_size / max_seq_len override
     50257 / 1024), an llm.c .bin checkpoint, a pyllmc checkpoint or run directory, a local HF
     directory or a hub id. randomize: overwrite every parameter with non-trivial values

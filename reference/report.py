@@ -1,6 +1,6 @@
 """Reports of a lockstep parity run (lockstep.LockstepResult):
 
-- parity.json: exactly the contract of DESIGN.md ("passed", "first_divergence", "tensors"
+- parity.json: exactly the contract of docs/design.md ("passed", "first_divergence", "tensors"
   with name/step/max_abs/max_rel/rmse/passed, "losses" with "c" and "torch"); scripts and CI
   read it, so it carries nothing else;
 - parity_detail.json: every comparison field of every row (fp64 attribution, which test
@@ -41,7 +41,7 @@ def _clean(obj: Any) -> Any:
 
 
 def contract_dict(result: Any) -> Dict[str, Any]:
-    """The parity.json object (DESIGN.md's contract, nothing more)."""
+    """The parity.json object (the contract of docs/design.md, nothing more)."""
     first = result.first_divergence
     return _clean({
         "passed": bool(result.passed),

@@ -1,4 +1,4 @@
-"""The one place where parity thresholds live (DESIGN.md, "Tolerance policy").
+"""The one place where parity thresholds live (docs/design.md, "Tolerance policy"; docs/parity.md).
 
 Two fp32 implementations that sum in different orders differ by rounding, not by bugs.
 A tensor passes when

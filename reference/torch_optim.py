@@ -71,7 +71,7 @@ class ReferenceTrainer:
         k = len(micro_batches)
         self.model.zero_grad(set_to_none=True)
         losses, cap = [], None
-        for i, (x, y) in enumerate(micro_batches):
+        for x, y in micro_batches:
             cap = capture(self.model, x, y, backward=True, loss_scale=1.0 / k, zero_grad=False,
                           padded_vocab_size=self.padded_vocab_size, collect_grads=collect_grads)
             losses.append(cap.loss)

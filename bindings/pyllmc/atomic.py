@@ -72,12 +72,18 @@ class AtomicFile:
             fd = os.open(self.tmp, flags, 0o666)  # the umask applies, as for open()
         except OSError as e:
             raise self._error(e) from None
-        self.file: Optional[IO[Any]] = os.fdopen(fd, mode, **({} if mode == "wb" else {"encoding": "utf-8"}))
+        self.file: Optional[IO[Any]] = os.fdopen(fd, "wb") if mode == "wb" else os.fdopen(fd, "w", encoding="utf-8")
 
     def _error(self, e: OSError) -> OSError:
         if self.what is None:
             return e
         return FileError(f"{self.path}: cannot write {self.what}: {e.strerror or e}")
+
+    def _fail(self, e: BaseException) -> BaseException:
+        """Remove the temporary file after ``e``; the exception to raise for it (an OSError
+        becomes a FileError when ``what`` is set)."""
+        self.abort()
+        return self._error(e) if isinstance(e, OSError) else e
 
     def commit(self) -> None:
         """Flush, fsync, close and rename over the target (then fsync the directory)."""
@@ -92,12 +98,11 @@ class AtomicFile:
             finally:
                 f.close()
             os.replace(self.tmp, self.path)
-        except OSError as e:
-            self._unlink()
-            raise self._error(e) from None
-        except BaseException:
-            self._unlink()
-            raise
+        except BaseException as e:
+            err = self._fail(e)
+            if err is e:
+                raise
+            raise err from None
         if self.fsync:
             fsync_dir(self.directory)
 
@@ -126,10 +131,9 @@ def atomic_write(path: PathLike, mode: str = "wb", *, what: Optional[str] = None
     assert af.file is not None
     try:
         yield af.file
-    except OSError as e:
-        af.abort()
-        raise af._error(e) from None
-    except BaseException:
-        af.abort()
-        raise
+    except BaseException as e:
+        err = af._fail(e)
+        if err is e:
+            raise
+        raise err from None
     af.commit()

@@ -6,7 +6,7 @@ Layout of a run directory ``DIR`` (the Trainer's ``out_dir``)::
     DIR/loss.png                 loss curve (train and val), written at the end
     DIR/tokenizer.bin            the run's tokenizer, when it has one (llm.c format)
     DIR/ckpt_00000100/           one directory per saved step (8-digit step number)
-        model.bin                parameters: llm.c version-3 fp32 checkpoint (FORMATS.md)
+        model.bin                parameters: llm.c version-3 fp32 checkpoint (docs/formats.md)
         optimizer.bin            AdamW first and second moments (format below)
         state.json               step, data-loader position, RNG state, run settings
 
@@ -21,7 +21,7 @@ optimizer.bin (little-endian): a header of 256 int32 -
 [0] magic 20250117, [1] version 1, [2] AdamW step t of the last update,
 [3] 0 (reserved), [4] and [5] the number of parameters P as an int64 (low, high word),
 the rest zero - followed by P float32 values of adam_m and then P float32 values of
-adam_v, in the order of the model's parameter buffer (checkpoint order, FORMATS.md).
+adam_v, in the order of the model's parameter buffer (checkpoint order, docs/formats.md).
 The file is exactly 1024 + 8*P bytes.
 
 state.json: ``{"format": "pyllmc-checkpoint", "version": 1, "step": int,
@@ -72,7 +72,7 @@ def write_optimizer_state(path: PathLike, adam_m: np.ndarray, adam_v: np.ndarray
     header[0], header[1], header[2] = OPTIMIZER_MAGIC, OPTIMIZER_VERSION, int(step)
     header[4:6] = np.array([m.size], dtype="<i8").view("<i4")
     with atomic_write(path, "wb") as f:
-        for chunk in (header.tobytes(), memoryview(m).cast("B"), memoryview(v).cast("B")):
+        for chunk in (header.tobytes(), m.data.cast("B"), v.data.cast("B")):
             f.write(chunk)
 
 

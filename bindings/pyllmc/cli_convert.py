@@ -6,7 +6,7 @@ SRC: a Hugging Face directory (config.json + model.safetensors), an llm.c checkp
 --seed). DST: a path ending in .bin is written as an llm.c checkpoint (version 3 fp32, or 5
 bf16 with --bf16); anything else is a Hugging Face directory that
 GPT2LMHeadModel.from_pretrained loads. Conversions are copies, transposes and zero padding
-only, so they are bit-exact (bf16 output rounds to nearest even, as FORMATS.md says); the
+only, so they are bit-exact (bf16 output rounds to nearest even, as docs/formats.md says); the
 written file is read back and checked before the command reports success.
 """
 

@@ -1,4 +1,4 @@
-"""`pyllmc parity`: the C core against the PyTorch reference in lockstep (DESIGN.md contract).
+"""`pyllmc parity`: the C core against the PyTorch reference in lockstep (the contract of docs/design.md).
 
 Exit 0 when every tensor is within tolerance, 1 when not, 2 on bad input. Writes
 DIR/parity.json (the contract), DIR/parity_detail.json, DIR/report.txt and the heatmaps

@@ -1,4 +1,4 @@
-"""llm.c token shards (FORMATS.md) and the data loader of the Trainer.
+"""llm.c token shards (docs/formats.md) and the data loader of the Trainer.
 
 Shard: 256 int32 header ([0] magic 20240520, [1] version 1, [2] number of tokens N), then
 N uint16 tokens; the file is exactly 1024 + 2*N bytes. Shards are memory-mapped.
@@ -6,7 +6,7 @@ N uint16 tokens; the file is exactly 1024 + 2*N bytes. Shards are memory-mapped.
 ``DataLoader(shards, B, T, shuffle=..., seed=...)`` yields ``(inputs, targets)`` int32
 arrays of shape (B, T):
 
-- ``shuffle=False`` (the DESIGN.md contract): a batch reads the B*T+1 consecutive tokens
+- ``shuffle=False`` (the contract of docs/formats.md): a batch reads the B*T+1 consecutive tokens
   starting at the current position; inputs are the first B*T, targets the same window
   shifted by one. The position starts at token 0 of the first shard and advances by B*T;
   when fewer than B*T+1 tokens remain in the shard, the loader moves to the start of the

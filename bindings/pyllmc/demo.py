@@ -19,7 +19,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -46,7 +46,7 @@ def make_addition_task(digits: int, n_train: int, n_test: int, seed: int = 0
     n = 10 ** digits
     if n_test >= n * n // 2:
         raise ValueError("too many test problems for this number of digits")
-    test = set()
+    test: Set[Tuple[int, int]] = set()
     while len(test) < n_test:
         test.add((int(rng.integers(n)), int(rng.integers(n))))
     train: List[Tuple[int, int]] = []

@@ -43,9 +43,7 @@ from several Python threads; its methods are serialised by a per-model lock.
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import re
 import threading
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
@@ -651,10 +649,10 @@ class Model:
 
     def _host_copy(self, k: int, offset: int, numel: int, shape: Tuple[int, ...], writeable: bool = True) -> np.ndarray:
         ptr = self._ptr()
-        out = np.empty(int(numel), dtype=np.float32)
+        flat = np.empty(int(numel), dtype=np.float32)
         if numel:
-            check(lib.llmc_model_copy_to_host(ptr, k, int(offset), int(numel), ffi.from_buffer("float[]", out)), ptr)
-        out = out.reshape(shape)
+            check(lib.llmc_model_copy_to_host(ptr, k, int(offset), int(numel), ffi.from_buffer("float[]", flat)), ptr)
+        out = flat.reshape(shape)
         out.flags.writeable = writeable
         return out
 
@@ -681,6 +679,7 @@ class Model:
         ``name`` is None) into the model, on either device."""
         k = self._kind(kind)
         with self._lock:
+            shape: Tuple[int, ...]
             if name is None:
                 n = self._buffer_numel(k)
                 offset, shape = 0, (n,)
@@ -708,6 +707,7 @@ class Model:
         k = self._kind(kind)
         with self._lock:
             addr, n = self._buffer(k)
+            shape: Tuple[int, ...]
             if name is None:
                 offset, shape = 0, (n,)
             else:
@@ -749,25 +749,25 @@ class Model:
             return dict(views)
 
     @property
-    def params(self) -> Dict[str, np.ndarray]:
+    def params(self) -> Mapping[str, np.ndarray]:
         """Parameters by name: zero-copy float32 views (writable); on a CUDA model a read-only
         mapping of host copies made on lookup (see the module docstring)."""
         return self._named_views(KINDS["params"])
 
     @property
-    def grads(self) -> Dict[str, np.ndarray]:
+    def grads(self) -> Mapping[str, np.ndarray]:
         return self._named_views(KINDS["grads"])
 
     @property
-    def adam_m(self) -> Dict[str, np.ndarray]:
+    def adam_m(self) -> Mapping[str, np.ndarray]:
         return self._named_views(KINDS["adam_m"])
 
     @property
-    def adam_v(self) -> Dict[str, np.ndarray]:
+    def adam_v(self) -> Mapping[str, np.ndarray]:
         return self._named_views(KINDS["adam_v"])
 
     @property
-    def acts(self) -> Dict[str, np.ndarray]:
+    def acts(self) -> Mapping[str, np.ndarray]:
         """Activations of the last forward by name, shaped for its (B, T)."""
         return self._named_views(KINDS["acts"])
 

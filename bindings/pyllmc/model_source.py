@@ -1,4 +1,4 @@
-"""Turn a model source ``M`` (DESIGN.md) into a pyllmc.Model.
+"""Turn a model source ``M`` (docs/design.md) into a pyllmc.Model.
 
 ``M`` may be:
 - a size descriptor ``dN`` (``d12`` = GPT-2 124M shape, ``d6``, ...): a fresh model drawn

@@ -1,5 +1,5 @@
 """Tokenizers: a byte-level one that always works offline, GPT-2 BPE when it is available
-locally, and the llm.c ``tokenizer.bin`` file (FORMATS.md) to store a vocabulary.
+locally, and the llm.c ``tokenizer.bin`` file (docs/formats.md) to store a vocabulary.
 
 - ``ByteTokenizer``: ids 0..255 are the bytes of the UTF-8 text, id 256 is end-of-text
   (vocabulary 257). Needs nothing.
@@ -359,10 +359,10 @@ def load_tokenizer(spec: Union[str, PathLike, Tokenizer]) -> Tokenizer:
         return tok
     if p.is_dir():
         if any((p / f).is_file() for f in ("tokenizer.json", "vocab.json")):
-            tok = _gpt2_via_transformers(s)
-            if tok is None:
+            hf_tok = _gpt2_via_transformers(s)
+            if hf_tok is None:
                 raise BadFormatError(f"{s}: cannot load the tokenizer files in this directory with transformers")
-            return tok
+            return hf_tok
         f = find_tokenizer_file(p)
         if f is not None:
             return load_tokenizer(f)

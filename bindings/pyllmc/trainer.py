@@ -71,7 +71,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import IO, TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -79,6 +79,11 @@ from .errors import BadFormatError, FileError, InvalidArgumentError, PyllmcError
 from .config import TrainerConfig  # noqa: F401  (defined there, with the flag metadata; re-exported)
 
 from .callbacks import EVENTS, Callback, ProgressCallback, default_callbacks, merge_callbacks  # noqa: F401
+
+if TYPE_CHECKING:
+    from .data import DataLoader
+    from .model import Model
+    from .tokenizer import Tokenizer
 
 #: Settings that must not change between a run and its resume (they change which batches
 #: are read); the others may (e.g. more steps), with a notice.
@@ -188,10 +193,10 @@ class Trainer:
         self.last_row: Optional[Dict[str, Any]] = None  #: the metrics row of the latest step
         self._fn_callbacks: Dict[str, List[Callable[[TrainStatus], Any]]] = {e: [] for e in EVENTS}
         self._model_arg = model if model is not None else config.model
-        self.model = None
-        self.tokenizer = None
-        self.train_loader = None
-        self.val_loader = None
+        self.model: Optional["Model"] = None  # set up by setup()
+        self.tokenizer: Optional["Tokenizer"] = None
+        self.train_loader: Optional["DataLoader"] = None
+        self.val_loader: Optional["DataLoader"] = None
         self.step = 0
         self.rng: Optional[np.random.Generator] = None
         self.history = History(out_dir=config.out_dir)
@@ -200,7 +205,7 @@ class Trainer:
         self._stop_reason: Optional[str] = None
         self._lock = threading.Lock()
         self._ready = False
-        self._metrics_file = None
+        self._metrics_file: Optional[IO[bytes]] = None
         self._last_saved_step = -1
         self._resumed_from: Optional[str] = None
         self._skips_in_row = 0  # consecutive non-finite steps skipped (on_nonfinite="skip")
@@ -567,7 +572,7 @@ class Trainer:
             self._close_metrics()
             self._set_status(running=False, phase="done")
 
-    def _install_sigint(self) -> Optional[Callable[[], None]]:
+    def _install_sigint(self) -> Optional[Callable[[], Any]]:
         import signal
 
         if threading.current_thread() is not threading.main_thread():

@@ -2,7 +2,7 @@
 
     python core_c/fuzz/make_corpus.py [OUT_DIR]
 
-Small llm.c checkpoints (FORMATS.md), valid ones of both versions and a few shapes, and
+Small llm.c checkpoints (docs/formats.md), valid ones of both versions and a few shapes, and
 near-misses that each break one rule, so the fuzzer starts next to every check of the loader.
 Standard library only, deterministic: running it again rewrites the same bytes.
 """

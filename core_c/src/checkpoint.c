@@ -29,7 +29,7 @@ static float bf16_to_f32(uint16_t h) {
     return f;
 }
 
-/* Number of parameters (wte padding included) of the checkpoint layout in FORMATS.md, from
+/* Number of parameters (wte padding included) of the checkpoint layout in docs/formats.md, from
  * a validated header alone; 0 on overflow. Same sum as model.c's compute_param_sizes. */
 static int header_num_params(const llmc_config *c, size_t *out) {
     const size_t Vp = (size_t)c->padded_vocab_size, maxT = (size_t)c->max_seq_len;
@@ -47,7 +47,7 @@ static int header_num_params(const llmc_config *c, size_t *out) {
     return llmc_add_size(layers, emb, out);
 }
 
-/* The first non-zero row of wte's padding (rows V..Vp-1, which FORMATS.md requires to be
+/* The first non-zero row of wte's padding (rows V..Vp-1, which docs/formats.md requires to be
  * zero), or 0 when they are all zero (row 0 is never padding: V >= 1). A non-zero padding row
  * means the file is not what its header says (e.g. tensors shifted by a wrong V or C). */
 static size_t nonzero_padding_row(const float *wte, const llmc_config *c) {
@@ -102,7 +102,7 @@ LLMC_API int32_t llmc_model_load(const char *path, const llmc_options *options,
                                 "%s: unsupported checkpoint version %d (3 = fp32, 5 = bf16)", path,
                                 version);
     }
-    /* Slots 8..255 are zero in every llm.c checkpoint (FORMATS.md). A non-zero one means a
+    /* Slots 8..255 are zero in every llm.c checkpoint (docs/formats.md). A non-zero one means a
      * header from another format or a newer version whose meaning we do not know: reading it
      * as version 3/5 would silently misinterpret the file. */
     for (int i = 8; i < CKPT_HEADER_INTS; i++) {

@@ -35,7 +35,7 @@ extern "C" {
 #define LLMC_NUM_PARAM_TENSORS 16
 #define LLMC_ERRMSG_LEN 512
 
-/* Parameter tensors in checkpoint order (FORMATS.md); one flat buffer holds them all. */
+/* Parameter tensors in checkpoint order (docs/formats.md); one flat buffer holds them all. */
 enum {
     P_WTE, P_WPE, P_LN1W, P_LN1B, P_QKVW, P_QKVB, P_ATTPROJW, P_ATTPROJB,
     P_LN2W, P_LN2B, P_FCW, P_FCB, P_FCPROJW, P_FCPROJB, P_LNFW, P_LNFB

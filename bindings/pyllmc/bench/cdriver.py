@@ -98,7 +98,8 @@ def sources_digest(src: Path) -> str:
     """sha256 (16 hex digits) of the C core's sources, its public header and the step driver:
     what the callgrind count of a step depends on besides the toolchain."""
     h = hashlib.sha256()
-    files = sorted((src / "core_c" / "src").glob("*.[ch]")) + [src / "core_c" / "include" / "llmc.h", src / "core_c" / "bench" / "bench_step.c"]
+    core = src / "core_c"
+    files = sorted((core / "src").glob("*.[ch]")) + [core / "include" / "llmc.h", core / "bench" / "bench_step.c"]
     for f in files:
         h.update(f.name.encode() + b"\0")
         h.update(f.read_bytes())
@@ -225,7 +226,8 @@ def run_step(exe: Path, shape: Shape, B: int, T: int, threads: int, warmup: int,
 
 def run_kernels(exe: Path, shape: Shape, B: int, T: int, threads: int, repeats: int, timeout: float = 1800) -> dict:
     s = shape
-    argv = [str(exe), "kernels", *(str(x) for x in (B, T, s.channels, s.num_heads, s.vocab_size, s.padded_vocab_size, s.num_layers, threads, repeats))]
+    dims = (B, T, s.channels, s.num_heads, s.vocab_size, s.padded_vocab_size, s.num_layers, threads, repeats)
+    argv = [str(exe), "kernels", *(str(x) for x in dims)]
     try:
         p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=_env(threads))
     except subprocess.TimeoutExpired:

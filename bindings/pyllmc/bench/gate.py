@@ -238,7 +238,8 @@ def dispatch_of(funcs: Dict[str, int]) -> List[str]:
     return sorted(seen)
 
 
-def callgrind_count(exe: Path, shape: Shape, c: Dict[str, Any], out_file: Path, fast_start: bool, isa: str) -> Tuple[int, Dict[str, int], str]:
+def callgrind_count(exe: Path, shape: Shape, c: Dict[str, Any], out_file: Path, fast_start: bool,
+                    isa: str) -> Tuple[int, Dict[str, int], str]:
     """Instructions of the counted steps, the self instructions of every function, and the
     valgrind version."""
     valgrind = shutil.which("valgrind")
@@ -266,7 +267,8 @@ def compare_callgrind(total: int, env: Dict[str, Any], base: Dict[str, Any], max
     """The callgrind verdict against a baseline: {"status": pass|fail|no-baseline|env-mismatch, ...}."""
     if not base.get("instructions"):
         return {"status": "no-baseline", "passed": False,
-                "message": "no callgrind baseline recorded: run `nox -s bench_gate -- --update-baseline` and commit benchmarks/gate/gate.json"}
+                "message": "no callgrind baseline recorded: run `nox -s bench_gate -- --update-baseline` "
+                           "and commit benchmarks/gate/gate.json"}
     benv = base.get("environment") or {}
     diff = {k: {"baseline": benv.get(k), "now": env.get(k)} for k in ENV_KEYS if benv.get(k) != env.get(k)}
     if diff:
@@ -416,7 +418,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         passed = all(r["passed"] for r in results)  # a failed ratio check still fails
         _write(out, a, cfg_path, results, t0)
     elapsed = time.perf_counter() - t0
-    verdicts = ", ".join(f"{r['check']}: {'recorded' if r.get('status') == 'recorded' else 'pass' if r['passed'] else 'FAIL'}" for r in results)
+    verdicts = ", ".join(f"{r['check']}: {'recorded' if r.get('status') == 'recorded' else 'pass' if r['passed'] else 'FAIL'}"
+                         for r in results)
     _log(f"{'PASSED' if passed else 'FAILED'} ({verdicts}) "
          f"in {elapsed:.0f} s; {out / 'gate.json'}")
     return 0 if passed else 1

@@ -21,7 +21,7 @@ from __future__ import annotations
 import inspect
 import re
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -130,7 +130,7 @@ class CCoreRunner(Runner):
 
     def step(self, t: int):
         m, clock = self.m, time.perf_counter
-        hp = dict(beta1=BETA1, beta2=BETA2, eps=EPS, weight_decay=WEIGHT_DECAY)
+        hp: Dict[str, Any] = dict(beta1=BETA1, beta2=BETA2, eps=EPS, weight_decay=WEIGHT_DECAY)
         t0 = clock()
         loss = m.forward(self.x, self.y)
         t1 = clock()

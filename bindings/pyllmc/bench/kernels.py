@@ -10,6 +10,7 @@ comes from the C driver (how often one step of the L-layer model calls each).
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from typing import Any, Callable, Dict, List, Optional
@@ -39,7 +40,7 @@ def torch_op_timings(a: Dict[str, Any]) -> Dict[str, Any]:
     B, T, reps = int(a["B"]), int(a["T"]), int(a["repeats"])
     torch.set_num_threads(int(a["threads"]))
     torch.manual_seed(0)
-    C, NH, V, L = s.channels, s.num_heads, s.vocab_size, s.num_layers
+    C, NH, V = s.channels, s.num_heads, s.vocab_size
     BT, hs = B * T, C // NH
     grad = torch.autograd.grad
     out: List[Dict[str, Any]] = []
@@ -73,11 +74,11 @@ def torch_op_timings(a: Dict[str, Any]) -> Dict[str, Any]:
         inp = torch.randn(BT, IC, requires_grad=True)
         w = torch.randn(OC, IC).mul_(0.02).requires_grad_()
         b = torch.zeros(OC, requires_grad=True) if has_bias else None
-        add(f"matmul_forward.{name}", lambda inp=inp, w=w, b=b: F.linear(inp, w, b))
+        add(f"matmul_forward.{name}", functools.partial(F.linear, inp, w, b))
         y = F.linear(inp, w, b)
         dy = torch.randn(BT, OC)
         wrt = (inp, w, b) if has_bias else (inp, w)
-        add(f"matmul_backward.{name}", lambda y=y, wrt=wrt, dy=dy: grad(y, wrt, dy, retain_graph=True))
+        add(f"matmul_backward.{name}", functools.partial(grad, y, wrt, dy, retain_graph=True))
 
     # attention from the qkv activation (B, T, 3C) to (B, T, C), with the layout changes
     qkv = torch.randn(B, T, 3 * C, requires_grad=True)

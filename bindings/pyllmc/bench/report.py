@@ -53,7 +53,8 @@ def markdown(doc: Dict[str, Any], pngs: Sequence[str] = ()) -> str:
         L.append("| target | required | measured | met |")
         L.append("|---|---|---|---|")
         tg = t["targets"]
-        L.append(f"| C step / best PyTorch eager (median) | <= {tg['ratio_vs_best_torch_eager']} | {_f(t['ratio_vs_best_torch_eager'], '{:.3f}')} | {'yes' if t['ratio_met'] else 'no'} |")
+        L.append(f"| C step / best PyTorch eager (median) | <= {tg['ratio_vs_best_torch_eager']} | "
+                 f"{_f(t['ratio_vs_best_torch_eager'], '{:.3f}')} | {'yes' if t['ratio_met'] else 'no'} |")
         L.append(f"| MFU | >= {tg['mfu']:.0%} | {_f(t['mfu'] and 100 * t['mfu'], '{:.1f}%')} | {'yes' if t['mfu_met'] else 'no'} |")
         L.append(f"| peak RSS | <= {tg['peak_rss_gib']} GiB | {_f(t['peak_rss_gib'], '{:.2f} GiB')} | {'yes' if t['rss_met'] else 'no'} |")
         L.append("")
@@ -80,7 +81,8 @@ def markdown(doc: Dict[str, Any], pngs: Sequence[str] = ()) -> str:
             ]) + " |")  # fmt: skip
         L.append("")
     for k in doc.get("kernels", []):
-        L.append(f"## Kernels: C core vs PyTorch op — {k['model']} B={k['batch']} T={k['seq']}, {k['threads']} thread(s) (ISA {k.get('isa')})")
+        L.append(f"## Kernels: C core vs PyTorch op — {k['model']} B={k['batch']} T={k['seq']}, "
+                 f"{k['threads']} thread(s) (ISA {k.get('isa')})")
         L.append("")
         L.append("Min ms per call; per step = per call x calls per step. `C/torch` below 1 means the C kernel is faster.")
         L.append("")
@@ -88,7 +90,8 @@ def markdown(doc: Dict[str, Any], pngs: Sequence[str] = ()) -> str:
         L.append("|---|---:|---:|---:|---:|---:|---:|---:|")
         for r in k["rows"]:
             L.append(f"| {r['name']} | {r['calls_per_step']} | {_f(r.get('c_ms_min'), '{:.3f}')} | {_f(r.get('torch_ms_min'), '{:.3f}')} | "
-                     f"{_f(r.get('c_vs_torch'), '{:.2f}')} | {_f(r.get('c_ms_per_step'))} | {_f(r.get('torch_ms_per_step'))} | {_f(r.get('c_gflops'))} |")
+                     f"{_f(r.get('c_vs_torch'), '{:.2f}')} | {_f(r.get('c_ms_per_step'))} | {_f(r.get('torch_ms_per_step'))} | "
+                     f"{_f(r.get('c_gflops'))} |")
         cs, ts = sum(k["c_ms_per_step"].values()), sum(k["torch_ms_per_step"].values())
         L.append(f"| **sum** | | | | | **{cs:.1f}** | **{ts:.1f}** | |")
         L.append("")
@@ -99,7 +102,8 @@ def markdown(doc: Dict[str, Any], pngs: Sequence[str] = ()) -> str:
     sc = doc.get("scaling") or {}
     if sc.get("sweeps"):
         b = sc["base"]
-        L.append(f"## Scaling (base L{b['num_layers']} C{b['channels']} NH{b['num_heads']}, B={sc['B']}, T={sc['T']}, {sc['threads']} thread(s))")
+        L.append(f"## Scaling (base L{b['num_layers']} C{b['channels']} NH{b['num_heads']}, B={sc['B']}, T={sc['T']}, "
+                 f"{sc['threads']} thread(s))")
         L.append("")
         L.append("Fitted exponent k of step time ~ x^k (least squares on log-log, min times).")
         L.append("")
@@ -246,8 +250,8 @@ def _plot_kernels(plt, ks, out: Path) -> Path:
     for (ax1, ax2), k in zip(axes, ks):
         # left: time per step by group, stacked, for C and torch, with the measured step
         bars = [("C core", k["c_ms_per_step"], k.get("c_step_ms_min")),
-                (f"torch ops", k["torch_ms_per_step"], k.get("torch_step_ms_min"))]
-        for i, (label, groups, step) in enumerate(bars):
+                ("torch ops", k["torch_ms_per_step"], k.get("torch_step_ms_min"))]
+        for i, (_label, groups, step) in enumerate(bars):
             bottom = 0.0
             for g in GROUPS:
                 v = groups.get(g, 0.0)

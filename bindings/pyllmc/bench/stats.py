@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 PHASES = ("forward", "backward", "update")
 
 
-def summarize(steps: List[Dict[str, float]]) -> Dict[str, object]:
+def summarize(steps: List[Dict[str, float]]) -> Dict[str, Any]:
     """min and median (ms) of the whole step and of each phase over the timed repeats.
 
     The whole step's min is the fastest step, not the sum of per-phase minima."""

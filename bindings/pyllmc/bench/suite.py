@@ -308,7 +308,8 @@ class Suite:
                 where = {"model": cfg.shape.name, "batch": cfg.B, "seq": cfg.T, "threads": n}
                 c_res = t_res = None
                 try:
-                    c_res = cdriver.run_kernels(self.driver("bench_kernels"), cfg.shape, cfg.B, cfg.T, n, self.o.kernel_repeats, self.o.job_timeout)
+                    c_res = cdriver.run_kernels(self.driver("bench_kernels"), cfg.shape, cfg.B, cfg.T, n,
+                                                self.o.kernel_repeats, self.o.job_timeout)
                 except cdriver.DriverError as e:
                     self.skip("kernels:c", str(e), **where)
                 try:
@@ -350,7 +351,7 @@ class Suite:
         for var, values in sc.sweeps.items():
             curves: Dict[str, Any] = {}
             for impl in sc.impls:
-                pts = []
+                pts: List[Dict[str, Any]] = []
                 for v in values:
                     shape, B, T = base, sc.B, sc.T
                     if var == "T":
@@ -390,9 +391,9 @@ class Suite:
                 r = cdriver.run_kernels(exe, shape, sc.B, T, sc.threads, max(3, sc.repeats))
                 for k in r["kernels"]:
                     per.setdefault(k["name"], []).append((T, k["ms_min"]))
-            for name, pts in per.items():
-                out["kernels_T"][name] = {"points": [{"x": x, "ms_min": y} for x, y in pts],
-                                          "fit": fit_power([p[0] for p in pts], [p[1] for p in pts])}
+            for name, kpts in per.items():
+                out["kernels_T"][name] = {"points": [{"x": x, "ms_min": y} for x, y in kpts],
+                                          "fit": fit_power([p[0] for p in kpts], [p[1] for p in kpts])}
         except cdriver.DriverError as e:
             self.skip("scaling:kernels", str(e))
         self.scaling = out
@@ -404,7 +405,8 @@ class Suite:
             for n in cfg.threads:
                 c = self._find("c-core", cfg, n)
                 t = self._best_torch(cfg, n)
-                rows = [r for r in self.results if r["model"] == cfg.shape.name and r["batch"] == cfg.B and r["seq"] == cfg.T and r["threads"] == n]
+                rows = [r for r in self.results
+                        if r["model"] == cfg.shape.name and r["batch"] == cfg.B and r["seq"] == cfg.T and r["threads"] == n]
                 t_med = impls.best_torch_eager(rows, "ms_median")
                 e = {"model": cfg.shape.name, "batch": cfg.B, "seq": cfg.T, "threads": n}
                 if c:
