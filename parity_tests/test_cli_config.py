@@ -101,7 +101,8 @@ def test_config_keys_by_flag_name_and_unknown_keys(tmp_path):
     assert (cfg.batch_size, cfg.seq_len, cfg.grad_clip, cfg.lr) == (8, 32, 2.0, 1.0)
     assert isinstance(cfg.lr, float)
     p.write_text("batch_sise = 8\n")
-    with pytest.raises(InvalidArgumentError, match=r"run.toml: unknown setting 'batch_sise' \(did you mean 'batch_size'\?\)"):
+    with pytest.raises(InvalidArgumentError,
+                       match=r"run.toml: unknown setting 'batch_sise' \(did you mean 'batch_size'\?\)"):
         TrainerConfig.from_file(p)
     p.write_text("batch = [\n")
     with pytest.raises(Exception, match="not valid TOML"):
@@ -184,6 +185,7 @@ def test_resume_by_path_bit_identical_and_overrides(data, tmp_path):
     _one_line_exit_2(pyllmc("train", "--resume", tmp_path / "b", "--no-shuffle"), "--shuffle")
     _one_line_exit_2(pyllmc("train", "--resume", tmp_path / "b", "--out", tmp_path / "c"), "different")
     _one_line_exit_2(pyllmc("train", "--resume", tmp_path / "nope"), "nope", "no such run directory")
+    _one_line_exit_2(pyllmc("train", "--resume", tmp_path / "b", "--overwrite"), "--overwrite", "--resume")
     assert (tmp_path / "b" / "metrics.jsonl").read_bytes() == before
     # nothing but the path: the saved settings, bit-identical to the uninterrupted run
     b2 = pyllmc("train", "--resume", tmp_path / "b")
@@ -288,3 +290,41 @@ def test_one_flag_vocabulary_across_commands():
     assert "(default runs/train)" in sub["train"].format_help()
     for name, sp in sub.items():
         assert all(a.help for a in sp._actions), (name, [a.dest for a in sp._actions if not a.help])
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(), lr=st.floats(allow_nan=False), steps=st.integers(1, 2**63 - 1),
+       tags=st.lists(st.text(max_size=5), max_size=3))
+def test_toml_writer_round_trips_any_value(text, lr, steps, tags):
+    from pyllmc.config import _toml_module, to_toml
+
+    doc = {"sample_prompt": text, "lr": lr, "steps": steps, "report_to": tags}
+    assert _toml_module().loads(to_toml(doc)) == doc  # tomllib, or tomli before Python 3.11
+
+
+def test_a_new_field_with_metadata_is_a_flag():
+    """How precision / nproc / zero arrive: a field declared with setting() is a flag with its
+    help, choices and default, and its typed value is a setting."""
+    from pyllmc.cli import _Parser
+    from pyllmc.cli_args import add_config_flags, given_settings
+    from pyllmc.config import setting
+
+    @dataclasses.dataclass
+    class Extended(TrainerConfig):
+        precision: str = setting("fp32", choices=("fp32", "bf16"), help="GEMM input precision")
+        zero: int = setting(0, min=0, help="ZeRO stage for the AdamW state")
+
+    p = _Parser(prog="t")
+    add_config_flags(p, cls=Extended)
+    text = p.format_help()
+    assert "--precision {fp32,bf16}" in text and "GEMM input precision (default fp32)" in text
+    assert "--zero N" in text
+    args = p.parse_args(["--precision", "bf16", "--zero", "1", "--batch", "8"])
+    assert given_settings(args, cls=Extended) == {"precision": "bf16", "zero": 1, "batch_size": 8}
+    with pytest.raises(SystemExit):
+        p.parse_args(["--precision", "fp8"])
+    with pytest.raises(InvalidArgumentError, match="precision must be one of fp32, bf16"):
+        Extended(data="x", precision="fp16").validate()

@@ -156,16 +156,16 @@ def _list_parser(choices: Optional[Sequence[str]]):
     return parse
 
 
-def add_config_flags(p: argparse.ArgumentParser, *, skip: Iterable[str] = ()) -> None:
-    """One flag per TrainerConfig field with ``cli`` metadata (see ``pyllmc.config``), in
-    argument groups by field order. Nothing is stored for flags that were not given."""
+def add_config_flags(p: Any, *, skip: Iterable[str] = (), cls: type = TrainerConfig) -> None:
+    """One flag per field of ``cls`` (TrainerConfig) with ``cli`` metadata (see
+    ``pyllmc.config``), in field order. Nothing is stored for flags that were not given."""
     skip = set(skip)
-    defaults = TrainerConfig()
-    for f in config_fields():
+    defaults = cls()
+    for f in dataclasses.fields(cls):
         md = f.metadata
         if not md or not md.get("cli", True) or f.name in skip:
             continue
-        flag = flag_name(f.name)
+        flag = md.get("flag") or "--" + f.name.replace("_", "-")
         default = md["cli_default"] if md.get("cli_default", dataclasses.MISSING) is not dataclasses.MISSING \
             else getattr(defaults, f.name)
         t = field_type(f)
@@ -190,9 +190,9 @@ def add_config_flags(p: argparse.ArgumentParser, *, skip: Iterable[str] = ()) ->
         p.add_argument(flag, *md["aliases"], **kw)
 
 
-def given_settings(args: argparse.Namespace) -> Dict[str, Any]:
-    """The TrainerConfig fields the user typed on the command line."""
-    names = {f.name for f in config_fields() if f.metadata and f.metadata.get("cli", True)}
+def given_settings(args: argparse.Namespace, cls: type = TrainerConfig) -> Dict[str, Any]:
+    """The fields of ``cls`` (TrainerConfig) the user typed on the command line."""
+    names = {f.name for f in dataclasses.fields(cls) if f.metadata and f.metadata.get("cli", True)}
     return {k: v for k, v in vars(args).items() if k in names}
 
 

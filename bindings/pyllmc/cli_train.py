@@ -59,6 +59,8 @@ def resolve_config(args: argparse.Namespace) -> Tuple[TrainerConfig, List[str]]:
         values.update(from_file)
         values.update(flags)
         return TrainerConfig(**values), []
+    if flags.get("overwrite"):
+        raise InvalidArgumentError("--overwrite starts a new run and --resume continues one: give one of them")
     if isinstance(args.resume, str):
         run_dir = args.resume
         if "out_dir" in flags and os.path.abspath(flags["out_dir"]) != os.path.abspath(run_dir):

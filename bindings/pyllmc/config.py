@@ -127,7 +127,8 @@ class TrainerConfig:
     sample_top_k: int = setting(0, min=0, resume="safe", help="sample among the k most likely tokens (0 = all)")
     out_dir: Optional[str] = setting(None, type=str, flag="--out", metavar="DIR", cli_default="runs/train", help=(
         "run directory: metrics.jsonl, config.toml, checkpoints, loss.png"))
-    save_every: int = setting(0, min=0, resume="safe", help="checkpoint every N steps (and at the end; 0 = only at the end)")
+    save_every: int = setting(0, min=0, resume="safe",
+                              help="checkpoint every N steps (and at the end; 0 = only at the end)")
     keep_last: int = setting(2, min=0, resume="safe", help="checkpoints to keep (0 = all)")
     keep_best: bool = setting(False, resume="safe", help=(
         "also keep the checkpoint with the lowest validation loss in DIR/best (needs --val-data and --eval-every)"))
@@ -373,7 +374,8 @@ def _toml_module() -> Any:
     try:
         import tomli
     except ImportError:  # pragma: no cover - tomli is a dependency on Python < 3.11
-        raise InvalidArgumentError("reading TOML config files on Python < 3.11 needs tomli (pip install tomli)") from None
+        raise InvalidArgumentError(
+            "reading TOML config files on Python < 3.11 needs tomli (pip install tomli)") from None
     return tomli
 
 
@@ -389,7 +391,8 @@ def _toml_value(v: Any) -> str:
             return "inf" if v > 0 else "-inf"
         return repr(v)  # round-trips exactly; always has '.' or 'e'
     if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False)  # a JSON string is a valid TOML basic string
+        # a JSON string is a TOML basic string, except that TOML also forbids a raw DEL
+        return json.dumps(v, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     raise InvalidArgumentError(f"cannot write {type(v).__name__} {v!r} to TOML")
