@@ -148,6 +148,8 @@ def test_errors_name_the_flag_and_the_fix(data, tmp_path):
     _one_line_exit_2(pyllmc("train", *base, "--beta1", "1.5"), "--beta1 must be in [0, 1)")
     _one_line_exit_2(pyllmc("train", *base, "--shuffle", "maybe"), "--shuffle", "on or off")
     _one_line_exit_2(pyllmc("train", *base, "--report-to", "wandb"), "--report-to", "tensorboard")
+    _one_line_exit_2(pyllmc("train", "--data", tmp_path / "missing.bin", "--out", tmp_path / "m"),
+                     f"--data {tmp_path / 'missing.bin'}: no such file")
     text = tmp_path / "input.txt"
     text.write_text("To be, or not to be, that is the question.\n" * 50)
     _one_line_exit_2(pyllmc("train", "--data", text, "--out", tmp_path / "t"), f"--data {text}", "text file",
@@ -197,7 +199,7 @@ def test_resume_by_path_bit_identical_and_overrides(data, tmp_path):
     # allowed: more steps and other cadences, said so; the saved config follows
     b3 = pyllmc("train", "--resume", tmp_path / "b", "--steps", "10", "--eval-every", "5")
     assert b3.returncode == 0, b3.stderr
-    assert "resume: --steps 8 -> --steps 10 (the LR schedule follows" in b3.stdout
+    assert "resume: --steps 8 -> --steps 10 (so the result differs from an uninterrupted run)" in b3.stdout
     assert "resume: --eval-every 4 -> --eval-every 5" in b3.stdout
     assert "done: step 10/10" in b3.stdout
     saved = TrainerConfig.from_file(tmp_path / "b" / "config.toml")

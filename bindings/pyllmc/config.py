@@ -36,8 +36,8 @@ from .schedule import SCHEDULES, LRSchedule
 #: What a field's value means for ``pyllmc train --resume``:
 #: "fixed" - changing it would change the run (its batches, its optimisation): refused;
 #: "safe" - bookkeeping only (cadences, output): accepted, and said so;
-#: "changes-results" - accepted with a notice that the result differs from an
-#: uninterrupted run (e.g. more steps stretch the LR schedule).
+#: "changes-results" - accepted, but the result differs from an uninterrupted run (more
+#: steps stretch the LR schedule; the Trainer says so when it resumes).
 RESUME_KINDS = ("fixed", "safe", "changes-results")
 
 REPORT_TO = ("tensorboard",)
@@ -46,7 +46,7 @@ REPORT_TO = ("tensorboard",)
 def setting(default: Any = dataclasses.MISSING, *, help: str, flag: Optional[str] = None,
             aliases: Sequence[str] = (), off_flags: Sequence[str] = (), choices: Optional[Sequence[str]] = None,
             min: Optional[float] = None, type: Optional[type] = None, metavar: Optional[str] = None,
-            resume: str = "fixed", resume_note: str = "", cli: bool = True, cli_default: Any = dataclasses.MISSING,
+            resume: str = "fixed", cli: bool = True, cli_default: Any = dataclasses.MISSING,
             default_factory: Any = dataclasses.MISSING) -> Any:
     """A TrainerConfig field with its description (see the module docstring).
 
@@ -59,14 +59,10 @@ def setting(default: Any = dataclasses.MISSING, *, help: str, flag: Optional[str
         raise ValueError(f"resume must be one of {RESUME_KINDS}")
     md = {"help": help, "flag": flag, "aliases": tuple(aliases), "off_flags": tuple(off_flags),
           "choices": tuple(choices) if choices else None, "min": min, "type": type, "metavar": metavar,
-          "resume": resume, "resume_note": resume_note, "cli": cli, "cli_default": cli_default}
+          "resume": resume, "cli": cli, "cli_default": cli_default}
     if default_factory is not dataclasses.MISSING:
         return field(default_factory=default_factory, metadata=md)
     return field(default=default, metadata=md)
-
-
-_STEPS_NOTE = "the LR schedule follows the run length, so results differ from an uninterrupted run"
-_THREADS_NOTE = "a different thread count may change the last bits of the results"
 
 
 @dataclass
@@ -93,7 +89,7 @@ class TrainerConfig:
     total_batch_tokens: Optional[int] = setting(None, type=int, min=1, help=(
         "tokens per optimizer step; sets --grad-accum to this / (B*T), which must divide it"))
     # optimisation
-    steps: int = setting(100, min=1, resume="changes-results", resume_note=_STEPS_NOTE,
+    steps: int = setting(100, min=1, resume="changes-results",
                          help="length of the whole run in optimizer steps (the LR schedule follows it)")
     lr: float = setting(3e-4, min=0, help="peak learning rate")
     schedule: str = setting("cosine", choices=tuple(SCHEDULES), help="learning-rate schedule after the warmup")
@@ -113,7 +109,7 @@ class TrainerConfig:
     # data order, randomness, machine
     shuffle: bool = setting(True, help="shuffle the training data")
     seed: int = setting(0, min=0, help="seed of the model init (size descriptors), data shuffling and sampling")
-    threads: int = setting(0, min=0, resume="changes-results", resume_note=_THREADS_NOTE, help=(
+    threads: int = setting(0, min=0, resume="changes-results", help=(
         "OpenMP threads (0 = the OpenMP default, all cores); bit-exact resume needs the same count"))
     device: str = setting("cpu", choices=("cpu", "cuda"), help="where the C core runs (cuda needs a CUDA build)")
     # evaluation, sampling, checkpoints
