@@ -330,3 +330,12 @@ def test_a_new_field_with_metadata_is_a_flag():
         p.parse_args(["--precision", "fp8"])
     with pytest.raises(InvalidArgumentError, match="precision must be one of fp32, bf16"):
         Extended(data="x", precision="fp16").validate()
+
+
+def test_numpy_and_path_values_are_written_as_plain_values(tmp_path):
+    cfg = TrainerConfig(data=tmp_path / "x.bin", lr=np.float32(0.5), steps=np.int64(7))
+    cfg.validate()
+    cfg.to_file(tmp_path / "c.toml")
+    back = TrainerConfig.from_file(tmp_path / "c.toml")
+    assert (back.data, back.lr, back.steps) == (str(tmp_path / "x.bin"), 0.5, 7)
+    back.validate()

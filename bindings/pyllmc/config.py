@@ -24,6 +24,7 @@ import dataclasses
 import difflib
 import json
 import math
+import numbers
 import os
 import sys
 from dataclasses import dataclass, field
@@ -180,6 +181,8 @@ class TrainerConfig:
             v = getattr(self, f.name)
             if isinstance(v, os.PathLike):
                 v = os.fspath(v)
+            elif isinstance(v, numbers.Number) and not isinstance(v, (int, float)) and hasattr(v, "item"):
+                v = v.item()  # a numpy scalar: its Python value
             if not isinstance(v, (str, int, float, bool, type(None), list, tuple)):
                 v = repr(v)
             elif isinstance(v, tuple):
@@ -265,7 +268,7 @@ def _check_field(cfg: TrainerConfig, f: dataclasses.Field) -> None:
         if md.get("min") is not None and v < md["min"]:
             raise _error(n, f"{n} must be an integer >= {md['min']}, got {v!r}")
     elif t is float:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(float(v)):
             raise _error(n, f"{n} must be a finite number, got {v!r}")
         if md.get("min") is not None and float(v) < md["min"]:
             raise _error(n, f"{n} must be a finite number >= {md['min']:g}, got {v!r}")
