@@ -339,3 +339,11 @@ def test_numpy_and_path_values_are_written_as_plain_values(tmp_path):
     back = TrainerConfig.from_file(tmp_path / "c.toml")
     assert (back.data, back.lr, back.steps) == (str(tmp_path / "x.bin"), 0.5, 7)
     back.validate()
+
+
+def test_switches_next_to_positional_arguments():
+    p = build_parser()
+    a = p.parse_args(["prepare-data", "--eot", "in.txt", "--out", "d"])  # --eot does not take in.txt
+    assert a.eot is True and a.inputs == ["in.txt"]
+    assert p.parse_args(["prepare-data", "in.txt", "--no-eot", "--out", "d"]).eot is False
+    assert p.parse_args(["bench", "--model", "d1", "--no-compile"]).compile is False
