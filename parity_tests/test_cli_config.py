@@ -268,7 +268,7 @@ def test_one_flag_vocabulary_across_commands():
     sub = p._subparsers._group_actions[0].choices
     parse = lambda *a: p.parse_args(list(a))  # noqa: E731
     # --no-plot everywhere pictures are written; the old spellings still work
-    assert parse("train", "--no-plot").plot is False
+    assert parse("train", "--no-plot").plot is False and parse("demo", "--no-plot").plot is False
     for cmd, extra in (("bench", ["--model", "d1"]), ("parity", ["--model", "d1"])):
         assert parse(cmd, *extra, "--no-plot").plot is False and parse(cmd, *extra).plot is True
     assert parse("bench", "--model", "d1", "--no-plots").plot is False
