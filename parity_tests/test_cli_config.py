@@ -101,7 +101,8 @@ def test_config_keys_by_flag_name_and_unknown_keys(tmp_path):
     assert (cfg.batch_size, cfg.seq_len, cfg.grad_clip, cfg.lr) == (8, 32, 2.0, 1.0)
     assert isinstance(cfg.lr, float)
     p.write_text("batch_sise = 8\n")
-    with pytest.raises(InvalidArgumentError, match=r"run.toml: unknown setting 'batch_sise' \(did you mean 'batch_size'\?\)"):
+    with pytest.raises(InvalidArgumentError,
+                       match=r"run.toml: unknown setting 'batch_sise' \(did you mean 'batch_size'\?\)"):
         TrainerConfig.from_file(p)
     p.write_text("batch = [\n")
     with pytest.raises(Exception, match="not valid TOML"):
@@ -147,6 +148,8 @@ def test_errors_name_the_flag_and_the_fix(data, tmp_path):
     _one_line_exit_2(pyllmc("train", *base, "--beta1", "1.5"), "--beta1 must be in [0, 1)")
     _one_line_exit_2(pyllmc("train", *base, "--shuffle", "maybe"), "--shuffle", "on or off")
     _one_line_exit_2(pyllmc("train", *base, "--report-to", "wandb"), "--report-to", "tensorboard")
+    _one_line_exit_2(pyllmc("train", "--data", tmp_path / "missing.bin", "--out", tmp_path / "m"),
+                     f"--data {tmp_path / 'missing.bin'}: no such file")
     text = tmp_path / "input.txt"
     text.write_text("To be, or not to be, that is the question.\n" * 50)
     _one_line_exit_2(pyllmc("train", "--data", text, "--out", tmp_path / "t"), f"--data {text}", "text file",
@@ -184,6 +187,7 @@ def test_resume_by_path_bit_identical_and_overrides(data, tmp_path):
     _one_line_exit_2(pyllmc("train", "--resume", tmp_path / "b", "--no-shuffle"), "--shuffle")
     _one_line_exit_2(pyllmc("train", "--resume", tmp_path / "b", "--out", tmp_path / "c"), "different")
     _one_line_exit_2(pyllmc("train", "--resume", tmp_path / "nope"), "nope", "no such run directory")
+    _one_line_exit_2(pyllmc("train", "--resume", tmp_path / "b", "--overwrite"), "--overwrite", "--resume")
     assert (tmp_path / "b" / "metrics.jsonl").read_bytes() == before
     # nothing but the path: the saved settings, bit-identical to the uninterrupted run
     b2 = pyllmc("train", "--resume", tmp_path / "b")
@@ -195,7 +199,7 @@ def test_resume_by_path_bit_identical_and_overrides(data, tmp_path):
     # allowed: more steps and other cadences, said so; the saved config follows
     b3 = pyllmc("train", "--resume", tmp_path / "b", "--steps", "10", "--eval-every", "5")
     assert b3.returncode == 0, b3.stderr
-    assert "resume: --steps 8 -> --steps 10 (the LR schedule follows" in b3.stdout
+    assert "resume: --steps 8 -> --steps 10 (so the result differs from an uninterrupted run)" in b3.stdout
     assert "resume: --eval-every 4 -> --eval-every 5" in b3.stdout
     assert "done: step 10/10" in b3.stdout
     saved = TrainerConfig.from_file(tmp_path / "b" / "config.toml")
@@ -264,7 +268,7 @@ def test_one_flag_vocabulary_across_commands():
     sub = p._subparsers._group_actions[0].choices
     parse = lambda *a: p.parse_args(list(a))  # noqa: E731
     # --no-plot everywhere pictures are written; the old spellings still work
-    assert parse("train", "--no-plot").plot is False
+    assert parse("train", "--no-plot").plot is False and parse("demo", "--no-plot").plot is False
     for cmd, extra in (("bench", ["--model", "d1"]), ("parity", ["--model", "d1"])):
         assert parse(cmd, *extra, "--no-plot").plot is False and parse(cmd, *extra).plot is True
     assert parse("bench", "--model", "d1", "--no-plots").plot is False
@@ -288,3 +292,58 @@ def test_one_flag_vocabulary_across_commands():
     assert "(default runs/train)" in sub["train"].format_help()
     for name, sp in sub.items():
         assert all(a.help for a in sp._actions), (name, [a.dest for a in sp._actions if not a.help])
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(), lr=st.floats(allow_nan=False), steps=st.integers(1, 2**63 - 1),
+       tags=st.lists(st.text(max_size=5), max_size=3))
+def test_toml_writer_round_trips_any_value(text, lr, steps, tags):
+    from pyllmc.config import _toml_module, to_toml
+
+    doc = {"sample_prompt": text, "lr": lr, "steps": steps, "report_to": tags}
+    assert _toml_module().loads(to_toml(doc)) == doc  # tomllib, or tomli before Python 3.11
+
+
+def test_a_new_field_with_metadata_is_a_flag():
+    """How precision / nproc / zero arrive: a field declared with setting() is a flag with its
+    help, choices and default, and its typed value is a setting."""
+    from pyllmc.cli import _Parser
+    from pyllmc.cli_args import add_config_flags, given_settings
+    from pyllmc.config import setting
+
+    @dataclasses.dataclass
+    class Extended(TrainerConfig):
+        precision: str = setting("fp32", choices=("fp32", "bf16"), help="GEMM input precision")
+        zero: int = setting(0, min=0, help="ZeRO stage for the AdamW state")
+
+    p = _Parser(prog="t")
+    add_config_flags(p, cls=Extended)
+    text = p.format_help()
+    assert "--precision {fp32,bf16}" in text and "GEMM input precision (default fp32)" in text
+    assert "--zero N" in text
+    args = p.parse_args(["--precision", "bf16", "--zero", "1", "--batch", "8"])
+    assert given_settings(args, cls=Extended) == {"precision": "bf16", "zero": 1, "batch_size": 8}
+    with pytest.raises(SystemExit):
+        p.parse_args(["--precision", "fp8"])
+    with pytest.raises(InvalidArgumentError, match="precision must be one of fp32, bf16"):
+        Extended(data="x", precision="fp16").validate()
+
+
+def test_numpy_and_path_values_are_written_as_plain_values(tmp_path):
+    cfg = TrainerConfig(data=tmp_path / "x.bin", lr=np.float32(0.5), steps=np.int64(7))
+    cfg.validate()
+    cfg.to_file(tmp_path / "c.toml")
+    back = TrainerConfig.from_file(tmp_path / "c.toml")
+    assert (back.data, back.lr, back.steps) == (str(tmp_path / "x.bin"), 0.5, 7)
+    back.validate()
+
+
+def test_switches_next_to_positional_arguments():
+    p = build_parser()
+    a = p.parse_args(["prepare-data", "--eot", "in.txt", "--out", "d"])  # --eot does not take in.txt
+    assert a.eot is True and a.inputs == ["in.txt"]
+    assert p.parse_args(["prepare-data", "in.txt", "--no-eot", "--out", "d"]).eot is False
+    assert p.parse_args(["bench", "--model", "d1", "--no-compile"]).compile is False

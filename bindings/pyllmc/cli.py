@@ -41,8 +41,22 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+EPILOG = """\
+examples:
+  pyllmc demo                                      # offline: parity check, then a GPT-2 learns addition
+  pyllmc prepare-data input.txt --out data         # text -> token shards + tokenizer.bin
+  pyllmc train --data 'data/train_*.bin'           # train (pyllmc train --help: every setting)
+  pyllmc train --resume runs/train                 # continue a stopped run
+  pyllmc sample --model runs/train --prompt "ROMEO:"
+  pyllmc parity --model d6 --steps 2               # the C core against PyTorch, tensor by tensor
+
+Exit status: 0 done, 1 failed (or an internal error), 2 bad input. --debug shows tracebacks.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="pyllmc", description="GPT-2 training with a C core, checked against PyTorch.")
+    parser = _Parser(prog="pyllmc", description="GPT-2 training with a C core, checked against PyTorch.",
+                     epilog=EPILOG)
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of any error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)

@@ -46,22 +46,24 @@ def parse_on_off(value: str) -> bool:
 
 class Switch(argparse.Action):
     """A boolean flag: ``--x`` (or ``--x on|off``) sets it, ``--no-x`` and any ``off_flags``
-    clear it."""
+    clear it. ``takes_value=False`` (a command with positional arguments, which an optional
+    on|off would swallow): ``--x`` and ``--no-x`` only."""
 
     def __init__(self, option_strings: Sequence[str], dest: str, off_flags: Sequence[str] = (),
-                 default: Any = None, help: Optional[str] = None, **kw: Any):
+                 default: Any = None, help: Optional[str] = None, takes_value: bool = True, **kw: Any):
         self.on_flags = [s for s in option_strings]
         self.off_flags = ["--no-" + s[2:] for s in option_strings if s.startswith("--")] + list(off_flags)
-        super().__init__(self.on_flags + self.off_flags, dest, nargs="?", default=default, help=help,
-                         metavar="on|off", **kw)
+        self.takes_value = takes_value
+        super().__init__(self.on_flags + self.off_flags, dest, nargs="?" if takes_value else 0, default=default,
+                         help=help, metavar="on|off" if takes_value else None, **kw)
 
     def __call__(self, parser, namespace, values, option_string=None):
         if option_string in self.off_flags:
-            if values is not None:
+            if values not in (None, []):
                 parser.error(f"{option_string} takes no value")
             setattr(namespace, self.dest, False)
             return
-        if values is None:
+        if values is None or values == []:
             setattr(namespace, self.dest, True)
             return
         try:
@@ -78,15 +80,17 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _format_action_invocation(self, action: argparse.Action) -> str:
         if isinstance(action, Switch):
-            return ", ".join([f"{s} [on|off]" for s in action.on_flags] + action.off_flags)
+            on = [f"{s} [on|off]" if action.takes_value else s for s in action.on_flags]
+            return ", ".join(on + action.off_flags)
         return super()._format_action_invocation(action)
 
 
 def add_switch(p: Any, flag: str, *, dest: Optional[str] = None, default: Any = None, help: str = "",
-               off_flags: Sequence[str] = (), aliases: Sequence[str] = ()) -> None:
+               off_flags: Sequence[str] = (), aliases: Sequence[str] = (), takes_value: bool = True) -> None:
     """A ``--x/--no-x`` boolean on parser or group ``p``."""
     kw = {"dest": dest} if dest else {}
-    p.add_argument(flag, *aliases, action=Switch, default=default, help=help, off_flags=off_flags, **kw)
+    p.add_argument(flag, *aliases, action=Switch, default=default, help=help, off_flags=off_flags,
+                   takes_value=takes_value, **kw)
 
 
 def add_threads(p: Any, *, default: int = 0, extra: str = "") -> None:
@@ -156,16 +160,16 @@ def _list_parser(choices: Optional[Sequence[str]]):
     return parse
 
 
-def add_config_flags(p: argparse.ArgumentParser, *, skip: Iterable[str] = ()) -> None:
-    """One flag per TrainerConfig field with ``cli`` metadata (see ``pyllmc.config``), in
-    argument groups by field order. Nothing is stored for flags that were not given."""
+def add_config_flags(p: Any, *, skip: Iterable[str] = (), cls: type = TrainerConfig) -> None:
+    """One flag per field of ``cls`` (TrainerConfig) with ``cli`` metadata (see
+    ``pyllmc.config``), in field order. Nothing is stored for flags that were not given."""
     skip = set(skip)
-    defaults = TrainerConfig()
-    for f in config_fields():
+    defaults = cls()
+    for f in dataclasses.fields(cls):
         md = f.metadata
         if not md or not md.get("cli", True) or f.name in skip:
             continue
-        flag = flag_name(f.name)
+        flag = md.get("flag") or "--" + f.name.replace("_", "-")
         default = md["cli_default"] if md.get("cli_default", dataclasses.MISSING) is not dataclasses.MISSING \
             else getattr(defaults, f.name)
         t = field_type(f)
@@ -190,9 +194,9 @@ def add_config_flags(p: argparse.ArgumentParser, *, skip: Iterable[str] = ()) ->
         p.add_argument(flag, *md["aliases"], **kw)
 
 
-def given_settings(args: argparse.Namespace) -> Dict[str, Any]:
-    """The TrainerConfig fields the user typed on the command line."""
-    names = {f.name for f in config_fields() if f.metadata and f.metadata.get("cli", True)}
+def given_settings(args: argparse.Namespace, cls: type = TrainerConfig) -> Dict[str, Any]:
+    """The fields of ``cls`` (TrainerConfig) the user typed on the command line."""
+    names = {f.name for f in dataclasses.fields(cls) if f.metadata and f.metadata.get("cli", True)}
     return {k: v for k, v in vars(args).items() if k in names}
 
 

@@ -74,7 +74,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "at T=256 and T=1024, kernels and scaling (about an hour)")
     p.add_argument("--impls", default=None, help="comma-separated implementations (see --list-impls)")
     p.add_argument("--list-impls", action="store_true", help="list the implementations and exit")
-    p.add_argument("--no-compile", action="store_true", help="leave out torch.compile (slow to compile on few cores)")
+    add_switch(p, "--compile", default=True,
+               help="include torch.compile (default on; --no-compile: it is slow to compile on few cores)")
     p.add_argument("--warmup", type=_nonneg, default=2, help="untimed steps first (default 2)")
     p.add_argument("--repeats", type=_positive("--repeats"), default=5, help="timed steps (default 5)")
     add_switch(p, "--kernels", default=None, help="time each kernel (default on)")
@@ -132,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
             raise InvalidArgumentError(f"unknown implementation(s) {', '.join(unknown)} (see pyllmc bench --list-impls)")
     else:
         names = list(impl_mod.DEFAULT_IMPLS) + ["c-driver"]
-    if args.no_compile:
+    if not args.compile:
         names = [i for i in names if not i.endswith("-compile")]
 
     scaling = None

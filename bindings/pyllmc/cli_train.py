@@ -59,6 +59,8 @@ def resolve_config(args: argparse.Namespace) -> Tuple[TrainerConfig, List[str]]:
         values.update(from_file)
         values.update(flags)
         return TrainerConfig(**values), []
+    if flags.get("overwrite"):
+        raise InvalidArgumentError("--overwrite starts a new run and --resume continues one: give one of them")
     if isinstance(args.resume, str):
         run_dir = args.resume
         if "out_dir" in flags and os.path.abspath(flags["out_dir"]) != os.path.abspath(run_dir):
@@ -99,8 +101,8 @@ def resolve_config(args: argparse.Namespace) -> Tuple[TrainerConfig, List[str]]:
             raise InvalidArgumentError(
                 f"{where}: cannot change when resuming (the run has {describe(name, old)}); "
                 f"start a new run with another --out to change it")
-        note = f.metadata.get("resume_note")
-        notices.append(f"resume: {describe(name, old)} -> {describe(name, new)}" + (f" ({note})" if note else ""))
+        note = " (so the result differs from an uninterrupted run)" if kind == "changes-results" else ""
+        notices.append(f"resume: {describe(name, old)} -> {describe(name, new)}{note}")
     values = dict(saved)
     values.update(overrides)
     values.update(out_dir=run_dir, resume=True, overwrite=False)
@@ -140,12 +142,15 @@ def run(args: argparse.Namespace) -> int:
     with Trainer(cfg) as trainer:
         try:
             trainer.setup()
-        except BadFormatError as e:
-            text = _text_file_in(cfg.data) if cfg.data is not None else None
-            if text is None:
-                raise
-            raise BadFormatError(f"--data {text}: a text file, not token shards; tokenize it first with "
-                                 f"`pyllmc prepare-data {text} --out data`, then pass --data 'data/train_*.bin'") from e
+        except (BadFormatError, FileError) as e:
+            text = _text_file_in(cfg.data) if isinstance(e, BadFormatError) else None
+            if text is not None:
+                raise BadFormatError(f"--data {text}: a text file, not token shards; tokenize it first with "
+                                     f"`pyllmc prepare-data {text} --out data`, then pass --data 'data/train_*.bin'") from e
+            for flag, spec in (("--data", cfg.data), ("--val-data", cfg.val_data)):
+                if isinstance(spec, (str, os.PathLike)) and str(e).startswith(os.fspath(spec)):
+                    raise type(e)(f"{flag} {e}") from e  # name the flag the path came from
+            raise
         c = trainer.model.config
         print(f"model: GPT-2 L{c.num_layers} C{c.channels} H{c.num_heads} V{c.vocab_size} "
               f"({c.num_params() / 1e6:.2f}M params) | data: {trainer.train_loader.num_tokens} tokens "

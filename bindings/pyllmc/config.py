@@ -24,6 +24,7 @@ import dataclasses
 import difflib
 import json
 import math
+import numbers
 import os
 import sys
 from dataclasses import dataclass, field
@@ -36,8 +37,8 @@ from .schedule import SCHEDULES, LRSchedule
 #: What a field's value means for ``pyllmc train --resume``:
 #: "fixed" - changing it would change the run (its batches, its optimisation): refused;
 #: "safe" - bookkeeping only (cadences, output): accepted, and said so;
-#: "changes-results" - accepted with a notice that the result differs from an
-#: uninterrupted run (e.g. more steps stretch the LR schedule).
+#: "changes-results" - accepted, but the result differs from an uninterrupted run (more
+#: steps stretch the LR schedule; the Trainer says so when it resumes).
 RESUME_KINDS = ("fixed", "safe", "changes-results")
 
 REPORT_TO = ("tensorboard",)
@@ -46,7 +47,7 @@ REPORT_TO = ("tensorboard",)
 def setting(default: Any = dataclasses.MISSING, *, help: str, flag: Optional[str] = None,
             aliases: Sequence[str] = (), off_flags: Sequence[str] = (), choices: Optional[Sequence[str]] = None,
             min: Optional[float] = None, type: Optional[type] = None, metavar: Optional[str] = None,
-            resume: str = "fixed", resume_note: str = "", cli: bool = True, cli_default: Any = dataclasses.MISSING,
+            resume: str = "fixed", cli: bool = True, cli_default: Any = dataclasses.MISSING,
             default_factory: Any = dataclasses.MISSING) -> Any:
     """A TrainerConfig field with its description (see the module docstring).
 
@@ -59,14 +60,10 @@ def setting(default: Any = dataclasses.MISSING, *, help: str, flag: Optional[str
         raise ValueError(f"resume must be one of {RESUME_KINDS}")
     md = {"help": help, "flag": flag, "aliases": tuple(aliases), "off_flags": tuple(off_flags),
           "choices": tuple(choices) if choices else None, "min": min, "type": type, "metavar": metavar,
-          "resume": resume, "resume_note": resume_note, "cli": cli, "cli_default": cli_default}
+          "resume": resume, "cli": cli, "cli_default": cli_default}
     if default_factory is not dataclasses.MISSING:
         return field(default_factory=default_factory, metadata=md)
     return field(default=default, metadata=md)
-
-
-_STEPS_NOTE = "the LR schedule follows the run length, so results differ from an uninterrupted run"
-_THREADS_NOTE = "a different thread count may change the last bits of the results"
 
 
 @dataclass
@@ -93,7 +90,7 @@ class TrainerConfig:
     total_batch_tokens: Optional[int] = setting(None, type=int, min=1, help=(
         "tokens per optimizer step; sets --grad-accum to this / (B*T), which must divide it"))
     # optimisation
-    steps: int = setting(100, min=1, resume="changes-results", resume_note=_STEPS_NOTE,
+    steps: int = setting(100, min=1, resume="changes-results",
                          help="length of the whole run in optimizer steps (the LR schedule follows it)")
     lr: float = setting(3e-4, min=0, help="peak learning rate")
     schedule: str = setting("cosine", choices=tuple(SCHEDULES), help="learning-rate schedule after the warmup")
@@ -113,7 +110,7 @@ class TrainerConfig:
     # data order, randomness, machine
     shuffle: bool = setting(True, help="shuffle the training data")
     seed: int = setting(0, min=0, help="seed of the model init (size descriptors), data shuffling and sampling")
-    threads: int = setting(0, min=0, resume="changes-results", resume_note=_THREADS_NOTE, help=(
+    threads: int = setting(0, min=0, resume="changes-results", help=(
         "OpenMP threads (0 = the OpenMP default, all cores); bit-exact resume needs the same count"))
     device: str = setting("cpu", choices=("cpu", "cuda"), help="where the C core runs (cuda needs a CUDA build)")
     # evaluation, sampling, checkpoints
@@ -127,7 +124,8 @@ class TrainerConfig:
     sample_top_k: int = setting(0, min=0, resume="safe", help="sample among the k most likely tokens (0 = all)")
     out_dir: Optional[str] = setting(None, type=str, flag="--out", metavar="DIR", cli_default="runs/train", help=(
         "run directory: metrics.jsonl, config.toml, checkpoints, loss.png"))
-    save_every: int = setting(0, min=0, resume="safe", help="checkpoint every N steps (and at the end; 0 = only at the end)")
+    save_every: int = setting(0, min=0, resume="safe",
+                              help="checkpoint every N steps (and at the end; 0 = only at the end)")
     keep_last: int = setting(2, min=0, resume="safe", help="checkpoints to keep (0 = all)")
     keep_best: bool = setting(False, resume="safe", help=(
         "also keep the checkpoint with the lowest validation loss in DIR/best (needs --val-data and --eval-every)"))
@@ -183,6 +181,8 @@ class TrainerConfig:
             v = getattr(self, f.name)
             if isinstance(v, os.PathLike):
                 v = os.fspath(v)
+            elif isinstance(v, numbers.Number) and not isinstance(v, (int, float)) and hasattr(v, "item"):
+                v = v.item()  # a numpy scalar: its Python value
             if not isinstance(v, (str, int, float, bool, type(None), list, tuple)):
                 v = repr(v)
             elif isinstance(v, tuple):
@@ -268,7 +268,7 @@ def _check_field(cfg: TrainerConfig, f: dataclasses.Field) -> None:
         if md.get("min") is not None and v < md["min"]:
             raise _error(n, f"{n} must be an integer >= {md['min']}, got {v!r}")
     elif t is float:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(float(v)):
             raise _error(n, f"{n} must be a finite number, got {v!r}")
         if md.get("min") is not None and float(v) < md["min"]:
             raise _error(n, f"{n} must be a finite number >= {md['min']:g}, got {v!r}")
@@ -373,7 +373,8 @@ def _toml_module() -> Any:
     try:
         import tomli
     except ImportError:  # pragma: no cover - tomli is a dependency on Python < 3.11
-        raise InvalidArgumentError("reading TOML config files on Python < 3.11 needs tomli (pip install tomli)") from None
+        raise InvalidArgumentError(
+            "reading TOML config files on Python < 3.11 needs tomli (pip install tomli)") from None
     return tomli
 
 
@@ -389,7 +390,8 @@ def _toml_value(v: Any) -> str:
             return "inf" if v > 0 else "-inf"
         return repr(v)  # round-trips exactly; always has '.' or 'e'
     if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False)  # a JSON string is a valid TOML basic string
+        # a JSON string is a TOML basic string, except that TOML also forbids a raw DEL
+        return json.dumps(v, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     raise InvalidArgumentError(f"cannot write {type(v).__name__} {v!r} to TOML")

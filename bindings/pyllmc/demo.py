@@ -270,6 +270,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="stop early (through a callback) once held-out accuracy reaches this")
     p.add_argument("--eval-every", type=int, default=250, help="held-out accuracy every N steps (default 250)")
     add_switch(p, "--parity", default=True, help="start with the PyTorch parity check (default on)")
+    add_switch(p, "--plot", default=True, help="write the loss curve loss.png (default on; needs matplotlib)")
     p.add_argument("--quick", action="store_true", help="a much shorter run (for smoke tests)")
 
 
@@ -337,7 +338,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=64, seq_len=T, steps=steps, lr=2e-3, schedule="cosine", warmup=min(100, steps // 10),
         final_frac=0.1, weight_decay=0.0, grad_clip=1.0, beta2=0.99, shuffle=True, seed=args.seed,
         threads=threads, eval_every=min(args.eval_every, steps), eval_batches=2, save_every=0,
-        out_dir=str(out_dir), progress="lines", log_every=max(1, steps // 10), keep_last=1)
+        out_dir=str(out_dir), progress="lines", log_every=max(1, steps // 10), keep_last=1, plot=args.plot)
 
 
     class Accuracy(Callback):
@@ -394,7 +395,7 @@ def run(args: argparse.Namespace) -> int:
         say(f"        {a:>{D}} + {b:>{D}} = {ans if ans >= 0 else '?':>{D + 1}}   {'ok' if ok else 'wrong, expected ' + str(a + b)}")
     if hist.loss_curve:
         say(f"      loss curve: {hist.loss_curve}")
-    else:
+    elif args.plot:
         say("      loss curve: not drawn (matplotlib is not installed: pip install 'pyllmc[plot]')")
     say(f"      metrics: {out_dir / 'metrics.jsonl'}; checkpoint: {hist.last_checkpoint}; data: {data_dir}/")
     ex_prompt = format_problem(ex_a, ex_b, D)[:2 * D + 2]

@@ -302,8 +302,8 @@ class Trainer:
                     self._log(f"resume: no checkpoint in {out} yet, starting from step 0")
             elif list_checkpoints(out) or (out / "metrics.jsonl").exists():
                 if not cfg.overwrite:
-                    raise FileError(f"{out}: already holds a run (checkpoints or metrics.jsonl); "
-                                    "use --resume to continue it, or another --out directory")
+                    raise FileError(f"{out}: already holds a run (checkpoints or metrics.jsonl); continue it "
+                                    "with --resume, replace it with --overwrite, or use another --out directory")
                 for _, p in list_checkpoints(out):
                     shutil.rmtree(p)
                 for name in ("metrics.jsonl", "loss.png"):
