@@ -82,7 +82,7 @@ def emu(tmp_path_factory) -> Emu:
 
 @pytest.fixture(scope="module")
 def shim():
-    from pyllmc.reference.kernel_shim import load_shim
+    from kernel_shim import load_shim  # parity_tests/kernel_shim.py (builds the test-only shim)
 
     return load_shim()
 
