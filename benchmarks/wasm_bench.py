@@ -8,8 +8,8 @@ machine is shared: min and median of the repeats are reported, never one run):
    batch and thread count (``Trainer.train()``, step times from its step_end callbacks), in
    alternating blocks of ``--steps`` steps. Goal: the guest within 2% of the Trainer.
 2. ``job_status`` polling. A ``train_start`` job of n steps while the guest polls
-   ``job_status`` about 1000 times a second (a wasm loop: ``job_status``, then sleeping
-   ``--poll-sleep-us`` with WASI ``poll_oneoff``; the rate reached is reported), against the same job while the guest blocks in
+   ``job_status`` 1000 times a second (a wasm loop paced on a 1 ms grid with WASI
+   ``clock_time_get`` and ``poll_oneoff`` sleeps; the rate reached is reported), against the same job while the guest blocks in
    ``job_wait(-1)``. Compared: the job's per-step times (the Trainer's own ``ms`` in
    metrics.jsonl). Goal: polling slows the job by under 2%.
 
@@ -54,25 +54,35 @@ STEPS_LOOP = """
 """
 
 # poll_oneoff subscription (48 bytes) at 512: userdata 0, tag 0 (clock) at +8, clock id 1
-# (monotonic) at +16, timeout (ns, the poll() argument) at +24, precision 0 at +32, flags 0 (relative) at +40
+# (monotonic) at +16, timeout (ns) at +24, precision 0 at +32, flags 0 (relative) at +40.
+# The loop is paced on a grid of `period_ns`: after the n-th job_status it sleeps until
+# t0 + n * period (or not at all when already late), so a sleep that oversleeps (the
+# scheduler of a busy machine) is made up by the next polls and the average rate is
+# 1e9 / period as long as the machine can deliver it.
 POLL_LOOP = """
   (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll_oneoff (param i32 i32 i32 i32) (result i32)))
-  (func (export "poll") (param $job i32) (param $out i32) (param $sleep_ns i64) (result i32)
-    (local $n i32)
+  (import "wasi_snapshot_preview1" "clock_time_get" (func $clock (param i32 i64 i32) (result i32)))
+  (func $now (result i64) (drop (call $clock (i32.const 1) (i64.const 0) (i32.const 600))) (i64.load (i32.const 600)))
+  (func (export "poll") (param $job i32) (param $out i32) (param $period i64) (result i32)
+    (local $n i64) (local $t0 i64) (local $wait i64)
     (i64.store (i32.const 512) (i64.const 0))
     (i64.store (i32.const 520) (i64.const 0))
     (i32.store (i32.const 528) (i32.const 1))
-    (i64.store (i32.const 536) (local.get $sleep_ns))
     (i64.store (i32.const 544) (i64.const 0))
     (i64.store (i32.const 552) (i64.const 0))
+    (local.set $t0 (call $now))
     (block $done
       (loop $again
         (drop (call $job_status (local.get $job) (local.get $out)))
-        (local.set $n (i32.add (local.get $n) (i32.const 1)))
+        (local.set $n (i64.add (local.get $n) (i64.const 1)))
         (br_if $done (i32.ne (i32.load (local.get $out)) (i32.const 0)))
-        (drop (call $poll_oneoff (i32.const 512) (i32.const 576) (i32.const 1) (i32.const 640)))
+        (local.set $wait (i64.sub (i64.add (local.get $t0) (i64.mul (local.get $n) (local.get $period))) (call $now)))
+        (if (i64.gt_s (local.get $wait) (i64.const 0))
+          (then
+            (i64.store (i32.const 536) (local.get $wait))
+            (drop (call $poll_oneoff (i32.const 512) (i32.const 640) (i32.const 1) (i32.const 704)))))
         (br $again)))
-    (local.get $n))
+    (i32.wrap_i64 (local.get $n)))
 """
 
 
@@ -82,10 +92,12 @@ def _module(pages: int = 16) -> str:
 
 
 def _fix_import_order(src: str) -> str:
-    """WAT needs imports before definitions: move the poll_oneoff import up."""
-    line = '  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll_oneoff (param i32 i32 i32 i32) (result i32)))'
-    src = src.replace(line, "")
-    return src.replace("(module\n", "(module\n" + line + "\n", 1)
+    """WAT needs imports before definitions: move the WASI imports of the loops up."""
+    for line in ('  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll_oneoff (param i32 i32 i32 i32) (result i32)))',
+                 '  (import "wasi_snapshot_preview1" "clock_time_get" (func $clock (param i32 i64 i32) (result i32)))'):
+        src = src.replace(line, "")
+        src = src.replace("(module\n", "(module\n" + line + "\n", 1)
+    return src
 
 
 def _shard(directory: Path, vocab: int, n: int) -> Path:
@@ -173,7 +185,7 @@ def bench_polling(args, data: Path, cfg: GPTConfig) -> dict:
                 st = d.out(48)
                 t0 = time.perf_counter()
                 if mode == "poll":
-                    n = g.call("poll", job, st, args.poll_sleep_us * 1000)
+                    n = g.call("poll", job, st, args.poll_period_us * 1000)
                     rates.append(n / (time.perf_counter() - t0))
                 else:
                     assert d.call("job_wait", job, -1) == 0
@@ -206,8 +218,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--poll-sleep-us", type=int, default=500,
-                   help="the polling guest sleeps this long between job_status calls (500 us: ~1000 polls/s here)")
+    p.add_argument("--poll-period-us", type=int, default=1000,
+                   help="the polling guest calls job_status on this grid (1000 us: 1000 polls/s)")
     p.add_argument("--only", choices=["train_step", "polling"], default=None)
     p.add_argument("--out", default=str(ROOT / "out" / "wasm_bench"))
     args = p.parse_args(argv)
