@@ -8,8 +8,8 @@ machine is shared: min and median of the repeats are reported, never one run):
    batch and thread count (``Trainer.train()``, step times from its step_end callbacks), in
    alternating blocks of ``--steps`` steps. Goal: the guest within 2% of the Trainer.
 2. ``job_status`` polling. A ``train_start`` job of n steps while the guest polls
-   ``job_status`` about 1000 times a second (a wasm loop: ``job_status``, then sleeping
-   ``--poll-sleep-us`` with WASI ``poll_oneoff``; the rate reached is reported), against the same job while the guest blocks in
+   ``job_status`` 1000 times a second (a wasm loop paced on a 1 ms grid with WASI
+   ``clock_time_get`` and ``poll_oneoff`` sleeps; the rate reached is reported), against the same job while the guest blocks in
    ``job_wait(-1)``. Compared: the job's per-step times (the Trainer's own ``ms`` in
    metrics.jsonl). Goal: polling slows the job by under 2%.
 
@@ -54,25 +54,35 @@ STEPS_LOOP = """
 """
 
 # poll_oneoff subscription (48 bytes) at 512: userdata 0, tag 0 (clock) at +8, clock id 1
-# (monotonic) at +16, timeout (ns, the poll() argument) at +24, precision 0 at +32, flags 0 (relative) at +40
+# (monotonic) at +16, timeout (ns) at +24, precision 0 at +32, flags 0 (relative) at +40.
+# The loop is paced on a grid of `period_ns`: after the n-th job_status it sleeps until
+# t0 + n * period (or not at all when already late), so a sleep that oversleeps (the
+# scheduler of a busy machine) is made up by the next polls and the average rate is
+# 1e9 / period as long as the machine can deliver it.
 POLL_LOOP = """
   (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll_oneoff (param i32 i32 i32 i32) (result i32)))
-  (func (export "poll") (param $job i32) (param $out i32) (param $sleep_ns i64) (result i32)
-    (local $n i32)
+  (import "wasi_snapshot_preview1" "clock_time_get" (func $clock (param i32 i64 i32) (result i32)))
+  (func $now (result i64) (drop (call $clock (i32.const 1) (i64.const 0) (i32.const 600))) (i64.load (i32.const 600)))
+  (func (export "poll") (param $job i32) (param $out i32) (param $period i64) (result i32)
+    (local $n i64) (local $t0 i64) (local $wait i64)
     (i64.store (i32.const 512) (i64.const 0))
     (i64.store (i32.const 520) (i64.const 0))
     (i32.store (i32.const 528) (i32.const 1))
-    (i64.store (i32.const 536) (local.get $sleep_ns))
     (i64.store (i32.const 544) (i64.const 0))
     (i64.store (i32.const 552) (i64.const 0))
+    (local.set $t0 (call $now))
     (block $done
       (loop $again
         (drop (call $job_status (local.get $job) (local.get $out)))
-        (local.set $n (i32.add (local.get $n) (i32.const 1)))
+        (local.set $n (i64.add (local.get $n) (i64.const 1)))
         (br_if $done (i32.ne (i32.load (local.get $out)) (i32.const 0)))
-        (drop (call $poll_oneoff (i32.const 512) (i32.const 576) (i32.const 1) (i32.const 640)))
+        (local.set $wait (i64.sub (i64.add (local.get $t0) (i64.mul (local.get $n) (local.get $period))) (call $now)))
+        (if (i64.gt_s (local.get $wait) (i64.const 0))
+          (then
+            (i64.store (i32.const 536) (local.get $wait))
+            (drop (call $poll_oneoff (i32.const 512) (i32.const 640) (i32.const 1) (i32.const 704)))))
         (br $again)))
-    (local.get $n))
+    (i32.wrap_i64 (local.get $n)))
 """
 
 
@@ -82,10 +92,12 @@ def _module(pages: int = 16) -> str:
 
 
 def _fix_import_order(src: str) -> str:
-    """WAT needs imports before definitions: move the poll_oneoff import up."""
-    line = '  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll_oneoff (param i32 i32 i32 i32) (result i32)))'
-    src = src.replace(line, "")
-    return src.replace("(module\n", "(module\n" + line + "\n", 1)
+    """WAT needs imports before definitions: move the WASI imports of the loops up."""
+    for line in ('  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll_oneoff (param i32 i32 i32 i32) (result i32)))',
+                 '  (import "wasi_snapshot_preview1" "clock_time_get" (func $clock (param i32 i64 i32) (result i32)))'):
+        src = src.replace(line, "")
+        src = src.replace("(module\n", "(module\n" + line + "\n", 1)
+    return src
 
 
 def _shard(directory: Path, vocab: int, n: int) -> Path:
@@ -123,33 +135,45 @@ def bench_train_step(args, data: Path, cfg: GPTConfig) -> dict:
 
     trainer.add_callback("step_end", on_step)
 
+    cpu = []
+
     def guest_block() -> float:
         assert g.call("steps", m, tl, 1, out) == 0, d.error
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         assert g.call("steps", m, tl, args.steps - 1, out) == 0, d.error
+        cpu.append((time.process_time() - c0) * 1000 / (args.steps - 1))
         return (time.perf_counter() - t0) * 1000 / (args.steps - 1)
 
     def trainer_block() -> float:
         stamps.clear()
+        cstamps.clear()
         trainer.train()
+        cpu.append((cstamps[-1] - cstamps[0]) * 1000 / (len(cstamps) - 1))
         return (stamps[-1] - stamps[0]) * 1000 / (len(stamps) - 1)
 
+    cstamps = []
+    trainer.add_callback("step_end", lambda _: cstamps.append(time.process_time()))
     guest_block(), trainer_block()  # warm-up: growth of the guest's model, first-touch of buffers
-    guest_ms, trainer_ms = [], []
+    guest_ms, trainer_ms, guest_cpu, trainer_cpu = [], [], [], []
     for rep in range(args.repeats):
         for which in (("guest", "trainer") if rep % 2 == 0 else ("trainer", "guest")):
             if which == "guest":
                 guest_ms.append(guest_block())
+                guest_cpu.append(cpu[-1])
             else:
                 trainer_ms.append(trainer_block())
-        print(f"  train_step pair {rep}: guest {guest_ms[-1]:.2f} ms/step, Trainer {trainer_ms[-1]:.2f} ms/step",
-              flush=True)
+                trainer_cpu.append(cpu[-1])
+        print(f"  train_step pair {rep}: guest {guest_ms[-1]:.2f} ms/step ({guest_cpu[-1]:.2f} CPU), "
+              f"Trainer {trainer_ms[-1]:.2f} ms/step ({trainer_cpu[-1]:.2f} CPU)", flush=True)
     g.close()
     trainer.close()
     model.close()
     ratios = [gm / tm for gm, tm in zip(guest_ms, trainer_ms)]
+    cratios = [gm / tm for gm, tm in zip(guest_cpu, trainer_cpu)]
     return {"guest_ms_per_step": guest_ms, "trainer_ms_per_step": trainer_ms, "ratio_guest_over_trainer": ratios,
-            "summary": _summary(guest_ms, trainer_ms, ratios)}
+            "guest_cpu_ms_per_step": guest_cpu, "trainer_cpu_ms_per_step": trainer_cpu,
+            "summary": _summary(guest_ms, trainer_ms, ratios),
+            "cpu_summary": _summary(guest_cpu, trainer_cpu, cratios)}
 
 
 def bench_polling(args, data: Path, cfg: GPTConfig) -> dict:
@@ -173,7 +197,7 @@ def bench_polling(args, data: Path, cfg: GPTConfig) -> dict:
                 st = d.out(48)
                 t0 = time.perf_counter()
                 if mode == "poll":
-                    n = g.call("poll", job, st, args.poll_sleep_us * 1000)
+                    n = g.call("poll", job, st, args.poll_period_us * 1000)
                     rates.append(n / (time.perf_counter() - t0))
                 else:
                     assert d.call("job_wait", job, -1) == 0
@@ -187,6 +211,63 @@ def bench_polling(args, data: Path, cfg: GPTConfig) -> dict:
     ratios = [p / w for p, w in zip(polled, blocked)]
     return {"polled_step_ms": polled, "blocked_step_ms": blocked, "polls_per_s": rates,
             "ratio_polled_over_blocked": ratios, "summary": _summary(polled, blocked, ratios)}
+
+
+STATUS_LOOP = """
+  (func (export "status_loop") (param $job i32) (param $out i32) (param $n i32)
+    (block $done (loop $l
+      (br_if $done (i32.eqz (local.get $n)))
+      (drop (call $job_status (local.get $job) (local.get $out)))
+      (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+      (br $l))))
+  (func (export "last_error_loop") (param $unused i32) (param $out i32) (param $n i32)
+    (block $done (loop $l
+      (br_if $done (i32.eqz (local.get $n)))
+      (drop (call $last_error (local.get $out) (i32.const 0) (i32.add (local.get $out) (i32.const 8))))
+      (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+      (br $l))))
+"""
+
+
+def bench_call_costs(args, data: Path) -> dict:
+    """What one host call costs the guest's thread (CPU time, min of 5 runs of 20000 calls):
+    job_status (the polled call) and last_error with cap 0 (about the floor of any call:
+    trampoline, dispatch, two bounds checks, one write), and building the Trainer object that
+    train_step runs each step through. These bound the overheads: 1000 job_status calls per
+    second cost 1000 x job_status of one core; train_step adds the floor plus the Trainer
+    construction to each step."""
+    from pyllmc.wasm.jobs import step_trainer
+
+    host = Host(threads=1)
+    res = {}
+    with host.instantiate(_fix_import_order(wrapper_module(pages=4, extra=STATUS_LOOP)),
+                          dirs=[(str(data), "/data")]) as g:
+        d = Driver(g)
+        m = d.model()
+        tl = d.loader("/data/train_000.bin", 2, 16)
+        job = d.job(d.model(), d.loader("/data/train_000.bin", 2, 16), '{"steps": 1, "plot": false}')
+        assert d.call("job_wait", job, -1) == 0
+        o = d.out(48)
+        n = 20000
+        for name, fn, h in (("job_status_us", "status_loop", job), ("last_error_us", "last_error_loop", 0)):
+            best = []
+            for _ in range(5):
+                c0 = time.process_time()
+                g.call(fn, h, o, n)
+                best.append((time.process_time() - c0) * 1e6 / n)
+            res[name] = {"min": min(best), "median": statistics.median(best)}
+        loader = g.context.handles.get(tl, "loader", "bench").loader
+        model = g.context.handles.get(m, "model", "bench").model
+        best = []
+        for _ in range(5):
+            c0 = time.process_time()
+            for i in range(2000):
+                step_trainer(model, loader, 1e-3, i + 1)
+            best.append((time.process_time() - c0) * 1e6 / 2000)
+        res["step_trainer_construction_us"] = {"min": min(best), "median": statistics.median(best)}
+    for k, v in res.items():
+        print(f"  {k}: min {v['min']:.2f} us, median {v['median']:.2f} us", flush=True)
+    return res
 
 
 def _summary(a, b, ratios) -> dict:
@@ -206,9 +287,9 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--poll-sleep-us", type=int, default=500,
-                   help="the polling guest sleeps this long between job_status calls (500 us: ~1000 polls/s here)")
-    p.add_argument("--only", choices=["train_step", "polling"], default=None)
+    p.add_argument("--poll-period-us", type=int, default=1000,
+                   help="the polling guest calls job_status on this grid (1000 us: 1000 polls/s)")
+    p.add_argument("--only", choices=["calls", "train_step", "polling"], default=None)
     p.add_argument("--out", default=str(ROOT / "out" / "wasm_bench"))
     args = p.parse_args(argv)
     cfg = GPTConfig.from_size(args.model, max_seq_len=1024, vocab_size=args.vocab_size)
@@ -218,6 +299,9 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         _shard(data, cfg.vocab_size, max(200_000, 4 * args.batch * args.seq * (args.steps + args.warmup) * 2))
+        if args.only in (None, "calls"):
+            print("host call costs", flush=True)
+            res["call_costs"] = bench_call_costs(args, data)
         if args.only in (None, "train_step"):
             print("train_step loop: guest vs Trainer", flush=True)
             res["train_step"] = bench_train_step(args, data, cfg)
@@ -241,8 +325,18 @@ def main(argv=None) -> int:
             if k == "polling":
                 r = res[k]["polls_per_s"]
                 line += f"; polls/s min {min(r):.0f} median {statistics.median(r):.0f}"
+            if k == "train_step":
+                c = res[k]["cpu_summary"]
+                line += (f"; CPU time per step: guest median {c['a_median']:.2f}, Trainer {c['b_median']:.2f} ms, "
+                         f"ratio of medians {c['ratio_of_medians']:.4f}, paired median {c['paired_ratio_median']:.4f}")
             print(line)
             lines.append("- " + line)
+    if "call_costs" in res:
+        c = res["call_costs"]
+        line = ("host call costs (CPU per call, min / median): " + ", ".join(
+            f"{k[:-3]} {v['min']:.2f} / {v['median']:.2f} us" for k, v in c.items()))
+        print(line)
+        lines.append("- " + line)
     (out / "report.md").write_text("\n".join(lines) + "\n")
     print(f"-> {out / 'wasm_bench.json'}, {out / 'report.md'}")
     return 0

@@ -209,7 +209,8 @@ def _job_guest(loop_wait: bool) -> str:
 @pytest.mark.parametrize("loop_wait", [True, False], ids=["job_wait_loop", "job_wait_forever"])
 def test_timeout_stops_the_guests_jobs(data, loop_wait):
     t0 = time.perf_counter()
-    r = Host(timeout=1.5, threads=1).run(_job_guest(loop_wait), dirs=[(str(data), "/data")])
+    # 4 s: the guest sets its job up in milliseconds, so the job is running when time is up
+    r = Host(timeout=4.0, threads=1).run(_job_guest(loop_wait), dirs=[(str(data), "/data")])
     assert r.exit_code == 124, r
     assert r.freed == {"model": 1, "loader": 1, "job": 1}
     assert _job_threads() == 0
