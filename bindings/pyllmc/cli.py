@@ -73,6 +73,7 @@ def _add_trainer_commands(sub) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `train --nproc` restarts itself with it
     if args.version:
         from . import __version__
 

@@ -46,6 +46,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="OpenMP threads (0 = default)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda needs a CUDA build and a GPU)")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="data-parallel processes to start on this machine (several machines: torchrun)")
+    p.add_argument("--zero", type=int, choices=[0, 1], default=0,
+                   help="1: ZeRO-1, AdamW state sharded across the data-parallel ranks (default 0)")
+    p.add_argument("--dist-check-every", type=int, default=100,
+                   help="compare a parameter checksum across ranks every N steps (0 = never)")
+    p.add_argument("--dist-timeout", type=float, default=300.0,
+                   help="seconds a collective waits for the other ranks before the run fails (default 300)")
     p.add_argument("--out", default="runs/train", help="output directory (default runs/train)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--stop-at", type=int, help="end after this step with a checkpoint, as an interruption would")
@@ -79,7 +87,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         beta1=args.beta1, beta2=args.beta2, eps=args.eps, weight_decay=args.weight_decay,
         decay_matrices_only=not args.decay_all, grad_clip=args.grad_clip, on_nonfinite=args.on_nonfinite,
         shuffle=args.shuffle, seed=args.seed,
-        threads=args.threads, device=args.device, eval_every=args.eval_every, eval_batches=args.eval_batches,
+        threads=args.threads, device=args.device, nproc=args.nproc, zero=args.zero,
+        dist_check_every=args.dist_check_every, dist_timeout=args.dist_timeout, eval_every=args.eval_every, eval_batches=args.eval_batches,
         sample_every=args.sample_every, sample_tokens=args.sample_tokens, sample_prompt=args.sample_prompt,
         out_dir=args.out, save_every=args.save_every, keep_last=args.keep_last, resume=args.resume,
         stop_at=args.stop_at, overwrite=args.overwrite, progress=args.progress, log_every=args.log_every,
@@ -88,19 +97,40 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .errors import NonFiniteError
     from .model_source import check_device
     from .trainer import Trainer
 
     check_device(args.device)
     cfg = config_from_args(args)
-    with Trainer(cfg) as trainer:
+    from .distributed import DistributedError, env_is_distributed, restart_count
+
+    if cfg.nproc > 1 and not env_is_distributed():  # start the ranks; each runs this command
+        from .launch import launch, strip_nproc
+
+        argv = getattr(args, "argv", None) or sys.argv[1:]
+        return launch([sys.executable, "-m", "pyllmc", *strip_nproc(argv)], cfg.nproc,
+                      grace=min(cfg.dist_timeout, 60.0) + 10.0)
+    if restart_count() > 0 and not cfg.resume:  # torchrun --max-restarts: continue the run
+        cfg.resume = True
+    try:
+        return _train(args, cfg, Trainer(cfg))
+    except DistributedError as e:  # a rank ended or diverged: a failed run, not bad input
+        sys.stderr.write(f"pyllmc: data-parallel run failed: {e}\n")
+        return 1
+
+
+def _train(args: argparse.Namespace, cfg: Any, trainer: Any) -> int:
+    from .errors import NonFiniteError
+
+    with trainer:
         trainer.setup()
         c = trainer.model.config
-        print(f"model: GPT-2 L{c.num_layers} C{c.channels} H{c.num_heads} V{c.vocab_size} "
-              f"({c.num_params() / 1e6:.2f}M params) | data: {trainer.train_loader.num_tokens} tokens "
-              f"in {len(trainer.train_loader.shards)} shard(s) | B={cfg.batch_size} T={cfg.seq_len} "
-              f"K={cfg.accum_steps} | {cfg.schedule} lr {cfg.lr:g}", flush=True)
+        say = print if trainer.is_primary else _silent  # rank 0 reports for all
+        world = f" x {trainer.world_size} ranks" + (" (ZeRO-1)" if cfg.zero else "") if trainer.world_size > 1 else ""
+        say(f"model: GPT-2 L{c.num_layers} C{c.channels} H{c.num_heads} V{c.vocab_size} "
+            f"({c.num_params() / 1e6:.2f}M params) | data: {trainer.train_loader.num_tokens} tokens "
+            f"in {len(trainer.train_loader.shards)} shard(s) | B={cfg.batch_size} T={cfg.seq_len} "
+            f"K={cfg.accum_steps}{world} | {cfg.schedule} lr {cfg.lr:g}", flush=True)
         try:
             h = trainer.train()
         except NonFiniteError as e:
@@ -110,22 +140,26 @@ def run(args: argparse.Namespace) -> int:
 
             last = latest_checkpoint(cfg.out_dir) if cfg.out_dir else None
             if last is not None:
-                print(f"last good checkpoint: {last}")
+                say(f"last good checkpoint: {last}")
             return 1
-        if args.export_hf:
+        if args.export_hf and trainer.is_primary:
             trainer.export_hf(args.export_hf)
-            print(f"exported Hugging Face directory: {args.export_hf}")
+            say(f"exported Hugging Face directory: {args.export_hf}")
     parts = [f"step {h.final_step}/{cfg.steps}"]
     if h.final_loss is not None:
         parts.append(f"loss {h.final_loss:.4f}")
     if h.final_val_loss is not None:
         parts.append(f"val loss {h.final_val_loss:.4f}")
-    print(("stopped (" + h.stop_reason + "): " if h.stop_reason else "done: ") + ", ".join(parts))
-    print(f"metrics: {cfg.out_dir}/metrics.jsonl")
+    say(("stopped (" + h.stop_reason + "): " if h.stop_reason else "done: ") + ", ".join(parts))
+    say(f"metrics: {cfg.out_dir}/metrics.jsonl")
     if h.last_checkpoint:
-        print(f"checkpoint: {h.last_checkpoint}" + ("  (continue with --resume)" if h.stop_reason else ""))
+        say(f"checkpoint: {h.last_checkpoint}" + ("  (continue with --resume)" if h.stop_reason else ""))
     if h.loss_curve:
-        print(f"loss curve: {h.loss_curve}")
+        say(f"loss curve: {h.loss_curve}")
     if h.stop_reason == "interrupted":
         return 130
     return 0
+
+
+def _silent(*args: Any, **kwargs: Any) -> None:
+    """print() of the ranks other than 0."""

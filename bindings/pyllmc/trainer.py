@@ -120,6 +120,11 @@ class TrainerConfig:
     seed: int = 0  #: model init (size descriptors), data shuffling, sampling
     threads: int = 0  #: OpenMP threads; 0 = default. Bit-exact resume needs the same count.
     device: str = "cpu"
+    # data parallel (pyllmc.distributed; active under torchrun or `pyllmc train --nproc N`)
+    nproc: int = 1  #: processes `pyllmc train --nproc` starts on this machine (torchrun: its own flags)
+    zero: int = 0  #: 1: ZeRO-1, AdamW m and v sharded across the ranks; 0: plain data parallel
+    dist_check_every: int = 100  #: compare a parameter checksum across ranks every N steps; 0 = never
+    dist_timeout: float = 300.0  #: seconds a collective waits for the other ranks before the run fails
     # evaluation, sampling, checkpoints
     eval_every: int = 0  #: evaluate every N steps (and at the last step); 0 = never
     eval_batches: int = 10  #: K validation batches per evaluation (from the start of val_data)
@@ -147,10 +152,10 @@ class TrainerConfig:
 
         if self.data is None:
             raise InvalidArgumentError("no training data given (data=... / --data PATH)")
-        for n in ("batch_size", "seq_len", "grad_accum", "steps", "eval_batches", "log_every"):
+        for n in ("batch_size", "seq_len", "grad_accum", "steps", "eval_batches", "log_every", "nproc"):
             need_int(n, 1)
         for n in ("warmup", "eval_every", "sample_every", "save_every", "keep_last", "sample_tokens",
-                  "sample_top_k", "threads", "seed", "max_skips"):
+                  "sample_top_k", "threads", "seed", "max_skips", "dist_check_every"):
             need_int(n, 0)
         if self.schedule not in SCHEDULES:
             raise InvalidArgumentError(f"unknown schedule {self.schedule!r}; expected one of {', '.join(SCHEDULES)}")
@@ -173,6 +178,11 @@ class TrainerConfig:
             raise InvalidArgumentError("resume and stop_at need an output directory (out_dir / --out DIR)")
         if self.on_nonfinite not in ("stop", "skip"):
             raise InvalidArgumentError(f"on_nonfinite must be 'stop' or 'skip', got {self.on_nonfinite!r}")
+        if isinstance(self.zero, bool) or self.zero not in (0, 1):
+            raise InvalidArgumentError(f"zero must be 0 or 1 (the ZeRO stage), got {self.zero!r}")
+        if isinstance(self.dist_timeout, bool) or not isinstance(self.dist_timeout, (int, float)) \
+                or not self.dist_timeout > 0 or not math.isfinite(self.dist_timeout):
+            raise InvalidArgumentError(f"dist_timeout must be a number of seconds > 0, got {self.dist_timeout!r}")
         if self.progress not in ("auto", "bar", "lines", "none"):
             raise InvalidArgumentError(f"progress must be auto, bar, lines or none, got {self.progress!r}")
 
@@ -335,6 +345,17 @@ class Trainer:
         self._resumed_from: Optional[str] = None
         self._skips_in_row = 0  # consecutive non-finite steps skipped (on_nonfinite="skip")
         self._t_start: Optional[float] = None
+        self._dp: Any = None  # pyllmc.distributed.DataParallel when running in a process group
+
+    @property
+    def world_size(self) -> int:
+        """Data-parallel ranks of the run (1 without a process group)."""
+        return self._dp.world if self._dp is not None else 1
+
+    @property
+    def is_primary(self) -> bool:
+        """True on the process that logs, writes metrics and saves (rank 0, or the only one)."""
+        return self._dp is None or self._dp.primary
 
     # ------------------------------------------------------------ public API
     @property
@@ -369,6 +390,9 @@ class Trainer:
             self.model.close()
         self.model = None
         self._ready = False
+        if self._dp is not None:
+            self._dp.ctx.close()
+            self._dp = None
 
     def __enter__(self) -> "Trainer":
         return self
@@ -388,6 +412,12 @@ class Trainer:
 
         device = check_device(cfg.device)
         self._set_status(phase="setup")
+        if self._dp is None:
+            from .distributed import from_config
+
+            self._dp = from_config(cfg)
+            if not self.is_primary:  # rank 0 reports for all
+                cfg = self.config = dataclasses.replace(cfg, progress="none", plot=False)
         shards = resolve_shards(cfg.data)
         val_shards = resolve_shards(cfg.val_data) if cfg.val_data is not None else None
         # tokenizer: explicit, else next to the data
@@ -401,7 +431,7 @@ class Trainer:
         B, T = cfg.batch_size, cfg.seq_len
         ckpt = None
         out = Path(cfg.out_dir) if cfg.out_dir else None
-        if out is not None:
+        if out is not None and self.is_primary:
             from .checkpoint import latest_checkpoint, list_checkpoints
 
             if cfg.resume:
@@ -417,11 +447,14 @@ class Trainer:
                 for name in ("metrics.jsonl", "loss.png"):
                     if (out / name).exists():
                         (out / name).unlink()
+        if self._dp is not None and out is not None:  # every rank resumes what rank 0 found
+            ckpt = self._dp.ctx.from_rank0(ckpt, "setup of the output directory")
         state = None
         if ckpt is not None:
             from .checkpoint import load_checkpoint
 
-            model, state = load_checkpoint(ckpt, max_batch=B, max_seq=T, threads=cfg.threads, device=device)
+            load = self._dp.load_checkpoint if self._dp is not None else load_checkpoint
+            model, state = load(ckpt, max_batch=B, max_seq=T, threads=cfg.threads, device=device)
             self._check_resume(state, ckpt)
             self._resumed_from = str(ckpt)
         else:
@@ -432,6 +465,8 @@ class Trainer:
                 raise InvalidArgumentError(
                     f"the given model allows B <= {model.max_batch}, T <= {model.max_seq}; the run needs B = {B}, T = {T}")
         self.model = model
+        if self._dp is not None:
+            self._dp.attach(model)
         V = model.config.vocab_size
         if tok is not None and tok.vocab_size > V:
             raise InvalidArgumentError(
@@ -447,7 +482,10 @@ class Trainer:
                 except PyllmcError:
                     tok = None
         self.tokenizer = tok
-        self.train_loader = DataLoader(shards, B, T, shuffle=cfg.shuffle, seed=cfg.seed, vocab_size=V)
+        if self._dp is not None:  # rank r reads the r-th B x T window of each global batch
+            self.train_loader = self._dp.loader(shards, B, T, shuffle=cfg.shuffle, seed=cfg.seed, vocab_size=V)
+        else:
+            self.train_loader = DataLoader(shards, B, T, shuffle=cfg.shuffle, seed=cfg.seed, vocab_size=V)
         if val_shards is not None:
             self.val_loader = DataLoader(val_shards, B, T, shuffle=False, vocab_size=V)
         self.rng = np.random.Generator(np.random.PCG64(cfg.seed))
@@ -468,7 +506,7 @@ class Trainer:
             if int(state.get("total_steps", cfg.steps)) != cfg.steps:
                 self._log(f"note: the run was started with {state.get('total_steps')} steps, now {cfg.steps}: "
                           "the LR schedule changes, so results differ from an uninterrupted run")
-        if out is not None:
+        if out is not None and self.is_primary:
             out.mkdir(parents=True, exist_ok=True)
             self._open_metrics(out, state)
             if tok is not None and not (out / "tokenizer.bin").exists():
@@ -648,10 +686,13 @@ class Trainer:
             "train": train,
             "threads": cfg.threads,
             "model_config": dataclasses.asdict(self.model.config),
-            "tokens_seen": self.step * cfg.accum_steps * cfg.batch_size * cfg.seq_len,
+            "tokens_seen": self.step * cfg.accum_steps * cfg.batch_size * cfg.seq_len * self.world_size,
             "skips_in_row": self._skips_in_row,
         }
-        path = save_checkpoint(self.model, cfg.out_dir, self.step, state, keep_last=cfg.keep_last)
+        if self._dp is not None:  # rank 0 writes, ZeRO-1 ranks add their optimizer slices
+            path = self._dp.save_checkpoint(self.model, cfg.out_dir, self.step, state, keep_last=cfg.keep_last)
+        else:
+            path = save_checkpoint(self.model, cfg.out_dir, self.step, state, keep_last=cfg.keep_last)
         self._last_saved_step = self.step
         self.history.last_checkpoint = str(path)
         return str(path)
@@ -679,7 +720,7 @@ class Trainer:
             with self._lock:
                 self._stop_event.clear()
                 self._stop_reason = None
-            if self.config.out_dir and self._metrics_file is None:
+            if self.config.out_dir and self._metrics_file is None and self.is_primary:
                 self._metrics_file = open(Path(self.config.out_dir) / "metrics.jsonl", "ab")
         restore = self._install_sigint()
         try:
@@ -721,7 +762,7 @@ class Trainer:
         cfg = self.config
         sched = cfg.schedule_fn()
         K, B, T = cfg.accum_steps, cfg.batch_size, cfg.seq_len
-        tokens_per_step = K * B * T
+        tokens_per_step = K * B * T * self.world_size  # global: all ranks together
         start_step = self.step
         if self._resumed_from:
             self._log(f"resumed from {self._resumed_from} (step {self.step})")
@@ -800,6 +841,8 @@ class Trainer:
         from .numerics import diagnose_gradients, diagnose_loss
 
         cfg, m, K = self.config, self.model, self.config.accum_steps
+        dp = self._dp
+        loss_scale = dp.loss_scale(K) if dp is not None else 1.0 / K  # dp: summed over ranks
         loss_sum = 0.0
         fault = None
         for k in range(K):
@@ -812,14 +855,18 @@ class Trainer:
                 break
             loss_sum += lk
             # the first micro-batch overwrites the gradients: zero_grad without its own pass
-            m.backward(loss_scale=1.0 / K, accumulate=k > 0)
+            m.backward(loss_scale=loss_scale, accumulate=k > 0)
+        loss = loss_sum / K
+        if dp is not None:  # the global loss; every rank learns of a non-finite loss anywhere
+            loss, fault = dp.agree_on_loss(loss, fault, s, K)
         if fault is not None:
             self._nonfinite(fault)
             return fault.value, float("nan"), fault
-        loss = loss_sum / K
+        if dp is not None:
+            dp.reduce_gradients(s)
         # the norm is needed for clipping and the metrics anyway; a NaN/inf anywhere in the
         # gradients makes it non-finite, so checking it costs nothing
-        gnorm = m.grad_norm()
+        gnorm = dp.grad_norm(s) if dp is not None else m.grad_norm()
         if not math.isfinite(gnorm):
             fault = diagnose_gradients(m, s, gnorm)
             self._nonfinite(fault)
@@ -827,9 +874,12 @@ class Trainer:
         # clip_coefficient reproduces clip_grad_norm's float32 factor, so this single update
         # is bitwise clip-then-step, one pass over the gradients cheaper
         scale = clip_coefficient(gnorm, cfg.grad_clip) if cfg.grad_clip > 0 else 1.0
-        m.adamw_step(lr, t=s, beta1=cfg.beta1, beta2=cfg.beta2, eps=cfg.eps, weight_decay=cfg.weight_decay,
-                     decay_matrices_only=cfg.decay_matrices_only, grad_scale=scale)
+        update = dp.adamw_step if dp is not None else m.adamw_step  # dp: ZeRO-1 updates its slice
+        update(lr, t=s, beta1=cfg.beta1, beta2=cfg.beta2, eps=cfg.eps, weight_decay=cfg.weight_decay,
+               decay_matrices_only=cfg.decay_matrices_only, grad_scale=scale)
         self._skips_in_row = 0
+        if dp is not None:
+            dp.check_parameters(s, force=s == cfg.steps)
         return loss, gnorm, None
 
     def _nonfinite(self, fault: Any) -> None:
