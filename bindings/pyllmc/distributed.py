@@ -129,6 +129,8 @@ class DistContext:
 
                 torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
             try:
+                kw["store"] = self._store(timedelta(seconds=self.timeout))
+                kw.update(rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
                 dist.init_process_group(backend, timeout=timedelta(seconds=self.timeout), **kw)
             except Exception as e:  # a rendezvous that never completes, a bad address, ...
                 raise DistributedError(f"cannot join the process group ({backend}, "
@@ -148,6 +150,18 @@ class DistContext:
         peers: List[Any] = [None] * self.world
         self._run("exchange of pids", lambda: dist.all_gather_object(peers, me))
         self.peers: List[Tuple[int, str]] = [tuple(p) for p in peers]  # type: ignore[misc]
+
+    def _store(self, timeout: Any) -> Any:
+        """The rendezvous store, its keys under a prefix per torchrun attempt: the restarted
+        workers of torchrun --max-restarts otherwise read the gloo addresses the previous
+        attempt's (dead) workers left in the agent's store, and time out connecting to them
+        (seen with torch 2.13, gloo, the static and the c10d rendezvous alike)."""
+        dist = self.dist
+        agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"  # torchrun hosts it
+        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        base = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                             is_master=rank == 0 and not agent, timeout=timeout, wait_for_workers=False)
+        return dist.PrefixStore(f"pyllmc/attempt{restart_count()}", base)
 
     # -------------------------------------------------------------- failure handling
     def _watch(self) -> None:
