@@ -3,7 +3,8 @@ the JSON config in argv[1] and writes RESULT_DIR/rank{R}.npz (losses, grad norms
 parameters and this rank's AdamW moments). Run under pyllmc.launch or torchrun.
 
 Test hooks (environment): PYLLMC_TEST_KILL_AT="step:rank" SIGKILLs that rank after that step
-(only on the first attempt under torchrun, so a restart can succeed)."""
+(only on the first attempt under torchrun, so a restart can succeed); PYLLMC_TEST_STOP_AT=
+"step:rank" makes a step_end callback of that rank alone ask for a stop."""
 
 import json
 import os
@@ -31,6 +32,10 @@ def main() -> int:
             if status.step == step and int(os.environ["RANK"]) == rank:
                 os.kill(os.getpid(), signal.SIGKILL)
         trainer.add_callback("step_end", maybe_die)
+    stop = os.environ.get("PYLLMC_TEST_STOP_AT")
+    if stop:  # a callback asks for a stop on one rank only
+        step_s, rank_s = (int(x) for x in stop.split(":"))
+        trainer.add_callback("step_end", lambda st: st.step == step_s and int(os.environ["RANK"]) == rank_s)
     with trainer:
         h = trainer.train()
         dp = trainer._dp
@@ -39,7 +44,7 @@ def main() -> int:
             m, v = dp.adam_m, dp.adam_v
         else:
             m, v = trainer.model.flat("adam_m"), trainer.model.flat("adam_v")
-        np.savez(os.path.join(result_dir, f"rank{rank}.npz"), losses=np.array(h.losses, dtype=np.float64),
+        np.savez(os.path.join(result_dir, f"rank{rank}.npz"), final_step=np.array(h.final_step), losses=np.array(h.losses, dtype=np.float64),
                  norms=np.array([r["grad_norm"] for r in h.rows], dtype=np.float64),
                  params=trainer.model.flat("params"), adam_m=m, adam_v=v,
                  comm_s=np.array(dp.comm_s if dp is not None else 0.0))

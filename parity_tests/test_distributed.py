@@ -322,3 +322,19 @@ def test_torchrun_max_restarts_resumes_from_the_newest_checkpoint(data, tmp_path
     res = [dict(np.load(tmp_path / "r_run" / f"rank{r}.npz")) for r in range(2)]
     # the restarted workers ran only steps 7..10: their history holds the metrics up to the checkpoint
     assert res[0]["params"].tobytes() == full[0]["params"].tobytes()
+
+
+def test_a_stop_requested_on_one_rank_ends_every_rank_at_the_same_step(data, tmp_path):
+    """A callback of rank 1 alone returns True after step 3: the request travels with step 4's
+    loss exchange, both ranks end after step 4 and write one checkpoint there; resuming
+    finishes as the uninterrupted run does."""
+    rc, err, full = run_ranks(spec(data, out=tmp_path / "full"), tmp_path / "r_full")
+    assert rc == 0, err[-3000:]
+    rc, err, res = run_ranks(spec(data, out=tmp_path / "run"), tmp_path / "r_run", env={"PYLLMC_TEST_STOP_AT": "3:1"})
+    assert rc == 0, err[-3000:]
+    assert [int(r["final_step"]) for r in res] == [4, 4]
+    assert [p.name for p in sorted((tmp_path / "run").glob("ckpt_*"))] == ["ckpt_00000004"]
+    rc, err, res = run_ranks(spec(data, out=tmp_path / "run", resume=True), tmp_path / "r_run2")
+    assert rc == 0, err[-3000:]
+    assert _rows(tmp_path / "run" / "metrics.jsonl") == _rows(tmp_path / "full" / "metrics.jsonl")
+    assert res[0]["params"].tobytes() == full[0]["params"].tobytes()

@@ -223,17 +223,21 @@ class DistContext:
         if self.world > 1:
             self._run(what, lambda: self.dist.barrier())
 
-    def all_gather_floats(self, value: float, what: str) -> List[float]:
-        """``value`` of every rank, in rank order (float64)."""
+    def all_gather_floats(self, value: Any, what: str) -> List[Any]:
+        """``value`` (a float, or a list of floats) of every rank, in rank order (float64)."""
         import torch
 
+        vals = [float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)]
         if self.world == 1:
-            return [float(value)]
-        dev = "cuda" if self.device == "cuda" else "cpu"
-        mine = torch.tensor([value], dtype=torch.float64, device=dev)
-        out = torch.empty(self.world, dtype=torch.float64, device=dev)
-        self._run(what, lambda: self._gather(out, mine))
-        return [float(x) for x in out.cpu().tolist()]
+            rows = [vals]
+        else:
+            dev = "cuda" if self.device == "cuda" else "cpu"
+            mine = torch.tensor(vals, dtype=torch.float64, device=dev)
+            out = torch.empty(self.world * len(vals), dtype=torch.float64, device=dev)
+            self._run(what, lambda: self._gather(out, mine))
+            flat = [float(x) for x in out.cpu().tolist()]
+            rows = [flat[r * len(vals): (r + 1) * len(vals)] for r in range(self.world)]
+        return rows if isinstance(value, (list, tuple)) else [r[0] for r in rows]
 
     def all_gather_ints(self, value: int, what: str) -> List[int]:
         import torch
@@ -349,6 +353,30 @@ class RankLoader:
 
 
 # ---------------------------------------------------------------------- the data-parallel step
+class AgreedStop:
+    """Stands in for the Trainer's stop event in a process group: ``set()`` (a stop request)
+    is only noted; ``is_set()`` is true once the ranks have exchanged the request (with the
+    next step's loss, so the run ends one step after the request, on every rank at the same
+    step), or when ``stop_at`` is reached (the same step everywhere by construction)."""
+
+    def __init__(self, trainer: Any, pending: bool = False):
+        self._trainer = trainer
+        self.pending = pending
+        self.agreed = False
+
+    def set(self) -> None:
+        self.pending = True
+
+    def clear(self) -> None:
+        self.pending = self.agreed = False
+
+    def is_set(self) -> bool:
+        cfg = self._trainer.config
+        at = cfg.stop_at is not None and self._trainer.step >= cfg.stop_at and self._trainer.step < cfg.steps
+        return self.agreed or at
+
+
+
 @dataclass
 class DPOptions:
     zero: int = 0  #: 0 = plain data parallel, 1 = ZeRO stage 1 (AdamW state sharded)
@@ -400,10 +428,25 @@ class DataParallel:
     def loss_scale(self, K: int) -> float:
         return 1.0 / (K * self.world)
 
+    def bind(self, trainer: Any) -> None:
+        """Stop requests (Ctrl-C, a callback, trainer.stop() from a thread) arrive on one rank
+        at any moment; acted on there alone they would make the ranks leave the loop or save at
+        different steps. So the trainer's stop event becomes an AgreedStop: a request is
+        exchanged with the next step's loss and takes effect on every rank together."""
+        self._stop = AgreedStop(trainer, trainer._stop_event.is_set())
+        trainer._stop_event = self._stop
+
     def agree_on_loss(self, loss: float, fault: Any, step: int, K: int) -> Tuple[float, Any]:
         """The global mean loss (every rank's mean over its K micro-batches, averaged), and a
-        fault on every rank when any rank's loss was non-finite (naming that rank)."""
-        losses = self.ctx.all_gather_floats(loss if fault is None else float("nan"), f"step {step}: loss exchange")
+        fault on every rank when any rank's loss was non-finite (naming that rank). Carries
+        the ranks' stop requests too (see bind)."""
+        stop = getattr(self, "_stop", None)
+        rows = self.ctx.all_gather_floats([loss if fault is None else float("nan"),
+                                           1.0 if stop is not None and stop.pending else 0.0],
+                                          f"step {step}: loss exchange")
+        losses = [r[0] for r in rows]
+        if stop is not None and any(r[1] for r in rows):
+            stop.agreed = True
         bad = [r for r, v in enumerate(losses) if not math.isfinite(v)]
         if not bad:
             return (sum(losses) / self.world if self.world > 1 else losses[0]), None
@@ -586,9 +629,9 @@ def _check_opt(path: Path, count: int) -> None:
         raise BadFormatError(f"{path}: holds {n} parameters ({size} bytes), expected {count}")
 
 
-def from_config(config: Any) -> Optional[DataParallel]:
-    """The DataParallel of a Trainer run, or None when no process group is described (nor
-    already initialised)."""
+def from_config(config: Any, trainer: Any = None) -> Optional[DataParallel]:
+    """The DataParallel of a Trainer run (bound to ``trainer``), or None when no process
+    group is described (nor already initialised)."""
     try:
         import torch.distributed as dist
 
@@ -605,5 +648,8 @@ def from_config(config: Any) -> Optional[DataParallel]:
     except ImportError:
         raise UnsupportedError("data-parallel training needs torch (pip install 'pyllmc[torch]')") from None
     ctx = DistContext(device=str(config.device), timeout=float(config.dist_timeout))
-    return DataParallel(ctx, DPOptions(zero=int(config.zero), check_every=int(config.dist_check_every),
-                                       timeout=float(config.dist_timeout)))
+    dp = DataParallel(ctx, DPOptions(zero=int(config.zero), check_every=int(config.dist_check_every),
+                                     timeout=float(config.dist_timeout)))
+    if trainer is not None:
+        dp.bind(trainer)
+    return dp

@@ -2,7 +2,8 @@
 
 Each rank is a child process running the same command with the environment torchrun would
 give it (RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR=127.0.0.1, a free
-MASTER_PORT, GLOO_SOCKET_IFNAME=lo), so ``pyllmc.distributed`` cannot tell the two apart.
+MASTER_PORT, GLOO_SOCKET_IFNAME=lo, OMP_NUM_THREADS = cores / N unless set), so
+``pyllmc.distributed`` cannot tell the two apart.
 For several machines, restarts and elastic membership use torchrun itself (docs/training.md).
 
 The launcher waits for all ranks. When one fails, it names it (rank, pid, exit status), gives
@@ -35,6 +36,8 @@ def rank_env(rank: int, world: int, port: int, base: Optional[Dict[str, str]] = 
     env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
                GROUP_RANK="0", ROLE_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    # --threads 0 means the OpenMP default, all cores: N ranks would oversubscribe them N times
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // world)))
     env.setdefault("TORCHELASTIC_RESTART_COUNT", "0")
     return env
 

@@ -415,7 +415,7 @@ class Trainer:
         if self._dp is None:
             from .distributed import from_config
 
-            self._dp = from_config(cfg)
+            self._dp = from_config(cfg, self)
             if not self.is_primary:  # rank 0 reports for all
                 cfg = self.config = dataclasses.replace(cfg, progress="none", plot=False)
         shards = resolve_shards(cfg.data)
