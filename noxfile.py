@@ -1,4 +1,4 @@
-"""Named test sessions: `nox -s tests|slow|parity|parity_d12|asan|memcheck|fuzz|lint|typecheck` (`nox` alone runs `tests`).
+"""Named test sessions: `nox -s tests|slow|dist|parity|parity_d12|asan|memcheck|fuzz|lint|typecheck` (`nox` alone runs `tests`).
 
 The sessions run in the *current* environment (python=False, no per-session virtualenv):
 torch is large and CI (.ci/run) installs it once into a fresh venv together with pyllmc, then
@@ -64,6 +64,19 @@ def typecheck(session: nox.Session) -> None:
 def slow(session: nox.Session) -> None:
     """Only the tests marked slow."""
     _pytest(session, "-m", "slow")
+
+
+@nox.session(python=False)
+def dist(session: nox.Session) -> None:
+    """Data-parallel tests (parity_tests/test_distributed.py, slow ones included: 2 ranks over
+    gloo on 127.0.0.1, a few minutes), then the benchmark at d12 when `-- bench` is given
+    (python -m pyllmc.bench.dist -> out/bench_dist/; ~5 GB, every core: run it alone)."""
+    bench = "bench" in session.posargs
+    _pytest_args = [a for a in session.posargs if a != "bench"]
+    session.run(PY, "-m", "pytest", "-q", str(ROOT / "parity_tests" / "test_distributed.py"), "-m", "slow or not slow",
+                *_pytest_args, success_codes=[0, 5])
+    if bench:
+        session.run(PY, "-m", "pyllmc.bench.dist", "--out", str(ROOT / "out" / "bench_dist"))
 
 
 @nox.session(python=False)

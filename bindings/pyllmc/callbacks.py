@@ -159,6 +159,8 @@ class TensorBoardCallback(Callback):
     def on_train_begin(self, status: "TrainStatus") -> None:
         from .tensorboard import EventWriter
 
+        if not getattr(self.trainer, "is_primary", True):  # data parallel: rank 0 logs for all
+            return
         d = self.log_dir or (Path(self.trainer.config.out_dir) / "tensorboard" if self.trainer.config.out_dir else None)
         if d is None:
             self.trainer.log("note: report_to tensorboard needs a run directory (out_dir); not logging")

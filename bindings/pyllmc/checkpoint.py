@@ -174,7 +174,8 @@ def save_checkpoint(
             "format": STATE_FORMAT,
             "version": STATE_VERSION,
             "step": int(step),
-            "files": {f: os.path.getsize(tmp / f) for f in ("model.bin", "optimizer.bin")},
+            # every file written (optimizer.bin, or a ZeRO-1 run's optimizer.rankR.bin slices)
+            "files": {f.name: os.path.getsize(f) for f in sorted(tmp.iterdir()) if f.is_file()},
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         })
         with atomic_write(tmp / "state.json", "wb") as f:
@@ -256,7 +257,12 @@ def load_checkpoint(path: PathLike, *, max_batch: int, max_seq: Optional[int] = 
                                   device=device)
     try:
         n = int(model.config.num_params())
-        m, v, _ = read_optimizer_state(p / "optimizer.bin", num_params=n)
+        if "optimizer_shards" in state:  # a ZeRO-1 run's slices (pyllmc.distributed)
+            from .distributed import read_moments
+
+            m, v = read_moments(p, state, n, (0, n))
+        else:
+            m, v, _ = read_optimizer_state(p / "optimizer.bin", num_params=n)
         # copy_from_host writes into the model's buffers on either device (GPU memory for CUDA)
         model.copy_from_host("adam_m", None, m)
         model.copy_from_host("adam_v", None, v)

@@ -132,6 +132,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     argv, guest_args = split_guest_args(argv)  # `pyllmc wasm run G.wasm ... -- ARGS`: ARGS are the guest's
     args = parser.parse_args(argv)
+    args.argv = list(argv)  # `train --nproc` restarts itself with it
     if guest_args is not None:
         args.guest_args = guest_args
     if args.version:

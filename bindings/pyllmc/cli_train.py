@@ -130,16 +130,32 @@ def _text_file_in(spec: Any) -> Optional[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .errors import NonFiniteError
+    from .distributed import DistributedError, env_is_distributed, restart_count
     from .trainer import Trainer
 
     cfg, notices = resolve_config(args)
     if cfg.data is None:
         raise InvalidArgumentError("--data is required: training token shards (a file or a glob); "
                                    "make them from text with `pyllmc prepare-data input.txt --out data`")
-    for n in notices:
-        print(n, flush=True)
-    with Trainer(cfg) as trainer:
+    if cfg.nproc > 1 and not env_is_distributed():  # start the ranks; each runs this command
+        from .launch import launch, strip_nproc
+
+        argv = getattr(args, "argv", None) or sys.argv[1:]
+        return launch([sys.executable, "-m", "pyllmc", *strip_nproc(argv)], cfg.nproc,
+                      grace=min(cfg.dist_timeout, 60.0) + 10.0)
+    if restart_count() > 0 and not cfg.resume:  # torchrun --max-restarts: continue the run
+        cfg.resume = True
+    try:
+        return _train(args, cfg, notices, Trainer(cfg))
+    except DistributedError as e:  # a rank ended or diverged: a failed run, not bad input
+        sys.stderr.write(f"pyllmc: data-parallel run failed: {e}\n")
+        return 1
+
+
+def _train(args: argparse.Namespace, cfg: TrainerConfig, notices: List[str], trainer: Any) -> int:
+    from .errors import NonFiniteError
+
+    with trainer:
         try:
             trainer.setup()
         except (BadFormatError, FileError) as e:
@@ -152,11 +168,15 @@ def run(args: argparse.Namespace) -> int:
                     raise type(e)(f"{flag} {e}") from e  # name the flag the path came from
             raise
         c = trainer.model.config
-        print(f"model: GPT-2 L{c.num_layers} C{c.channels} H{c.num_heads} V{c.vocab_size} "
-              f"({c.num_params() / 1e6:.2f}M params) | data: {trainer.train_loader.num_tokens} tokens "
-              f"in {len(trainer.train_loader.shards)} shard(s) | B={cfg.batch_size} T={cfg.seq_len} "
-              f"K={cfg.accum_steps} | {cfg.schedule} lr {cfg.lr:g} | run dir {cfg.out_dir}"
-              + (f" | resumed at step {trainer.step}" if trainer.step else ""), flush=True)
+        say = print if trainer.is_primary else _silent  # rank 0 reports for all
+        for n in notices:
+            say(n, flush=True)
+        world = f" x {trainer.world_size} ranks" + (" (ZeRO-1)" if cfg.zero else "") if trainer.world_size > 1 else ""
+        say(f"model: GPT-2 L{c.num_layers} C{c.channels} H{c.num_heads} V{c.vocab_size} "
+            f"({c.num_params() / 1e6:.2f}M params) | data: {trainer.train_loader.num_tokens} tokens "
+            f"in {len(trainer.train_loader.shards)} shard(s) | B={cfg.batch_size} T={cfg.seq_len} "
+            f"K={cfg.accum_steps}{world} | {cfg.schedule} lr {cfg.lr:g} | run dir {cfg.out_dir}"
+            + (f" | resumed at step {trainer.step}" if trainer.step else ""), flush=True)
         try:
             h = trainer.train()
         except NonFiniteError as e:
@@ -166,23 +186,27 @@ def run(args: argparse.Namespace) -> int:
 
             last = latest_checkpoint(cfg.out_dir) if cfg.out_dir else None
             if last is not None:
-                print(f"last good checkpoint: {last}")
+                say(f"last good checkpoint: {last}")
             return 1
-        if args.export_hf:
+        if args.export_hf and trainer.is_primary:
             trainer.export_hf(args.export_hf)
-            print(f"exported Hugging Face directory: {args.export_hf}")
+            say(f"exported Hugging Face directory: {args.export_hf}")
     parts = [f"step {h.final_step}/{cfg.steps}"]
     if h.final_loss is not None:
         parts.append(f"loss {h.final_loss:.4f}")
     if h.final_val_loss is not None:
         parts.append(f"val loss {h.final_val_loss:.4f}")
-    print(("stopped (" + h.stop_reason + "): " if h.stop_reason else "done: ") + ", ".join(parts))
-    print(f"metrics: {cfg.out_dir}/metrics.jsonl")
+    say(("stopped (" + h.stop_reason + "): " if h.stop_reason else "done: ") + ", ".join(parts))
+    say(f"metrics: {cfg.out_dir}/metrics.jsonl")
     if h.last_checkpoint:
-        print(f"checkpoint: {h.last_checkpoint}" + (f"  (continue with: pyllmc train --resume {cfg.out_dir})"
-                                                     if h.stop_reason else ""))
+        say(f"checkpoint: {h.last_checkpoint}" + (f"  (continue with: pyllmc train --resume {cfg.out_dir})"
+                                                   if h.stop_reason else ""))
     if h.loss_curve:
-        print(f"loss curve: {h.loss_curve}")
+        say(f"loss curve: {h.loss_curve}")
     if h.stop_reason == "interrupted":
         return 130
     return 0
+
+
+def _silent(*args: Any, **kwargs: Any) -> None:
+    """print() of the ranks other than 0."""

@@ -113,6 +113,15 @@ class TrainerConfig:
     threads: int = setting(0, min=0, resume="changes-results", help=(
         "OpenMP threads (0 = the OpenMP default, all cores); bit-exact resume needs the same count"))
     device: str = setting("cpu", choices=("cpu", "cuda"), help="where the C core runs (cuda needs a CUDA build)")
+    # data parallel (pyllmc.distributed; active under torchrun or `pyllmc train --nproc N`)
+    nproc: int = setting(1, min=1, resume="changes-results", help=(
+        "data-parallel processes to start on this machine (several machines: torchrun's own flags)"))
+    zero: int = setting(0, min=0, resume="changes-results", help=(
+        "1: ZeRO-1, AdamW m and v sharded across the data-parallel ranks; 0: plain data parallel"))
+    dist_check_every: int = setting(100, min=0, resume="safe", help=(
+        "compare a parameter checksum across ranks every N steps (0 = never)"))
+    dist_timeout: float = setting(300.0, min=0, resume="safe", help=(
+        "seconds a collective waits for the other ranks before the run fails"))
     # evaluation, sampling, checkpoints
     eval_every: int = setting(0, min=0, resume="safe", help="validation loss every N steps and at the end (0 = never)")
     eval_batches: int = setting(10, min=1, resume="safe", help="validation batches per evaluation")
@@ -160,6 +169,10 @@ class TrainerConfig:
                              f"total_batch_tokens {self.total_batch_tokens} is not a multiple of B*T = {bt}")
         if self.stop_at is not None and self.stop_at > self.steps:
             raise _error("stop_at", f"stop_at {self.stop_at} must be in [1, steps = {self.steps}]")
+        if self.zero not in (0, 1):
+            raise _error("zero", f"zero must be 0 or 1 (the ZeRO stage), got {self.zero!r}")
+        if not self.dist_timeout > 0:
+            raise _error("dist_timeout", f"dist_timeout must be a number of seconds > 0, got {self.dist_timeout!r}")
         if (self.resume or self.stop_at is not None) and not self.out_dir:
             raise _error("out_dir", "out_dir: resume and stop_at need a run directory")
 

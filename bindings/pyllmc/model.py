@@ -543,6 +543,46 @@ class Model:
             ptr = self._ptr()
             check(lib.llmc_model_adamw_step(ptr, p), ptr)
 
+    def adamw_step_range(self, lr: float, *, t: int, offset: int, count: int, adam_m: Optional[np.ndarray] = None,
+                         adam_v: Optional[np.ndarray] = None, beta1: float = 0.9, beta2: float = 0.999,
+                         eps: float = 1e-8, weight_decay: float = 0.0, decay_matrices_only: bool = False,
+                         grad_scale: float = 1.0) -> None:
+        """``adamw_step`` on the parameters [offset, offset + count) of the flat buffer only,
+        with the moments in ``adam_m``/``adam_v`` (float32 arrays of ``count`` values, updated in
+        place; both None: the model's own moments). ZeRO-1 (pyllmc.distributed) keeps only its
+        slice's moments this way. CPU models only."""
+        p = ffi.new("llmc_adamw_params *")
+        p.lr, p.beta1, p.beta2 = _float_arg("lr", lr), _float_arg("beta1", beta1), _float_arg("beta2", beta2)
+        p.eps, p.weight_decay = _float_arg("eps", eps), _float_arg("weight_decay", weight_decay)
+        p.t = _int_arg("t", t, 1, _INT32_MAX)
+        p.decay_matrices_only = 1 if decay_matrices_only else 0
+        p.grad_scale = _float_arg("grad_scale", grad_scale)
+        off = _int_arg("offset", offset, 0, 2**62)
+        n = _int_arg("count", count, 0, 2**62)
+        bufs = []
+        for name, a in (("adam_m", adam_m), ("adam_v", adam_v)):
+            if a is None:
+                bufs.append(ffi.NULL)
+                continue
+            if not (isinstance(a, np.ndarray) and a.dtype == np.float32 and a.ndim == 1 and a.size == n
+                    and a.flags.c_contiguous and a.flags.writeable):
+                raise InvalidArgumentError(f"{name} must be a writable contiguous float32 array of {n} values")
+            bufs.append(ffi.from_buffer("float[]", a))
+        with self._lock:
+            ptr = self._ptr()
+            check(lib.llmc_model_adamw_step_range(ptr, p, off, n, bufs[0], bufs[1]), ptr)
+
+    def grad_sumsq_range(self, offset: int, count: int) -> float:
+        """Sum of squares (double) of the gradients [offset, offset + count); over the whole
+        buffer its square root is ``grad_norm()``. CPU models only."""
+        out = ffi.new("double *")
+        off = _int_arg("offset", offset, 0, 2**62)
+        n = _int_arg("count", count, 0, 2**62)
+        with self._lock:
+            ptr = self._ptr()
+            check(lib.llmc_model_grad_sumsq_range(ptr, off, n, out), ptr)
+        return float(out[0])
+
     def debug_set_fault(self, name: Optional[str], delta: float = 0.0) -> None:
         """Testing aid: from the next forward on, add ``delta`` to element 0 of activation
         ``name`` (e.g. "h3.fch") right after the kernel that produces it, so tests can prove

@@ -211,6 +211,17 @@ class Trainer:
         self._skips_in_row = 0  # consecutive non-finite steps skipped (on_nonfinite="skip")
         self._t_start: Optional[float] = None
         self._run_lock: Any = None  # pyllmc.runlock.RunLock on out_dir, taken by setup()
+        self._dp: Any = None  # pyllmc.distributed.DataParallel when running in a process group
+
+    @property
+    def world_size(self) -> int:
+        """Data-parallel ranks of the run (1 without a process group)."""
+        return self._dp.world if self._dp is not None else 1
+
+    @property
+    def is_primary(self) -> bool:
+        """True on the process that logs, writes metrics and saves (rank 0, or the only one)."""
+        return self._dp is None or self._dp.primary
 
     # ------------------------------------------------------------ public API
     @property
@@ -248,6 +259,9 @@ class Trainer:
         if self._run_lock is not None:
             self._run_lock.release()
             self._run_lock = None
+        if self._dp is not None:
+            self._dp.ctx.close()
+            self._dp = None
 
     def __enter__(self) -> "Trainer":
         return self
@@ -277,6 +291,12 @@ class Trainer:
 
         device = check_device(cfg.device)
         self._set_status(phase="setup")
+        if self._dp is None:
+            from .distributed import from_config
+
+            self._dp = from_config(cfg, self)
+            if not self.is_primary:  # rank 0 reports for all
+                cfg = self.config = dataclasses.replace(cfg, progress="none", plot=False)
         shards = resolve_shards(cfg.data)
         val_shards = resolve_shards(cfg.val_data) if cfg.val_data is not None else None
         # tokenizer: explicit, else next to the data
@@ -290,7 +310,7 @@ class Trainer:
         B, T = cfg.batch_size, cfg.seq_len
         ckpt = None
         out = Path(cfg.out_dir) if cfg.out_dir else None
-        if out is not None:
+        if out is not None and self.is_primary:
             from .checkpoint import latest_checkpoint, list_checkpoints
             from .runlock import RunLock
 
@@ -312,11 +332,14 @@ class Trainer:
                 for name in ("best", "tensorboard"):  # keep-best checkpoint, event files
                     if (out / name).is_dir():
                         shutil.rmtree(out / name)
+        if self._dp is not None and out is not None:  # every rank resumes what rank 0 found
+            ckpt = self._dp.ctx.from_rank0(ckpt, "setup of the output directory")
         state = None
         if ckpt is not None:
             from .checkpoint import load_checkpoint
 
-            model, state = load_checkpoint(ckpt, max_batch=B, max_seq=T, threads=cfg.threads, device=device)
+            load = self._dp.load_checkpoint if self._dp is not None else load_checkpoint
+            model, state = load(ckpt, max_batch=B, max_seq=T, threads=cfg.threads, device=device)
             self._check_resume(state, ckpt)
             self._resumed_from = str(ckpt)
         else:
@@ -327,6 +350,8 @@ class Trainer:
                 raise InvalidArgumentError(
                     f"the given model allows B <= {model.max_batch}, T <= {model.max_seq}; the run needs B = {B}, T = {T}")
         self.model = model
+        if self._dp is not None:
+            self._dp.attach(model)
         V = model.config.vocab_size
         if tok is not None and tok.vocab_size > V:
             raise InvalidArgumentError(
@@ -342,7 +367,10 @@ class Trainer:
                 except PyllmcError:
                     tok = None
         self.tokenizer = tok
-        self.train_loader = DataLoader(shards, B, T, shuffle=cfg.shuffle, seed=cfg.seed, vocab_size=V)
+        if self._dp is not None:  # rank r reads the r-th B x T window of each global batch
+            self.train_loader = self._dp.loader(shards, B, T, shuffle=cfg.shuffle, seed=cfg.seed, vocab_size=V)
+        else:
+            self.train_loader = DataLoader(shards, B, T, shuffle=cfg.shuffle, seed=cfg.seed, vocab_size=V)
         if val_shards is not None:
             self.val_loader = DataLoader(val_shards, B, T, shuffle=False, vocab_size=V)
         self.rng = np.random.Generator(np.random.PCG64(cfg.seed))
@@ -363,7 +391,7 @@ class Trainer:
             if int(state.get("total_steps", cfg.steps)) != cfg.steps:
                 self._log(f"note: the run was started with {state.get('total_steps')} steps, now {cfg.steps}: "
                           "the LR schedule changes, so results differ from an uninterrupted run")
-        if out is not None:
+        if out is not None and self.is_primary:
             out.mkdir(parents=True, exist_ok=True)
             cfg.to_file(out / "config.toml")  # the resolved settings: `pyllmc train --resume DIR` reads them
             self._open_metrics(out, state)
@@ -527,16 +555,19 @@ class Trainer:
             "train": train,
             "threads": cfg.threads,
             "model_config": dataclasses.asdict(self.model.config),
-            "tokens_seen": self.step * cfg.accum_steps * cfg.batch_size * cfg.seq_len,
+            "tokens_seen": self.step * cfg.accum_steps * cfg.batch_size * cfg.seq_len * self.world_size,
             "skips_in_row": self._skips_in_row,
         }
         if val_loss is not None:
             state["val_loss"] = float(val_loss)
-        if directory is not None:
-            return str(save_checkpoint(self.model, directory, self.step, state,
-                                       keep_last=cfg.keep_last if keep_last is None else keep_last))
-        path = save_checkpoint(self.model, cfg.out_dir, self.step, state,
-                               keep_last=cfg.keep_last if keep_last is None else keep_last)
+        keep = cfg.keep_last if keep_last is None else keep_last
+        where = cfg.out_dir if directory is None else directory
+        if self._dp is not None:  # rank 0 writes, ZeRO-1 ranks add their optimizer slices
+            path = self._dp.save_checkpoint(self.model, where, self.step, state, keep_last=keep)
+        else:
+            path = save_checkpoint(self.model, where, self.step, state, keep_last=keep)
+        if directory is not None:  # keep-best: not the run's own checkpoint series
+            return str(path)
         self._last_saved_step = self.step
         self.history.last_checkpoint = str(path)
         return str(path)
@@ -559,7 +590,7 @@ class Trainer:
             with self._lock:
                 self._stop_event.clear()
                 self._stop_reason = None
-            if self.config.out_dir and self._metrics_file is None:
+            if self.config.out_dir and self._metrics_file is None and self.is_primary:
                 self._metrics_file = open(Path(self.config.out_dir) / "metrics.jsonl", "ab")
         restore = self._install_sigint()
         try:
@@ -600,7 +631,7 @@ class Trainer:
         cfg = self.config
         sched = cfg.schedule_fn()
         K, B, T = cfg.accum_steps, cfg.batch_size, cfg.seq_len
-        tokens_per_step = K * B * T
+        tokens_per_step = K * B * T * self.world_size  # global: all ranks together
         start_step = self.step
         if self._resumed_from:
             self._log(f"resumed from {self._resumed_from} (step {self.step})")
@@ -669,6 +700,8 @@ class Trainer:
         from .numerics import diagnose_gradients, diagnose_loss
 
         cfg, m, K = self.config, self.model, self.config.accum_steps
+        dp = self._dp
+        loss_scale = dp.loss_scale(K) if dp is not None else 1.0 / K  # dp: summed over ranks
         loss_sum = 0.0
         fault = None
         for k in range(K):
@@ -681,14 +714,18 @@ class Trainer:
                 break
             loss_sum += lk
             # the first micro-batch overwrites the gradients: zero_grad without its own pass
-            m.backward(loss_scale=1.0 / K, accumulate=k > 0)
+            m.backward(loss_scale=loss_scale, accumulate=k > 0)
+        loss = loss_sum / K
+        if dp is not None:  # the global loss; every rank learns of a non-finite loss anywhere
+            loss, fault = dp.agree_on_loss(loss, fault, s, K)
         if fault is not None:
             self._nonfinite(fault)
             return fault.value, float("nan"), fault
-        loss = loss_sum / K
+        if dp is not None:
+            dp.reduce_gradients(s)
         # the norm is needed for clipping and the metrics anyway; a NaN/inf anywhere in the
         # gradients makes it non-finite, so checking it costs nothing
-        gnorm = m.grad_norm()
+        gnorm = dp.grad_norm(s) if dp is not None else m.grad_norm()
         if not math.isfinite(gnorm):
             fault = diagnose_gradients(m, s, gnorm)
             self._nonfinite(fault)
@@ -696,9 +733,12 @@ class Trainer:
         # clip_coefficient reproduces clip_grad_norm's float32 factor, so this single update
         # is bitwise clip-then-step, one pass over the gradients cheaper
         scale = clip_coefficient(gnorm, cfg.grad_clip) if cfg.grad_clip > 0 else 1.0
-        m.adamw_step(lr, t=s, beta1=cfg.beta1, beta2=cfg.beta2, eps=cfg.eps, weight_decay=cfg.weight_decay,
-                     decay_matrices_only=cfg.decay_matrices_only, grad_scale=scale)
+        update = dp.adamw_step if dp is not None else m.adamw_step  # dp: ZeRO-1 updates its slice
+        update(lr, t=s, beta1=cfg.beta1, beta2=cfg.beta2, eps=cfg.eps, weight_decay=cfg.weight_decay,
+               decay_matrices_only=cfg.decay_matrices_only, grad_scale=scale)
         self._skips_in_row = 0
+        if dp is not None:
+            dp.check_parameters(s, force=s == cfg.steps)
         return loss, gnorm, None
 
     def _nonfinite(self, fault: Any) -> None:

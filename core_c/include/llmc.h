@@ -186,6 +186,21 @@ LLMC_API int32_t llmc_model_grad_norm(llmc_model *model, float *norm);
  * coefficient max_norm / (norm + 1e-6) when that is below 1). *norm gets the norm before. */
 LLMC_API int32_t llmc_model_clip_grad_norm(llmc_model *model, float max_norm, float *norm);
 LLMC_API int32_t llmc_model_adamw_step(llmc_model *model, const llmc_adamw_params *params);
+/* AdamW on the parameter slice [offset, offset + count) of the flat parameter buffer
+ * (checkpoint order) only, with the caller's moment buffers: adam_m and adam_v hold count
+ * floats each (adam_m[0] is the moment of parameter offset), or are both NULL to use the
+ * model's own moments at offset. For ZeRO-1 data parallelism, where each process keeps the
+ * AdamW state of its own slice. Element for element the arithmetic of llmc_model_adamw_step
+ * (weight decay per tensor as decay_matrices_only says, a slice may span tensors), so slices
+ * that cover the buffer give bitwise its update. CPU models only (UNSUPPORTED otherwise). */
+LLMC_API int32_t llmc_model_adamw_step_range(llmc_model *model, const llmc_adamw_params *params,
+                                             int64_t offset, int64_t count, float *adam_m,
+                                             float *adam_v);
+/* Sum of squares, in double, of the gradients [offset, offset + count): the share of the
+ * global squared norm one slice holds (llmc_model_grad_norm is sqrt of it for the whole
+ * buffer, bitwise). CPU models only. */
+LLMC_API int32_t llmc_model_grad_sumsq_range(llmc_model *model, int64_t offset, int64_t count,
+                                             double *sumsq);
 
 /* The named tensors: count, and the info of the i-th (0 <= i < count). Activation shapes
  * follow the B and T of the last forward call (max_batch, max_seq before any). */

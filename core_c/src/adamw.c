@@ -69,3 +69,52 @@ double grad_sumsq(const float *g, size_t n, int nt) {
     for (long b = 0; b < nb; b++) s += block_sums[b];
     return s;
 }
+
+/* ---- slices of the parameter buffer (ZeRO-1: each process updates its own slice) ---- */
+
+static int check_range(llmc_model *m, int64_t offset, int64_t count, const char *what) {
+    if (m->device != LLMC_DEVICE_CPU)
+        return llmc_fail(m, LLMC_ERR_UNSUPPORTED, "%s: CPU models only", what);
+    if (offset < 0 || count < 0 || (uint64_t)offset > m->num_params ||
+        (uint64_t)count > m->num_params - (uint64_t)offset)
+        return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT,
+                         "%s: slice of %lld floats at offset %lld is outside the %zu parameters",
+                         what, (long long)count, (long long)offset, m->num_params);
+    return LLMC_OK;
+}
+
+LLMC_API int32_t llmc_model_adamw_step_range(llmc_model *m, const llmc_adamw_params *hp,
+                                             int64_t offset, int64_t count, float *adam_m,
+                                             float *adam_v) {
+    if (!m) return LLMC_ERR_INVALID_ARGUMENT;
+    int st = check_range(m, offset, count, "adamw_step_range");
+    if (st != LLMC_OK) return st;
+    if ((adam_m == NULL) != (adam_v == NULL))
+        return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT,
+                         "adamw_step_range: adam_m and adam_v must both be given or both NULL");
+    st = llmc_check_adamw_params(m, hp);
+    if (st != LLMC_OK) return st;
+    const size_t lo = (size_t)offset, hi = lo + (size_t)count;
+    float *mm = adam_m ? adam_m : m->adam_m + lo;
+    float *vv = adam_v ? adam_v : m->adam_v + lo;
+    /* the part of each tensor inside [lo, hi), with that tensor's weight decay */
+    for (int i = 0; i < LLMC_NUM_PARAM_TENSORS; i++) {
+        const size_t t0 = m->param_offsets[i], t1 = t0 + m->param_sizes[i];
+        const size_t a = t0 > lo ? t0 : lo, b = t1 < hi ? t1 : hi;
+        if (a >= b) continue;
+        adamw_update(m->params + a, m->grads + a, mm + (a - lo), vv + (a - lo), b - a, hp->lr,
+                     hp->beta1, hp->beta2, hp->eps, llmc_param_weight_decay(hp, i), hp->t,
+                     hp->grad_scale, m->nthreads);
+    }
+    return LLMC_OK;
+}
+
+LLMC_API int32_t llmc_model_grad_sumsq_range(llmc_model *m, int64_t offset, int64_t count,
+                                             double *sumsq) {
+    if (!m) return LLMC_ERR_INVALID_ARGUMENT;
+    if (!sumsq) return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "grad_sumsq_range: sumsq is NULL");
+    const int st = check_range(m, offset, count, "grad_sumsq_range");
+    if (st != LLMC_OK) return st;
+    *sumsq = grad_sumsq(m->grads + offset, (size_t)count, m->nthreads);
+    return LLMC_OK;
+}

@@ -275,6 +275,8 @@ double grad_sumsq(const float *g, size_t n, int nt);
 void adamw_update(float *param, const float *grad, float *m, float *v, size_t n, double lr,
                   double beta1, double beta2, double eps, double weight_decay, int t,
                   float grad_scale, int nt);
+/* model.c: the hyperparameter checks of llmc_model_adamw_step (LLMC_OK or the model error) */
+int llmc_check_adamw_params(llmc_model *m, const llmc_adamw_params *hp);
 
 #ifdef __cplusplus
 }

@@ -732,6 +732,12 @@ LLMC_API int32_t llmc_model_clip_grad_norm(llmc_model *m, float max_norm, float 
 
 LLMC_API int32_t llmc_model_adamw_step(llmc_model *m, const llmc_adamw_params *hp) {
     if (!m) return LLMC_ERR_INVALID_ARGUMENT;
+    const int st = llmc_check_adamw_params(m, hp);
+    return st != LLMC_OK ? st : m->be->adamw(m, hp);
+}
+
+/* shared by llmc_model_adamw_step and llmc_model_adamw_step_range (adamw.c) */
+int llmc_check_adamw_params(llmc_model *m, const llmc_adamw_params *hp) {
     if (!hp) return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "adamw params is NULL");
     if (!isfinite(hp->lr) || hp->lr < 0.0)
         return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "lr %g must be finite and >= 0", hp->lr);
@@ -748,7 +754,7 @@ LLMC_API int32_t llmc_model_adamw_step(llmc_model *m, const llmc_adamw_params *h
         return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "weight_decay %g must be finite and >= 0",
                          hp->weight_decay);
     if (hp->t < 1) return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "step t = %d must be >= 1", hp->t);
-    return m->be->adamw(m, hp);
+    return LLMC_OK;
 }
 
 /* ---- the CPU backend ---- */

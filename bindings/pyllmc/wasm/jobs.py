@@ -36,6 +36,8 @@ HOST_SET = {
     "batch_size": "the loader", "seq_len": "the loader", "shuffle": "the loader",
     "vocab_size": "the model", "max_seq_len": "the model", "device": "the host",
     "resume": "the host (a guest's run starts from its model handle)", "tokenizer": "the host",
+    # a guest's job trains in one host process; data parallelism is the host operator's choice
+    "nproc": "the host", "zero": "the host", "dist_check_every": "the host", "dist_timeout": "the host",
 }
 
 _TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
