@@ -46,6 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="OpenMP threads (0 = default)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda needs a CUDA build and a GPU)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16: matmul/attention operands rounded to bf16, fp32 weights and optimizer (default fp32)")
     p.add_argument("--out", default="runs/train", help="output directory (default runs/train)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--stop-at", type=int, help="end after this step with a checkpoint, as an interruption would")
@@ -64,6 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-every", type=int, default=10, help="plain-line progress every N steps")
     p.add_argument("--no-plot", action="store_true", help="do not write loss.png")
     p.add_argument("--export-hf", metavar="DIR", help="at the end, also write a Hugging Face directory")
+    p.add_argument("--export-bf16", metavar="FILE", help="at the end, also write an llm.c version 5 (bf16) .bin")
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
@@ -79,7 +82,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         beta1=args.beta1, beta2=args.beta2, eps=args.eps, weight_decay=args.weight_decay,
         decay_matrices_only=not args.decay_all, grad_clip=args.grad_clip, on_nonfinite=args.on_nonfinite,
         shuffle=args.shuffle, seed=args.seed,
-        threads=args.threads, device=args.device, eval_every=args.eval_every, eval_batches=args.eval_batches,
+        threads=args.threads, device=args.device, precision=args.precision, eval_every=args.eval_every, eval_batches=args.eval_batches,
         sample_every=args.sample_every, sample_tokens=args.sample_tokens, sample_prompt=args.sample_prompt,
         out_dir=args.out, save_every=args.save_every, keep_last=args.keep_last, resume=args.resume,
         stop_at=args.stop_at, overwrite=args.overwrite, progress=args.progress, log_every=args.log_every,
@@ -115,6 +118,9 @@ def run(args: argparse.Namespace) -> int:
         if args.export_hf:
             trainer.export_hf(args.export_hf)
             print(f"exported Hugging Face directory: {args.export_hf}")
+        if args.export_bf16:
+            trainer.export_bf16(args.export_bf16)
+            print(f"exported bf16 checkpoint (llm.c version 5): {args.export_bf16}")
     parts = [f"step {h.final_step}/{cfg.steps}"]
     if h.final_loss is not None:
         parts.append(f"loss {h.final_loss:.4f}")

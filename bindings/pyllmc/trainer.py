@@ -120,6 +120,7 @@ class TrainerConfig:
     seed: int = 0  #: model init (size descriptors), data shuffling, sampling
     threads: int = 0  #: OpenMP threads; 0 = default. Bit-exact resume needs the same count.
     device: str = "cpu"
+    precision: str = "fp32"  #: fp32 | bf16: matmul/attention operands rounded to bf16, fp32 weights, grads, AdamW state; checkpoints stay fp32
     # evaluation, sampling, checkpoints
     eval_every: int = 0  #: evaluate every N steps (and at the last step); 0 = never
     eval_batches: int = 10  #: K validation batches per evaluation (from the start of val_data)
@@ -171,6 +172,8 @@ class TrainerConfig:
             raise InvalidArgumentError(f"stop_at {self.stop_at} must be in [1, steps = {self.steps}]")
         if (self.resume or self.stop_at is not None) and not self.out_dir:
             raise InvalidArgumentError("resume and stop_at need an output directory (out_dir / --out DIR)")
+        if self.precision not in ("fp32", "bf16"):
+            raise InvalidArgumentError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if self.on_nonfinite not in ("stop", "skip"):
             raise InvalidArgumentError(f"on_nonfinite must be 'stop' or 'skip', got {self.on_nonfinite!r}")
         if self.progress not in ("auto", "bar", "lines", "none"):
@@ -421,13 +424,14 @@ class Trainer:
         if ckpt is not None:
             from .checkpoint import load_checkpoint
 
-            model, state = load_checkpoint(ckpt, max_batch=B, max_seq=T, threads=cfg.threads, device=device)
+            model, state = load_checkpoint(ckpt, max_batch=B, max_seq=T, threads=cfg.threads, device=device,
+                                           precision=cfg.precision)
             self._check_resume(state, ckpt)
             self._resumed_from = str(ckpt)
         else:
             V = cfg.vocab_size or (tok.vocab_size if tok is not None else None)
             model = load_model(self._model_arg, max_batch=B, max_seq=T, threads=cfg.threads, seed=cfg.seed,
-                               vocab_size=V, max_seq_len=cfg.max_seq_len, device=device)
+                               vocab_size=V, max_seq_len=cfg.max_seq_len, device=device, precision=cfg.precision)
             if model.max_batch < B or model.max_seq < T:
                 raise InvalidArgumentError(
                     f"the given model allows B <= {model.max_batch}, T <= {model.max_seq}; the run needs B = {B}, T = {T}")
@@ -665,6 +669,16 @@ class Trainer:
             raise PyllmcError(f"exporting to Hugging Face format needs torch, transformers and safetensors: {e}") from None
         save_hf_dir(model_params(self.model), self.model.config, directory)
         return os.fspath(directory)
+
+    def export_bf16(self, path: Union[str, os.PathLike]) -> str:
+        """Write the current parameters as an llm.c version 5 checkpoint (bf16, rounded to
+        nearest even): half the size, for inference or sharing. Training checkpoints stay
+        version 3 (fp32), whatever the precision of the run."""
+        self.setup()
+        from .reference.convert import model_params, write_llmc_checkpoint
+
+        write_llmc_checkpoint(path, model_params(self.model), self.model.config, version=5)
+        return os.fspath(path)
 
     # ------------------------------------------------------------ the loop
     def train(self) -> History:

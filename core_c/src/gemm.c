@@ -18,25 +18,12 @@
 #include <immintrin.h>
 #endif
 
+#include "gemm_plan.h"
+
 #define NR LLMC_GEMM_NR
 
 typedef void (*ukernel_fn)(int kc, const float *Ap, const float *Bp, float *C, int64_t ldc,
                            int mr, int nr, float beta);
-
-/* Write an MR x NR tile held in tmp to C, only the valid mr x nr corner. */
-static void store_tile(const float *tmp, int MR, float *C, int64_t ldc, int mr, int nr,
-                       float beta) {
-    for (int r = 0; r < mr; r++) {
-        float *crow = C + r * ldc;
-        const float *trow = tmp + r * NR;
-        if (beta != 0.0f) {
-            for (int c = 0; c < nr; c++) crow[c] += trow[c];
-        } else {
-            for (int c = 0; c < nr; c++) crow[c] = trow[c];
-        }
-    }
-    (void)MR;
-}
 
 /* Portable micro-kernel: 4 x 32 tile; plain loops the compiler can vectorise. */
 #define MR_GENERIC 4
@@ -203,12 +190,13 @@ typedef struct {
 } ukernel;
 
 /* The best kernel this CPU runs; LLMC_GEMM_ISA=generic|avx2 forces a lesser one (tests use it
- * to cover every kernel on one machine). */
+ * to cover every kernel on one machine). avx512bf16 names a bf16 kernel (gemm_bf16.c): for
+ * fp32 it allows what avx512 does. */
 static ukernel pick_ukernel(void) {
     ukernel k = {ukernel_generic, MR_GENERIC, "generic", 0};
 #ifdef LLMC_X86
     const char *force = getenv("LLMC_GEMM_ISA");
-    const int allow512 = !force || !strcmp(force, "avx512");
+    const int allow512 = !force || !strcmp(force, "avx512") || !strcmp(force, "avx512bf16");
     const int allow2 = !force || allow512 || !strcmp(force, "avx2");
     __builtin_cpu_init();
     if (allow512 && __builtin_cpu_supports("avx512f")) {
@@ -334,43 +322,6 @@ static void pack_b(float *Bp, int transB, const float *B, int64_t ldb, int k0, i
                 for (int k = 0; k < kc; k++) dst[(size_t)k * NR + c] = 0.0f;
         }
     }
-}
-
-/* Work is split into tiles of C (up to MT x NT), each owned by one thread for the whole K
- * loop: no barriers between K panels and no two threads ever write the same C element.
- * Packing costs about 1/NT + 1/MT of the multiply-adds, so tiles should be wide; but the
- * threads should also get equal work. choose_tile_width() trades the two off. */
-static int choose_tile_width(int N, int m_tiles, int nthreads) {
-    static const int widths[] = {512, 384, 256, 192, 128, 96, 64};
-    int best = widths[0];
-    double best_cost = 1e300;
-    for (size_t i = 0; i < sizeof(widths) / sizeof(widths[0]); i++) {
-        const int w = widths[i];
-        const int tiles = m_tiles * ((N + w - 1) / w);
-        const int rounds = (tiles + nthreads - 1) / nthreads;
-        const int eff_w = w < N ? w : N;
-        /* time ~ rounds of one tile's work, inflated by the packing share (~16 / width) */
-        const double cost = (double)rounds * eff_w * (1.0 + 16.0 / eff_w);
-        if (cost < best_cost - 1e-9) {
-            best_cost = cost;
-            best = w;
-        }
-    }
-    return best;
-}
-
-/* The smaller operand, when it fits the shared buffer, is packed once for all tiles instead
- * of once per tile: for the classifier (lnf is 256 x 768, wte 50304 x 768) that removes
- * hundreds of repeated packs. Returns 1 (A), 2 (B) or 0 (pack per tile). */
-static int choose_prepack(int M, int N, int K, int mr, const llmc_exec *ex) {
-    if (!ex->gemm_shared) return 0;
-    const size_t a = (size_t)((M + mr - 1) / mr * mr) * (size_t)K;
-    const size_t b = (size_t)K * (size_t)((N + NR - 1) / NR * NR);
-    const size_t cap = ex->gemm_shared_len;
-    if (M <= N && a <= cap) return 1;
-    if (b <= cap) return 2;
-    if (a <= cap) return 1;
-    return 0;
 }
 
 void llmc_sgemm(int transA, int transB, int M, int N, int K, const float *A, int64_t lda,
