@@ -58,6 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seq", type=_positive_int, default=64, help="sequence length T (default 64)")
     p.add_argument("--seed", type=_nonneg_int, default=0, help="weights of a size descriptor, and the batches")
     p.add_argument("--device", default="cpu", help="where the C core runs: cpu or cuda (the reference runs on the CPU)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16: the C core in bf16 against PyTorch under CPU autocast bf16, attributed against fp64")
     p.add_argument("--out", default="out/parity", help="output directory (default out/parity)")
     p.add_argument("--threads", type=_nonneg_int, default=0, help="threads for the C core and torch (0 = default)")
     g = p.add_argument_group("training hyperparameters (defaults: those of pyllmc train)")
@@ -106,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps, batch=args.batch, seq=args.seq, seed=args.seed, lr=args.lr, schedule=args.schedule,
         warmup=args.warmup, beta1=args.beta1, beta2=args.beta2, eps=args.eps, weight_decay=args.weight_decay,
         decay_matrices_only=not args.decay_all, grad_clip=args.grad_clip, fp64=not args.no_fp64,
-        noise_runs=args.noise_runs if not args.no_fp64 else 0, threads=args.threads, device=args.device)
+        noise_runs=args.noise_runs if not args.no_fp64 else 0, threads=args.threads, device=args.device,
+        precision=args.precision)
     cfg.validate()
     if args.warmup > args.steps:
         raise InvalidArgumentError(f"--warmup {args.warmup} is longer than --steps {args.steps}")

@@ -20,6 +20,7 @@
 
 #include "bf16.h"
 #include "gemm_plan.h"
+#include "transpose16.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -56,7 +57,7 @@ static inline float pair_odd(uint32_t w) { return llmc_bf16_to_float(w >> 16); }
     }                                                                                      \
     store_tile(&acc[0][0], MR16_GENERIC, C, ldc, mr, nr, beta)
 
-static void kernel16_generic(int kp, const uint32_t *Ap, const uint32_t *Bp, float *C,
+static void ukernel16_generic(int kp, const uint32_t *Ap, const uint32_t *Bp, float *C,
                              int64_t ldc, int mr, int nr, float beta) {
     GENERIC16_BODY;
 }
@@ -64,7 +65,7 @@ static void kernel16_generic(int kp, const uint32_t *Ap, const uint32_t *Bp, flo
 #ifdef LLMC_X86
 /* the same C, compiled for AVX2 + FMA: fmaf becomes vfmadd and the column loop vectorises */
 __attribute__((target("avx2,fma"))) static void
-kernel16_avx2(int kp, const uint32_t *Ap, const uint32_t *Bp, float *C, int64_t ldc, int mr,
+ukernel16_avx2(int kp, const uint32_t *Ap, const uint32_t *Bp, float *C, int64_t ldc, int mr,
               int nr, float beta) {
     GENERIC16_BODY;
 }
@@ -109,7 +110,7 @@ kernel16_avx2(int kp, const uint32_t *Ap, const uint32_t *Bp, float *C, int64_t 
     } while (0)
 
 __attribute__((target("avx512f"))) static void
-kernel16_avx512(int kp, const uint32_t *Ap, const uint32_t *Bp, float *C, int64_t ldc, int mr,
+ukernel16_avx512(int kp, const uint32_t *Ap, const uint32_t *Bp, float *C, int64_t ldc, int mr,
                 int nr, float beta) {
     ROWS16(ROW16_DECL);
     const __m512i hi = _mm512_set1_epi32((int)0xFFFF0000u);
@@ -136,7 +137,7 @@ kernel16_avx512(int kp, const uint32_t *Ap, const uint32_t *Bp, float *C, int64_
     } while (0)
 
 __attribute__((target("avx512f,avx512bf16"))) static void
-kernel16_avx512bf16(int kp, const uint32_t *Ap, const uint32_t *Bp, float *C, int64_t ldc,
+ukernel16_avx512bf16(int kp, const uint32_t *Ap, const uint32_t *Bp, float *C, int64_t ldc,
                     int mr, int nr, float beta) {
     ROWS16(ROW16_DECL);
     for (int r = 0; r < mr; r++) { /* the C tile, in L1 by the time the sums are added */
@@ -176,12 +177,13 @@ typedef struct {
     kernel16_fn fn;
     int mr;
     const char *name;
+    int avx512_pack; /* the packs may use AVX-512 */
 } kernel16;
 
 /* The best bf16 kernel of this CPU, or the one LLMC_GEMM_ISA allows (read at every call, as
  * the fp32 GEMM does, so tests can switch kernels in one process). */
 static kernel16 pick_kernel16(void) {
-    kernel16 k = {kernel16_generic, MR16_GENERIC, "generic"};
+    kernel16 k = {ukernel16_generic, MR16_GENERIC, "generic", 0};
 #ifdef LLMC_X86
     static int has_dot = -1; /* cpuid once; every thread computes the same value */
     if (__atomic_load_n(&has_dot, __ATOMIC_RELAXED) < 0)
@@ -192,11 +194,11 @@ static kernel16 pick_kernel16(void) {
     const int allow2 = allow512 || !strcmp(force, "avx2");
     __builtin_cpu_init();
     if (allow_dot && __atomic_load_n(&has_dot, __ATOMIC_RELAXED) == 1) {
-        k.fn = kernel16_avx512bf16; k.mr = MR16_AVX512; k.name = "avx512bf16";
+        k.fn = ukernel16_avx512bf16; k.mr = MR16_AVX512; k.name = "avx512bf16"; k.avx512_pack = 1;
     } else if (allow512 && __builtin_cpu_supports("avx512f")) {
-        k.fn = kernel16_avx512; k.mr = MR16_AVX512; k.name = "avx512";
+        k.fn = ukernel16_avx512; k.mr = MR16_AVX512; k.name = "avx512"; k.avx512_pack = 1;
     } else if (allow2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-        k.fn = kernel16_avx2; k.mr = MR16_GENERIC; k.name = "avx2";
+        k.fn = ukernel16_avx2; k.mr = MR16_GENERIC; k.name = "avx2";
     }
 #endif
     return k;
@@ -204,12 +206,122 @@ static kernel16 pick_kernel16(void) {
 
 const char *llmc_gemm_bf16_isa(void) { return pick_kernel16().name; }
 
+#ifdef LLMC_X86
+/* AVX-512 packs: the bulk of every operand layout, 16 lanes at a time; the rest (ragged
+ * edges) is left to the portable packs below. The rounding is bf16.h's, lane-wise. */
+__attribute__((target("avx512f"))) static inline __m512i bf16_lanes(__m512 x) {
+    const __m512i u = _mm512_castps_si512(x);
+    const __m512i mag = _mm512_and_si512(u, _mm512_set1_epi32(0x7FFFFFFF));
+    const __m512i top = _mm512_srli_epi32(u, 16);
+    const __m512i odd = _mm512_and_si512(top, _mm512_set1_epi32(1));
+    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7FFF), odd)), 16);
+    const __mmask16 nan = _mm512_cmpgt_epu32_mask(mag, _mm512_set1_epi32(0x7F800000));
+    r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(top, _mm512_set1_epi32(0x0040)));
+    const __mmask16 tiny = _mm512_cmplt_epu32_mask(mag, _mm512_set1_epi32(0x00800000));
+    return _mm512_mask_mov_epi32(r, tiny, _mm512_and_si512(top, _mm512_set1_epi32(0x8000)));
+}
+
+/* pairs of two rows: lane i = (e[i], o[i]) */
+__attribute__((target("avx512f"))) static inline __m512i pairs_of_rows(const float *e, const float *o) {
+    return _mm512_or_si512(bf16_lanes(_mm512_loadu_ps(e)), _mm512_slli_epi32(bf16_lanes(_mm512_loadu_ps(o)), 16));
+}
+
+/* pairs along one row: lane i = (src[2i], src[2i + 1]), 32 floats in */
+__attribute__((target("avx512f"))) static inline __m512i pairs_in_row(const float *src) {
+    const __m256i lo = _mm512_cvtepi32_epi16(bf16_lanes(_mm512_loadu_ps(src)));
+    const __m256i hi = _mm512_cvtepi32_epi16(bf16_lanes(_mm512_loadu_ps(src + 16)));
+    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+}
+
+/* A in 8-row strips, 16 rows (two strips) at a time; returns the rows done */
+__attribute__((target("avx512f"))) static int pack_a16_avx512(uint32_t *Ap, int transA, const float *A,
+                                                              int64_t lda, int m0, int k0, int mc, int kc) {
+    const int kp = (kc + 1) / 2, kfull = kc / 2;
+    int s = 0;
+    for (; s + 16 <= mc; s += 16) {
+        uint32_t *d0 = Ap + (size_t)s * kp, *d1 = Ap + (size_t)(s + 8) * kp;
+        if (transA) { /* rows of A are depths: 16 contiguous m per row pair */
+            for (int p = 0; p < kp; p++) {
+                const float *e = A + (int64_t)(k0 + 2 * p) * lda + m0 + s;
+                const __m512i v = p < kfull ? pairs_of_rows(e, e + lda) : bf16_lanes(_mm512_loadu_ps(e));
+                _mm256_storeu_si256((__m256i *)(d0 + (size_t)p * 8), _mm512_castsi512_si256(v));
+                _mm256_storeu_si256((__m256i *)(d1 + (size_t)p * 8), _mm512_extracti64x4_epi64(v, 1));
+            }
+        } else { /* depth contiguous: 16 rows x 16 pairs, transposed */
+            const int p16 = kfull / 16 * 16;
+            uint32_t tmp[16 * 16];
+            for (int p = 0; p < p16; p += 16) {
+                for (int r = 0; r < 16; r++)
+                    _mm512_storeu_si512((void *)(tmp + 16 * r),
+                                        pairs_in_row(A + (int64_t)(m0 + s + r) * lda + k0 + 2 * p));
+                transpose16_split_avx512((const float *)tmp, 16, (float *)(d0 + (size_t)p * 8),
+                                         (float *)(d1 + (size_t)p * 8), 8);
+            }
+            for (int r = 0; r < 16; r++) {
+                const float *src = A + (int64_t)(m0 + s + r) * lda + k0;
+                uint32_t *d = (r < 8 ? d0 : d1) + (r & 7);
+                for (int p = p16; p < kfull; p++) d[(size_t)p * 8] = llmc_bf16_pair(src[2 * p], src[2 * p + 1]);
+                if (kp > kfull) d[(size_t)kfull * 8] = llmc_bf16_bits(src[kc - 1]);
+            }
+        }
+    }
+    return s;
+}
+
+/* B in full 32-column strips; returns the columns done */
+__attribute__((target("avx512f"))) static int pack_b16_avx512(uint32_t *Bp, int transB, const float *B,
+                                                              int64_t ldb, int k0, int n0, int kc, int nc) {
+    const int kp = (kc + 1) / 2, kfull = kc / 2;
+    int s = 0;
+    for (; s + NR <= nc; s += NR) {
+        uint32_t *dst = Bp + (size_t)s * kp;
+        if (!transB) { /* rows of B are depths: pair two rows, 32 columns */
+            for (int p = 0; p < kp; p++) {
+                const float *e = B + (int64_t)(k0 + 2 * p) * ldb + n0 + s;
+                uint32_t *d = dst + (size_t)p * NR;
+                if (p < kfull) {
+                    _mm512_storeu_si512((void *)d, pairs_of_rows(e, e + ldb));
+                    _mm512_storeu_si512((void *)(d + 16), pairs_of_rows(e + 16, e + 16 + ldb));
+                } else {
+                    _mm512_storeu_si512((void *)d, bf16_lanes(_mm512_loadu_ps(e)));
+                    _mm512_storeu_si512((void *)(d + 16), bf16_lanes(_mm512_loadu_ps(e + 16)));
+                }
+            }
+        } else { /* depth contiguous: per 16 columns, 16 x 16 pairs transposed */
+            const int p16 = kfull / 16 * 16;
+            uint32_t tmp[16 * 16];
+            for (int g = 0; g < NR; g += 16) {
+                for (int p = 0; p < p16; p += 16) {
+                    for (int c = 0; c < 16; c++)
+                        _mm512_storeu_si512((void *)(tmp + 16 * c),
+                                            pairs_in_row(B + (int64_t)(n0 + s + g + c) * ldb + k0 + 2 * p));
+                    transpose16_avx512((const float *)tmp, 16, (float *)(dst + (size_t)p * NR + g), NR);
+                }
+                for (int c = 0; c < 16; c++) {
+                    const float *src = B + (int64_t)(n0 + s + g + c) * ldb + k0;
+                    for (int p = p16; p < kfull; p++)
+                        dst[(size_t)p * NR + g + c] = llmc_bf16_pair(src[2 * p], src[2 * p + 1]);
+                    if (kp > kfull) dst[(size_t)kfull * NR + g + c] = llmc_bf16_bits(src[kc - 1]);
+                }
+            }
+        }
+    }
+    return s;
+}
+#endif
+
 /* Pack rows [0, mc) x depth [0, kc) of op(A), rounded to bf16, into strips of mr rows:
  * Ap[s][p][r] = the pair of depths 2p, 2p + 1 of row r of strip s. */
 LLMC_CLONES static void pack_a16(uint32_t *Ap, int transA, const float *A, int64_t lda, int m0,
-                                 int k0, int mc, int kc, int mr) {
+                                 int k0, int mc, int kc, int mr, int fast) {
     const int kp = (kc + 1) / 2, kfull = kc / 2;
-    for (int s = 0; s < mc; s += mr) {
+    int s0 = 0;
+#ifdef LLMC_X86
+    if (fast && mr == 8) s0 = pack_a16_avx512(Ap, transA, A, lda, m0, k0, mc, kc);
+#else
+    (void)fast;
+#endif
+    for (int s = s0; s < mc; s += mr) {
         const int rows = mc - s < mr ? mc - s : mr;
         uint32_t *dst = Ap + (size_t)s * kp;
         if (transA) { /* depth is the row index of A: pair two rows */
@@ -240,9 +352,15 @@ LLMC_CLONES static void pack_a16(uint32_t *Ap, int transA, const float *A, int64
 /* Pack depth [0, kc) x columns [0, nc) of op(B), rounded to bf16, into strips of NR columns:
  * Bp[s][p][c] = the pair of depths 2p, 2p + 1 of column c of strip s. */
 LLMC_CLONES static void pack_b16(uint32_t *Bp, int transB, const float *B, int64_t ldb, int k0,
-                                 int n0, int kc, int nc) {
+                                 int n0, int kc, int nc, int fast) {
     const int kp = (kc + 1) / 2, kfull = kc / 2;
-    for (int s = 0; s < nc; s += NR) {
+    int s0 = 0;
+#ifdef LLMC_X86
+    if (fast) s0 = pack_b16_avx512(Bp, transB, B, ldb, k0, n0, kc, nc);
+#else
+    (void)fast;
+#endif
+    for (int s = s0; s < nc; s += NR) {
         const int cols = nc - s < NR ? nc - s : NR;
         uint32_t *dst = Bp + (size_t)s * kp;
         if (!transB) { /* depth is the row index of B: pair two rows */
@@ -297,7 +415,9 @@ void llmc_gemm_bf16(int transA, int transB, int M, int N, int K, const float *A,
     const int prepack = choose_prepack(M, N, (K + 1) / 2, mr, ex);
     const int Mr = (M + mr - 1) / mr * mr, Nr = (N + NR - 1) / NR * NR;
     if (prepack) {
-        const int strips = prepack == 1 ? Mr / mr : Nr / NR;
+        /* A jobs take two strips when the AVX-512 pack can do them together */
+        const int a_rows = uk.avx512_pack && mr == 8 ? 16 : mr;
+        const int strips = prepack == 1 ? (Mr + a_rows - 1) / a_rows : Nr / NR;
         const int jobs = strips * k_panels;
 #pragma omp parallel for num_threads(nthreads_max) schedule(static)
         for (int j = 0; j < jobs; j++) {
@@ -306,13 +426,13 @@ void llmc_gemm_bf16(int transA, int transB, int M, int N, int K, const float *A,
             const int kc = K - k0 < LLMC_GEMM_KC ? K - k0 : LLMC_GEMM_KC;
             const int kp = (kc + 1) / 2;
             if (prepack == 1) {
-                const int m0 = st * mr, rows = M - m0 < mr ? M - m0 : mr;
+                const int m0 = st * a_rows, rows = M - m0 < a_rows ? M - m0 : a_rows;
                 pack_a16(shared + (size_t)Mr * (k0 / 2) + (size_t)m0 * kp, transA, A, lda, m0,
-                         k0, rows, kc, mr);
+                         k0, rows, kc, mr, uk.avx512_pack);
             } else {
                 const int n0 = st * NR, cols = N - n0 < NR ? N - n0 : NR;
                 pack_b16(shared + (size_t)Nr * (k0 / 2) + (size_t)n0 * kp, transB, B, ldb, k0,
-                         n0, kc, cols);
+                         n0, kc, cols, uk.avx512_pack);
             }
         }
     }
@@ -333,7 +453,7 @@ void llmc_gemm_bf16(int transA, int transB, int M, int N, int K, const float *A,
             if (prepack == 1) {
                 Ap = shared + (size_t)Mr * (k0 / 2) + (size_t)m0 * kp;
             } else {
-                pack_a16(Aw, transA, A, lda, m0, k0, mc, kc, mr);
+                pack_a16(Aw, transA, A, lda, m0, k0, mc, kc, mr, uk.avx512_pack);
                 Ap = Aw;
             }
             const uint32_t *Bshared =
@@ -344,7 +464,7 @@ void llmc_gemm_bf16(int transA, int transB, int M, int N, int K, const float *A,
                 if (Bshared) {
                     bstrip = Bshared + (size_t)js * kp;
                 } else {
-                    pack_b16(Bw, transB, B, ldb, k0, n0 + js, kc, nr);
+                    pack_b16(Bw, transB, B, ldb, k0, n0 + js, kc, nr, uk.avx512_pack);
                     bstrip = Bw;
                 }
                 for (int is = 0; is < mc; is += mr) {
