@@ -2,8 +2,10 @@
 products) and attention (its six products) with GEMM operands rounded to bf16, against PyTorch
 computing the same scheme (operands rounded with torch's bf16 conversion, products in fp32 and,
 for attribution, fp64), on every bf16 kernel this CPU runs: vdpbf16ps (AVX512_BF16) and the
-portable fp32 emulations (AVX-512F, AVX2, C), forced with LLMC_GEMM_ISA. The kernels must also
-agree with each other BITWISE, in single products and over whole training steps."""
+portable fp32 emulations (AVX-512F, AVX2, C), forced with LLMC_GEMM_ISA, and AMX tiles
+(TDPBF16PS) where the CPU and the OS offer them. All but AMX must also agree with each other
+BITWISE, in single products and over whole training steps; AMX sums each pair in another order
+and agrees to fp32 rounding."""
 from __future__ import annotations
 
 import hashlib
@@ -28,12 +30,13 @@ pytestmark = pytest.mark.parity
 SETTINGS = settings(max_examples=8, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 NT = 1
-ISAS16 = ["native", "avx512", "avx2", "generic"]
+ISAS16 = ["amx", "avx512bf16", "avx512", "avx2", "generic"]
+BITWISE = ("avx512bf16", "avx512", "avx2", "generic")  # the kernels that give the same bits
 
 
-def cpu_has_avx512_bf16() -> bool:
+def cpu_flag(flag: str) -> bool:
     try:
-        return " avx512_bf16" in Path("/proc/cpuinfo").read_text()
+        return f" {flag}" in Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
 
@@ -86,8 +89,11 @@ def check_policy(name, c, r32, r64):
 def test_native_kernel_is_the_dot_product_instruction_where_the_cpu_has_it(k):
     with gemm_isa("native"):
         native = k.gemm_bf16_isa()
-    assert native == ("avx512bf16" if cpu_has_avx512_bf16() else native)
-    assert native in ("avx512bf16", "avx512", "avx2", "generic")
+    if cpu_flag("avx512_bf16"):  # amx where the OS grants the tile state too
+        assert native in (("amx", "avx512bf16") if cpu_flag("amx_bf16") else ("avx512bf16",))
+    assert native in ("amx", "avx512bf16", "avx512", "avx2", "generic")
+    with gemm_isa("avx512bf16"):
+        assert k.gemm_bf16_isa() != "amx"
     with gemm_isa("generic"):
         assert k.gemm_bf16_isa() == "generic"
     with gemm_isa("avx512"):
@@ -122,15 +128,17 @@ def test_gemm_bf16_every_kernel_same_bits_and_right(k, dims, ta, tb, beta, pad, 
             k.sgemm(ta, tb, M, N, K, A.reshape(-1), lda, B.reshape(-1), ldb, beta, C.reshape(-1), ldc,
                     nt=NT, use_shared=shared)
             results[name] = C
-    first = next(iter(results.values()))
+    first = next(v for n, v in results.items() if n in BITWISE)
     for name, C in results.items():
-        assert np.array_equal(C.view(np.uint32), first.view(np.uint32)), f"kernel {name} differs"
+        if name in BITWISE:
+            assert np.array_equal(C.view(np.uint32), first.view(np.uint32)), f"kernel {name} differs"
         np.testing.assert_array_equal(C[:, N:], C0[:, N:])  # padding columns untouched
     opA = A[:, :a_cols].T if ta else A[:, :a_cols]
     opB = B[:, :b_cols].T if tb else B[:, :b_cols]
     r32, r64 = both(lambda a, b, c: bf(a) @ bf(b) + beta * c, np.ascontiguousarray(opA), np.ascontiguousarray(opB),
                     np.ascontiguousarray(C0[:, :N]))
-    check_kernel("C", first[:, :N], r32, r64)
+    for name, C in results.items():
+        check_kernel(f"C ({name})", C[:, :N], r32, r64)
     if K >= 16:  # the rounding really happened: fp32 products of the unrounded operands are far off
         exact = opA.astype(np.float64) @ opB.astype(np.float64) + beta * C0[:, :N]
         rm = lambda x: float(np.sqrt(np.mean(np.square(x))))  # noqa: E731
@@ -227,7 +235,7 @@ def _train_checksum(steps=2):
 
 def test_bf16_training_steps_identical_on_every_kernel(k):
     sums = {}
-    for isa in ISAS16:
+    for isa in BITWISE:
         with gemm_isa(isa):
             sums[k.gemm_bf16_isa()] = _train_checksum()
     assert len(set(sums.values())) == 1, sums

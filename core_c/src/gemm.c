@@ -139,13 +139,14 @@ typedef struct {
 } ukernel;
 
 /* The best kernel this CPU runs; LLMC_GEMM_ISA=generic|avx2 forces a lesser one (tests use it
- * to cover every kernel on one machine). avx512bf16 names a bf16 kernel (gemm_bf16.c): for
- * fp32 it allows what avx512 does. */
+ * to cover every kernel on one machine). avx512bf16 and amx name bf16 kernels (gemm_bf16.c):
+ * for fp32 they allow what avx512 does. */
 static ukernel pick_ukernel(void) {
     ukernel k = {ukernel_generic, MR_GENERIC, "generic", 0};
 #ifdef LLMC_X86
     const char *force = getenv("LLMC_GEMM_ISA");
-    const int allow512 = !force || !strcmp(force, "avx512") || !strcmp(force, "avx512bf16");
+    const int allow512 = !force || !strcmp(force, "avx512") || !strcmp(force, "avx512bf16") ||
+                         !strcmp(force, "amx");
     const int allow2 = !force || allow512 || !strcmp(force, "avx2");
     __builtin_cpu_init();
     if (allow512 && __builtin_cpu_supports("avx512f")) {

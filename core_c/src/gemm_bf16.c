@@ -9,13 +9,16 @@
  * each step rounded like an FMA: a product of two bf16 is exact in fp32). An odd depth is
  * padded with zeros.
  *
- * Kernels, picked at run time: vdpbf16ps where the CPU has AVX512_BF16 and the OS saves the
- * AVX-512 registers (cpuid + xgetbv, below); elsewhere the same arithmetic spelled as two
- * fp32 FMAs per pair (AVX-512F, AVX2 + FMA, or portable C with fmaf). They give the same bits
- * (measured on Zen 4: 3.2 M random dot-product lanes, no difference; the C unit test and the
- * kernel tests compare them), so a result does not depend on the machine. LLMC_GEMM_ISA=
- * avx512|avx2|generic forces a portable kernel, as for fp32.
+ * Kernels, picked at run time: AMX tiles (TDPBF16PS, 32 x 32 blocks of C) where the CPU has
+ * AMX-BF16 and the OS grants the tile state; else vdpbf16ps where the CPU has AVX512_BF16
+ * and the OS saves the AVX-512 registers (cpuid + xgetbv, below); elsewhere the vdpbf16ps
+ * arithmetic spelled as two fp32 FMAs per pair (AVX-512F, AVX2 + FMA, or portable C with
+ * fmaf). Those four give the same bits (measured on this machine: 3.2 M random dot-product
+ * lanes, no difference; the C unit test and the kernel tests compare them); AMX sums the pairs
+ * in another order and agrees with them to fp32 rounding (ukernel16_amx). LLMC_GEMM_ISA=
+ * avx512bf16|avx512|avx2|generic forces a lesser kernel, as for fp32.
  */
+#define _GNU_SOURCE /* syscall (arch_prctl, for AMX) */
 #include "internal.h"
 
 #include "bf16.h"
@@ -30,6 +33,10 @@
 #define LLMC_X86 1
 #include <cpuid.h>
 #include <immintrin.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #endif
 
 #define NR LLMC_GEMM_NR
@@ -44,6 +51,7 @@ static inline float pair_odd(uint32_t w) { return llmc_bf16_to_float(w >> 16); }
 /* Portable kernel: 4 x 32 tile; per pair the odd term first, as vdpbf16ps. fmaf is one
  * rounding per term, like the instruction (a plain a * b + acc would round twice). */
 #define MR16_GENERIC 4
+#define MR16_ROWS 32 /* strips of A packed by rows, for AMX */
 #define GENERIC16_BODY                                                                     \
     float acc[MR16_GENERIC][NR];                                                           \
     memset(acc, 0, sizeof(acc));                                                           \
@@ -171,6 +179,94 @@ static int cpu_has_avx512bf16(void) {
     __cpuid_count(7, 1, a, b, c, d);
     return (a >> 5) & 1u; /* AVX512_BF16 */
 }
+
+/* AMX (tile registers, TDPBF16PS): a 32 x 32 block of C in four 16 x 16 fp32 tiles, A in two
+ * 16-row tiles of 16 pairs (rows of A contiguous in depth: pack_a16_rows), B in two tiles of
+ * 16 pairs x 16 columns, read straight from the pair-packed B strip (128-byte rows). The
+ * depth is padded with zero pairs to a multiple of 16. TDPBF16PS sums each pair in fp32 but
+ * not in vdpbf16ps's order (measured: its results differ from the emulation in the last bit
+ * for about 2 in 3 elements, within 6.3 x 2^-24 of the sum of |products| for 32 terms), so
+ * results on an AMX machine match the other kernels to fp32 rounding, not bitwise. */
+#define MR16_AMX 32
+typedef struct {
+    uint8_t palette, start_row;
+    uint8_t reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_tilecfg;
+
+/* eight 16 x 64-byte tiles; the configuration is per thread and is loaded per C tile task */
+__attribute__((target("amx-tile"))) static void amx_configure(void) {
+    amx_tilecfg cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        cfg.colsb[t] = 64;
+        cfg.rows[t] = 16;
+    }
+    /* GCC 12 does not see that ldtilecfg reads cfg and dropped the stores above */
+    __asm__ __volatile__("" : : "r"(&cfg) : "memory");
+    _tile_loadconfig(&cfg);
+}
+
+__attribute__((target("amx-tile"))) static void amx_release(void) { _tile_release(); }
+
+__attribute__((target("amx-tile,amx-bf16"))) static void
+ukernel16_amx(int kpp, const uint32_t *Ap, const uint32_t *Bp, float *C, int64_t ldc, int mr, int nr,
+              float beta) {
+    float tmp[MR16_AMX * NR];
+    const int full = mr == MR16_AMX && nr == NR;
+    float *dst = full ? C : tmp;
+    const int64_t ld = full ? ldc : NR, stride = ld * (int64_t)sizeof(float);
+    if (full && beta != 0.0f) {
+        _tile_loadd(0, dst, stride);
+        _tile_loadd(1, dst + 16, stride);
+        _tile_loadd(2, dst + 16 * ld, stride);
+        _tile_loadd(3, dst + 16 * ld + 16, stride);
+    } else {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+    }
+    const int64_t astride = (int64_t)kpp * 4;
+    for (int p = 0; p < kpp; p += 16) {
+        _tile_loadd(4, Ap + p, astride);
+        _tile_loadd(5, Ap + (size_t)16 * kpp + p, astride);
+        _tile_loadd(6, Bp + (size_t)p * NR, NR * 4);
+        _tile_loadd(7, Bp + (size_t)p * NR + 16, NR * 4);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, dst, stride);
+    _tile_stored(1, dst + 16, stride);
+    _tile_stored(2, dst + 16 * ld, stride);
+    _tile_stored(3, dst + 16 * ld + 16, stride);
+    if (!full) store_tile(tmp, MR16_AMX, C, ldc, mr, nr, beta);
+}
+
+/* AMX usable: AMX-TILE and AMX-BF16 (cpuid leaf 7 EDX bits 24, 22), the OS manages the tile
+ * state (XCR0 bits 17, 18) and, on Linux, grants this process the 8 KiB tile data state
+ * (arch_prctl ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA: without it the first tile instruction
+ * faults). Elsewhere: no AMX. */
+static int cpu_has_amx_bf16(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return 0;
+    unsigned xlo, xhi;
+    __asm__ volatile("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
+    (void)xhi;
+    if (((xlo >> 17) & 3u) != 3u) return 0;
+    if (__get_cpuid_max(0, NULL) < 7) return 0;
+    __cpuid_count(7, 0, a, b, c, d);
+    if (!(d & (1u << 22)) || !(d & (1u << 24))) return 0;
+#if defined(__linux__) && defined(SYS_arch_prctl)
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+#else
+    return 0;
+#endif
+}
 #endif
 
 typedef struct {
@@ -178,22 +274,28 @@ typedef struct {
     int mr;
     const char *name;
     int avx512_pack; /* the packs may use AVX-512 */
+    int amx;         /* AMX: A packed by rows (pack_a16_rows), depth padded to 16 pairs */
 } kernel16;
 
 /* The best bf16 kernel of this CPU, or the one LLMC_GEMM_ISA allows (read at every call, as
  * the fp32 GEMM does, so tests can switch kernels in one process). */
 static kernel16 pick_kernel16(void) {
-    kernel16 k = {ukernel16_generic, MR16_GENERIC, "generic", 0};
+    kernel16 k = {ukernel16_generic, MR16_GENERIC, "generic", 0, 0};
 #ifdef LLMC_X86
-    static int has_dot = -1; /* cpuid once; every thread computes the same value */
+    static int has_dot = -1, has_amx = -1; /* cpuid once; every thread finds the same */
     if (__atomic_load_n(&has_dot, __ATOMIC_RELAXED) < 0)
         __atomic_store_n(&has_dot, cpu_has_avx512bf16(), __ATOMIC_RELAXED);
     const char *force = getenv("LLMC_GEMM_ISA");
-    const int allow_dot = !force || !strcmp(force, "avx512bf16");
+    const int allow_amx = !force || !strcmp(force, "amx");
+    if (allow_amx && __atomic_load_n(&has_amx, __ATOMIC_RELAXED) < 0)
+        __atomic_store_n(&has_amx, cpu_has_amx_bf16(), __ATOMIC_RELAXED);
+    const int allow_dot = allow_amx || !strcmp(force, "avx512bf16");
     const int allow512 = allow_dot || !strcmp(force, "avx512");
     const int allow2 = allow512 || !strcmp(force, "avx2");
     __builtin_cpu_init();
-    if (allow_dot && __atomic_load_n(&has_dot, __ATOMIC_RELAXED) == 1) {
+    if (allow_amx && __atomic_load_n(&has_amx, __ATOMIC_RELAXED) == 1) {
+        k.fn = ukernel16_amx; k.mr = MR16_AMX; k.name = "amx"; k.avx512_pack = 1; k.amx = 1;
+    } else if (allow_dot && __atomic_load_n(&has_dot, __ATOMIC_RELAXED) == 1) {
         k.fn = ukernel16_avx512bf16; k.mr = MR16_AVX512; k.name = "avx512bf16"; k.avx512_pack = 1;
     } else if (allow512 && __builtin_cpu_supports("avx512f")) {
         k.fn = ukernel16_avx512; k.mr = MR16_AVX512; k.name = "avx512"; k.avx512_pack = 1;
@@ -270,11 +372,14 @@ __attribute__((target("avx512f"))) static int pack_a16_avx512(uint32_t *Ap, int 
 
 /* B in full 32-column strips; returns the columns done */
 __attribute__((target("avx512f"))) static int pack_b16_avx512(uint32_t *Bp, int transB, const float *B,
-                                                              int64_t ldb, int k0, int n0, int kc, int nc) {
+                                                              int64_t ldb, int k0, int n0, int kc, int nc,
+                                                              int kpp) {
     const int kp = (kc + 1) / 2, kfull = kc / 2;
     int s = 0;
     for (; s + NR <= nc; s += NR) {
-        uint32_t *dst = Bp + (size_t)s * kp;
+        uint32_t *dst = Bp + (size_t)s * kpp;
+        for (int p = kp; p < kpp; p++) /* zero pairs up to the padded depth (AMX) */
+            for (int c = 0; c < NR; c++) dst[(size_t)p * NR + c] = 0;
         if (!transB) { /* rows of B are depths: pair two rows, 32 columns */
             for (int p = 0; p < kp; p++) {
                 const float *e = B + (int64_t)(k0 + 2 * p) * ldb + n0 + s;
@@ -307,6 +412,45 @@ __attribute__((target("avx512f"))) static int pack_b16_avx512(uint32_t *Bp, int 
         }
     }
     return s;
+}
+
+/* A for AMX, rows contiguous in depth: of one 32-row strip, the rows [0, rows) it can do 16
+ * at a time with full 16-pair blocks; returns the rows done (the rest: pack_a16_rows) */
+__attribute__((target("avx512f"))) static int pack_a16_rows_avx512(uint32_t *dst, int transA,
+                                                                   const float *A, int64_t lda, int m0,
+                                                                   int k0, int rows, int kc, int kpp) {
+    const int kp = (kc + 1) / 2, kfull = kc / 2, p16 = kfull / 16 * 16;
+    int r = 0;
+    for (; r + 16 <= rows; r += 16) {
+        uint32_t tmp[16 * 16];
+        for (int p = 0; p < p16; p += 16) {
+            if (!transA) { /* one row: 32 floats -> 16 pairs, already in place */
+                for (int i = 0; i < 16; i++)
+                    _mm512_storeu_si512((void *)(dst + (size_t)(r + i) * kpp + p),
+                                        pairs_in_row(A + (int64_t)(m0 + r + i) * lda + k0 + 2 * p));
+            } else { /* pairs of rows of A give 16 rows of one pair: transpose 16 x 16 */
+                for (int j = 0; j < 16; j++) {
+                    const float *e = A + (int64_t)(k0 + 2 * (p + j)) * lda + m0 + r;
+                    _mm512_storeu_si512((void *)(tmp + 16 * j), pairs_of_rows(e, e + lda));
+                }
+                transpose16_avx512((const float *)tmp, 16, (float *)(dst + (size_t)r * kpp + p), kpp);
+            }
+        }
+        for (int i = 0; i < 16; i++) { /* the ragged end of the depth, and the padding */
+            uint32_t *d = dst + (size_t)(r + i) * kpp;
+            for (int p = p16; p < kfull; p++)
+                d[p] = transA ? llmc_bf16_pair(A[(int64_t)(k0 + 2 * p) * lda + m0 + r + i],
+                                               A[(int64_t)(k0 + 2 * p + 1) * lda + m0 + r + i])
+                              : llmc_bf16_pair(A[(int64_t)(m0 + r + i) * lda + k0 + 2 * p],
+                                               A[(int64_t)(m0 + r + i) * lda + k0 + 2 * p + 1]);
+            int p = kfull;
+            if (kp > kfull)
+                d[p++] = llmc_bf16_bits(transA ? A[(int64_t)(k0 + kc - 1) * lda + m0 + r + i]
+                                               : A[(int64_t)(m0 + r + i) * lda + k0 + kc - 1]);
+            for (; p < kpp; p++) d[p] = 0;
+        }
+    }
+    return r;
 }
 #endif
 
@@ -350,19 +494,22 @@ LLMC_CLONES static void pack_a16(uint32_t *Ap, int transA, const float *A, int64
 }
 
 /* Pack depth [0, kc) x columns [0, nc) of op(B), rounded to bf16, into strips of NR columns:
- * Bp[s][p][c] = the pair of depths 2p, 2p + 1 of column c of strip s. */
+ * Bp[s][p][c] = the pair of depths 2p, 2p + 1 of column c of strip s, p < kpp (pairs past
+ * the depth, up to the padded kpp, are zero). */
 LLMC_CLONES static void pack_b16(uint32_t *Bp, int transB, const float *B, int64_t ldb, int k0,
-                                 int n0, int kc, int nc, int fast) {
+                                 int n0, int kc, int nc, int fast, int kpp) {
     const int kp = (kc + 1) / 2, kfull = kc / 2;
     int s0 = 0;
 #ifdef LLMC_X86
-    if (fast) s0 = pack_b16_avx512(Bp, transB, B, ldb, k0, n0, kc, nc);
+    if (fast) s0 = pack_b16_avx512(Bp, transB, B, ldb, k0, n0, kc, nc, kpp);
 #else
     (void)fast;
 #endif
     for (int s = s0; s < nc; s += NR) {
         const int cols = nc - s < NR ? nc - s : NR;
-        uint32_t *dst = Bp + (size_t)s * kp;
+        uint32_t *dst = Bp + (size_t)s * kpp;
+        for (int p = kp; p < kpp; p++) /* zero pairs up to the padded depth (AMX) */
+            for (int c = 0; c < NR; c++) dst[(size_t)p * NR + c] = 0;
         if (!transB) { /* depth is the row index of B: pair two rows */
             for (int p = 0; p < kp; p++) {
                 const float *e = B + (int64_t)(k0 + 2 * p) * ldb + n0 + s;
@@ -388,6 +535,36 @@ LLMC_CLONES static void pack_b16(uint32_t *Bp, int transB, const float *B, int64
     }
 }
 
+/* Pack rows [0, mc) x depth [0, kc) of op(A), rounded to bf16, for AMX: strips of 32 rows,
+ * each row its kpp pairs contiguous, Ap[s][r][p] (zero past the depth and the rows). */
+LLMC_CLONES static void pack_a16_rows(uint32_t *Ap, int transA, const float *A, int64_t lda, int m0,
+                                      int k0, int mc, int kc, int kpp) {
+    const int kp = (kc + 1) / 2, kfull = kc / 2;
+    for (int s = 0; s < mc; s += MR16_ROWS) {
+        const int rows = mc - s < MR16_ROWS ? mc - s : MR16_ROWS;
+        uint32_t *dst = Ap + (size_t)s * kpp;
+        int r0 = 0;
+#ifdef LLMC_X86
+        r0 = pack_a16_rows_avx512(dst, transA, A, lda, m0 + s, k0, rows, kc, kpp);
+#endif
+        for (int r = r0; r < MR16_ROWS; r++) {
+            uint32_t *d = dst + (size_t)r * kpp;
+            int p = 0;
+            if (r < rows && !transA) {
+                const float *src = A + (int64_t)(m0 + s + r) * lda + k0;
+                for (; p < kfull; p++) d[p] = llmc_bf16_pair(src[2 * p], src[2 * p + 1]);
+                if (kp > kfull) d[p++] = llmc_bf16_bits(src[kc - 1]);
+            } else if (r < rows) {
+                const float *src = A + (int64_t)k0 * lda + m0 + s + r;
+                for (; p < kfull; p++)
+                    d[p] = llmc_bf16_pair(src[(int64_t)(2 * p) * lda], src[(int64_t)(2 * p + 1) * lda]);
+                if (kp > kfull) d[p++] = llmc_bf16_bits(src[(int64_t)(kc - 1) * lda]);
+            }
+            for (; p < kpp; p++) d[p] = 0;
+        }
+    }
+}
+
 void llmc_gemm_bf16(int transA, int transB, int M, int N, int K, const float *A, int64_t lda,
                     const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
                     const llmc_exec *ex) {
@@ -408,11 +585,14 @@ void llmc_gemm_bf16(int transA, int transB, int M, int N, int K, const float *A,
     const int tiles = m_tiles * n_tiles;
     const int nthreads = nthreads_max < tiles ? nthreads_max : tiles;
     const int k_panels = (K + LLMC_GEMM_KC - 1) / LLMC_GEMM_KC;
+    /* pairs per packed row or column of a panel: (kc + 1) / 2, for AMX padded to 16 */
+#define PANEL_PAIRS(kc) (uk.amx ? ((kc) + 31) / 32 * 16 : ((kc) + 1) / 2)
+    const int kw = (K / LLMC_GEMM_KC) * (LLMC_GEMM_KC / 2) + (K % LLMC_GEMM_KC ? PANEL_PAIRS(K % LLMC_GEMM_KC) : 0);
 
     /* shared pre-pack in pairs: panel p of A starts at Mr * k0 / 2 (every panel but the last
-     * is KC deep, KC even), strip s at + s * kp; likewise B */
+     * is KC deep, KC pairs-even and a multiple of 32), strip s at + s * kpp; likewise B */
     uint32_t *shared = (uint32_t *)ex->gemm_shared;
-    const int prepack = choose_prepack(M, N, (K + 1) / 2, mr, ex);
+    const int prepack = choose_prepack(M, N, kw, mr, ex);
     const int Mr = (M + mr - 1) / mr * mr, Nr = (N + NR - 1) / NR * NR;
     if (prepack) {
         /* A jobs take two strips when the AVX-512 pack can do them together */
@@ -424,15 +604,18 @@ void llmc_gemm_bf16(int transA, int transB, int M, int N, int K, const float *A,
             const int p = j / strips, st = j % strips;
             const int k0 = p * LLMC_GEMM_KC;
             const int kc = K - k0 < LLMC_GEMM_KC ? K - k0 : LLMC_GEMM_KC;
-            const int kp = (kc + 1) / 2;
+            const int kpp = PANEL_PAIRS(kc);
             if (prepack == 1) {
                 const int m0 = st * a_rows, rows = M - m0 < a_rows ? M - m0 : a_rows;
-                pack_a16(shared + (size_t)Mr * (k0 / 2) + (size_t)m0 * kp, transA, A, lda, m0,
-                         k0, rows, kc, mr, uk.avx512_pack);
+                uint32_t *dst = shared + (size_t)Mr * (k0 / 2) + (size_t)m0 * kpp;
+                if (uk.amx)
+                    pack_a16_rows(dst, transA, A, lda, m0, k0, rows, kc, kpp);
+                else
+                    pack_a16(dst, transA, A, lda, m0, k0, rows, kc, mr, uk.avx512_pack);
             } else {
                 const int n0 = st * NR, cols = N - n0 < NR ? N - n0 : NR;
-                pack_b16(shared + (size_t)Nr * (k0 / 2) + (size_t)n0 * kp, transB, B, ldb, k0,
-                         n0, kc, cols, uk.avx512_pack);
+                pack_b16(shared + (size_t)Nr * (k0 / 2) + (size_t)n0 * kpp, transB, B, ldb, k0,
+                         n0, kc, cols, uk.avx512_pack, kpp);
             }
         }
     }
@@ -445,34 +628,44 @@ void llmc_gemm_bf16(int transA, int transB, int M, int N, int K, const float *A,
         const int m0 = (tile % m_tiles) * mt, n0 = (tile / m_tiles) * nt_width;
         const int mc = M - m0 < mt ? M - m0 : mt;
         const int nc = N - n0 < nt_width ? N - n0 : nt_width;
+#ifdef LLMC_X86
+        if (uk.amx) amx_configure(); /* tile configuration is per thread */
+#endif
         for (int k0 = 0; k0 < K; k0 += LLMC_GEMM_KC) {
             const int kc = K - k0 < LLMC_GEMM_KC ? K - k0 : LLMC_GEMM_KC;
-            const int kp = (kc + 1) / 2;
+            const int kpp = PANEL_PAIRS(kc);
             const float beta_k = k0 == 0 ? beta : 1.0f;
             const uint32_t *Ap;
             if (prepack == 1) {
-                Ap = shared + (size_t)Mr * (k0 / 2) + (size_t)m0 * kp;
+                Ap = shared + (size_t)Mr * (k0 / 2) + (size_t)m0 * kpp;
             } else {
-                pack_a16(Aw, transA, A, lda, m0, k0, mc, kc, mr, uk.avx512_pack);
+                if (uk.amx)
+                    pack_a16_rows(Aw, transA, A, lda, m0, k0, mc, kc, kpp);
+                else
+                    pack_a16(Aw, transA, A, lda, m0, k0, mc, kc, mr, uk.avx512_pack);
                 Ap = Aw;
             }
             const uint32_t *Bshared =
-                prepack == 2 ? shared + (size_t)Nr * (k0 / 2) + (size_t)n0 * kp : NULL;
+                prepack == 2 ? shared + (size_t)Nr * (k0 / 2) + (size_t)n0 * kpp : NULL;
             for (int js = 0; js < nc; js += NR) {
                 const int nr = nc - js < NR ? nc - js : NR;
                 const uint32_t *bstrip;
                 if (Bshared) {
-                    bstrip = Bshared + (size_t)js * kp;
+                    bstrip = Bshared + (size_t)js * kpp;
                 } else {
-                    pack_b16(Bw, transB, B, ldb, k0, n0 + js, kc, nr, uk.avx512_pack);
+                    pack_b16(Bw, transB, B, ldb, k0, n0 + js, kc, nr, uk.avx512_pack, kpp);
                     bstrip = Bw;
                 }
                 for (int is = 0; is < mc; is += mr) {
                     const int rows = mc - is < mr ? mc - is : mr;
                     float *ctile = C + (int64_t)(m0 + is) * ldc + n0 + js;
-                    uk.fn(kp, Ap + (size_t)is * kp, bstrip, ctile, ldc, rows, nr, beta_k);
+                    uk.fn(kpp, Ap + (size_t)is * kpp, bstrip, ctile, ldc, rows, nr, beta_k);
                 }
             }
         }
+#ifdef LLMC_X86
+        if (uk.amx) amx_release();
+#endif
     }
+#undef PANEL_PAIRS
 }
