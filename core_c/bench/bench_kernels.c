@@ -21,7 +21,7 @@
  * update the calls below (each kernel is one small function). The Python side reports a
  * build failure as "kernels skipped" with the compiler's message, so nothing else breaks.
  */
-#define _POSIX_C_SOURCE 199309L
+#define _POSIX_C_SOURCE 200112L /* setenv */
 #include "internal.h"
 
 #include <math.h>
@@ -263,8 +263,12 @@ static int run_dot(int argc, char **argv) {
         fprintf(stderr, "usage: bench_kernels dot threads repeats\n");
         return 2;
     }
-    /* the GEMM's own detection (cpuid + xgetbv): the probe runs where the kernel would */
-    if (strcmp(llmc_gemm_bf16_isa(), "avx512bf16") != 0) {
+    /* the GEMM's own detection (cpuid + xgetbv), asked for the vdpbf16ps kernel (on an AMX
+     * machine the default kernel is amx): the probe runs where that kernel would */
+    setenv("LLMC_GEMM_ISA", "avx512bf16", 1);
+    const int has_dot = !strcmp(llmc_gemm_bf16_isa(), "avx512bf16");
+    unsetenv("LLMC_GEMM_ISA");
+    if (!has_dot) {
         printf("{\"threads\": %d, \"isa\": \"none\", \"gflops\": null}\n", nt);
         return 0;
     }
