@@ -1,4 +1,4 @@
-"""Named test sessions: `nox -s tests|slow|dist|parity|parity_d12|asan|memcheck|fuzz|lint|typecheck` (`nox` alone runs `tests`).
+"""Named test sessions: `nox -s tests|slow|dist|parity|parity_d12|parity_bf16_d12|asan|memcheck|fuzz|lint|typecheck` (`nox` alone runs `tests`).
 
 The sessions run in the *current* environment (python=False, no per-session virtualenv):
 torch is large and CI (.ci/run) installs it once into a fresh venv together with pyllmc, then
@@ -101,6 +101,15 @@ def parity_d12(session: nox.Session) -> None:
     for 2 GB less)."""
     session.run(PY, "-m", "pyllmc", "parity", "--model", "d12", "--steps", "3", "--batch", "4", "--seq", "64",
                 "--out", str(ROOT / "out" / "parity_d12"), *session.posargs)
+
+
+@nox.session(python=False)
+def parity_bf16_d12(session: nox.Session) -> None:
+    """parity_d12 in bf16 precision: the C core in bf16 against PyTorch under CPU autocast bf16,
+    attributed against fp64 (docs/bf16.md); reports in out/parity_bf16_d12/. About 8 to 10
+    minutes on 2 cores and 16 GB (run it under the heavy-job lock on a shared machine)."""
+    session.run(PY, "-m", "pyllmc", "parity", "--model", "d12", "--steps", "3", "--batch", "4", "--seq", "64",
+                "--precision", "bf16", "--out", str(ROOT / "out" / "parity_bf16_d12"), *session.posargs)
 
 
 # Known, reported sanitizer findings awaiting a fix (see the file); shared by asan and fuzz.

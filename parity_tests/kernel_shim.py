@@ -22,12 +22,14 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 #: must equal SHIM_ABI in kernel_shim.c (a stale shim is refused)
-SHIM_ABI = 3
+SHIM_ABI = 4
 
 #: the shim's exported functions, as in kernel_shim.c (the tests compare the two)
 CDEF = """
 int llmc_test_shim_abi(void);
 const char *llmc_test_gemm_isa(void);
+const char *llmc_test_gemm_bf16_isa(void);
+void llmc_test_set_bf16(int on);
 int llmc_test_sgemm(int transA, int transB, int M, int N, int K, const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc, int nt, int use_shared);
 void llmc_test_encoder_forward(float *out, const int32_t *inp, const float *wte, const float *wpe, int B, int T, int C, int nt);
 void llmc_test_encoder_backward(float *dwte, float *dwpe, const float *dout, const int32_t *inp, int B, int T, int C, int nt);
@@ -139,12 +141,22 @@ class KernelShim:
     def gemm_isa(self) -> str:
         return self.ffi.string(self.lib.llmc_test_gemm_isa()).decode()
 
+    def gemm_bf16_isa(self) -> str:
+        """The bf16 GEMM's kernel: avx512bf16 (vdpbf16ps), or avx512, avx2, generic (fp32
+        emulation of the same arithmetic)."""
+        return self.ffi.string(self.lib.llmc_test_gemm_bf16_isa()).decode()
+
+    def set_bf16(self, on: bool) -> None:
+        """Run sgemm, matmul and attention in bf16 precision from now on (False: fp32)."""
+        self.lib.llmc_test_set_bf16(int(bool(on)))
+
     # -------------------------------------------------------------- GEMM and matmul
     def sgemm(self, transA: bool, transB: bool, M: int, N: int, K: int, A: np.ndarray, lda: int,
               B: np.ndarray, ldb: int, beta: float, C: np.ndarray, ldc: int, nt: int = 1,
               use_shared: bool = False) -> None:
         """C (M, N; row stride ldc) = beta * C + op(A) @ op(B), in place on C (float32,
-        contiguous). A and B are flat float32 buffers read with their leading dimensions."""
+        contiguous). A and B are flat float32 buffers read with their leading dimensions.
+        In bf16 precision (set_bf16) the GEMM rounds A and B to bf16."""
         for name, arr, rows, ld, cols in (("A", A, K if transA else M, lda, M if transA else K),
                                           ("B", B, N if transB else K, ldb, K if transB else N),
                                           ("C", C, M, ldc, N)):

@@ -173,9 +173,10 @@ def test_bad_device_and_precision_values():
     assert lib.llmc_model_create(cfg, _options(reserved=1), 0, out) == lib.LLMC_ERR_INVALID_ARGUMENT
 
 
-def test_bf16_on_cpu_is_unsupported():
-    with pytest.raises(pyllmc.UnsupportedError, match="bf16"):
-        tiny(precision="bf16")
+def test_bf16_on_cpu_is_a_cpu_model():
+    with tiny(precision="bf16") as m:
+        assert m.device == "cpu" and m.precision == "bf16"
+        assert m.options.precision == "bf16"
 
 
 def test_cpu_model_reports_its_device():

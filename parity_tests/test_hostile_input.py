@@ -280,7 +280,6 @@ OPTION_CASES = [
     ("seed_2e64", dict(seed=2**64), InvalidArgumentError),
     ("device_unknown", dict(device="tpu"), InvalidArgumentError),
     ("precision_unknown", dict(precision="fp16"), InvalidArgumentError),
-    ("bf16_on_cpu", dict(precision="bf16"), UnsupportedError),
     ("descriptor_d0", dict(config="d0"), InvalidArgumentError),
     ("descriptor_garbage", dict(config="dx12"), InvalidArgumentError),
     ("config_not_a_config", dict(config=[16, 60]), InvalidArgumentError),

@@ -18,6 +18,7 @@ cross-entropy), not through HF's `labels` (which shifts internally).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any, Callable, Dict, List, Optional
 
@@ -149,13 +150,17 @@ def _as_long(x: Any) -> torch.Tensor:
 
 def capture(model: Any, inputs: Any, targets: Any = None, *, backward: bool = True,
             loss_scale: float = 1.0, zero_grad: bool = True, act_grads: bool = False,
-            padded_vocab_size: Optional[int] = None, collect_grads: bool = True) -> Capture:
+            padded_vocab_size: Optional[int] = None, collect_grads: bool = True,
+            autocast: bool = False) -> Capture:
     """Run the reference on inputs (B, T) [and targets (B, T)] and return its tensors in C
     names. With targets and backward=True, also backpropagates loss_scale * mean loss and
     returns the parameter gradients in the C layout (wte padded to padded_vocab_size rows,
     default V rounded up to 128; the padding rows are zero). zero_grad=False accumulates
     into the model's existing .grad (micro-batches). collect_grads=False leaves the gradients
-    in the parameters' .grad only (Capture.grads is None): no copy of a model-sized dict."""
+    in the parameters' .grad only (Capture.grads is None): no copy of a model-sized dict.
+    autocast: the forward and the loss run under torch.autocast("cpu", bfloat16), as a PyTorch
+    user trains in bf16 (backward outside it, as torch recommends); bf16 tensors are captured
+    widened to fp32."""
     x = _as_long(inputs)
     y = None if targets is None else _as_long(targets)
     if x.dim() != 2 or (y is not None and y.shape != x.shape):
@@ -166,30 +171,33 @@ def capture(model: Any, inputs: Any, targets: Any = None, *, backward: bool = Tr
     try:
         if zero_grad:
             model.zero_grad(set_to_none=True)
+        amp = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
         with torch.set_grad_enabled(do_backward):
-            out = model(input_ids=x, use_cache=False, output_attentions=True)
-            logits = out.logits
-            rec.put("logits", logits)
-            loss_val = None
-            if y is not None:
-                probs = torch.softmax(logits.detach(), dim=-1)
-                rec.tensors["probs"] = probs
-                losses = lm_losses(logits, y)
-                rec.put("losses", losses)
-                loss = losses.mean()
-                loss_val = float(loss.detach())
-                if do_backward:
-                    (loss * loss_scale).backward()
+            with amp:
+                out = model(input_ids=x, use_cache=False, output_attentions=True)
+                logits = out.logits
+                rec.put("logits", logits)
+                loss_val = None
+                if y is not None:
+                    probs = torch.softmax(logits.detach(), dim=-1)
+                    rec.tensors["probs"] = probs
+                    losses = lm_losses(logits, y)
+                    rec.put("losses", losses)
+                    loss = losses.mean()
+                    loss_val = float(loss.detach())
+            if y is not None and do_backward:
+                (loss * loss_scale).backward()
     finally:
         for h in handles:
             h.remove()
-    acts = {k: v.cpu().numpy() for k, v in rec.tensors.items()}
+    acts = {k: (v.float() if v.dtype == torch.bfloat16 else v).cpu().numpy() for k, v in rec.tensors.items()}
     order = activation_names(len(model.transformer.h), with_targets=y is not None)
     acts = {k: acts[k] for k in order if k in acts}
     grads = None
     if do_backward and collect_grads:
         grads = param_grads(model, padded_vocab_size)
-    ag = {k: v.cpu().numpy() for k, v in rec.grads.items()} if rec.want_grads else None
+    ag = {k: v.float().cpu().numpy() if v.dtype == torch.bfloat16 else v.cpu().numpy()
+          for k, v in rec.grads.items()} if rec.want_grads else None
     return Capture(acts=acts, loss=loss_val, grads=grads, act_grads=ag,
                    dtype=next(model.parameters()).dtype)
 

@@ -161,6 +161,21 @@ def randomize_params(model: Any, seed: int = 0, weight_scale: float = 1.0) -> An
     return model
 
 
+def perturb_bf16_ulp(model: Any, seed: int = 0) -> Any:
+    """Move every parameter element by one bf16 ulp (2^-7 of the power of two below it, 2^16
+    fp32 ulps) up or down (random sign, from seed): an equally valid starting point for a run whose
+    products see the weights in bf16. One fp32 ulp hardly moves such a run (a bf16 rounding
+    flips only when the weight sits on a tie), so its noise runs start from this instead
+    (tolerance_bf16.py). Zeros stay zero. Returns the model."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            sign = torch.where(torch.rand(p.shape, generator=g) < 0.5, -1.0, 1.0).to(p.dtype)
+            _, e = torch.frexp(p)  # |p| = m 2^e, m in [0.5, 1): a bf16 ulp is 2^(e - 8)
+            p.add_(sign * torch.ldexp(torch.ones_like(p), e - 8) * (p != 0))
+    return model
+
+
 @torch.no_grad()
 def perturb_ulp(model: Any, seed: int = 0) -> Any:
     """Move every parameter element by one ulp up or down (random sign, from seed): an

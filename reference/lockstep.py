@@ -43,6 +43,7 @@ from .capture import activation_names
 from .convert import LAYER_PARAMS, PARAM_NAMES, hf_to_params
 from .parity import c_activations, compare_scalar
 from .tolerance import compare
+from .tolerance_bf16 import precision_policy
 
 #: Hyperparameter defaults: the same as pyllmc's Trainer (AdamW betas 0.9/0.95, weight decay
 #: 0.1 on 2-D weights, clipping at 1.0, cosine schedule), so parity covers what training runs.
@@ -73,6 +74,9 @@ class LockstepConfig:
     noise_runs: int = 2
     threads: int = 0
     device: str = "cpu"
+    #: "bf16": the C core in bf16 precision against PyTorch under CPU autocast bf16 (the
+    #: reference and noise runs), attributed against the fp64 run (tolerance_bf16.py)
+    precision: str = "fp32"
 
     def validate(self) -> None:
         from ..errors import InvalidArgumentError
@@ -94,6 +98,9 @@ class LockstepConfig:
         for k in ("beta1", "beta2"):
             v = getattr(self, k)
             need(isinstance(v, (int, float)) and 0 <= v < 1, f"{k} must be in [0, 1), got {v!r}")
+        need(self.precision in ("fp32", "bf16"), f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        need(self.precision == "fp32" or self.fp64,
+             "precision bf16 is judged against the fp64 reference: it cannot run without it (--no-fp64)")
         self.lr_schedule()  # validates schedule, warmup, final_frac
 
     def lr_schedule(self):
@@ -225,12 +232,18 @@ def run_lockstep(ref32: Any, c_model: Any, cfg: LockstepConfig, *,
     import torch
 
     from ..shapes import clip_coefficient
-    from .hf import perturb_ulp, to_dtype
+    from .hf import perturb_bf16_ulp, perturb_ulp, to_dtype
     from .torch_optim import ReferenceTrainer
 
     cfg.validate()
+    if getattr(c_model, "precision", "fp32") != cfg.precision:
+        raise ValueError(f"the C model computes in {c_model.precision}, the run is for {cfg.precision}")
     say = progress or (lambda s: None)
     t_start = time.perf_counter()
+    # thresholds of the precision (fp32: tolerance.py's defaults); the peer of a bf16 C core
+    # is the fp32 reference under torch.autocast bf16, and so are the noise runs
+    kw = precision_policy(cfg.precision)
+    amp = cfg.precision == "bf16"
     V = int(ref32.config.vocab_size)
     L = int(ref32.config.n_layer)
     Vp = int(c_model.config.padded_vocab_size)
@@ -242,13 +255,15 @@ def run_lockstep(ref32: Any, c_model: Any, cfg: LockstepConfig, *,
     schedule = cfg.lr_schedule()
     hp: Dict[str, Any] = dict(beta1=cfg.beta1, beta2=cfg.beta2, eps=cfg.eps, weight_decay=cfg.weight_decay,
               decay_matrices_only=cfg.decay_matrices_only, grad_clip=cfg.grad_clip, padded_vocab_size=Vp)
+    hp32 = dict(hp, autocast=amp)
 
     # copies first, while ref32 still holds the initial weights
     ref64 = to_dtype(ref32, torch.float64) if cfg.fp64 else None
-    alts = [perturb_ulp(to_dtype(ref32, torch.float32), seed=1000 + i) for i in range(cfg.noise_runs)] if cfg.fp64 else []
-    tr32 = ReferenceTrainer(ref32, lr=schedule(1), **hp)
+    perturb = perturb_bf16_ulp if amp else perturb_ulp  # bf16: one bf16 ulp (hf.perturb_bf16_ulp)
+    alts = [perturb(to_dtype(ref32, torch.float32), seed=1000 + i) for i in range(cfg.noise_runs)] if cfg.fp64 else []
+    tr32 = ReferenceTrainer(ref32, lr=schedule(1), **hp32)
     tr64 = ReferenceTrainer(ref64, lr=schedule(1), **hp) if ref64 is not None else None
-    tra = [ReferenceTrainer(a, lr=schedule(1), **hp) for a in alts]
+    tra = [ReferenceTrainer(a, lr=schedule(1), **hp32) for a in alts]
 
     rows: List[Dict[str, Any]] = []
     # step 0: the C model's weights as loaded are the reference's, bit for bit
@@ -271,6 +286,10 @@ def run_lockstep(ref32: Any, c_model: Any, cfg: LockstepConfig, *,
         res.lrs.append(lr)
         # after the first update the noise runs are the trajectory's fp32 spread (module doc)
         use_alts = step > 1
+        # bf16: a scalar (loss, grad norm) is ONE sample of autocast's error, which can be small
+        # by chance (measured: C/autocast error ratio of the step-1 loss up to 1.96 where every
+        # tensor was <= 1): scalars are judged against the noise runs from step 1 on
+        scalar_alts = use_alts or amp
         t0 = time.perf_counter()
         # ---- forward and backward on every side; gradients stay in place (unclipped)
         loss_c = c_model.forward(x, y)
@@ -293,10 +312,11 @@ def run_lockstep(ref32: Any, c_model: Any, cfg: LockstepConfig, *,
         a64 = o64["capture"].acts if o64 else None
         for n in act_names:
             rows.append(_annotate(compare(n, acts_c[n], a32[n], None if a64 is None else a64[n], step=step,
-                                          ref32_alts=[o["capture"].acts[n] for o in oa] if use_alts else None),
-                                  "forward"))
+                                          ref32_alts=[o["capture"].acts[n] for o in oa] if use_alts else None,
+                                          **kw), "forward"))
         rows.append(_annotate(compare_scalar("loss", loss_c, o32["loss"], o64["loss"] if o64 else None,
-                                             [o["loss"] for o in oa] if use_alts else None, step=step), "forward"))
+                                             [o["loss"] for o in oa] if scalar_alts else None, step=step, **kw),
+                              "forward"))
         del acts_c, a32, a64
         for o in [o32, o64, *oa]:
             if o:
@@ -307,7 +327,8 @@ def run_lockstep(ref32: Any, c_model: Any, cfg: LockstepConfig, *,
             rows.append(_annotate(compare(
                 _label("grad.", name, layer), gv.get(name, layer), tr32.state_tensor(name, layer, "grad"),
                 tr64.state_tensor(name, layer, "grad") if tr64 is not None else None, step=step,
-                ref32_alts=[t.state_tensor(name, layer, "grad") for t in tra] if use_alts else None), "backward"))
+                ref32_alts=[t.state_tensor(name, layer, "grad") for t in tra] if use_alts else None, **kw),
+                "backward"))
         del gv
         t_cmp = time.perf_counter() - t0
         # ---- the update on every side: clipping and AdamW. The C side as pyllmc's Trainer
@@ -331,8 +352,8 @@ def run_lockstep(ref32: Any, c_model: Any, cfg: LockstepConfig, *,
         t_alt += time.perf_counter() - t0
         t0 = time.perf_counter()
         rows.append(_annotate(compare_scalar("grad_norm", norm_c, u32["grad_norm"], u64["grad_norm"] if u64 else None,
-                                             [u["grad_norm"] for u in ua] if use_alts else None, step=step),
-                              "backward"))
+                                             [u["grad_norm"] for u in ua] if scalar_alts else None, step=step,
+                                             **kw), "backward"))
         # ---- after the update: moments and parameters, per tensor and layer (the noise
         # runs count from this first update on)
         views = {"adam_m": _CViews(c_model, "adam_m"), "adam_v": _CViews(c_model, "adam_v"),
@@ -342,7 +363,7 @@ def run_lockstep(ref32: Any, c_model: Any, cfg: LockstepConfig, *,
                 rows.append(_annotate(compare(
                     _label(prefix, name, layer), views[what].get(name, layer), tr32.state_tensor(name, layer, what),
                     tr64.state_tensor(name, layer, what) if tr64 is not None else None, step=step,
-                    ref32_alts=[t.state_tensor(name, layer, what) for t in tra]), "update"))
+                    ref32_alts=[t.state_tensor(name, layer, what) for t in tra], **kw), "update"))
         del views
         t_cmp += time.perf_counter() - t0
         res.losses_c.append(float(loss_c))
@@ -438,7 +459,8 @@ def c_model_for(ref32: Any, cfg: LockstepConfig) -> Any:
     if cfg.seq > g.max_seq_len:
         raise InvalidArgumentError(f"sequence length {cfg.seq} exceeds the model's max_seq_len {g.max_seq_len}")
     device = check_device(cfg.device)
-    m = Model.from_config(g, max_batch=cfg.batch, max_seq=cfg.seq, threads=cfg.threads, seed=0, device=device)
+    m = Model.from_config(g, max_batch=cfg.batch, max_seq=cfg.seq, threads=cfg.threads, seed=0, device=device,
+                          precision=cfg.precision)
     try:
         load_params(m, hf_to_params(ref32, g.padded_vocab_size))
     except BaseException:

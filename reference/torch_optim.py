@@ -42,8 +42,9 @@ class ReferenceTrainer:
 
     def __init__(self, model: Any, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
                  eps: float = 1e-8, weight_decay: float = 0.0, decay_matrices_only: bool = False,
-                 grad_clip: float = 0.0, padded_vocab_size: Optional[int] = None):
+                 grad_clip: float = 0.0, padded_vocab_size: Optional[int] = None, autocast: bool = False):
         self.model = model
+        self.autocast = bool(autocast)  # forward under torch.autocast("cpu", bfloat16) (capture)
         self.grad_clip = float(grad_clip)
         self.padded_vocab_size = padded_vocab_size
         self.opt = torch.optim.AdamW(adamw_param_groups(model, weight_decay, decay_matrices_only),
@@ -73,7 +74,8 @@ class ReferenceTrainer:
         losses, cap = [], None
         for x, y in micro_batches:
             cap = capture(self.model, x, y, backward=True, loss_scale=1.0 / k, zero_grad=False,
-                          padded_vocab_size=self.padded_vocab_size, collect_grads=collect_grads)
+                          padded_vocab_size=self.padded_vocab_size, collect_grads=collect_grads,
+                          autocast=self.autocast)
             losses.append(cap.loss)
         return {"loss": float(np.mean(losses)), "losses": losses, "capture": cap if keep_capture else None}
 

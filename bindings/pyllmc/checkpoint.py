@@ -247,14 +247,15 @@ def read_state(path: PathLike) -> Dict[str, Any]:
 
 
 def load_checkpoint(path: PathLike, *, max_batch: int, max_seq: Optional[int] = None,
-                    threads: int = 0, device: str = "cpu") -> Tuple[Any, Dict[str, Any]]:
-    """(Model with parameters and AdamW state restored, state dict) of a checkpoint directory."""
+                    threads: int = 0, device: str = "cpu", precision: str = "fp32") -> Tuple[Any, Dict[str, Any]]:
+    """(Model with parameters and AdamW state restored, state dict) of a checkpoint directory.
+    Checkpoints are fp32 whatever the precision of the run, so either may resume either."""
     from .model import Model
 
     p = Path(path)
     state = read_state(p)
     model = Model.from_checkpoint(p / "model.bin", max_batch=max_batch, max_seq=max_seq, threads=threads,
-                                  device=device)
+                                  device=device, precision=precision)
     try:
         n = int(model.config.num_params())
         if "optimizer_shards" in state:  # a ZeRO-1 run's slices (pyllmc.distributed)

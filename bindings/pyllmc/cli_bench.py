@@ -73,6 +73,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "kernels (about 5 minutes on 2 cores); full: tiny..d12 at B4 T64 on 1 and all threads, d12 "
                         "at T=256 and T=1024, kernels and scaling (about an hour)")
     p.add_argument("--impls", default=None, help="comma-separated implementations (see --list-impls)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "both"), default="fp32",
+                   help="bf16: the C core in bf16 against PyTorch under CPU autocast bf16 (MFU against the bf16 "
+                        "dot-product peak); both: fp32 and bf16 side by side (default fp32)")
     p.add_argument("--list-impls", action="store_true", help="list the implementations and exit")
     add_switch(p, "--compile", default=True,
                help="include torch.compile (default on; --no-compile: it is slow to compile on few cores)")
@@ -133,8 +136,11 @@ def run(args: argparse.Namespace) -> int:
             raise InvalidArgumentError(f"unknown implementation(s) {', '.join(unknown)} (see pyllmc bench --list-impls)")
     else:
         names = list(impl_mod.DEFAULT_IMPLS) + ["c-driver"]
+    if args.precision != "fp32" and not args.impls:
+        bf16 = list(impl_mod.BF16_IMPLS) if args.suite != "d12" else [impl_mod.to_precision(i, "bf16") for i in names]
+        names = bf16 if args.precision == "bf16" else names + [i for i in bf16 if i not in names]
     if not args.compile:
-        names = [i for i in names if not i.endswith("-compile")]
+        names = [i for i in names if "-compile" not in i]
 
     scaling = None
     if args.suite == "full":
@@ -197,6 +203,13 @@ def _print_summary(doc) -> None:
         if "ratio_vs_best_torch_eager_min" in s:
             line += (f", by min {s['ratio_vs_best_torch_eager_min']:.2f}"
                      f" ({s['best_torch_eager']} {s['best_torch_eager_ms_min']:.1f} ms)")
+        if "c_bf16_ms_median" in s:
+            line += f"; c-core-bf16 median {s['c_bf16_ms_median']:.1f} ms"
+            if s.get("c_bf16_mfu") is not None:
+                line += f" (MFU {100 * s['c_bf16_mfu']:.1f}% of the bf16 dot peak)"
+        if "ratio_bf16_vs_best_torch_bf16_median" in s:
+            line += (f"; C bf16/torch bf16 by median {s['ratio_bf16_vs_best_torch_bf16_median']:.2f}"
+                     f" ({s['best_torch_bf16']} {s['best_torch_bf16_ms_median']:.1f} ms)")
         print(line)
     for s in doc["skipped"]:
         print(f"skipped {s['impl']}: {s['reason']}", file=sys.stderr)

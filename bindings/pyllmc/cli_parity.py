@@ -61,6 +61,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="where the C core runs: cpu or cuda (the reference runs on the CPU)")
     p.add_argument("--out", default=default_out("parity"), help=f"output directory (default {default_out('parity')})")
     p.add_argument("--threads", type=_nonneg_int, default=0, help="threads for the C core and torch (0 = the OpenMP default, all cores)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16: the C core in bf16 against PyTorch under CPU autocast bf16, attributed against fp64")
     g = p.add_argument_group("training hyperparameters (defaults: those of pyllmc train)")
     g.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
     g.add_argument("--schedule", choices=["cosine", "linear", "constant", "wsd"], default="cosine",
@@ -111,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps, batch=args.batch, seq=args.seq, seed=args.seed, lr=args.lr, schedule=args.schedule,
         warmup=args.warmup, beta1=args.beta1, beta2=args.beta2, eps=args.eps, weight_decay=args.weight_decay,
         decay_matrices_only=not args.decay_all, grad_clip=args.grad_clip, fp64=args.fp64,
-        noise_runs=args.noise_runs if args.fp64 else 0, threads=args.threads, device=args.device)
+        noise_runs=args.noise_runs if args.fp64 else 0, threads=args.threads, device=args.device,
+        precision=args.precision)
     cfg.validate()
     if args.warmup > args.steps:
         raise InvalidArgumentError(f"--warmup {args.warmup} is longer than --steps {args.steps}")

@@ -44,6 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "saved settings; only settings that keep the run the same may be changed")
     add_allow_download(g)
     g.add_argument("--export-hf", metavar="DIR", help="at the end, also write a Hugging Face directory")
+    g.add_argument("--export-bf16", metavar="FILE", help="at the end, also write an llm.c version 5 (bf16) .bin")
     add_config_flags(p.add_argument_group("settings (TrainerConfig fields)"))
 
 
@@ -191,6 +192,9 @@ def _train(args: argparse.Namespace, cfg: TrainerConfig, notices: List[str], tra
         if args.export_hf and trainer.is_primary:
             trainer.export_hf(args.export_hf)
             say(f"exported Hugging Face directory: {args.export_hf}")
+        if args.export_bf16 and trainer.is_primary:
+            trainer.export_bf16(args.export_bf16)
+            say(f"exported bf16 checkpoint (llm.c version 5): {args.export_bf16}")
     parts = [f"step {h.final_step}/{cfg.steps}"]
     if h.final_loss is not None:
         parts.append(f"loss {h.final_loss:.4f}")

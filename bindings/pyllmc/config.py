@@ -113,6 +113,9 @@ class TrainerConfig:
     threads: int = setting(0, min=0, resume="changes-results", help=(
         "OpenMP threads (0 = the OpenMP default, all cores); bit-exact resume needs the same count"))
     device: str = setting("cpu", choices=("cpu", "cuda"), help="where the C core runs (cuda needs a CUDA build)")
+    precision: str = setting("fp32", choices=("fp32", "bf16"), resume="changes-results", help=(
+        "bf16: matmul and attention operands rounded to bf16 with fp32 accumulation, fp32 weights, gradients "
+        "and AdamW state; checkpoints stay fp32"))
     # data parallel (pyllmc.distributed; active under torchrun or `pyllmc train --nproc N`)
     nproc: int = setting(1, min=1, resume="changes-results", help=(
         "data-parallel processes to start on this machine (several machines: torchrun's own flags)"))

@@ -23,8 +23,10 @@ Devices
 ``Model.from_config(..., device="cuda")`` (and ``from_checkpoint``) puts the model on the GPU,
 when the library was built with CUDA and a GPU, its driver and cuBLAS are present
 (``pyllmc.cuda_available()``; ``pyllmc.cuda_info()`` says why not). Otherwise creation raises
-``UnsupportedError`` with the reason. ``precision="bf16"`` (CUDA only) runs the matmuls with bf16
-operands and fp32 accumulation, keeping fp32 master weights, gradients and optimizer state.
+``UnsupportedError`` with the reason. ``precision="bf16"`` (CPU or CUDA) runs the matmuls and the
+attention products with bf16 operands (rounded to nearest even) and fp32 accumulation, keeping fp32
+master weights, gradients, optimizer state and activations; on a CPU with AVX512_BF16 it uses the
+bf16 dot-product instructions, elsewhere an fp32 emulation with the same results.
 
 On a CUDA model the buffers live in GPU memory, with the same names, shapes and offsets:
   - ``params``, ``grads``, ``adam_m``, ``adam_v``, ``acts`` are read-only mappings whose items
@@ -277,7 +279,7 @@ class Model:
         ``config`` may also be a size descriptor such as ``"d12"``. ``max_seq`` defaults to
         ``config.max_seq_len``; ``threads=0`` uses the OpenMP default. ``device`` is "cpu" or
         "cuda" (``UnsupportedError`` when CUDA is not available, with the reason);
-        ``precision`` "fp32" or, on CUDA, "bf16". The same seed gives the same weights on
+        ``precision`` "fp32" or "bf16". The same seed gives the same weights on
         every device.
         """
         if isinstance(config, str):

@@ -162,14 +162,18 @@ def load_model(
     vocab_size: Optional[int] = None,
     max_seq_len: Optional[int] = None,
     device: str = "cpu",
+    precision: str = "fp32",
 ) -> Model:
-    """A Model for source ``spec`` (see the module docstring) on ``device``."""
+    """A Model for source ``spec`` (see the module docstring) on ``device``, computing in
+    ``precision`` (fp32 or bf16; the parameters are fp32 either way)."""
     device = check_device(device)
     if isinstance(spec, Model):
         if spec.device != device:  # a model is never moved behind the caller's back
             raise InvalidArgumentError(f"the given Model is on {spec.device}, but device {device!r} was asked for")
+        if spec.precision != precision:
+            raise InvalidArgumentError(f"the given Model computes in {spec.precision}, but precision {precision!r} was asked for")
         return spec
-    dev = {"device": device}
+    dev = {"device": device, "precision": precision}
     if isinstance(spec, GPTConfig):
         return Model.from_config(spec, max_batch=max_batch, max_seq=max_seq, threads=threads, seed=seed, **dev)
     if spec is None or (isinstance(spec, str) and not spec.strip()):

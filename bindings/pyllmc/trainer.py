@@ -339,13 +339,14 @@ class Trainer:
             from .checkpoint import load_checkpoint
 
             load = self._dp.load_checkpoint if self._dp is not None else load_checkpoint
-            model, state = load(ckpt, max_batch=B, max_seq=T, threads=cfg.threads, device=device)
+            model, state = load(ckpt, max_batch=B, max_seq=T, threads=cfg.threads, device=device,
+                                 precision=cfg.precision)
             self._check_resume(state, ckpt)
             self._resumed_from = str(ckpt)
         else:
             V = cfg.vocab_size or (tok.vocab_size if tok is not None else None)
             model = load_model(self._model_arg, max_batch=B, max_seq=T, threads=cfg.threads, seed=cfg.seed,
-                               vocab_size=V, max_seq_len=cfg.max_seq_len, device=device)
+                               vocab_size=V, max_seq_len=cfg.max_seq_len, device=device, precision=cfg.precision)
             if model.max_batch < B or model.max_seq < T:
                 raise InvalidArgumentError(
                     f"the given model allows B <= {model.max_batch}, T <= {model.max_seq}; the run needs B = {B}, T = {T}")
@@ -576,6 +577,16 @@ class Trainer:
         """Write the current model as a Hugging Face GPT-2 directory (``Model.save_pretrained``)."""
         self.setup()
         return self.model.save_pretrained(directory)
+
+    def export_bf16(self, path: Union[str, os.PathLike]) -> str:
+        """Write the current parameters as an llm.c version 5 checkpoint (bf16, rounded to
+        nearest even): half the size, for inference or sharing. Training checkpoints stay
+        version 3 (fp32), whatever the precision of the run."""
+        self.setup()
+        from .reference.convert import model_params, write_llmc_checkpoint
+
+        write_llmc_checkpoint(path, model_params(self.model), self.model.config, version=5)
+        return os.fspath(path)
 
     # ------------------------------------------------------------ the loop
     def train(self) -> History:

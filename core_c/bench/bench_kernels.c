@@ -2,22 +2,26 @@
  * bench_kernels.c - time each kernel of the C core alone, at the shapes of one training step,
  * and probe the core's own GEMM peak.
  *
- *   bench_kernels kernels B T C NH V Vp L threads repeats
- *   bench_kernels gemm N threads repeats
+ *   bench_kernels kernels B T C NH V Vp L threads repeats [fp32|bf16]
+ *   bench_kernels gemm N threads repeats [fp32|bf16]
  *   bench_kernels fma threads repeats
+ *   bench_kernels dot threads repeats
  *
  * `kernels` prints a JSON list, one entry per kernel call site kind: its name, group, how
  * many times one training step of an L-layer model calls it (calls_per_step), and the min
  * and median milliseconds of one call over `repeats` timed calls after one warm-up call.
  * `gemm` prints the best GFLOP/s of an N x N x N llmc_sgemm in the forward (A B^T) layout.
  * `fma` prints the FMA throughput of `threads` threads (register-only, widest vectors).
+ * `dot` prints the bf16 dot-product throughput (vdpbf16ps, AVX512_BF16: 64 flops per
+ * instruction) in the same way: the bf16 peak ("isa": "none" and null where the CPU lacks it). A trailing bf16 runs `kernels` and `gemm` in
+ * bf16 precision (GEMM operands rounded to bf16, llmc_gemm_bf16).
  *
  * Unlike bench_step.c this program calls the kernels declared in core_c/src/internal.h,
  * which is not a stable interface: when a kernel's signature changes or kernels are fused,
  * update the calls below (each kernel is one small function). The Python side reports a
  * build failure as "kernels skipped" with the compiler's message, so nothing else breaks.
  */
-#define _POSIX_C_SOURCE 199309L
+#define _POSIX_C_SOURCE 200112L /* setenv */
 #include "internal.h"
 
 #include <math.h>
@@ -173,25 +177,34 @@ static llmc_exec make_exec(int nt, int max_seq) {
     return ex;
 }
 
+/* a trailing precision argument: 0 fp32 (absent or "fp32"), 1 bf16, -1 not a precision */
+static int parse_precision(const char *s) {
+    if (!s || !strcmp(s, "fp32")) return 0;
+    return !strcmp(s, "bf16") ? 1 : -1;
+}
+
 static int run_gemm(int argc, char **argv) {
     int N, nt, repeats;
-    if (argc != 5 || parse(argv[2], 1, 1 << 15, &N) || parse(argv[3], 1, LLMC_MAX_THREADS, &nt) ||
-        parse(argv[4], 1, 100000, &repeats)) {
-        fprintf(stderr, "usage: bench_kernels gemm N threads repeats\n");
+    const int bf16 = parse_precision(argc == 6 ? argv[5] : NULL);
+    if ((argc != 5 && argc != 6) || bf16 < 0 || parse(argv[2], 1, 1 << 15, &N) ||
+        parse(argv[3], 1, LLMC_MAX_THREADS, &nt) || parse(argv[4], 1, 100000, &repeats)) {
+        fprintf(stderr, "usage: bench_kernels gemm N threads repeats [fp32|bf16]\n");
         return 2;
     }
     llmc_exec ex = make_exec(nt, 1);
+    ex.bf16 = bf16;
     float *A = buf((size_t)N * N, 1.0f), *Bm = buf((size_t)N * N, 1.0f), *Cm = buf((size_t)N * N, 0.0f);
-    llmc_sgemm(0, 1, N, N, N, A, N, Bm, N, 0.0f, Cm, N, &ex);
+    llmc_gemm(0, 1, N, N, N, A, N, Bm, N, 0.0f, Cm, N, &ex);
     double best = 1e30;
     for (int r = 0; r < repeats; r++) {
         double t0 = now_s();
-        llmc_sgemm(0, 1, N, N, N, A, N, Bm, N, 0.0f, Cm, N, &ex);
+        llmc_gemm(0, 1, N, N, N, A, N, Bm, N, 0.0f, Cm, N, &ex);
         double t = now_s() - t0;
         if (t < best) best = t;
     }
-    printf("{\"n\": %d, \"threads\": %d, \"isa\": \"%s\", \"gflops\": %.3f, \"ms_min\": %.4f}\n", N, nt,
-           llmc_gemm_isa(), 2.0 * N * (double)N * N / best / 1e9, 1e3 * best);
+    printf("{\"n\": %d, \"threads\": %d, \"precision\": \"%s\", \"isa\": \"%s\", \"gflops\": %.3f, "
+           "\"ms_min\": %.4f}\n", N, nt, bf16 ? "bf16" : "fp32", bf16 ? llmc_gemm_bf16_isa() : llmc_gemm_isa(),
+           2.0 * N * (double)N * N / best / 1e9, 1e3 * best);
     return 0;
 }
 
@@ -227,6 +240,60 @@ __attribute__((target("avx2,fma"))) static float fma_avx2(long iters) {
     return r;
 }
 #endif
+
+/* bf16 dot-product probe: NCHAIN independent vdpbf16ps chains per thread (each instruction
+ * 16 lanes x 2 multiply-adds); the operands are small so the sums stay finite. */
+#ifdef FMA_X86
+__attribute__((target("avx512f,avx512bf16"))) static float dot_avx512bf16(long iters) {
+    __m512 x[NCHAIN];
+    const __m512bh a = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3f), _mm512_set1_ps(-1e-3f));
+    const __m512bh b = _mm512_cvtne2ps_pbh(_mm512_set1_ps(0.5f), _mm512_set1_ps(0.25f));
+    for (int j = 0; j < NCHAIN; j++) x[j] = _mm512_set1_ps(1.0f + 0.01f * (float)j);
+    for (long i = 0; i < iters; i++)
+        for (int j = 0; j < NCHAIN; j++) x[j] = _mm512_dpbf16_ps(x[j], a, b);
+    __m512 s = x[0];
+    for (int j = 1; j < NCHAIN; j++) s = _mm512_add_ps(s, x[j]);
+    return _mm512_reduce_add_ps(s);
+}
+#endif
+
+static int run_dot(int argc, char **argv) {
+    int nt, repeats;
+    if (argc != 4 || parse(argv[2], 1, LLMC_MAX_THREADS, &nt) || parse(argv[3], 1, 100000, &repeats)) {
+        fprintf(stderr, "usage: bench_kernels dot threads repeats\n");
+        return 2;
+    }
+    /* the GEMM's own detection (cpuid + xgetbv), asked for the vdpbf16ps kernel (on an AMX
+     * machine the default kernel is amx): the probe runs where that kernel would */
+    setenv("LLMC_GEMM_ISA", "avx512bf16", 1);
+    const int has_dot = !strcmp(llmc_gemm_bf16_isa(), "avx512bf16");
+    unsetenv("LLMC_GEMM_ISA");
+    if (!has_dot) {
+        printf("{\"threads\": %d, \"isa\": \"none\", \"gflops\": null}\n", nt);
+        return 0;
+    }
+    const long iters = 20L * 1000 * 1000;
+    double best = 1e30;
+    volatile float sink = 0.0f;
+    for (int r = 0; r <= repeats; r++) {
+        double t0 = now_s();
+        float acc = 0.0f;
+#pragma omp parallel num_threads(nt) reduction(+ : acc)
+        {
+#ifdef FMA_X86
+            acc += dot_avx512bf16(iters);
+#endif
+        }
+        const double t = now_s() - t0;
+        sink += acc;
+        if (r > 0 && t < best) best = t;
+    }
+    (void)sink;
+    const double flops = 4.0 * 16 * NCHAIN * (double)iters * nt; /* 16 lanes x 2 pairs x 2 flops */
+    printf("{\"threads\": %d, \"isa\": \"avx512bf16\", \"gflops\": %.3f, \"ms_min\": %.4f}\n", nt,
+           flops / best / 1e9, 1e3 * best);
+    return 0;
+}
 
 static int run_fma(int argc, char **argv) {
     int nt, repeats;
@@ -271,13 +338,16 @@ static int run_fma(int argc, char **argv) {
 int main(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "gemm") == 0) return run_gemm(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "fma") == 0) return run_fma(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "dot") == 0) return run_dot(argc, argv);
     int a[9];
     static const long hi[9] = {1 << 20, 1 << 20, 1 << 20, 1 << 16, 1 << 24, 1 << 24, 1 << 12, LLMC_MAX_THREADS, 100000};
-    int bad = argc != 11 || strcmp(argv[1], "kernels") != 0;
+    const int bf16 = parse_precision(argc == 12 ? argv[11] : NULL);
+    int bad = (argc != 11 && argc != 12) || bf16 < 0 || strcmp(argv[1], "kernels") != 0;
     for (int i = 0; !bad && i < 9; i++) bad = parse(argv[i + 2], 1, hi[i], &a[i]);
     if (bad || a[2] % a[3] || a[5] < a[4]) {
-        fprintf(stderr, "usage: bench_kernels kernels B T C NH V Vp L threads repeats\n"
-                        "       bench_kernels gemm N threads repeats\n");
+        fprintf(stderr, "usage: bench_kernels kernels B T C NH V Vp L threads repeats [fp32|bf16]\n"
+                        "       bench_kernels gemm N threads repeats [fp32|bf16]\n"
+                        "       bench_kernels fma|dot threads repeats\n");
         return 2;
     }
     ctx c;
@@ -286,6 +356,7 @@ int main(int argc, char **argv) {
     const int repeats = a[8];
     const size_t BT = (size_t)c.B * c.T, C = (size_t)c.C, Vp = (size_t)c.Vp;
     c.ex = make_exec(c.nt, (int)LLMC_ATTN_WS_FLOATS(c.T));
+    c.ex.bf16 = bf16;
     c.inp = malloc(BT * sizeof(int32_t));
     c.tgt = malloc(BT * sizeof(int32_t));
     for (size_t i = 0; i < BT; i++) {
@@ -335,7 +406,8 @@ int main(int argc, char **argv) {
         {"matmul_backward.qkv", "matmul_bwd", k_mm_bwd, 0, L, 4 * bt * cc * 3 * cc},
         {"encoder_backward", "encoder", k_encoder_bwd, -1, 1, 0},
     };
-    printf("{\"isa\": \"%s\", \"threads\": %d, \"kernels\": [", llmc_gemm_isa(), c.nt);
+    printf("{\"isa\": \"%s\", \"precision\": \"%s\", \"threads\": %d, \"kernels\": [",
+           bf16 ? llmc_gemm_bf16_isa() : llmc_gemm_isa(), bf16 ? "bf16" : "fp32", c.nt);
     const int nk = (int)(sizeof(ks) / sizeof(ks[0]));
     for (int i = 0; i < nk; i++) time_kernel(&c, &ks[i], repeats, i == 0);
     /* AdamW over every parameter of the model (the model calls it once per tensor) */

@@ -2,7 +2,7 @@
  * bench_step.c - time whole GPT-2 training steps of the C core from C, through the public
  * API only (llmc.h), so it keeps building whatever happens inside core_c/src.
  *
- *   bench_step L C NH V Vp maxT B T threads warmup steps
+ *   bench_step L C NH V Vp maxT B T threads warmup steps [fp32|bf16]
  *
  * Does `warmup` untimed steps, then `steps` timed ones, each: forward (with targets),
  * backward overwriting the gradients (= zero_grad + backward), gradient clipping to norm
@@ -141,8 +141,9 @@ static int arg_int(const char *s, const char *name, long lo, long hi, int *out) 
 int main(int argc, char **argv) {
     static const char *names[] = {"L", "C", "NH", "V", "Vp", "maxT", "B", "T", "threads", "warmup", "steps"};
     int v[11];
-    if (argc != 12) {
-        fprintf(stderr, "usage: bench_step L C NH V Vp maxT B T threads warmup steps\n");
+    const char *prec = argc == 13 ? argv[12] : "fp32"; /* the precision of the model */
+    if ((argc != 12 && argc != 13) || (strcmp(prec, "fp32") && strcmp(prec, "bf16"))) {
+        fprintf(stderr, "usage: bench_step L C NH V Vp maxT B T threads warmup steps [fp32|bf16]\n");
         return 2;
     }
     for (int i = 0; i < 11; i++) {
@@ -151,7 +152,8 @@ int main(int argc, char **argv) {
         if (arg_int(argv[i + 1], names[i], lo, hi, &v[i])) return 2;
     }
     llmc_config cfg = {v[5], v[3], v[4], v[0], v[2], v[1]};
-    llmc_options opt = {v[6], v[7], v[8], 0};
+    llmc_options opt = {v[6], v[7], v[8], 0, 0, 0};
+    opt.precision = strcmp(prec, "bf16") ? LLMC_PRECISION_FP32 : LLMC_PRECISION_BF16;
     const int B = v[6], T = v[7], warmup = v[9], steps = v[10];
     llmc_model *m = NULL;
     if (check(NULL, llmc_model_create(&cfg, &opt, 0, &m), "create")) return 1;

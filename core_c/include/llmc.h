@@ -69,9 +69,10 @@ typedef enum {
 
 typedef enum {
     LLMC_PRECISION_FP32 = 0, /* fp32 everywhere (on CUDA: cuBLAS with TF32 off) */
-    LLMC_PRECISION_BF16 = 1  /* CUDA only: matmul and attention GEMM inputs rounded to bf16,
-                                fp32 accumulation, fp32 master weights, gradients, optimizer
-                                state and stored activations */
+    LLMC_PRECISION_BF16 = 1  /* matmul and attention GEMM inputs rounded to bf16 (round to
+                                nearest even), fp32 accumulation, fp32 master weights,
+                                gradients, optimizer state and stored activations; on the CPU
+                                with AVX512_BF16 instructions where the CPU has them */
 } llmc_precision;
 
 /* GPT-2 shape; the same fields as the llm.c checkpoint header. */

@@ -52,9 +52,9 @@ static void attention_block_forward(float *out_bh, float *att_bh, const float *q
                                     const llmc_exec *one) {
     const int C3 = 3 * C, n = t0 + rows; /* keys this block can see */
     float *s = att_bh + (size_t)t0 * T;
-    llmc_sgemm(0, 1, rows, n, hs, q + (size_t)t0 * C3, C3, q + C, C3, 0.0f, s, T, one);
+    llmc_gemm(0, 1, rows, n, hs, q + (size_t)t0 * C3, C3, q + C, C3, 0.0f, s, T, one);
     for (int r = 0; r < rows; r++) softmax_causal_row(s + (size_t)r * T, t0 + r, T, scale);
-    llmc_sgemm(0, 0, rows, hs, n, s, T, q + 2 * C, C3, 0.0f, out_bh + (size_t)t0 * C, C, one);
+    llmc_gemm(0, 0, rows, hs, n, s, T, q + 2 * C, C3, 0.0f, out_bh + (size_t)t0 * C, C, one);
 }
 
 /* qkv rows hold [q | k | v], each C wide, heads of hs = C / NH channels side by side.
@@ -109,13 +109,13 @@ static void attention_head_backward(float *dbase, const float *dout_bh, const fl
         const float beta = i == nblocks - 1 ? 0.0f : 1.0f;
         const float *p = att_bh + (size_t)t0 * T;
         const float *dy = dout_bh + (size_t)t0 * C;
-        llmc_sgemm(1, 0, n, hs, rows, p, T, dy, C, beta, dv, C3, one);        /* dV += P^T dO */
-        llmc_sgemm(0, 1, rows, n, hs, dy, C, v, C3, 0.0f, dp, T, one);        /* dP = dO V^T */
+        llmc_gemm(1, 0, n, hs, rows, p, T, dy, C, beta, dv, C3, one);        /* dV += P^T dO */
+        llmc_gemm(0, 1, rows, n, hs, dy, C, v, C3, 0.0f, dp, T, one);        /* dP = dO V^T */
         for (int r = 0; r < rows; r++)
             softmax_causal_row_backward(dp + (size_t)r * T, p + (size_t)r * T, t0 + r, n, scale);
-        llmc_sgemm(0, 0, rows, hs, n, dp, T, k, C3, 0.0f, dbase + (size_t)t0 * C3, C3,
+        llmc_gemm(0, 0, rows, hs, n, dp, T, k, C3, 0.0f, dbase + (size_t)t0 * C3, C3,
                    one);                                                      /* dQ = dS K */
-        llmc_sgemm(1, 0, n, hs, rows, dp, T, base + (size_t)t0 * C3, C3, beta, dk, C3,
+        llmc_gemm(1, 0, n, hs, rows, dp, T, base + (size_t)t0 * C3, C3, beta, dk, C3,
                    one);                                                      /* dK += dS^T Q */
     }
 }

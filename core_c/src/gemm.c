@@ -18,25 +18,13 @@
 #include <immintrin.h>
 #endif
 
+#include "gemm_plan.h"
+#include "transpose16.h"
+
 #define NR LLMC_GEMM_NR
 
 typedef void (*ukernel_fn)(int kc, const float *Ap, const float *Bp, float *C, int64_t ldc,
                            int mr, int nr, float beta);
-
-/* Write an MR x NR tile held in tmp to C, only the valid mr x nr corner. */
-static void store_tile(const float *tmp, int MR, float *C, int64_t ldc, int mr, int nr,
-                       float beta) {
-    for (int r = 0; r < mr; r++) {
-        float *crow = C + r * ldc;
-        const float *trow = tmp + r * NR;
-        if (beta != 0.0f) {
-            for (int c = 0; c < nr; c++) crow[c] += trow[c];
-        } else {
-            for (int c = 0; c < nr; c++) crow[c] = trow[c];
-        }
-    }
-    (void)MR;
-}
 
 /* Portable micro-kernel: 4 x 32 tile; plain loops the compiler can vectorise. */
 #define MR_GENERIC 4
@@ -143,58 +131,6 @@ ukernel_avx2(int kc, const float *Ap, const float *Bp, float *C, int64_t ldc, in
 }
 #endif
 
-#ifdef LLMC_X86
-/* 16 x 16 transpose in registers: dst row j = src column j. Packing an operand whose
- * contiguous dimension is k (weights in forward, activations as A) is a transpose; done one
- * float at a time it costs several times the bandwidth of the copy itself. */
-__attribute__((target("avx512f"))) static void transpose16_avx512(const float *src, int64_t ld,
-                                                                   float *dst, int64_t ldd) {
-    __m512 r[16], a[16], b[16];
-    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + i * ld);
-    /* 32-bit interleave of row pairs, then 64-bit interleave of pair pairs: b[4q + c] holds,
-     * in its 128-bit lane l, column 4l + c of rows 4q .. 4q+3 */
-    for (int p = 0; p < 8; p++) {
-        a[2 * p] = _mm512_unpacklo_ps(r[2 * p], r[2 * p + 1]);
-        a[2 * p + 1] = _mm512_unpackhi_ps(r[2 * p], r[2 * p + 1]);
-    }
-    for (int q = 0; q < 4; q++) {
-        const __m512d x0 = _mm512_castps_pd(a[4 * q]), x1 = _mm512_castps_pd(a[4 * q + 1]);
-        const __m512d x2 = _mm512_castps_pd(a[4 * q + 2]), x3 = _mm512_castps_pd(a[4 * q + 3]);
-        b[4 * q + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(x0, x2));
-        b[4 * q + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(x0, x2));
-        b[4 * q + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(x1, x3));
-        b[4 * q + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(x1, x3));
-    }
-    /* then a 4 x 4 transpose of 128-bit lanes for each c */
-    for (int c = 0; c < 4; c++) {
-        const __m512 e0 = _mm512_shuffle_f32x4(b[c], b[4 + c], 0x44);
-        const __m512 e1 = _mm512_shuffle_f32x4(b[c], b[4 + c], 0xEE);
-        const __m512 e2 = _mm512_shuffle_f32x4(b[8 + c], b[12 + c], 0x44);
-        const __m512 e3 = _mm512_shuffle_f32x4(b[8 + c], b[12 + c], 0xEE);
-        _mm512_storeu_ps(dst + (c + 0) * ldd, _mm512_shuffle_f32x4(e0, e2, 0x88));
-        _mm512_storeu_ps(dst + (c + 4) * ldd, _mm512_shuffle_f32x4(e0, e2, 0xDD));
-        _mm512_storeu_ps(dst + (c + 8) * ldd, _mm512_shuffle_f32x4(e1, e3, 0x88));
-        _mm512_storeu_ps(dst + (c + 12) * ldd, _mm512_shuffle_f32x4(e1, e3, 0xDD));
-    }
-}
-
-/* Same transpose, but output row j is split: columns 0-7 to dst0 row j, 8-15 to dst1 row j
- * (two 8-row A strips at once). */
-__attribute__((target("avx512f"))) static void transpose16_split_avx512(const float *src,
-                                                                         int64_t ld, float *dst0,
-                                                                         float *dst1,
-                                                                         int64_t ldd) {
-    float tmp[16 * 16];
-    transpose16_avx512(src, ld, tmp, 16);
-    for (int j = 0; j < 16; j++) {
-        const __m512 v = _mm512_loadu_ps(tmp + 16 * j);
-        _mm256_storeu_ps(dst0 + j * ldd, _mm512_castps512_ps256(v));
-        _mm256_storeu_ps(dst1 + j * ldd,
-                         _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
-    }
-}
-#endif
-
 typedef struct {
     ukernel_fn fn;
     int mr;
@@ -203,12 +139,14 @@ typedef struct {
 } ukernel;
 
 /* The best kernel this CPU runs; LLMC_GEMM_ISA=generic|avx2 forces a lesser one (tests use it
- * to cover every kernel on one machine). */
+ * to cover every kernel on one machine). avx512bf16 and amx name bf16 kernels (gemm_bf16.c):
+ * for fp32 they allow what avx512 does. */
 static ukernel pick_ukernel(void) {
     ukernel k = {ukernel_generic, MR_GENERIC, "generic", 0};
 #ifdef LLMC_X86
     const char *force = getenv("LLMC_GEMM_ISA");
-    const int allow512 = !force || !strcmp(force, "avx512");
+    const int allow512 = !force || !strcmp(force, "avx512") || !strcmp(force, "avx512bf16") ||
+                         !strcmp(force, "amx");
     const int allow2 = !force || allow512 || !strcmp(force, "avx2");
     __builtin_cpu_init();
     if (allow512 && __builtin_cpu_supports("avx512f")) {
@@ -334,43 +272,6 @@ static void pack_b(float *Bp, int transB, const float *B, int64_t ldb, int k0, i
                 for (int k = 0; k < kc; k++) dst[(size_t)k * NR + c] = 0.0f;
         }
     }
-}
-
-/* Work is split into tiles of C (up to MT x NT), each owned by one thread for the whole K
- * loop: no barriers between K panels and no two threads ever write the same C element.
- * Packing costs about 1/NT + 1/MT of the multiply-adds, so tiles should be wide; but the
- * threads should also get equal work. choose_tile_width() trades the two off. */
-static int choose_tile_width(int N, int m_tiles, int nthreads) {
-    static const int widths[] = {512, 384, 256, 192, 128, 96, 64};
-    int best = widths[0];
-    double best_cost = 1e300;
-    for (size_t i = 0; i < sizeof(widths) / sizeof(widths[0]); i++) {
-        const int w = widths[i];
-        const int tiles = m_tiles * ((N + w - 1) / w);
-        const int rounds = (tiles + nthreads - 1) / nthreads;
-        const int eff_w = w < N ? w : N;
-        /* time ~ rounds of one tile's work, inflated by the packing share (~16 / width) */
-        const double cost = (double)rounds * eff_w * (1.0 + 16.0 / eff_w);
-        if (cost < best_cost - 1e-9) {
-            best_cost = cost;
-            best = w;
-        }
-    }
-    return best;
-}
-
-/* The smaller operand, when it fits the shared buffer, is packed once for all tiles instead
- * of once per tile: for the classifier (lnf is 256 x 768, wte 50304 x 768) that removes
- * hundreds of repeated packs. Returns 1 (A), 2 (B) or 0 (pack per tile). */
-static int choose_prepack(int M, int N, int K, int mr, const llmc_exec *ex) {
-    if (!ex->gemm_shared) return 0;
-    const size_t a = (size_t)((M + mr - 1) / mr * mr) * (size_t)K;
-    const size_t b = (size_t)K * (size_t)((N + NR - 1) / NR * NR);
-    const size_t cap = ex->gemm_shared_len;
-    if (M <= N && a <= cap) return 1;
-    if (b <= cap) return 2;
-    if (a <= cap) return 1;
-    return 0;
 }
 
 void llmc_sgemm(int transA, int transB, int M, int N, int K, const float *A, int64_t lda,

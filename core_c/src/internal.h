@@ -217,6 +217,7 @@ typedef struct {
     float *gemm_shared;     /* one operand packed once for all threads (may be NULL) */
     size_t gemm_shared_len; /* in floats */
     float dw_beta;          /* weight gradients: 1 accumulate into them, 0 overwrite */
+    int bf16;               /* 1: GEMMs round their operands to bf16 (llmc_gemm_bf16) */
 } llmc_exec;
 
 /* out (N, OC) = inp (N, IC) @ weight (OC, IC)^T + bias (OC or NULL) */
@@ -268,6 +269,21 @@ void llmc_sgemm(int transA, int transB, int M, int N, int K, const float *A, int
                 const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
                 const llmc_exec *ex);
 const char *llmc_gemm_isa(void);
+/* gemm_bf16.c: the same product with every element of A and B rounded to bf16 (round to
+ * nearest even), fp32 accumulation and fp32 C; the bf16 precision's GEMM */
+void llmc_gemm_bf16(int transA, int transB, int M, int N, int K, const float *A, int64_t lda,
+                    const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
+                    const llmc_exec *ex);
+const char *llmc_gemm_bf16_isa(void);
+/* the GEMM of the context's precision: what matmul and attention call */
+static inline void llmc_gemm(int transA, int transB, int M, int N, int K, const float *A,
+                             int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                             int64_t ldc, const llmc_exec *ex) {
+    if (ex->bf16)
+        llmc_gemm_bf16(transA, transB, M, N, K, A, lda, B, ldb, beta, C, ldc, ex);
+    else
+        llmc_sgemm(transA, transB, M, N, K, A, lda, B, ldb, beta, C, ldc, ex);
+}
 
 /* adamw.c: returns nothing; hyperparameters per torch.optim.AdamW */
 /* sum of squares of g[0, n), independent of the thread count */

@@ -1,5 +1,5 @@
 /* matmul.c - the Linear layer (weights in (out, in) layout, as the checkpoint) and its
- * backward, both on top of llmc_sgemm. */
+ * backward, both on top of llmc_gemm (fp32, or bf16 operands in bf16 precision). */
 #include "internal.h"
 
 /* dbias[o] += sum_n dout[n, o]. Threads split the columns and walk rows in order, so memory
@@ -28,13 +28,13 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
         }
         beta = 1.0f;
     }
-    llmc_sgemm(0, 1, N, OC, IC, inp, IC, weight, IC, beta, out, OC, ex);
+    llmc_gemm(0, 1, N, OC, IC, inp, IC, weight, IC, beta, out, OC, ex);
 }
 
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                      const float *inp, const float *weight, int N, int IC, int OC,
                      const llmc_exec *ex) {
-    if (dinp) llmc_sgemm(0, 0, N, IC, OC, dout, OC, weight, IC, 0.0f, dinp, IC, ex);
-    llmc_sgemm(1, 0, OC, IC, N, dout, OC, inp, IC, ex->dw_beta, dweight, IC, ex);
+    if (dinp) llmc_gemm(0, 0, N, IC, OC, dout, OC, weight, IC, 0.0f, dinp, IC, ex);
+    llmc_gemm(1, 0, OC, IC, N, dout, OC, inp, IC, ex->dw_beta, dweight, IC, ex);
     if (dbias) bias_backward(dbias, dout, N, OC, ex->nt);
 }

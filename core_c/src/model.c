@@ -254,10 +254,6 @@ int llmc_model_alloc(const llmc_config *cfg, const llmc_options *opt, llmc_model
         return llmc_fail_thread(LLMC_ERR_INVALID_ARGUMENT,
                                 "options.precision %d is not a precision (0 = fp32, 1 = bf16)",
                                 o.precision);
-    if (o.device == LLMC_DEVICE_CPU && o.precision != LLMC_PRECISION_FP32)
-        return llmc_fail_thread(LLMC_ERR_UNSUPPORTED,
-                                "bf16 precision needs the CUDA backend (device = cuda); the CPU "
-                                "backend computes in fp32");
 #ifndef LLMC_HAVE_CUDA
     if (o.device == LLMC_DEVICE_CUDA)
         return llmc_fail_thread(LLMC_ERR_UNSUPPORTED,
@@ -638,7 +634,7 @@ double llmc_param_weight_decay(const llmc_adamw_params *hp, int i) {
 
 static llmc_exec exec_of(llmc_model *m) {
     llmc_exec ex = {m->nthreads, m->gemm_ws, m->row_ws, attn_ws_floats(m), m->gemm_shared,
-                    LLMC_GEMM_SHARED_FLOATS, 1.0f};
+                    LLMC_GEMM_SHARED_FLOATS, 1.0f, m->precision == LLMC_PRECISION_BF16};
     return ex;
 }
 

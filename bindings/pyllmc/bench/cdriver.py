@@ -195,10 +195,12 @@ def build_flags(src: Path) -> Dict[str, str]:
     return {"compiler": compiler_id(argv[0]), "cflags": " ".join(flags)}
 
 
-def step_args(shape: Shape, B: int, T: int, threads: int, warmup: int, steps: int) -> List[str]:
+def step_args(shape: Shape, B: int, T: int, threads: int, warmup: int, steps: int,
+              precision: str = "fp32") -> List[str]:
     s = shape
-    return [str(x) for x in (s.num_layers, s.channels, s.num_heads, s.vocab_size, s.padded_vocab_size,
+    args = [str(x) for x in (s.num_layers, s.channels, s.num_heads, s.vocab_size, s.padded_vocab_size,
                              max(T, min(s.max_seq_len, 1 << 30)), B, T, threads, warmup, steps)]
+    return args + ([precision] if precision != "fp32" else [])
 
 
 def _env(threads: int) -> Dict[str, str]:
@@ -207,9 +209,10 @@ def _env(threads: int) -> Dict[str, str]:
     return env
 
 
-def run_step(exe: Path, shape: Shape, B: int, T: int, threads: int, warmup: int, steps: int, timeout: float = 1800) -> dict:
+def run_step(exe: Path, shape: Shape, B: int, T: int, threads: int, warmup: int, steps: int, timeout: float = 1800,
+             precision: str = "fp32") -> dict:
     """Time steps with the C driver; returns {"steps": [phase dicts], "losses": [...], "peak_rss_mb"}."""
-    argv = [str(exe), *step_args(shape, B, T, threads, warmup, steps)]
+    argv = [str(exe), *step_args(shape, B, T, threads, warmup, steps, precision)]
     try:
         p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=_env(threads))
     except subprocess.TimeoutExpired:
@@ -224,10 +227,13 @@ def run_step(exe: Path, shape: Shape, B: int, T: int, threads: int, warmup: int,
     return res
 
 
-def run_kernels(exe: Path, shape: Shape, B: int, T: int, threads: int, repeats: int, timeout: float = 1800) -> dict:
+def run_kernels(exe: Path, shape: Shape, B: int, T: int, threads: int, repeats: int, timeout: float = 1800,
+                precision: str = "fp32") -> dict:
     s = shape
     dims = (B, T, s.channels, s.num_heads, s.vocab_size, s.padded_vocab_size, s.num_layers, threads, repeats)
     argv = [str(exe), "kernels", *(str(x) for x in dims)]
+    if precision != "fp32":
+        argv.append(precision)
     try:
         p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=_env(threads))
     except subprocess.TimeoutExpired:
@@ -237,10 +243,10 @@ def run_kernels(exe: Path, shape: Shape, B: int, T: int, threads: int, repeats: 
     return json.loads(p.stdout)
 
 
-def run_gemm(exe: Path, n: int, threads: int, repeats: int = 5, timeout: float = 600) -> dict:
+def run_gemm(exe: Path, n: int, threads: int, repeats: int = 5, timeout: float = 600, precision: str = "fp32") -> dict:
     try:
-        p = subprocess.run([str(exe), "gemm", str(n), str(threads), str(repeats)], capture_output=True, text=True,
-                           timeout=timeout, env=_env(threads))
+        p = subprocess.run([str(exe), "gemm", str(n), str(threads), str(repeats), precision], capture_output=True,
+                           text=True, timeout=timeout, env=_env(threads))
     except subprocess.TimeoutExpired:
         raise DriverError(f"bench_kernels gemm timed out after {timeout:.0f} s") from None
     if p.returncode != 0:
@@ -257,4 +263,17 @@ def run_fma(exe: Path, threads: int, repeats: int = 3, timeout: float = 600) -> 
         raise DriverError(f"bench_kernels fma timed out after {timeout:.0f} s") from None
     if p.returncode != 0:
         raise DriverError(f"bench_kernels fma exited {p.returncode}: {p.stderr.strip()[-300:]}")
+    return json.loads(p.stdout)
+
+
+def run_dot(exe: Path, threads: int, repeats: int = 3, timeout: float = 600) -> dict:
+    """bf16 dot-product throughput of `threads` threads (bench_kernels dot, vdpbf16ps): the
+    bf16 peak, {"gflops" (None without AVX512_BF16), "isa", ...}."""
+    try:
+        p = subprocess.run([str(exe), "dot", str(threads), str(repeats)], capture_output=True, text=True,
+                           timeout=timeout, env=_env(threads))
+    except subprocess.TimeoutExpired:
+        raise DriverError(f"bench_kernels dot timed out after {timeout:.0f} s") from None
+    if p.returncode != 0:
+        raise DriverError(f"bench_kernels dot exited {p.returncode}: {p.stderr.strip()[-300:]}")
     return json.loads(p.stdout)

@@ -232,6 +232,9 @@ def dispatch_of(funcs: Dict[str, int]) -> List[str]:
         m = re.fullmatch(r"ukernel_(\w+)", f)
         if m:
             seen.add(f"gemm:{m.group(1)}")
+        m = re.fullmatch(r"ukernel16_(\w+)", f)  # the bf16 GEMM's kernels (gemm_bf16.c)
+        if m:
+            seen.add(f"gemm_bf16:{m.group(1)}")
         m = re.search(r"\.(avx512\w*|avx2|default|arch_\w+)$", f)
         if m:
             seen.add(f"clones:{m.group(1)}")
@@ -248,7 +251,8 @@ def callgrind_count(exe: Path, shape: Shape, c: Dict[str, Any], out_file: Path, 
     argv = [valgrind, "--tool=callgrind", f"--callgrind-out-file={out_file}", "--toggle-collect=bench_counted_steps"]
     if fast_start:
         argv.append("--instr-atstart=no")
-    argv += [str(exe), *cdriver.step_args(shape, int(c["batch"]), int(c["seq"]), 1, int(c["warmup"]), int(c["steps"]))]
+    argv += [str(exe), *cdriver.step_args(shape, int(c["batch"]), int(c["seq"]), 1, int(c["warmup"]), int(c["steps"]),
+                                          str(c.get("precision", "fp32")))]
     env = dict(os.environ, OMP_NUM_THREADS="1", LLMC_GEMM_ISA=isa)
     try:
         p = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=float(c.get("timeout_s", 1200)))
@@ -302,8 +306,12 @@ def environment(src: Path, isa: str, vg: str, funcs: Dict[str, int]) -> Dict[str
             "libc": libc, "sources": cdriver.sources_digest(src)}
 
 
-def run_callgrind(cfg: Dict[str, Any], src: Path, out: Path, slow: Optional[str], log=_log) -> Dict[str, Any]:
+def run_callgrind(cfg: Dict[str, Any], src: Path, out: Path, slow: Optional[str], log=_log,
+                  check: str = "callgrind") -> Dict[str, Any]:
+    """One callgrind section of the config: `callgrind` (the fp32 step) or `callgrind_bf16`
+    (the same step in bf16 precision, config.precision = bf16)."""
     c = cfg["config"]
+    bf16 = c.get("precision", "fp32") == "bf16"
     shape = Shape(c.get("name", "gate"), int(c["num_layers"]), int(c["channels"]), int(c["num_heads"]),
                   int(c["vocab_size"]), int(c["padded_vocab_size"]), int(c["max_seq_len"]))
     isa = str(cfg.get("gemm_isa", "avx2"))
@@ -315,23 +323,23 @@ def run_callgrind(cfg: Dict[str, Any], src: Path, out: Path, slow: Optional[str]
     except cdriver.DriverError as e:
         raise GateError(str(e)) from None
     fast = _has_callgrind_header(cc)
-    total, funcs, vg = callgrind_count(exe, shape, c, out / f"callgrind{'-slow-' + slow if slow else ''}.out", fast, isa)
+    total, funcs, vg = callgrind_count(exe, shape, c, out / f"{check}{'-slow-' + slow if slow else ''}.out", fast, isa)
     try:
         env = environment(src, isa, vg, funcs)
     except cdriver.DriverError as e:
         raise GateError(str(e)) from None
-    if f"gemm:{isa}" not in env["dispatch"]:
+    if f"{'gemm_bf16' if bf16 else 'gemm'}:{isa}" not in env["dispatch"]:
         raise GateError(f"LLMC_GEMM_ISA={isa} was not honoured under valgrind (dispatch seen: {env['dispatch']}); "
                         "set callgrind.gemm_isa in the gate config to a path this CPU and valgrind run")
     top = dict(sorted(funcs.items(), key=lambda kv: -kv[1])[:40])
     base = cfg.get("baseline") or {}
-    res: Dict[str, Any] = {"check": "callgrind", "instructions": total, "functions": top, "environment": env,
+    res: Dict[str, Any] = {"check": check, "instructions": total, "functions": top, "environment": env,
                            "config": c, "slow": slow, "max_increase": max_inc}
     res.update(compare_callgrind(total, env, base, max_inc, slow))
     res["elapsed_s"] = time.perf_counter() - t0
     st = res["status"]
     if st in ("pass", "fail"):
-        log(f"callgrind: {total:,} instructions vs baseline {res['baseline']:,} ({100 * res['change']:+.2f}%, "
+        log(f"{check}: {total:,} instructions vs baseline {res['baseline']:,} ({100 * res['change']:+.2f}%, "
             f"max +{100 * max_inc:.0f}%): {'pass' if res['passed'] else 'FAIL'}")
         if res["change"] < -max_inc:
             log("callgrind: well below the baseline; record the improvement with --update-baseline so it is kept")
@@ -391,8 +399,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
         results: List[Dict[str, Any]] = []
-        if not a.skip_callgrind:
-            r = run_callgrind(cfg["callgrind"], src, out, a.slow)
+        # the fp32 step, then (when configured) the same step in bf16 precision
+        for check in [k for k in ("callgrind", "callgrind_bf16") if k in cfg] if not a.skip_callgrind else []:
+            r = run_callgrind(cfg[check], src, out, a.slow, check=check)
             if r["status"] in ("env-mismatch", "no-baseline") and not a.update_baseline:
                 _write(out, a, cfg_path, results + [r], t0)
                 raise GateError(r["message"])
@@ -437,11 +446,11 @@ def _write(out: Path, a: argparse.Namespace, cfg_path: Path, results: List[Dict[
 def _update(path: Path, cfg: Dict[str, Any], results: List[Dict[str, Any]]) -> None:
     today = datetime.date.today().isoformat()
     for r in results:
-        if r["check"] == "callgrind":
+        if r["check"] in ("callgrind", "callgrind_bf16"):
             r.update(passed=True, status="recorded")
-            cfg["callgrind"]["baseline"] = {"instructions": r["instructions"], "recorded": today,
-                                            "environment": r["environment"], "functions": r["functions"]}
-            cfg["callgrind"]["baseline"]["sources"] = r["environment"]["sources"]
+            cfg[r["check"]]["baseline"] = {"instructions": r["instructions"], "recorded": today,
+                                           "environment": r["environment"], "functions": r["functions"]}
+            cfg[r["check"]]["baseline"]["sources"] = r["environment"]["sources"]
             _log(f"recorded callgrind baseline {r['instructions']:,} ({r['environment']['compiler']}, "
                  f"{r['environment']['valgrind']}, dispatch {', '.join(r['environment']['dispatch'])})")
         if r["check"] == "ratio":

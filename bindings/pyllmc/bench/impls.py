@@ -12,6 +12,9 @@ Names (`describe()` lists them):
   torch-hf-sdpa-foreach/fused  Hugging Face GPT2LMHeadModel with scaled_dot_product_attention
   torch-compact-foreach/fused  the hand-written CompactGPT2 (torch_gpt2.py)
   torch-compact-fused-compile  CompactGPT2 under torch.compile (inductor), fused AdamW
+  ...-bf16                     bf16 precision: the C core with precision="bf16" (c-core-bf16,
+                               c-driver-bf16), a PyTorch variant with its forward and loss
+                               under torch.autocast("cpu", dtype=torch.bfloat16)
 Heavy imports (torch, transformers, pyllmc) happen inside the runners, so a worker process
 measuring the C core never loads torch and its peak RSS is the C core's own.
 """
@@ -29,7 +32,7 @@ from .spec import Job
 
 LR, BETA1, BETA2, EPS, WEIGHT_DECAY, CLIP = 1e-4, 0.9, 0.999, 1e-8, 0.1, 1.0
 
-_TORCH_RE = re.compile(r"torch-(hf-eager|hf-sdpa|compact)-(foreach|fused)(-compile)?")
+_TORCH_RE = re.compile(r"torch-(hf-eager|hf-sdpa|compact)-(foreach|fused)(-compile)?(-bf16)?")
 
 DEFAULT_IMPLS = (
     "c-core",
@@ -55,8 +58,35 @@ NOTES_IMPLS = (
 )
 
 
+#: `pyllmc bench --precision bf16`: the C core in bf16 against PyTorch's bf16 (CPU autocast):
+#: HF eager, the compact model, and the compact model compiled
+BF16_IMPLS = (
+    "c-core-bf16",
+    "c-driver-bf16",
+    "torch-hf-eager-fused-bf16",
+    "torch-compact-fused-bf16",
+    "torch-compact-fused-compile-bf16",
+)
+
+
+def precision_of(impl: str) -> str:
+    """"bf16" for the bf16 variants (name ending in -bf16), else "fp32"."""
+    return "bf16" if impl.endswith("-bf16") else "fp32"
+
+
+def to_precision(impl: str, precision: str) -> str:
+    """The name of `impl` in `precision` (c-core -> c-core-bf16 and back)."""
+    base = impl[:-len("-bf16")] if impl.endswith("-bf16") else impl
+    return base + "-bf16" if precision == "bf16" and base != "llmc-bin" else base
+
+
 def describe() -> Dict[str, str]:
     return {
+        "c-core-bf16": "C core in bf16 precision (GEMM operands bf16, fp32 accumulation)",
+        "c-driver-bf16": "C core in bf16 precision, driven from C",
+        "torch-hf-eager-fused-bf16": "HF GPT2LMHeadModel eager, AdamW fused, autocast bf16",
+        "torch-compact-fused-bf16": "compact GPT-2 (SDPA), AdamW fused, autocast bf16",
+        "torch-compact-fused-compile-bf16": "compact GPT-2 under torch.compile, AdamW fused, autocast bf16",
         "c-core": "C core through the Python binding (pyllmc.Model)",
         "c-driver": "C core driven by a C program (core_c/bench/bench_step.c), no Python",
         "torch-hf-eager-foreach": "HF GPT2LMHeadModel, eager attention, AdamW foreach",
@@ -80,7 +110,7 @@ def is_torch_eager(impl: str) -> bool:
 
 
 def known(impl: str) -> bool:
-    return impl in ("c-core", "c-driver", "llmc-bin") or is_torch(impl)
+    return impl in ("c-core", "c-driver", "llmc-bin", "c-core-bf16", "c-driver-bf16") or is_torch(impl)
 
 
 def batch(job: Job) -> Tuple[np.ndarray, np.ndarray]:
@@ -109,7 +139,8 @@ class CCoreRunner(Runner):
     def __init__(self, job: Job):
         from .. import Model
 
-        self.m = Model.from_config(job.shape.config(), max_batch=job.B, max_seq=job.T, threads=job.threads, seed=job.seed)
+        self.m = Model.from_config(job.shape.config(), max_batch=job.B, max_seq=job.T, threads=job.threads, seed=job.seed,
+                                   precision=precision_of(job.impl))
         self.x, self.y = (a.astype(np.int32) for a in batch(job))
         from .._ffi import lib
 
@@ -187,6 +218,10 @@ class TorchRunner(Runner):
         if not m:
             raise ValueError(f"unknown implementation {job.impl!r}")
         kind, opt, compiled = m.group(1), m.group(2), bool(m.group(3))
+        # bf16: the forward and the loss under CPU autocast, backward outside it (torch's advice)
+        import contextlib
+
+        self.amp = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if m.group(4) else contextlib.nullcontext
         torch.set_num_threads(job.threads)
         self.torch, self.F = torch, F
         s = job.shape
@@ -225,7 +260,8 @@ class TorchRunner(Runner):
     def step(self, t: int):
         clock = time.perf_counter
         t0 = clock()
-        loss = self._loss()
+        with self.amp():
+            loss = self._loss()
         t1 = clock()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -237,7 +273,7 @@ class TorchRunner(Runner):
 
 
 def make_runner(job: Job) -> Runner:
-    if job.impl == "c-core":
+    if job.impl in ("c-core", "c-core-bf16"):
         return CCoreRunner(job)
     if is_torch(job.impl):
         return TorchRunner(job)
@@ -251,6 +287,12 @@ def split_impls(impls: List[str]) -> Tuple[List[str], List[str]]:
 
 
 def best_torch_eager(results: List[dict], key: str = "ms_median") -> Optional[dict]:
-    """The fastest PyTorch eager (not compiled) result among `results`."""
-    cands = [r for r in results if is_torch_eager(r["impl"])]
+    """The fastest PyTorch eager (not compiled) fp32 result among `results`."""
+    cands = [r for r in results if is_torch_eager(r["impl"]) and precision_of(r["impl"]) == "fp32"]
+    return min(cands, key=lambda r: r[key]) if cands else None
+
+
+def best_torch_bf16(results: List[dict], key: str = "ms_median") -> Optional[dict]:
+    """The fastest PyTorch bf16 result (any configuration, compiled included) in `results`."""
+    cands = [r for r in results if is_torch(r["impl"]) and precision_of(r["impl"]) == "bf16"]
     return min(cands, key=lambda r: r[key]) if cands else None

@@ -81,7 +81,8 @@ def markdown(doc: Dict[str, Any], pngs: Sequence[str] = ()) -> str:
             ]) + " |")  # fmt: skip
         L.append("")
     for k in doc.get("kernels", []):
-        L.append(f"## Kernels: C core vs PyTorch op — {k['model']} B={k['batch']} T={k['seq']}, "
+        prec = " in bf16 precision (C only)" if k.get("precision") == "bf16" else ""
+        L.append(f"## Kernels: C core vs PyTorch op{prec} — {k['model']} B={k['batch']} T={k['seq']}, "
                  f"{k['threads']} thread(s) (ISA {k.get('isa')})")
         L.append("")
         L.append("Min ms per call; per step = per call x calls per step. `C/torch` below 1 means the C kernel is faster.")

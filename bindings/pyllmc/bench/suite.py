@@ -195,6 +195,19 @@ class Suite:
             except cdriver.DriverError as e:
                 if when == "start":
                     self.skip("peak:fma", str(e), threads=n)
+            if self.bf16:  # bf16 runs: the bf16 dot-product ceiling and the C core's bf16 GEMM
+                try:
+                    exe = self.driver("bench_kernels")
+                    r = cdriver.run_dot(exe, n, self.o.peak_repeats)
+                    if r.get("gflops"):
+                        entry["bf16_dot_gflops"] = r["gflops"]
+                    best = max((cdriver.run_gemm(exe, sz, n, self.o.peak_repeats, precision="bf16")
+                                for sz in self.o.peak_sizes), key=lambda r: r["gflops"])
+                    entry["c_gemm_bf16_gflops"] = best["gflops"]
+                    entry["c_gemm_bf16_isa"] = best["isa"]
+                except cdriver.DriverError as e:
+                    if when == "start":
+                        self.skip("peak:bf16-dot", str(e), threads=n)
             prev = self.peak.get(str(n), {})
             probes = prev.pop("probes", {})
             probes[when] = dict(entry)
@@ -214,21 +227,31 @@ class Suite:
             entry = merged
             self.log(f"peak {n} thread(s), {when}: " + ", ".join(f"{k}={v:.1f}" for k, v in probes[when].items() if k.endswith("gflops")))
 
-    def peak_gflops(self, threads: int) -> Optional[float]:
-        return self.peak.get(str(threads), {}).get("gflops")
+    @property
+    def bf16(self) -> bool:
+        return any(impls.precision_of(i) == "bf16" for i in self.o.impls)
 
-    def fma_gflops(self, threads: int) -> Optional[float]:
-        return self.peak.get(str(threads), {}).get("fma_gflops")
+    def peak_gflops(self, threads: int, precision: str = "fp32") -> Optional[float]:
+        """The MFU denominator: fp32, the best fp32 GEMM probe; bf16, the bf16 dot-product
+        probe (vdpbf16ps), the bf16 arithmetic ceiling of the C core's kernels."""
+        key = "bf16_dot_gflops" if precision == "bf16" else "gflops"
+        return self.peak.get(str(threads), {}).get(key)
+
+    def fma_gflops(self, threads: int, precision: str = "fp32") -> Optional[float]:
+        key = "bf16_dot_gflops" if precision == "bf16" else "fma_gflops"
+        return self.peak.get(str(threads), {}).get(key)
 
     # ------------------------------------------------------------------ step results
     def _row(self, impl: str, cfg: Config, threads: int, steps: List[Dict[str, float]], extra: Dict[str, Any]) -> Dict[str, Any]:
         s = summarize(steps)
         tokens = cfg.B * cfg.T
         flops = cfg.shape.flops_per_step(cfg.B, cfg.T)
-        peak = self.peak_gflops(threads)
-        fma = self.fma_gflops(threads)
+        prec = impls.precision_of(impl)
+        peak = self.peak_gflops(threads, prec)
+        fma = self.fma_gflops(threads, prec)
         row: Dict[str, Any] = {
             "impl": impl,
+            "precision": prec,
             "ms_min": s["ms_min"],
             "ms_median": s["ms_median"],
             "tokens_per_s": tokens / (s["ms_median"] * 1e-3),
@@ -247,7 +270,8 @@ class Suite:
     def _recompute_mfu(self) -> None:
         """MFU of every result against the final (higher of start and end) peak."""
         for r in self.results:
-            peak, fma, flops = self.peak_gflops(r["threads"]), self.fma_gflops(r["threads"]), r["flops_per_step"]
+            prec = impls.precision_of(r["impl"])
+            peak, fma, flops = self.peak_gflops(r["threads"], prec), self.fma_gflops(r["threads"], prec), r["flops_per_step"]
             r["mfu"] = flops / (r["ms_median"] * 1e-3) / 1e9 / peak if peak else None
             r["mfu_best"] = flops / (r["ms_min"] * 1e-3) / 1e9 / peak if peak else None
             r["mfu_fma"] = flops / (r["ms_median"] * 1e-3) / 1e9 / fma if fma else None
@@ -256,9 +280,10 @@ class Suite:
         where = {"model": cfg.shape.name, "batch": cfg.B, "seq": cfg.T, "threads": threads}
         t0 = time.perf_counter()
         try:
-            if impl == "c-driver":
+            if impl in ("c-driver", "c-driver-bf16"):
                 exe = self.driver("bench_step")
-                r = cdriver.run_step(exe, cfg.shape, cfg.B, cfg.T, threads, self.o.warmup, self.o.repeats, self.o.job_timeout)
+                r = cdriver.run_step(exe, cfg.shape, cfg.B, cfg.T, threads, self.o.warmup, self.o.repeats, self.o.job_timeout,
+                                     precision=impls.precision_of(impl))
                 row = self._row(impl, cfg, threads, r["steps"], {"peak_rss_mb": r["peak_rss_mb"], "losses": r["losses"]})
             elif impl == "llmc-bin":
                 binary = os.environ.get("LLMC_BIN")
@@ -269,7 +294,7 @@ class Suite:
                 row = self._row(impl, cfg, threads, steps, {"peak_rss_mb": r["peak_rss_mb"], "losses": r["losses"],
                                                             "binary": r["binary"], "warmup_s": [ms * 1e-3 for ms in r["warmup_ms"]]})
             else:
-                compiled = impl.endswith("-compile")
+                compiled = "-compile" in impl
                 job = Job(impl, cfg.shape, cfg.B, cfg.T, threads, self.o.warmup, self.o.repeats)
                 r = run_job(job, self.o.compile_timeout if compiled else self.o.job_timeout)
                 extra = {k: r[k] for k in ("peak_rss_mb", "rss_base_mb", "setup_s", "warmup_s", "losses", "info")}
@@ -331,6 +356,22 @@ class Suite:
                 })  # fmt: skip
                 self.log(f"kernels {cfg.key()} {n}t: C sum {sum(kernels.by_group(rows, 'c').values()):.1f} ms/step, "
                          f"torch sum {sum(kernels.by_group(rows, 'torch').values()):.1f} ms/step")
+                if self.bf16:  # where the bf16 step's time goes: the C kernels in bf16 precision
+                    try:
+                        c16 = cdriver.run_kernels(self.driver("bench_kernels"), cfg.shape, cfg.B, cfg.T, n,
+                                                  self.o.kernel_repeats, self.o.job_timeout, precision="bf16")
+                    except cdriver.DriverError as e:
+                        self.skip("kernels:c-bf16", str(e), **where)
+                        continue
+                    rows16 = kernels.join(c16, None, cfg.shape.num_layers)
+                    step16 = self._find("c-core-bf16", cfg, n)
+                    self.kernels.append({
+                        **where, "precision": "bf16", "isa": c16.get("isa"), "rows": rows16,
+                        "c_ms_per_step": kernels.by_group(rows16, "c"), "torch_ms_per_step": {},
+                        "c_step_ms_min": step16["ms_min"] if step16 else None,
+                        "torch_step_impl": None, "torch_step_ms_min": None,
+                    })  # fmt: skip
+                    self.log(f"kernels bf16 {cfg.key()} {n}t: C sum {sum(kernels.by_group(rows16, 'c').values()):.1f} ms/step")
 
     def _find(self, impl: str, cfg: Config, n: int) -> Optional[Dict[str, Any]]:
         for r in self.results:
@@ -419,6 +460,16 @@ class Suite:
                     e.update(best_torch_eager_by_median=t_med["impl"], best_torch_eager_ms_median=t_med["ms_median"])
                 if c and t_med:
                     e["ratio_vs_best_torch_eager_median"] = c["ms_median"] / t_med["ms_median"]
+                # bf16: the C core in bf16 against the best PyTorch bf16 run (compiled included)
+                c16 = self._find("c-core-bf16", cfg, n)
+                t16 = impls.best_torch_bf16(rows, "ms_median")
+                if c16:
+                    e.update(c_bf16_ms_min=c16["ms_min"], c_bf16_ms_median=c16["ms_median"], c_bf16_mfu=c16["mfu"],
+                             c_bf16_peak_rss_mb=c16["peak_rss_mb"])
+                if t16:
+                    e.update(best_torch_bf16=t16["impl"], best_torch_bf16_ms_median=t16["ms_median"])
+                if c16 and t16:
+                    e["ratio_bf16_vs_best_torch_bf16_median"] = c16["ms_median"] / t16["ms_median"]
                 out.append(e)
         return out
 

@@ -40,6 +40,9 @@ typedef struct {
     float *gemm_ws, *row_ws, *shared;
 } shim_exec;
 
+/* precision of the kernels' GEMMs (llmc_test_set_bf16): 0 fp32, 1 bf16 operands */
+static int shim_bf16 = 0;
+
 static int exec_make(shim_exec *s, int nt, int row_len, int use_shared) {
     memset(s, 0, sizeof(*s));
     if (nt < 1) nt = 1;
@@ -60,6 +63,7 @@ static int exec_make(shim_exec *s, int nt, int row_len, int use_shared) {
     s->ex.gemm_shared = s->shared;
     s->ex.gemm_shared_len = use_shared ? LLMC_GEMM_SHARED_FLOATS : 0;
     s->ex.dw_beta = 1.0f; /* matmul_backward accumulates into dweight, as in a model */
+    s->ex.bf16 = shim_bf16;
     return 0;
 }
 
@@ -69,20 +73,27 @@ static void exec_free(shim_exec *s) {
     free(s->shared);
 }
 
-#define SHIM_ABI 3
+#define SHIM_ABI 4
 
 SHIM_API int llmc_test_shim_abi(void) { return SHIM_ABI; }
 
 SHIM_API const char *llmc_test_gemm_isa(void) { return llmc_gemm_isa(); }
 
-/* The GEMM itself, every transpose combination and leading dimension (the matmul wrappers
- * reach only three of the four), with or without the shared pre-pack buffer. */
+SHIM_API const char *llmc_test_gemm_bf16_isa(void) { return llmc_gemm_bf16_isa(); }
+
+/* From now on the GEMM, matmul and attention wrappers run in bf16 precision (on != 0), as a
+ * bf16 model's kernels do, or in fp32 (0, the default). */
+SHIM_API void llmc_test_set_bf16(int on) { shim_bf16 = on != 0; }
+
+/* The GEMM itself (of the precision set by llmc_test_set_bf16), every transpose combination
+ * and leading dimension (the matmul wrappers reach only three of the four), with or without
+ * the shared pre-pack buffer. */
 SHIM_API int llmc_test_sgemm(int transA, int transB, int M, int N, int K, const float *A,
                              int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                              int64_t ldc, int nt, int use_shared) {
     shim_exec s;
     if (exec_make(&s, nt, 1, use_shared) != 0) return -1;
-    llmc_sgemm(transA, transB, M, N, K, A, lda, B, ldb, beta, C, ldc, &s.ex);
+    llmc_gemm(transA, transB, M, N, K, A, lda, B, ldb, beta, C, ldc, &s.ex);
     exec_free(&s);
     return 0;
 }

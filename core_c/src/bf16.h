@@ -1,0 +1,41 @@
+/* bf16.h - rounding fp32 to bfloat16 (the top 16 bits of an fp32) for the bf16 GEMMs.
+ *
+ * Round to nearest even, NaN kept quiet (sign and top payload bits kept), and inputs below
+ * the smallest normal float (zeros and denormals) become a zero of the same sign. That is
+ * exactly what the AVX512_BF16 conversion (vcvtneps2bf16) does, and the bf16 dot-product
+ * instruction treats denormal inputs as zero anyway: with denormals flushed here, the
+ * hardware kernel and the portable ones see the same operands and give the same bits. (CUDA
+ * and PyTorch keep bf16 denormals, values below 1.2e-38, that no GPT-2 GEMM operand has.) */
+#ifndef LLMC_BF16_H
+#define LLMC_BF16_H
+
+#include <stdint.h>
+#include <string.h>
+
+/* the bf16 bits of x, in the low half of the result (written without branches, so loops of
+ * it vectorise) */
+static inline uint32_t llmc_bf16_bits(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof(u));
+    const uint32_t mag = u & 0x7FFFFFFFu;
+    uint32_t r = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+    r = mag > 0x7F800000u ? ((u >> 16) | 0x0040u) : r; /* NaN: quiet */
+    r = mag < 0x00800000u ? ((u >> 16) & 0x8000u) : r; /* zero, denormal: signed zero */
+    return r;
+}
+
+/* bf16 bits back to the fp32 they stand for (exact) */
+static inline float llmc_bf16_to_float(uint32_t bits) {
+    const uint32_t u = bits << 16;
+    float f;
+    memcpy(&f, &u, sizeof(f));
+    return f;
+}
+
+/* two operands of one GEMM term pair, as the bf16 kernels consume them: the bf16 of depth
+ * k (even) in the low half, of depth k + 1 in the high half */
+static inline uint32_t llmc_bf16_pair(float even, float odd) {
+    return llmc_bf16_bits(even) | (llmc_bf16_bits(odd) << 16);
+}
+
+#endif
