@@ -550,7 +550,7 @@ class DataParallel:
         return path
 
     def load_checkpoint(self, path: Any, *, max_batch: int, max_seq: Optional[int], threads: int,
-                        device: str) -> Tuple[Any, Dict[str, Any]]:
+                        device: str, precision: str = "fp32") -> Tuple[Any, Dict[str, Any]]:
         """(model, state) of a checkpoint written by any world size, with or without ZeRO-1:
         the parameters, and the AdamW moments this rank keeps (all of them, or its slice)."""
         from .checkpoint import read_state
@@ -559,7 +559,7 @@ class DataParallel:
         p = Path(path)
         state = read_state(p)
         model = Model.from_checkpoint(p / "model.bin", max_batch=max_batch, max_seq=max_seq, threads=threads,
-                                      device=device)
+                                      device=device, precision=precision)
         try:
             n = int(model.config.num_params())
             self.bounds = slice_bounds(n, self.world)
