@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 torch = pytest.importorskip("torch")
 
 import pyllmc  # noqa: E402
-from pyllmc.reference.kernel_shim import KernelShim, load_shim  # noqa: E402
+from kernel_shim import KernelShim, load_shim  # noqa: E402  (parity_tests/kernel_shim.py)
 from pyllmc.reference.tolerance import compare, format_rows, kernel_verdict  # noqa: E402
 
 from test_kernels import gemm_isa, rand  # noqa: E402  (the same ISA switch and data)
