@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from pyllmc.model import clip_coefficient  # noqa: E402
+from pyllmc.shapes import clip_coefficient  # noqa: E402
 from pyllmc.reference import LockstepConfig, load_reference, make_batches, make_config, randomize_params, run_lockstep  # noqa: E402
 from pyllmc.reference.hf import perturb_bf16_ulp, to_dtype  # noqa: E402
 from pyllmc.reference.lockstep import c_model_for  # noqa: E402
