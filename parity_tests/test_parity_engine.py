@@ -36,23 +36,25 @@ def one_torch_thread():
     torch.set_num_threads(n)
 
 
-# id: (V, maxT, L, NH, C, B, T)
+# id: (V, maxT, L, NH, C, B, T, threads)
 SHAPES = {
-    "v101_nh1": (101, 16, 2, 1, 48, 2, 16),   # V not a multiple of 128, one head, T = maxT
-    "b1_odd": (257, 24, 3, 3, 36, 1, 13),     # B = 1, odd T, head size 12, Vp = 384
+    "v101_nh1": (101, 16, 2, 1, 48, 2, 16, 1),   # V not a multiple of 128, one head, T = maxT
+    "b1_odd": (257, 24, 3, 3, 36, 1, 13, 1),     # B = 1, odd T, head size 12, Vp = 384
+    # three attention query blocks (64, 64, 2 rows), 2 heads, B = 2, on 2 threads
+    "mb130_2t": (211, 160, 2, 2, 32, 2, 130, 2),
 }
 
 
 def reference(shape, seed=0):
-    V, maxT, L, NH, C, _, _ = shape
+    V, maxT, L, NH, C = shape[:5]
     ref = load_reference(make_config(vocab_size=V, n_positions=maxT, n_layer=L, n_head=NH, n_embd=C), seed=seed)
     return randomize_params(ref, seed=seed + 1)
 
 
 def lockstep(shape, **kw):
-    V, maxT, L, NH, C, B, T = shape
+    V, maxT, L, NH, C, B, T, threads = shape
     ref = reference(shape)
-    cfg = LockstepConfig(**{**dict(steps=3, batch=B, seq=T, seed=4, threads=1, noise_runs=1, lr=3e-3,
+    cfg = LockstepConfig(**{**dict(steps=3, batch=B, seq=T, seed=4, threads=threads, lr=3e-3,
                                    warmup=0, grad_clip=0.5, weight_decay=0.1), **kw})
     m = c_model_for(ref, cfg)
     try:
@@ -200,7 +202,7 @@ def test_failed_report(tmp_path):
     """A failing run: exit-relevant fields, the first divergence in both JSON files and the text."""
     shape = SHAPES["v101_nh1"]
     ref = reference(shape)
-    cfg = LockstepConfig(steps=1, batch=2, seq=8, threads=1, noise_runs=0)
+    cfg = LockstepConfig(steps=1, batch=2, seq=8, threads=1)
     m = c_model_for(ref, cfg)
     try:
         m.debug_set_fault("h1.ln2", 0.5)
@@ -220,7 +222,7 @@ def test_failed_report(tmp_path):
 def test_nonfinite_values_are_valid_json(tmp_path):
     shape = SHAPES["v101_nh1"]
     ref = reference(shape)
-    cfg = LockstepConfig(steps=1, batch=2, seq=8, threads=1, noise_runs=0)
+    cfg = LockstepConfig(steps=1, batch=2, seq=8, threads=1)
     m = c_model_for(ref, cfg)
     try:
         m.debug_set_fault("logits", float("inf"))
@@ -241,6 +243,6 @@ def test_run_parity_from_a_local_hf_directory(tmp_path):
     """The from_pretrained path (what a hub id goes through) on a directory saved here."""
     ref = reference(SHAPES["b1_odd"])
     ref.save_pretrained(tmp_path / "hf")
-    res = run_parity(str(tmp_path / "hf"), LockstepConfig(steps=1, batch=1, seq=5, threads=1, noise_runs=0))
+    res = run_parity(str(tmp_path / "hf"), LockstepConfig(steps=1, batch=1, seq=5, threads=1))
     assert res.passed and res.model == str(tmp_path / "hf")
     assert res.shape["num_layers"] == 3 and res.shape["vocab_size"] == 257
