@@ -38,6 +38,7 @@ import math
 import os
 import re
 import time
+import zlib
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -176,9 +177,14 @@ def _label(prefix: str, name: str, layer: Optional[int]) -> str:
     return f"{prefix}h{layer}.{name}" if layer is not None else prefix + name
 
 
-def _annotate(row: Dict[str, Any], phase: str) -> Dict[str, Any]:
+def _annotate(row: Dict[str, Any], phase: str, c: Any = None) -> Dict[str, Any]:
+    """Phase, kind and layer of a row; with the C tensor, its CRC-32 (c_crc): the C core's
+    results do not depend on the thread count, bit for bit, so runs at 1 and 2 threads can be
+    compared exactly (pyllmc.mutation.harness does)."""
     kind, layer = tensor_kind(row["name"])
     row["phase"], row["kind"], row["layer"] = phase, kind, layer
+    if c is not None:
+        row["c_crc"] = zlib.crc32(np.ascontiguousarray(c, dtype=np.float32).view(np.uint8))
     return row
 
 
@@ -343,9 +349,9 @@ def run_lockstep(ref32: Any, c_model: Any, cfg: LockstepConfig, *,
         a64 = o64["capture"].acts if o64 else None
         for n in act_names:
             rows.append(_annotate(compare(n, acts_c[n], a32[n], None if a64 is None else a64[n], step=step),
-                                  "forward"))
+                                  "forward", acts_c[n]))
         rows.append(_annotate(compare_scalar("loss", loss_c, o32["loss"], o64["loss"] if o64 else None, step=step),
-                              "forward"))
+                              "forward", np.float32(loss_c)))
         del acts_c, a32, a64
         for o in (o32, o64):
             if o:
@@ -355,7 +361,8 @@ def run_lockstep(ref32: Any, c_model: Any, cfg: LockstepConfig, *,
         for name, layer in backward_param_order(L):
             rows.append(_annotate(compare(
                 _label("grad.", name, layer), gv.get(name, layer), tr32.state_tensor(name, layer, "grad"),
-                tr64.state_tensor(name, layer, "grad") if tr64 is not None else None, step=step), "backward"))
+                tr64.state_tensor(name, layer, "grad") if tr64 is not None else None, step=step), "backward",
+                gv.get(name, layer)))
         del gv
         t_cmp = time.perf_counter() - t0
         # ---- the update, judged on the C core's own gradients and moments: the references
@@ -390,7 +397,7 @@ def run_lockstep(ref32: Any, c_model: Any, cfg: LockstepConfig, *,
         t_64 += time.perf_counter() - t0
         t0 = time.perf_counter()
         rows.append(_annotate(compare_scalar("grad_norm", norm_c, u32["grad_norm"], u64["grad_norm"] if u64 else None,
-                                             step=step), "backward"))
+                                             step=step), "backward", np.float32(norm_c)))
         # ---- after the update: moments and parameters, per tensor and layer
         views = {"adam_m": _CViews(c_model, "adam_m"), "adam_v": _CViews(c_model, "adam_v"),
                  "param": _CViews(c_model, "params")}
@@ -398,7 +405,8 @@ def run_lockstep(ref32: Any, c_model: Any, cfg: LockstepConfig, *,
             for what, prefix in (("adam_m", "adam_m."), ("adam_v", "adam_v."), ("param", "")):
                 rows.append(_annotate(compare(
                     _label(prefix, name, layer), views[what].get(name, layer), tr32.state_tensor(name, layer, what),
-                    tr64.state_tensor(name, layer, what) if tr64 is not None else None, step=step), "update"))
+                    tr64.state_tensor(name, layer, what) if tr64 is not None else None, step=step), "update",
+                    views[what].get(name, layer)))
         del views
         t_cmp += time.perf_counter() - t0
         res.losses_c.append(float(loss_c))

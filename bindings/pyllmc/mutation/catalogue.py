@@ -129,10 +129,10 @@ mutant("ln_bwd_dinp_overwrite", "layernorm.c", "di[c] += r * (dn - mean_dn - xha
 mutant("ln_bwd_missing_mean", "layernorm.c", "di[c] += r * (dn - mean_dn - xhat * mean_dnx);",
        "di[c] += r * (dn - xhat * mean_dnx);", "missing-term", "layernorm backward",
        ["grad.fcprojw", "grad.fcprojb"], "dinp without the mean term (first seen through lnf's backward)")
-mutant("ln_bwd_dweight_no_rstd", "layernorm.c", "dweight[c] += d[c] * ((x[c] - m) * r);",
-       "dweight[c] += d[c] * (x[c] - m);", "missing-term", "layernorm backward", ["grad.lnfw"],
+mutant("ln_bwd_dweight_no_rstd", "layernorm.c", "aw[j] += d[j] * ((x[j] - m) * r);",
+       "aw[j] += d[j] * (x[j] - m);", "missing-term", "layernorm backward", ["grad.lnfw"],
        "dweight from x - mean instead of xhat")
-mutant("ln_bwd_dbias_overwrite", "layernorm.c", "dbias[c] += d[c];", "dbias[c] = d[c];",
+mutant("ln_bwd_dbias_overwrite", "layernorm.c", "ab[j] += d[j];", "ab[j] = d[j];",
        "accumulate-vs-overwrite", "layernorm backward", ["grad.lnfb"], "dbias keeps only the last token")
 mutant("ln_bwd_thread_channels", "layernorm.c", "const int c0 = (int)((int64_t)C * tid / nth), c1",
        "const int c0 = (int)((int64_t)C * tid / nth) + (tid > 0), c1", "threaded", "layernorm backward",
@@ -184,7 +184,8 @@ mutant("mm_fwd_no_bias", "matmul.c", "        beta = 1.0f;", "        beta = 0.0
        "matmul forward", ["qkv"], "the GEMM overwrites the bias it should add to")
 mutant("mm_fwd_bias_shift", "matmul.c", "o[o2] = bias[o2];", "o[o2] = bias[o2 > 0 ? o2 - 1 : 0];",
        "off-by-one", "matmul forward", ["qkv"], "output column o gets bias o - 1")
-mutant("mm_bwd_dbias_overwrite", "matmul.c", "dbias[o] += d[o];", "dbias[o] = d[o];",
+mutant("mm_bwd_dbias_overwrite", "matmul.c", "for (int j = 0; j < w; j++) acc[j] += d[j];",
+       "for (int j = 0; j < w; j++) acc[j] = d[j];",
        "accumulate-vs-overwrite", "matmul backward", ["grad.fcprojb"], "dbias keeps only the last token")
 mutant("mm_bwd_dbias_thread_split", "matmul.c", "const int o0 = (int)((int64_t)OC * tid / n), o1",
        "const int o0 = (int)((int64_t)OC * tid / n) + (tid > 0), o1", "threaded", "matmul backward",

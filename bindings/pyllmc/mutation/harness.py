@@ -104,9 +104,45 @@ def summarize(res: Any, cfg: HarnessConfig, seconds: float, keep_rows: bool = Fa
     }
     if not math.isfinite(out["max_tol_ratio"]):
         out["max_tol_ratio"] = None
+    out["crcs"] = [[r["name"], r["step"], r.get("c_crc")] for r in res.rows if r["phase"] != "init"]
     if keep_rows:
         out["all_rows"] = res.rows
     return out
+
+
+def thread_twins(results: List[Dict[str, Any]]) -> None:
+    """Runs of one shape and seed at different thread counts (mb130_1t, mb130_2t) must give the
+    C core's results bit for bit alike (its sums have a fixed order whatever the thread
+    count): a run whose C tensors differ from its 1-thread twin's fails, with the first
+    differing tensor as its first divergence. This is what sees a race or a wrong thread
+    split whose error stays within rounding, where no comparison with PyTorch could."""
+    by_key: Dict[Any, Dict[str, Any]] = {}
+    for r in results:
+        cfg = CONFIGS.get(r["config"])
+        if cfg is None or "crcs" not in r:
+            continue
+        key = (dataclasses.replace(cfg, name="", threads=0), r.get("seed"))
+        if cfg.threads == 1:
+            by_key[key] = r
+    for r in results:
+        cfg = CONFIGS.get(r["config"])
+        if cfg is None or cfg.threads == 1 or "crcs" not in r:
+            continue
+        twin = by_key.get((dataclasses.replace(cfg, name="", threads=0), r.get("seed")))
+        if twin is None:
+            continue
+        diff = next((i for i, (a, b) in enumerate(zip(r["crcs"], twin["crcs"])) if a != b), None)
+        if diff is None and len(r["crcs"]) != len(twin["crcs"]):
+            diff = min(len(r["crcs"]), len(twin["crcs"]))
+        r["threads_equal"] = diff is None
+        if diff is not None and r["passed"]:
+            from ..reference.lockstep import tensor_kind
+
+            name, step = (r["crcs"] + twin["crcs"])[diff][:2] if diff < len(r["crcs"]) else twin["crcs"][diff][:2]
+            kind, layer = tensor_kind(name)
+            r["passed"] = False
+            r["first_divergence"] = {"name": name, "kind": kind, "layer": layer, "step": step, "phase": None,
+                                     "failed_measures": [f"bitwise vs {twin['config']}"], "tol_ratio": None}
 
 
 def run_config(cfg: HarnessConfig, keep_rows: bool = False) -> Dict[str, Any]:
@@ -132,6 +168,8 @@ def run_config(cfg: HarnessConfig, keep_rows: bool = False) -> Dict[str, Any]:
 
 
 def run_configs(names: Sequence[str], keep_rows: bool = False, seed: Optional[int] = None) -> List[Dict[str, Any]]:
+    """Each config once (with `seed` instead of its own, if given), then the thread twins'
+    bitwise check (thread_twins)."""
     out = []
     for n in names:
         cfg = CONFIGS[n]
@@ -142,4 +180,8 @@ def run_configs(names: Sequence[str], keep_rows: bool = False, seed: Optional[in
         except Exception as e:  # a crash of the C side is a detection, reported as such
             out.append({"config": n, "passed": False, "error": f"{type(e).__name__}: {e}"[:500],
                         "first_divergence": None})
+    thread_twins(out)
+    if not keep_rows:
+        for r in out:
+            r.pop("crcs", None)
     return out

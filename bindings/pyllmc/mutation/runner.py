@@ -146,7 +146,9 @@ def classify(m: Dict[str, Any], run: Dict[str, Any]) -> Dict[str, Any]:
         out["caught"] = bool(failed)
         out["localised"] = bool(failed) and all(
             r.get("first_divergence") is not None and r["first_divergence"]["kind"] in m["expect"] for r in failed)
-        out["caught_before"] = any(not (r.get("before") or {}).get("passed", True) for r in results)
+        # a crash or a time-out is seen under any policy
+        out["caught_before"] = any(r.get("error") or not (r.get("before") or {}).get("passed", True)
+                                   for r in results)
     return out
 
 
