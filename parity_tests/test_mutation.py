@@ -80,3 +80,20 @@ def test_campaign_catches_and_localises_a_mutant(tmp_path):
     rows = {r["id"]: r for r in data["mutants"]}
     assert rows["gelu_k_5digits"]["caught"] and rows["gelu_k_5digits"]["localised"]
     assert not rows["eq_gelu_cancelling_form"]["false_alarm"]
+
+
+def test_thread_twins_fail_a_two_thread_run_that_differs_bitwise():
+    """harness.thread_twins: the 2-thread run of a shape must give the 1-thread run's C tensors
+    bit for bit; the first differing tensor becomes its first divergence."""
+    from pyllmc.mutation.harness import thread_twins
+
+    one = {"config": "mb130_1t", "passed": True, "first_divergence": None,
+           "crcs": [["encoded", 1, 1], ["h0.ln1", 1, 2], ["grad.h1.qkvw", 1, 3]]}
+    same = {"config": "mb130_2t", "passed": True, "first_divergence": None, "crcs": [list(c) for c in one["crcs"]]}
+    thread_twins([one, same])
+    assert same["passed"] and same["threads_equal"]
+    other = {"config": "mb130_2t", "passed": True, "first_divergence": None,
+             "crcs": [["encoded", 1, 1], ["h0.ln1", 1, 99], ["grad.h1.qkvw", 1, 3]]}
+    thread_twins([one, other])
+    assert not other["passed"] and other["first_divergence"]["name"] == "h0.ln1"
+    assert other["first_divergence"]["kind"] == "ln1"

@@ -246,3 +246,38 @@ def test_run_parity_from_a_local_hf_directory(tmp_path):
     res = run_parity(str(tmp_path / "hf"), LockstepConfig(steps=1, batch=1, seq=5, threads=1))
     assert res.passed and res.model == str(tmp_path / "hf")
     assert res.shape["num_layers"] == 3 and res.shape["vocab_size"] == 257
+
+
+def test_anchored_references_never_alias_the_c_model():
+    """lockstep.anchor copies the C core's state into the references: a torch tensor sharing
+    the C model's memory would let torch's in-place AdamW and clipping write into the C state,
+    and the comparisons would then compare the C core with itself (all AdamW bugs invisible)."""
+    import torch as _torch
+
+    from pyllmc.reference.convert import hf_parameter
+    from pyllmc.reference.lockstep import anchor
+    from pyllmc.reference.torch_optim import ReferenceTrainer
+
+    shape = SHAPES["v101_nh1"]
+    ref = reference(shape)
+    cfg = LockstepConfig(steps=1, batch=2, seq=8, threads=1)
+    m = c_model_for(ref, cfg)
+    try:
+        x, y = make_batches(shape[0], 2, 8, 1, seed=0)[0]
+        m.forward(x, y)
+        m.backward(1.0, accumulate=False)
+        tr = ReferenceTrainer(ref, lr=1e-3, padded_vocab_size=int(m.config.padded_vocab_size))
+        anchor(tr, m, shape[2], ("param", "grad", "adam"), step=1)
+        c_buffers = [np.asarray(getattr(m, k)[n]) for k in ("params", "grads", "adam_m", "adam_v") for n in PARAM_NAMES]
+        for name, layer in forward_param_order(shape[2]):
+            p, _ = hf_parameter(tr.model, name, layer)
+            st = tr.opt.state[p]
+            for t in (p.data, p.grad, st["exp_avg"], st["exp_avg_sq"]):
+                assert isinstance(t, _torch.Tensor)
+                a = t.numpy()
+                assert not any(np.shares_memory(a, b) for b in c_buffers), (name, layer)
+        # and the values are the C core's
+        g = np.asarray(m.grads["lnfw"])
+        np.testing.assert_array_equal(hf_parameter(tr.model, "lnfw")[0].grad.numpy(), g)
+    finally:
+        m.close()

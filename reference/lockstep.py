@@ -229,7 +229,10 @@ def _torch_like(p: Any, arr: np.ndarray, transpose: bool) -> Any:
     a = arr.T if transpose else arr
     if a.shape[0] != p.shape[0]:
         a = a[: p.shape[0]]
-    return torch.from_numpy(np.ascontiguousarray(a)).to(p.dtype)
+    # always a copy: a view of the C core's memory (its arrays are zero-copy views) would let
+    # torch's in-place AdamW and clipping write into the C model's state, and every
+    # comparison of that state would then compare the C core with itself
+    return torch.from_numpy(np.array(a, copy=True)).to(p.dtype)
 
 
 def anchor(trainer: Any, c_model: Any, num_layers: int, what: Sequence[str], step: int = 1) -> None:

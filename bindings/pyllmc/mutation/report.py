@@ -80,17 +80,26 @@ def markdown(data: Dict[str, Any], s: Dict[str, Any]) -> str:
     L.append("")
     L.append("## The mutants of issue 12, before and after")
     L.append("")
-    L.append("| mutant | before: passed? | after: first divergence |")
-    L.append("|---|---|---|")
+    L.append("Before = the policy before issue 12 (pyllmc/mutation/policies.py); `t64_1t` is one query "
+             "block (T = 64), the longest sequence the parity suites used before.")
+    L.append("")
+    L.append("| mutant | before policy, T = 64 | before policy, T = 130 | this policy, T = 64 | this policy, T = 130 |")
+    L.append("|---|---|---|---|---|")
     by = {r["id"]: r for r in data["mutants"]}
     for i in ISSUE_MUTANTS:
         r = by.get(i)
         if not r or "configs" not in r:
             continue
-        before = "; ".join(f"{c['config']}: " + ("passed" if (c.get("before") or {}).get("passed") else
-                                                 f"failed at {(c.get('before') or {}).get('first_divergence')}")
-                           for c in r["configs"])
-        L.append(f"| {i} | {before} | " + "; ".join(f"{c['config']}: {_first(c)}" for c in r["configs"]) + " |")
+        def bef(cs):
+            return "; ".join(f"{c['config']}: " + ("passed (missed)" if (c.get("before") or {}).get("passed") else
+                                                   f"failed at {(c.get('before') or {}).get('first_divergence')}")
+                             for c in cs)
+
+        def aft(cs):
+            return "; ".join(f"{c['config']}: " + ("passed (missed)" if c["passed"] else _first(c)) for c in cs)
+
+        sb = r.get("single_block") or []
+        L.append(f"| {i} | {bef(sb)} | {bef(r['configs'])} | {aft(sb)} | {aft(r['configs'])} |")
     L.append("")
     L.append("## Every mutant")
     L.append("")

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from .catalogue import MUTANTS, check_snippets
+from .catalogue import ISSUE_MUTANTS, MUTANTS, check_snippets
 from .harness import CLEAN_CONFIGS, MUTANT_CONFIGS
 
 BUILD_TIMEOUT_S = 600
@@ -131,14 +131,23 @@ def run_worker(lib: Path, configs: Sequence[str], seeds: Sequence[int], out: Pat
             "results": [{"config": c, "passed": False, "error": what, "first_divergence": None} for c in configs]}
 
 
+#: The issue-12 mutants also run on this config: one query block (T = 64), the longest
+#: sequence the parity suites used before, for the report's before/after.
+BEFORE_CONFIG = "t64_1t"
+
+
 def classify(m: Dict[str, Any], run: Dict[str, Any]) -> Dict[str, Any]:
-    results = run["results"]
+    extra = [r for r in run["results"] if r["config"] == BEFORE_CONFIG]
+    results = [r for r in run["results"] if r["config"] != BEFORE_CONFIG]
     failed = [r for r in results if not r["passed"]]
     out = {"id": m["id"], "file": m["file"], "what": m["what"], "kernel": m["kernel"], "expect": m["expect"],
            "note": m["note"], "seconds": round(run.get("seconds", 0.0), 1), "crashed": run.get("crashed"),
            "configs": [{"config": r["config"], "passed": r["passed"],
                         "first_divergence": r.get("first_divergence"), "error": r.get("error"),
                         "before": r.get("before"), "max_tol_ratio": r.get("max_tol_ratio")} for r in results]}
+    if extra:
+        out["single_block"] = [{"config": r["config"], "passed": r["passed"], "first_divergence": r.get("first_divergence"),
+                                "error": r.get("error"), "before": r.get("before")} for r in extra]
     if m["what"] == "equivalent":
         out["false_alarm"] = bool(failed)
         out["false_alarm_before"] = any(not (r.get("before") or {}).get("passed", False) for r in results)
@@ -199,7 +208,8 @@ def run_campaign(src_root: Path, work: Path, *, ids: Optional[Sequence[str]] = N
                          "expect": m["expect"], "note": m["note"], "build_failed": str(e)})
             say(f"[{i}/{len(chosen)}] {m['id']}: BUILD FAILED ({e})")
             continue
-        run = run_worker(lib, configs, [0], d / "result.json", d / "log.txt", m["env"], py)
+        cfgs = list(configs) + ([BEFORE_CONFIG] if m["id"] in ISSUE_MUTANTS else [])
+        run = run_worker(lib, cfgs, [0], d / "result.json", d / "log.txt", m["env"], py)
         row = classify(m, run)
         rows.append(row)
         if m["what"] == "equivalent":
