@@ -59,9 +59,10 @@ def parity_d12(session: nox.Session) -> None:
     """The GPT-2 124M shape in lockstep with PyTorch (the acceptance run of the parity
     harness): `pyllmc parity --model d12 --steps 3 --batch 1 --seq 256`, four attention query
     blocks, every tensor of every layer judged against fp64 from the C core's own state at
-    every step, reports in out/parity_d12/. About 10 minutes on 2 cores and 12 GB of memory
-    (the C model, the fp32 and fp64 references, each with gradients and AdamW state). The
-    committed results are benchmarks/results/parity_d12/. Arguments after -- are added to
+    every step, reports in out/parity_d12/. Measured: 1 min 46 s wall on 2 cores (with the
+    heavy-job lock held) and 11.2 GiB peak resident memory (the C model, the fp32 and fp64
+    references, each with gradients and AdamW state). The committed results are
+    benchmarks/results/parity_d12/. Arguments after -- are added to
     the command (e.g. --threads 8)."""
     session.run(PY, "-m", "pyllmc", "parity", "--model", "d12", "--steps", "3", "--batch", "1", "--seq", "256",
                 "--out", str(ROOT / "out" / "parity_d12"), *session.posargs)
