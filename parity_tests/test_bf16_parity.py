@@ -33,7 +33,7 @@ def reference(V=101, maxT=16, L=2, NH=2, C=64, randomize=True):
 
 
 def lockstep_bf16(ref, fault=None, **kw):
-    cfg = LockstepConfig(**{**dict(steps=2, batch=2, seq=16, seed=4, threads=1, noise_runs=1, lr=3e-3,
+    cfg = LockstepConfig(**{**dict(steps=2, batch=2, seq=16, seed=4, threads=1, lr=3e-3,
                                    precision="bf16"), **kw})
     m = c_model_for(ref, cfg)
     try:

@@ -41,7 +41,7 @@ def reference():
     return randomize_params(ref, seed=1)
 
 
-CFG = dict(steps=1, batch=B, seq=T, seed=3, threads=1, noise_runs=0)
+CFG = dict(steps=1, batch=B, seq=T, seed=3, threads=1)
 
 
 def run_with(fault=None, weight_fault=None, steps=1):

@@ -24,12 +24,13 @@ torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 from kernel_shim import CDEF, SHIM_ABI, KernelShim, load_shim  # noqa: E402
-from pyllmc.reference.tolerance import ELEMENTWISE_RTOL, compare, format_rows, kernel_verdict  # noqa: E402
+from pyllmc.reference.tolerance import ELEMENTWISE_RTOL, compare, format_rows, gamma  # noqa: E402
 
 pytestmark = pytest.mark.parity
 
-SETTINGS = settings(max_examples=12, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+#: examples, randomness and the seed come from the hypothesis profile (conftest.py: random
+#: in CI, seed printed on failure)
+SETTINGS = settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 NT = 1  # threads (the machines running the suite are small and shared)
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,13 +49,13 @@ def one_torch_thread():
 
 
 def check(name, c, r32, r64, **kw):
-    """The policy, plus the kernel-level test (tolerance.kernel_verdict: no less accurate
-    than torch's fp32 op against fp64, by RMS and by worst element)."""
+    """The policy with its fp64 twin: no less accurate than torch's fp32 op against fp64, by
+    RMS, by worst element and by the bulk (pyllmc.reference.tolerance)."""
     row = compare(name, c, r32, r64, **kw)
-    v = kernel_verdict(row)
-    assert v["kernel_passed"], (format_rows([row]) + f"\n  attributed {row['attributed_passed']} (ratio "
-                                f"{row['attributed_ratio']:.3g}), worst element vs fp64 {row['max_abs_vs_64']:.3e} "
-                                f"(limit {v['worst_limit']:.3e}; torch fp32's {row['max_abs_32_vs_64']:.3e})")
+    assert row["passed"] and row["method"] in ("fp64-attributed", "fp64-bound"), (
+        format_rows([row]) + f"\n  failed measures {row['failed_measures']}: rms {row['rmse_c_vs_64']:.3e} vs torch "
+        f"fp32's {row['rmse_32_vs_64']:.3e}, worst {row['max_abs_vs_64']:.3e} vs {row['max_abs_32_vs_64']:.3e}, "
+        f"bulk {row['bulk_c_vs_64']:.3e} vs {row['bulk_32_vs_64']:.3e}")
     return row
 
 
@@ -76,6 +77,34 @@ def both(fn, *arrays):
     if conv:
         return conv(r32), conv(r64)
     return tuple(x.detach().numpy() for x in r32), tuple(x.detach().numpy() for x in r64)
+
+
+def seq_dot32(A, B, init=None):
+    """A @ B in float32 summed SEQUENTIALLY along k with one rounding per multiply-add (an FMA
+    chain, as one lane of a GEMM micro-kernel computes it), starting from init: an equally
+    valid fp32 ordering, passed to the policy as an alternative fp32 run (ref32_alts). torch
+    sums a single row (N = 1: a GEMV) or a short output in many SIMD lanes, which is more
+    accurate than any one chain: with the tensor that small, torch's error alone would be the
+    luck of a few numbers, not fp32's error (measured: C within 1.5x of this chain, 4x to
+    100x from torch's GEMV on single-row outputs)."""
+    A = np.asarray(A, dtype=np.float32)
+    B = np.asarray(B, dtype=np.float32)
+    acc = np.zeros((A.shape[0], B.shape[1]), np.float32) if init is None else np.array(init, dtype=np.float32)
+    for kk in range(A.shape[1]):
+        acc = (acc.astype(np.float64) + np.outer(A[:, kk].astype(np.float64), B[kk].astype(np.float64))).astype(np.float32)
+    return acc
+
+
+def sum_bound(A, B, init=None):
+    """Higham's a-priori bound on the rounding error of A @ B (+ init) in any fp32 summation
+    order: gamma_{K+2} (|A| @ |B| + |init|). It decides for outputs too small for error
+    statistics (tolerance.STAT_MIN_ELEMENTS)."""
+    A = np.abs(np.asarray(A, dtype=np.float64))
+    B = np.abs(np.asarray(B, dtype=np.float64))
+    s_ = A @ B
+    if init is not None:
+        s_ = s_ + np.abs(np.asarray(init, dtype=np.float64))
+    return gamma(A.shape[1] + 2) * s_
 
 
 def rand(rng, shape, scale=1.0):
@@ -162,7 +191,8 @@ def _sgemm_case(k, dims, ta, tb, beta, pad, shared, seed):
     opB = B[:, :b_cols].T if tb else B[:, :b_cols]
     r32 = (t32(opA) @ t32(opB)).numpy() + beta * C0[:, :N]
     r64 = opA.astype(np.float64) @ opB.astype(np.float64) + beta * C0[:, :N].astype(np.float64)
-    check("C", C[:, :N], r32, r64)
+    alt = seq_dot32(opA, opB, beta * C0[:, :N])
+    check("C", C[:, :N], r32, r64, ref32_alts=[alt], bound=sum_bound(opA, opB, beta * C0[:, :N]))
     np.testing.assert_array_equal(C[:, N:], C0[:, N:])  # the padding columns are not touched
 
 
@@ -184,7 +214,8 @@ def _matmul_case(k, N, IC, OC, bias, shared, seed):
     b = rand(rng, (OC,), 0.1) if bias else None
     out = k.matmul_forward(x, w, b, nt=NT, use_shared=shared)
     r32, r64 = both(lambda x_, w_, b_: F.linear(x_, w_, b_), x, w, b)
-    check("out", out, r32, r64)
+    bb = None if b is None else np.broadcast_to(b, (N, OC))
+    check("out", out, r32, r64, ref32_alts=[seq_dot32(x, w.T, bb)], bound=sum_bound(x, w.T, bb))
     # backward: dinp overwritten (the wrapper's buffer starts as NaN), dweight/dbias accumulate
     dout = rand(rng, (N, OC))
     dinp = np.full((N, IC), np.nan, dtype=np.float32)
@@ -200,15 +231,18 @@ def _matmul_case(k, N, IC, OC, bias, shared, seed):
         return x_.grad, w_.grad, bb.grad
 
     (gx32, gw32, gb32), (gx64, gw64, gb64) = both(grads, x, w, dout)
-    check("dinp", dinp, gx32, gx64)
-    check("dweight", dw, dw0 + gw32, dw0.astype(np.float64) + gw64)
+    ones = np.ones((1, N), np.float32)
+    check("dinp", dinp, gx32, gx64, ref32_alts=[seq_dot32(dout, w)], bound=sum_bound(dout, w))
+    check("dweight", dw, dw0 + gw32, dw0.astype(np.float64) + gw64, ref32_alts=[seq_dot32(dout.T, x, dw0)],
+          bound=sum_bound(dout.T, x, dw0))
     if bias:
-        check("dbias", db, db0 + gb32, db0.astype(np.float64) + gb64)
+        check("dbias", db, db0 + gb32, db0.astype(np.float64) + gb64,
+              ref32_alts=[seq_dot32(ones, dout, db0[None])[0]], bound=sum_bound(ones, dout, db0[None])[0])
     # without dinp (the classifier's backward): dweight alone, overwritten (a backward that
     # replaces the gradients: NaN in the buffer must not matter)
     dw2 = np.full_like(dw0, np.nan)
     k.matmul_backward(None, dw2, None, dout, x, w, nt=NT, accumulate=False)
-    check("dweight_overwritten", dw2, gw32, gw64)
+    check("dweight_overwritten", dw2, gw32, gw64, ref32_alts=[seq_dot32(dout.T, x)], bound=sum_bound(dout.T, x))
 
 
 # ------------------------------------------------------------------ encoder
@@ -287,9 +321,28 @@ def test_layernorm_forward_backward(k, N, C, kind, seed):
         return x_.grad, w_.grad, b_.grad
 
     (gx32, gw32, gb32), (gx64, gw64, gb64) = both(grads, x, w, b, dout)
-    check("dinp", di, di0 + gx32, di0.astype(np.float64) + gx64)
-    check("dweight", dw, dw0 + gw32, dw0.astype(np.float64) + gw64)
-    check("dbias", db, db0 + gb32, db0.astype(np.float64) + gb64)
+    # an equally valid fp32 evaluation: the formula with xhat = (x - mean) * rstd rounded in
+    # float32 (from the exact statistics rounded), row sums in double, channel sums in order
+    x64 = x.astype(np.float64)
+    mf = x64.mean(-1).astype(np.float32)
+    rf = (1.0 / np.sqrt(((x64 - x64.mean(-1, keepdims=True)) ** 2).mean(-1) + 1e-5)).astype(np.float32)
+    xhat = (x - mf[:, None]) * rf[:, None]
+    dn = dout * w
+    mdn = dn.astype(np.float64).mean(-1).astype(np.float32)
+    mdnx = (dn.astype(np.float64) * xhat).mean(-1).astype(np.float32)
+    di_alt = di0 + rf[:, None] * (dn - mdn[:, None] - xhat * mdnx[:, None])
+    dw_alt = seq_dot32(np.ones((1, N), np.float32), dout * xhat, dw0[None])[0]
+    db_alt = seq_dot32(np.ones((1, N), np.float32), dout, db0[None])[0]
+    check("dinp", di, di0 + gx32, di0.astype(np.float64) + gx64, ref32_alts=[di_alt])
+    # bounds: xhat carries the rounding of x - mean, relative to |x| + |mean|, times rstd
+    m64 = x64.mean(-1, keepdims=True)
+    r64_ = 1.0 / np.sqrt(((x64 - m64) ** 2).mean(-1, keepdims=True) + 1e-5)
+    xh_mag = np.abs((x64 - m64) * r64_) + (np.abs(x64) + np.abs(m64)) * r64_
+    ones = np.ones((1, N))
+    check("dweight", dw, dw0 + gw32, dw0.astype(np.float64) + gw64, ref32_alts=[dw_alt],
+          bound=gamma(N + 8) * (ones @ (np.abs(dout) * xh_mag) + np.abs(dw0))[0])
+    check("dbias", db, db0 + gb32, db0.astype(np.float64) + gb64, ref32_alts=[db_alt],
+          bound=sum_bound(ones, dout, db0[None])[0])
 
 
 # ------------------------------------------------------------------ attention
@@ -307,32 +360,42 @@ def _attention(qkv, NH):
     return y, att
 
 
+#: sequence lengths up to GPT-2's maxT: mostly within a few query blocks of 64 (where the
+#: block boundaries are), sometimes anywhere up to 1024
+seq_lens = st.one_of(st.integers(1, 200), st.integers(1, 1024))
+
+
 @SETTINGS
-@given(B=st.integers(1, 3), T=st.integers(1, 40), NH=st.integers(1, 4), hs=st.integers(1, 24),
+@given(B=st.integers(1, 3), T=seq_lens, NH=st.integers(1, 4), hs=st.integers(1, 24),
        scale=st.sampled_from([0.3, 1.0, 4.0]), seed=st.integers(0, 2**31 - 1))
 @example(B=1, T=1, NH=1, hs=1, scale=1.0, seed=0)
 @example(B=1, T=33, NH=3, hs=7, scale=4.0, seed=5)  # odd C = 21, peaky softmax
+@example(B=2, T=130, NH=2, hs=16, scale=1.0, seed=6)  # query blocks of 64, 64, 2 rows; 2 heads
+@example(B=1, T=128, NH=3, hs=5, scale=4.0, seed=8)  # exactly two blocks
 def test_attention_forward_backward(k, B, T, NH, hs, scale, seed):
+    if B * NH * T * T > 4_000_000:  # keep one example under a few seconds (fp64 torch)
+        B, NH = 1, min(NH, 2)
     _attention_case(k, B, T, NH, hs, scale, seed)
 
 
-def test_attention_long_sequence_max_t(k):
-    """T = maxT = 1024 of GPT-2 (one head, small head size to keep it quick)."""
-    _attention_case(k, B=1, T=1024, NH=1, hs=8, scale=1.0, seed=7)
+@pytest.mark.parametrize("nt", [1, 2])
+def test_attention_long_sequence_max_t(k, nt):
+    """T = maxT = 1024 of GPT-2 (16 query blocks), two heads, at 1 and 2 threads."""
+    _attention_case(k, B=1, T=1024, NH=2, hs=8, scale=1.0, seed=7, nt=nt)
 
 
-def _attention_case(k, B, T, NH, hs, scale, seed):
+def _attention_case(k, B, T, NH, hs, scale, seed, nt=NT):
     rng = np.random.default_rng(seed)
     C = NH * hs
     qkv = rand(rng, (B, T, 3 * C), scale)
-    out, att = k.attention_forward(qkv, NH, nt=NT)
+    out, att = k.attention_forward(qkv, NH, nt=nt)
     (y32, a32), (y64, a64) = both(lambda q: _attention(q, NH), qkv)
     upper = np.triu_indices(T, 1)
     assert not att[:, :, upper[0], upper[1]].any(), "masked (future) probabilities must be exactly 0"
     check("att", att, a32, a64)
     check("atty", out, y32, y64)
     dout = rand(rng, (B, T, C))
-    dqkv = k.attention_backward(dout, qkv, att, NH, nt=NT)
+    dqkv = k.attention_backward(dout, qkv, att, NH, nt=nt)
 
     def grad(q, d):
         q = q.clone().requires_grad_(True)
@@ -356,7 +419,15 @@ def test_gelu_forward_backward(k, n, scale, seed, in_place):
     x[: min(n, 4)] = np.array([0.0, -0.0, 30.0, -30.0], dtype=np.float32)[: min(n, 4)]  # hard values
     out = k.gelu_forward(x, nt=NT)
     r32, r64 = both(lambda t: F.gelu(t, approximate="tanh"), x)
-    check("gelu", out, r32, r64)
+    # an equally valid fp32 evaluation: the same function as x sigmoid(2u), in numpy float32
+    # (torch's 1 + tanh form and the sigmoid form round differently at different x)
+    with np.errstate(over="ignore"):
+        u = np.float32(0.7978845608028654) * (x + np.float32(0.044715) * x * x * x)
+        sg = np.float32(1) / (np.float32(1) + np.exp(np.float32(-2) * u))
+        du = np.float32(0.7978845608028654) * (np.float32(1) + np.float32(3 * 0.044715) * x * x)
+        alt_f = x * sg
+        alt_b = (sg + np.float32(2) * x * sg * (np.float32(1) - sg) * du)
+    check("gelu", out, r32, r64, ref32_alts=[alt_f])
     dout = rand(rng, (n,))
     dx = k.gelu_backward(x, dout, nt=NT, in_place=in_place)
 
@@ -366,7 +437,7 @@ def test_gelu_forward_backward(k, n, scale, seed, in_place):
         return t.grad
 
     g32, g64 = both(grad, x, dout)
-    check("dgelu", dx, g32, g64)
+    check("dgelu", dx, g32, g64, ref32_alts=[alt_b * dout])
 
 
 @SETTINGS

@@ -36,23 +36,25 @@ def one_torch_thread():
     torch.set_num_threads(n)
 
 
-# id: (V, maxT, L, NH, C, B, T)
+# id: (V, maxT, L, NH, C, B, T, threads)
 SHAPES = {
-    "v101_nh1": (101, 16, 2, 1, 48, 2, 16),   # V not a multiple of 128, one head, T = maxT
-    "b1_odd": (257, 24, 3, 3, 36, 1, 13),     # B = 1, odd T, head size 12, Vp = 384
+    "v101_nh1": (101, 16, 2, 1, 48, 2, 16, 1),   # V not a multiple of 128, one head, T = maxT
+    "b1_odd": (257, 24, 3, 3, 36, 1, 13, 1),     # B = 1, odd T, head size 12, Vp = 384
+    # three attention query blocks (64, 64, 2 rows), 2 heads, B = 2, on 2 threads
+    "mb130_2t": (211, 160, 2, 2, 32, 2, 130, 2),
 }
 
 
 def reference(shape, seed=0):
-    V, maxT, L, NH, C, _, _ = shape
+    V, maxT, L, NH, C = shape[:5]
     ref = load_reference(make_config(vocab_size=V, n_positions=maxT, n_layer=L, n_head=NH, n_embd=C), seed=seed)
     return randomize_params(ref, seed=seed + 1)
 
 
 def lockstep(shape, **kw):
-    V, maxT, L, NH, C, B, T = shape
+    V, maxT, L, NH, C, B, T, threads = shape
     ref = reference(shape)
-    cfg = LockstepConfig(**{**dict(steps=3, batch=B, seq=T, seed=4, threads=1, noise_runs=1, lr=3e-3,
+    cfg = LockstepConfig(**{**dict(steps=3, batch=B, seq=T, seed=4, threads=threads, lr=3e-3,
                                    warmup=0, grad_clip=0.5, weight_decay=0.1), **kw})
     m = c_model_for(ref, cfg)
     try:
@@ -200,7 +202,7 @@ def test_failed_report(tmp_path):
     """A failing run: exit-relevant fields, the first divergence in both JSON files and the text."""
     shape = SHAPES["v101_nh1"]
     ref = reference(shape)
-    cfg = LockstepConfig(steps=1, batch=2, seq=8, threads=1, noise_runs=0)
+    cfg = LockstepConfig(steps=1, batch=2, seq=8, threads=1)
     m = c_model_for(ref, cfg)
     try:
         m.debug_set_fault("h1.ln2", 0.5)
@@ -220,7 +222,7 @@ def test_failed_report(tmp_path):
 def test_nonfinite_values_are_valid_json(tmp_path):
     shape = SHAPES["v101_nh1"]
     ref = reference(shape)
-    cfg = LockstepConfig(steps=1, batch=2, seq=8, threads=1, noise_runs=0)
+    cfg = LockstepConfig(steps=1, batch=2, seq=8, threads=1)
     m = c_model_for(ref, cfg)
     try:
         m.debug_set_fault("logits", float("inf"))
@@ -241,6 +243,41 @@ def test_run_parity_from_a_local_hf_directory(tmp_path):
     """The from_pretrained path (what a hub id goes through) on a directory saved here."""
     ref = reference(SHAPES["b1_odd"])
     ref.save_pretrained(tmp_path / "hf")
-    res = run_parity(str(tmp_path / "hf"), LockstepConfig(steps=1, batch=1, seq=5, threads=1, noise_runs=0))
+    res = run_parity(str(tmp_path / "hf"), LockstepConfig(steps=1, batch=1, seq=5, threads=1))
     assert res.passed and res.model == str(tmp_path / "hf")
     assert res.shape["num_layers"] == 3 and res.shape["vocab_size"] == 257
+
+
+def test_anchored_references_never_alias_the_c_model():
+    """lockstep.anchor copies the C core's state into the references: a torch tensor sharing
+    the C model's memory would let torch's in-place AdamW and clipping write into the C state,
+    and the comparisons would then compare the C core with itself (all AdamW bugs invisible)."""
+    import torch as _torch
+
+    from pyllmc.reference.convert import hf_parameter
+    from pyllmc.reference.lockstep import anchor
+    from pyllmc.reference.torch_optim import ReferenceTrainer
+
+    shape = SHAPES["v101_nh1"]
+    ref = reference(shape)
+    cfg = LockstepConfig(steps=1, batch=2, seq=8, threads=1)
+    m = c_model_for(ref, cfg)
+    try:
+        x, y = make_batches(shape[0], 2, 8, 1, seed=0)[0]
+        m.forward(x, y)
+        m.backward(1.0, accumulate=False)
+        tr = ReferenceTrainer(ref, lr=1e-3, padded_vocab_size=int(m.config.padded_vocab_size))
+        anchor(tr, m, shape[2], ("param", "grad", "adam"), step=1)
+        c_buffers = [np.asarray(getattr(m, k)[n]) for k in ("params", "grads", "adam_m", "adam_v") for n in PARAM_NAMES]
+        for name, layer in forward_param_order(shape[2]):
+            p, _ = hf_parameter(tr.model, name, layer)
+            st = tr.opt.state[p]
+            for t in (p.data, p.grad, st["exp_avg"], st["exp_avg_sq"]):
+                assert isinstance(t, _torch.Tensor)
+                a = t.numpy()
+                assert not any(np.shares_memory(a, b) for b in c_buffers), (name, layer)
+        # and the values are the C core's
+        g = np.asarray(m.grads["lnfw"])
+        np.testing.assert_array_equal(hf_parameter(tr.model, "lnfw")[0].grad.numpy(), g)
+    finally:
+        m.close()

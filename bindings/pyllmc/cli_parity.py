@@ -75,9 +75,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eps", type=float, default=1e-8, help="AdamW epsilon (default 1e-08)")
     g.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (0 = off)")
     g = p.add_argument_group("reference and model")
-    g.add_argument("--noise-runs", type=_nonneg_int, default=2,
-                   help="extra fp32 reference runs from 1-ulp-moved weights: the fp32 spread that trajectories "
-                        "are attributed against (default 2; each costs one more fp32 model)")
     add_switch(g, "--fp64", default=True, help="compare against an fp64 reference too (default on; --no-fp64: "
                                                 "the direct fp32 test only)")
     g.add_argument("--vocab-size", type=_positive_int, default=None, help="vocabulary of a size descriptor model")
@@ -113,8 +110,7 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps, batch=args.batch, seq=args.seq, seed=args.seed, lr=args.lr, schedule=args.schedule,
         warmup=args.warmup, beta1=args.beta1, beta2=args.beta2, eps=args.eps, weight_decay=args.weight_decay,
         decay_matrices_only=not args.decay_all, grad_clip=args.grad_clip, fp64=args.fp64,
-        noise_runs=args.noise_runs if args.fp64 else 0, threads=args.threads, device=args.device,
-        precision=args.precision)
+        threads=args.threads, device=args.device, precision=args.precision)
     cfg.validate()
     if args.warmup > args.steps:
         raise InvalidArgumentError(f"--warmup {args.warmup} is longer than --steps {args.steps}")

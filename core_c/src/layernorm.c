@@ -4,6 +4,7 @@
 #include <math.h>
 
 #define LN_EPS 1e-5
+#define LN_CHUNK 256
 
 /* Mean and variance are accumulated in double: rows can be long and near-constant, and a
  * two-pass float sum would lose digits the reference keeps. The cost is negligible next to
@@ -56,12 +57,12 @@ LLMC_CLONES static void layernorm_backward_row(float *di, const float *d, const 
     }
 }
 
-/* dweight/dbias contributions of one token to channels [c0, c1) */
-LLMC_CLONES static void layernorm_dweight_row(float *dweight, float *dbias, const float *d,
-                                              const float *x, float m, float r, int c0, int c1) {
-    for (int c = c0; c < c1; c++) {
-        dweight[c] += d[c] * ((x[c] - m) * r);
-        dbias[c] += d[c];
+/* dweight/dbias contributions of one token to w channels, into double accumulators */
+LLMC_CLONES static void layernorm_dweight_row(double *aw, double *ab, const float *d,
+                                              const float *x, float m, float r, int w) {
+    for (int j = 0; j < w; j++) {
+        aw[j] += d[j] * ((x[j] - m) * r);
+        ab[j] += d[j];
     }
 }
 
@@ -76,11 +77,22 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
                                weight, mean[n], rstd[n], C);
 #pragma omp parallel num_threads(nt)
     {
-        /* channel slices per thread, rows in order: contiguous reads, fixed summation order */
+        /* channel slices per thread, rows in order: contiguous reads, fixed summation order;
+         * the sums over the N = B*T rows in double, LN_CHUNK channels at a time (a float
+         * running sum's error grows like N ulp, as in matmul.c's bias_backward) */
         const int tid = LLMC_THREAD_ID(), nth = LLMC_TEAM_SIZE();
         const int c0 = (int)((int64_t)C * tid / nth), c1 = (int)((int64_t)C * (tid + 1) / nth);
-        for (int n = 0; n < N; n++)
-            layernorm_dweight_row(dweight, dbias, dout + (size_t)n * C, inp + (size_t)n * C,
-                                  mean[n], rstd[n], c0, c1);
+        double aw[LN_CHUNK], ab[LN_CHUNK];
+        for (int k0 = c0; k0 < c1; k0 += LN_CHUNK) {
+            const int w = c1 - k0 < LN_CHUNK ? c1 - k0 : LN_CHUNK;
+            for (int j = 0; j < w; j++) aw[j] = ab[j] = 0.0;
+            for (int n = 0; n < N; n++)
+                layernorm_dweight_row(aw, ab, dout + (size_t)n * C + k0, inp + (size_t)n * C + k0,
+                                      mean[n], rstd[n], w);
+            for (int j = 0; j < w; j++) {
+                dweight[k0 + j] += (float)aw[j];
+                dbias[k0 + j] += (float)ab[j];
+            }
+        }
     }
 }

@@ -3,15 +3,24 @@
 #include "internal.h"
 
 /* dbias[o] += sum_n dout[n, o]. Threads split the columns and walk rows in order, so memory
- * is read row by row (contiguously) and every sum has a fixed order. */
+ * is read row by row (contiguously) and every sum has a fixed order. The sums run in double,
+ * BIAS_CHUNK columns at a time: a float running sum over N = B*T rows has an error growing
+ * like N ulp, measured 3.5x torch's (pairwise) error at N = 591 and growing with N. */
+#define BIAS_CHUNK 256
 static void bias_backward(float *dbias, const float *dout, int N, int OC, int nt) {
 #pragma omp parallel num_threads(nt)
     {
         const int tid = LLMC_THREAD_ID(), n = LLMC_TEAM_SIZE();
         const int o0 = (int)((int64_t)OC * tid / n), o1 = (int)((int64_t)OC * (tid + 1) / n);
-        for (int r = 0; r < N; r++) {
-            const float *d = dout + (size_t)r * OC;
-            for (int o = o0; o < o1; o++) dbias[o] += d[o];
+        double acc[BIAS_CHUNK];
+        for (int c0 = o0; c0 < o1; c0 += BIAS_CHUNK) {
+            const int w = o1 - c0 < BIAS_CHUNK ? o1 - c0 : BIAS_CHUNK;
+            for (int j = 0; j < w; j++) acc[j] = 0.0;
+            for (int r = 0; r < N; r++) {
+                const float *d = dout + (size_t)r * OC + c0;
+                for (int j = 0; j < w; j++) acc[j] += d[j];
+            }
+            for (int j = 0; j < w; j++) dbias[c0 + j] += (float)acc[j];
         }
     }
 }
