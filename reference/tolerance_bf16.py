@@ -24,7 +24,9 @@ and the noise runs, as in fp32. Two bf16 specifics (reference/lockstep.py):
 Measured (pyllmc parity --precision bf16, 3 steps, 2 noise runs, --randomize, 2 threads,
 2026-12-01), C's error against fp64 over autocast's, over every compared tensor after step 0:
   d1 (V101, B2 T16), d2 (V512, B4 T32), d4 (V1000, B2 T64): median 0.25-0.26, max 1.00;
-  d12 (GPT-2 124M shape, B4 T64, 2343 tensors): median 0.385, 95th percentile 0.80, max 1.00.
+  d12 (GPT-2 124M shape, B4 T64, 2343 tensors): median 0.385, 95th percentile 0.80, max 1.00
+  with the vdpbf16ps kernel; median 0.374, 95th percentile 0.78, max 1.00 with AMX (d1, d2,
+  d4 with AMX: median 0.26-0.27, max 1.00).
 The maximum 1.00 is `encoded` (wte + wpe, no GEMM: the same fp32 sum on both sides). So the C
 core is as accurate as autocast everywhere and more accurate on most tensors (it rounds
 operands only; autocast also rounds outputs), and BF16_FACTOR = 2 leaves room for other
