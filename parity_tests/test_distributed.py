@@ -25,7 +25,7 @@ import torch.distributed as tdist  # noqa: E402
 from pyllmc import GPTConfig, Trainer, TrainerConfig  # noqa: E402
 from pyllmc.data import DataLoader, write_shard  # noqa: E402
 from pyllmc.distributed import RankLoader, param_checksum, slice_bounds  # noqa: E402
-from pyllmc.launch import free_port, rank_env  # noqa: E402
+from pyllmc.launch import free_port  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not tdist.is_available() or not tdist.is_gloo_available(),
                                 reason="torch.distributed with gloo is not available")
