@@ -25,7 +25,7 @@ import torch.distributed as tdist  # noqa: E402
 from pyllmc import GPTConfig, Trainer, TrainerConfig  # noqa: E402
 from pyllmc.data import DataLoader, write_shard  # noqa: E402
 from pyllmc.distributed import RankLoader, param_checksum, slice_bounds  # noqa: E402
-from pyllmc.launch import free_port, rank_env  # noqa: E402
+from pyllmc.launch import free_port  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not tdist.is_available() or not tdist.is_gloo_available(),
                                 reason="torch.distributed with gloo is not available")
@@ -338,3 +338,17 @@ def test_a_stop_requested_on_one_rank_ends_every_rank_at_the_same_step(data, tmp
     assert rc == 0, err[-3000:]
     assert _rows(tmp_path / "run" / "metrics.jsonl") == _rows(tmp_path / "full" / "metrics.jsonl")
     assert res[0]["params"].tobytes() == full[0]["params"].tobytes()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--zero", "1"], "zero=1 shards the optimizer state across data-parallel ranks"),
+    (["--nproc", "0"], "nproc must be an integer >= 1"),
+    (["--dist-timeout", "0"], "dist_timeout must be a number of seconds > 0"),
+])
+def test_bad_data_parallel_flags_are_one_line_and_exit_2(data, tmp_path, flags, message):
+    p = subprocess.run([sys.executable, "-m", "pyllmc", "train", "--model", "d1", "--vocab-size", "257",
+                        "--data", str(data / "train_000000.bin"), "--steps", "2", "--batch", "2", "--seq", "16",
+                        "--lr", "1e-3", "--out", str(tmp_path / "o"), *flags], capture_output=True, text=True,
+                       timeout=120, env={k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")})
+    assert p.returncode == 2
+    assert message in p.stderr and len(p.stderr.strip().splitlines()) == 1
