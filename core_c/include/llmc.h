@@ -235,8 +235,9 @@ LLMC_API int32_t llmc_debug_set_fault(llmc_model *model, const char *tensor_name
 
 /* LLMC_CDEF_END */
 
-/* 4: llmc_debug_set_fault; 5: llmc_model_backward_ex */
-#define LLMC_ABI_VERSION 5
+/* 4: llmc_debug_set_fault; 5: llmc_model_backward_ex; 6: llmc_model_adamw_step_range,
+ * llmc_model_grad_sumsq_range, bf16 precision on the CPU */
+#define LLMC_ABI_VERSION 6
 
 #ifdef __cplusplus
 }
