@@ -1,4 +1,5 @@
-"""Named test sessions: `nox -s tests|slow|dist|parity|parity_d12|parity_bf16_d12|mutation|asan|memcheck|fuzz|lint|typecheck` (`nox` alone runs `tests`).
+"""Named test sessions (`nox` alone runs `tests`): `nox -s tests|slow|dist|wasm|parity|parity_d12|
+parity_bf16_d12|mutation|asan|memcheck|fuzz|bench|bench_gate|lint|typecheck`.
 
 The sessions run in the *current* environment (python=False, no per-session virtualenv):
 torch is large and CI (.ci/run) installs it once into a fresh venv together with pyllmc, then

@@ -44,7 +44,8 @@ def main() -> int:
             m, v = dp.adam_m, dp.adam_v
         else:
             m, v = trainer.model.flat("adam_m"), trainer.model.flat("adam_v")
-        np.savez(os.path.join(result_dir, f"rank{rank}.npz"), final_step=np.array(h.final_step), losses=np.array(h.losses, dtype=np.float64),
+        np.savez(os.path.join(result_dir, f"rank{rank}.npz"), final_step=np.array(h.final_step),
+             losses=np.array(h.losses, dtype=np.float64),
                  norms=np.array([r["grad_norm"] for r in h.rows], dtype=np.float64),
                  params=trainer.model.flat("params"), adam_m=m, adam_v=v,
                  comm_s=np.array(dp.comm_s if dp is not None else 0.0))

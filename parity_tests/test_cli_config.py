@@ -66,7 +66,8 @@ def _non_default_config(tmp_path):
         max_seq_len=128, batch_size=3, seq_len=32, grad_accum=2, total_batch_tokens=192, steps=77, lr=1.25e-3,
         schedule="wsd", warmup=5, final_frac=0.05, wsd_decay_frac=0.3, beta1=0.8, beta2=0.99, eps=1e-6,
         weight_decay=0.01, decay_matrices_only=False, grad_clip=0.5, on_nonfinite="skip", max_skips=3,
-        shuffle=False, seed=7, threads=2, device="cpu", precision="bf16", nproc=2, zero=1, dist_check_every=7, dist_timeout=30.0, eval_every=10, eval_batches=3, sample_every=20,
+        shuffle=False, seed=7, threads=2, device="cpu", precision="bf16", nproc=2, zero=1, dist_check_every=7, dist_timeout=30.0,
+        eval_every=10, eval_batches=3, sample_every=20,
         sample_tokens=16, sample_prompt='say "hi"\n\tand \\ bye', sample_temperature=0.7, sample_top_k=40,
         out_dir="runs/x", save_every=25, keep_last=0, keep_best=True, resume=True, stop_at=50, overwrite=True,
         progress="lines", log_every=5, plot=False, report_to=["tensorboard"])

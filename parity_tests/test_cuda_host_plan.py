@@ -96,7 +96,7 @@ def pieces_of(plan, shape, limit):
 
 def check_piece_bounds(shape, pieces, limit):
     s = shape
-    for offA, offB, offC, m, n, k, b, _ in pieces:
+    for _offA, _offB, _offC, m, n, k, b, _ in pieces:
         assert 1 <= min(m, n, k, b) and max(m, n, k, b) <= I32
         a_span = last_index_plus_one(k, m, s.lda, b, s.sA) if s.tA else last_index_plus_one(m, k, s.lda, b, s.sA)
         b_span = last_index_plus_one(n, k, s.ldb, b, s.sB) if s.tB else last_index_plus_one(k, n, s.ldb, b, s.sB)

@@ -10,7 +10,6 @@ import os
 import struct
 import threading
 
-import pytest
 
 from wasm_guests import Driver, make_shards, require_wasmtime, wrapper_module
 

@@ -128,7 +128,7 @@ def test_only_status_codes(guest, data, fn, noise, at):
     if r != 0 and not any(0 < p < SCRATCH[0] for p in ptrs):
         assert g.read(0, SCRATCH[0]) == before
     # stop any job the fuzzer managed to start, so the next examples are not all BAD_STATE
-    for h, kind, obj in list(g.context.handles.items()):
+    for _h, kind, obj in list(g.context.handles.items()):
         if kind == "job" and obj.job.running:
             obj.job.stop()
             obj.job.wait(30)

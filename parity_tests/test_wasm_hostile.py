@@ -104,9 +104,9 @@ class Case:
         return p
 
     def _valid_args(self):
-        fn, h, d = self.fn, self.h, self.d
+        fn, h = self.fn, self.h
         a = {}
-        for pname, t in abi.FUNCTIONS[fn].params:
+        for pname, _t in abi.FUNCTIONS[fn].params:
             if pname in HANDLE_KIND:
                 a[pname] = {"model": h["model"], "loader": h["loader"], "train_loader": h["loader"],
                             "val_loader": h["val"], "tok": h["tokenizer"], "job": h["job"]}[pname]
@@ -128,7 +128,7 @@ class Case:
                     a[ln] = nbytes // elem
         scalars = {"seed": 1, "batch": 2, "seq": 16, "shuffle": 0, "lr": 1e-3, "batches": 1, "max_tokens": 2,
                    "temperature": 1.0, "top_k": 0, "timeout_ms": 0}
-        for pname, t in abi.FUNCTIONS[fn].params:
+        for pname, _t in abi.FUNCTIONS[fn].params:
             if pname not in a:
                 a[pname] = scalars[pname]
         return a

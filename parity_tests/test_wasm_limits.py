@@ -156,7 +156,7 @@ def test_handle_slots_are_reused_with_new_generations():
 
 
 # ------------------------------------------------------------------ linear memory
-GROW = f"""(module
+GROW = """(module
   (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
   (memory (export "memory") 1)
   (func (export "_start")

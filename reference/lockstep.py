@@ -191,7 +191,7 @@ def _annotate(row: Dict[str, Any], phase: str, c: Any = None) -> Dict[str, Any]:
     kind, layer = tensor_kind(row["name"])
     row["phase"], row["kind"], row["layer"] = phase, kind, layer
     if c is not None:
-        row["c_crc"] = zlib.crc32(np.ascontiguousarray(c, dtype=np.float32).view(np.uint8))
+        row["c_crc"] = zlib.crc32(np.ascontiguousarray(c, dtype=np.float32).tobytes())
     return row
 
 

@@ -69,8 +69,8 @@ ELEMENTWISE_RTOL = TORCH_FP32_RTOL
 #: steps, 2,343 rows) at most 1.07 / 1.5 / 2.0, no row above 0.50 of its limit. The weakest bugs of the
 #: mutation catalogue, GELU's 0.044715 -> 0.04472 and sqrt(2/pi) rounded to 0.79788 (6e-6
 #: relative), use 1.9x and 3.7x their limits at h0.fch_gelu (about 8x and 15x torch's error),
-#: a per-token loss 1e-5 too high 2.0x at losses; every other bug 6x to 10^6x. So 4 / 6 / 4: a margin of 1.6 or more above every clean row and
-#: of 1.9 below the weakest bug.
+#: a per-token loss 1e-5 too high 2.0x at losses; every other bug 6x to 10^6x. So 4 / 6 / 4:
+#: a margin of 1.6 or more above every clean row and of 1.9 below the weakest bug.
 RMS_FACTOR = 4.0
 WORST_FACTOR = 6.0
 BULK_FACTOR = 4.0

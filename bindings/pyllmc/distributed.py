@@ -149,7 +149,7 @@ class DistContext:
         me = (os.getpid(), socket.gethostname())
         peers: List[Any] = [None] * self.world
         self._run("exchange of pids", lambda: dist.all_gather_object(peers, me))
-        self.peers: List[Tuple[int, str]] = [tuple(p) for p in peers]  # type: ignore[misc]
+        self.peers: List[Tuple[int, str]] = [(int(p[0]), str(p[1])) for p in peers]
 
     def _store(self, timeout: Any) -> Any:
         """The rendezvous store, its keys under a prefix per torchrun attempt: the restarted

@@ -21,7 +21,7 @@ LOCK_NAME = ".lock"
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
+    fcntl = None
 
 
 class RunLock:

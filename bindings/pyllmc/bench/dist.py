@@ -88,7 +88,6 @@ def main(argv: Any = None) -> int:
     write_shard(tmp / "train.bin", rng.integers(0, 50257, size=400_000))
     base = dict(model=a.model, data=str(tmp / "train.bin"), batch_size=a.batch, seq_len=a.seq, lr=1e-4,
                 progress="none", plot=False, vocab_size=50257, max_seq_len=1024, dist_check_every=0)
-    runs = []
     results = []
 
     def measure(name, spec, nproc, K):

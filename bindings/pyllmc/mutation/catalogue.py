@@ -232,8 +232,8 @@ mutant("model_overwrite_skips_wpe", "model.c",
 mutant("model_loss_scale_bt", "model.c", "loss_scale / (float)BT,", "loss_scale / (float)(BT + 1),",
        "constant", "cross-entropy backward (mean's 1/BT)", ["grad.lnfw", "grad.lnfb"], "the mean over BT + 1 tokens")
 mutant("model_ln1_bwd_input", "model.c",
-       "const float *res = l == 0 ? m->a[A_ENCODED] : act(m, A_RESIDUAL3, l - 1);\n        const size_t lc = (size_t)l * C;\n        /* dres",
-       "const float *res = l == 0 ? m->a[A_ENCODED] : act(m, A_RESIDUAL2, l - 1);\n        const size_t lc = (size_t)l * C;\n        /* dres",
+       "const float *res = l == 0 ? m->a[A_ENCODED] : act(m, A_RESIDUAL3, l - 1);\n        const size_t lc = (size_t)l * C;\n        /* dres",  # noqa: E501
+       "const float *res = l == 0 ? m->a[A_ENCODED] : act(m, A_RESIDUAL2, l - 1);\n        const size_t lc = (size_t)l * C;\n        /* dres",  # noqa: E501
        "stride", "layernorm backward (ln1's input)", ["grad.ln1w"], "ln1's backward reads the wrong residual")
 mutant("model_qkvb_layer_stride", "model.c", "p[P_QKVB] + lc * 3, BT, C, 3 * C, &ex);",
        "p[P_QKVB] + lc, BT, C, 3 * C, &ex);", "stride", "matmul forward (layer offsets)", ["qkv"],

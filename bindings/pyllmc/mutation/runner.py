@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 from .catalogue import ISSUE_MUTANTS, MUTANTS, check_snippets
 from .harness import CLEAN_CONFIGS, MUTANT_CONFIGS

@@ -457,13 +457,13 @@ class GuestContext:
             raise invalid(f"{call}: the tokenizer has {t.vocab_size} tokens, the model only {cfg.vocab_size}")
         if text:
             if not t.can_encode:
-                raise UnsupportedError(f"this tokenizer can only decode, it cannot encode the prompt")
+                raise UnsupportedError("this tokenizer can only decode, it cannot encode the prompt")
             ids = t.encode(text) or [t.eot_id]
         else:
             ids = [t.eot_id]
         self.ensure_capacity(slot, 1, min(cfg.max_seq_len, len(ids) + max_tokens), call)
         rng = make_rng(as_u64(seed))
-        tokens, new = list(ids), []
+        tokens, new = list(ids), []  # type: List[int], List[int]
         while len(new) < max_tokens:  # in chunks: the same draws as one call, with checks between
             self._cancel_check(call)
             chunk = generate(slot.model, tokens, min(SAMPLE_CHUNK, max_tokens - len(new)), temperature=temperature,

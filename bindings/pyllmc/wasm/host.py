@@ -249,8 +249,8 @@ class Host:
         wasi = wasmtime.WasiConfig()
         wasi.argv = [label, *[str(a) for a in args]]
         wasi.env = [(str(k), str(v)) for k, v in (env or {}).items()]
-        for p in preopens:
-            wasi.preopen_dir(p.real, p.guest)
+        for po in preopens:
+            wasi.preopen_dir(po.real, po.guest)
         if stdout:
             wasi.stdout_file = stdout
         else:
@@ -276,7 +276,7 @@ class Host:
         return p
 
     def _execute(self, p: "_Prepared") -> GuestResult:
-        wasmtime, ctx = p.wasmtime, p.ctx
+        wasmtime = p.wasmtime
         try:
             instance = p.linker.instantiate(p.store, p.module)
             start = instance.exports(p.store)["_start"]
@@ -365,7 +365,10 @@ class GuestInstance:
         self.context = p.ctx
 
     def _export(self, name: str):
-        ex = self._p.instance.exports(self._p.store).get(name)
+        inst = self._p.instance
+        if inst is None:
+            raise KeyError(f"the guest is not instantiated (no export {name!r})")
+        ex = inst.exports(self._p.store).get(name)
         if ex is None:
             raise KeyError(f"the guest has no export {name!r}")
         return ex

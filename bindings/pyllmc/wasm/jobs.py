@@ -165,6 +165,7 @@ class Job:
 
     def __init__(self, trainer: GuestTrainer, on_end: Callable[["Job"], None], describe: Callable[[str], str]):
         self.trainer = trainer
+        self.model_slot: Any = None  # the guest's model slot it trains (set by train_start)
         self._on_end = on_end
         self._describe = describe  # host paths -> guest paths in messages
         self.error = 0
