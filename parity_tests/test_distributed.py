@@ -342,8 +342,8 @@ def test_a_stop_requested_on_one_rank_ends_every_rank_at_the_same_step(data, tmp
 
 @pytest.mark.parametrize("flags, message", [
     (["--zero", "1"], "zero=1 shards the optimizer state across data-parallel ranks"),
-    (["--nproc", "0"], "nproc must be an integer >= 1"),
-    (["--dist-timeout", "0"], "dist_timeout must be a number of seconds > 0"),
+    (["--nproc", "0"], "--nproc: must be an integer >= 1"),
+    (["--dist-timeout", "0"], "--dist-timeout must be a number of seconds > 0"),
 ])
 def test_bad_data_parallel_flags_are_one_line_and_exit_2(data, tmp_path, flags, message):
     p = subprocess.run([sys.executable, "-m", "pyllmc", "train", "--model", "d1", "--vocab-size", "257",

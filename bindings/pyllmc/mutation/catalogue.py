@@ -212,11 +212,11 @@ mutant("gemm_generic_k_first", "gemm.c",
 mutant("gemm_avx2_wrong_strip", "gemm.c", "acc[r][0] = _mm256_fmadd_ps(a, b0, acc[r][0]);",
        "acc[r][0] = _mm256_fmadd_ps(a, b1, acc[r][0]);", "stride", "gemm (AVX2 micro-kernel)", ["qkv"],
        "columns 0-7 of the tile multiply B's columns 8-15", env={"LLMC_GEMM_ISA": "avx2"})
-mutant("gemm_partial_tile_overwrite", "gemm.c",
+mutant("gemm_partial_tile_overwrite", "gemm_plan.h",
        "            for (int c = 0; c < nr; c++) crow[c] += trow[c];",
        "            for (int c = 0; c < nr; c++) crow[c] = trow[c];", "accumulate-vs-overwrite",
        "gemm (partial tiles)", ["qkv"], "edge tiles with beta != 0 overwrite C (the bias) instead of adding")
-mutant("eq_gemm_prepack_choice", "gemm.c", "if (M <= N && a <= cap) return 1;",
+mutant("eq_gemm_prepack_choice", "gemm_plan.h", "if (M <= N && a <= cap) return 1;",
        "if (M >= N && a <= cap) return 1;", "equivalent", "gemm (packing)", [],
        "which operand is packed once for all threads: the same products in the same order")
 mutant("eq_gemm_fma_commuted", "gemm.c", "c##r##a = _mm512_fmadd_ps(a_, b0, c##r##a);",
