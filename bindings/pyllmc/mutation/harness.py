@@ -39,11 +39,15 @@ class HarnessConfig:
 
 
 #: The campaign's configs. T = 130: query blocks of 64, 64 and 2 rows; hs = 16; V = 211
-#: (Vp = 256, padding in play). The same shape at 1 and 2 threads: threaded paths (chunk
-#: bounds, per-thread workspaces, column splits) only run with 2.
+#: (Vp = 256, padding in play). The same shape at 1, 2 and 8 threads: threaded paths (chunk
+#: bounds, per-thread workspaces, column splits) only run with several. 8 threads on a
+#: machine of fewer cores are preempted in the middle of kernels, so two threads that share
+#: a buffer by mistake overlap in it on almost every run instead of when the load happens to
+#: interleave them (each must equal its 1-thread twin bit for bit: thread_twins).
 CONFIGS: Dict[str, HarnessConfig] = {
     "mb130_1t": HarnessConfig("mb130_1t", V=211, maxT=160, L=2, NH=2, C=32, B=2, T=130, threads=1),
     "mb130_2t": HarnessConfig("mb130_2t", V=211, maxT=160, L=2, NH=2, C=32, B=2, T=130, threads=2),
+    "mb130_8t": HarnessConfig("mb130_8t", V=211, maxT=160, L=2, NH=2, C=32, B=2, T=130, threads=8),
     # clean runs only (false-alarm rates): the shapes of the parity test suites, and T = 64
     # (one query block: the longest sequence the suites used before issue 12)
     "t64_1t": HarnessConfig("t64_1t", V=211, maxT=160, L=2, NH=2, C=32, B=2, T=64, threads=1),
@@ -54,7 +58,7 @@ CONFIGS: Dict[str, HarnessConfig] = {
 }
 
 #: What every mutant is run on.
-MUTANT_CONFIGS = ["mb130_1t", "mb130_2t"]
+MUTANT_CONFIGS = ["mb130_1t", "mb130_2t", "mb130_8t"]
 #: What the clean (unmutated) build is run on, several times with different seeds.
 CLEAN_CONFIGS = list(CONFIGS)
 
@@ -111,7 +115,7 @@ def summarize(res: Any, cfg: HarnessConfig, seconds: float, keep_rows: bool = Fa
 
 
 def thread_twins(results: List[Dict[str, Any]]) -> None:
-    """Runs of one shape and seed at different thread counts (mb130_1t, mb130_2t) must give the
+    """Runs of one shape and seed at different thread counts (mb130_1t, _2t, _8t) must give the
     C core's results bit for bit alike (its sums have a fixed order whatever the thread
     count): a run whose C tensors differ from its 1-thread twin's fails, with the first
     differing tensor as its first divergence. This is what sees a race or a wrong thread
