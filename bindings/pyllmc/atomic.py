@@ -124,6 +124,28 @@ class AtomicFile:
 
 
 @contextlib.contextmanager
+def atomic_path(path: PathLike, *, what: Optional[str] = None) -> Iterator[str]:
+    """A temporary path next to ``path`` for a writer that takes a file name (the C core's
+    checkpoint save): when the block ends without an exception the file there is fsynced and
+    renamed over ``path``, as atomic_write does; otherwise it is removed."""
+    af = AtomicFile(path, "wb", what=what)
+    assert af.file is not None
+    af.file.close()  # the writer opens the path itself
+    af.file = None
+    try:
+        yield af.tmp
+        fsync_file(af.tmp)
+        os.replace(af.tmp, af.path)
+    except OSError as e:
+        af._unlink()
+        raise af._error(e) from None
+    except BaseException:
+        af._unlink()
+        raise
+    fsync_dir(af.directory)
+
+
+@contextlib.contextmanager
 def atomic_write(path: PathLike, mode: str = "wb", *, what: Optional[str] = None, fsync: bool = True) -> Iterator[IO[Any]]:
     """A file object whose content replaces ``path`` when the block ends without an
     exception (see the module docstring)."""

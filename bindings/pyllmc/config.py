@@ -225,19 +225,10 @@ class TrainerConfig:
         p = Path(path)
         d = {k: v for k, v in self.to_dict().items() if v is not None}
         text = json.dumps(d, indent=1) + "\n" if p.suffix == ".json" else to_toml(d)
-        tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, p)
-        except OSError as e:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise FileError(f"{p}: cannot write the config: {e.strerror or e}") from None
+        from .atomic import atomic_write
+
+        with atomic_write(p, "w", what="the config") as f:
+            f.write(text)
         return str(p)
 
 

@@ -25,10 +25,10 @@ def main(argv=None) -> int:
     from .. import _ffi
 
     out = {"library": str(_ffi.LIBRARY_PATH), "results": results}
-    tmp = a.out + ".tmp"
-    with open(tmp, "w") as f:
+    from ..atomic import atomic_write
+
+    with atomic_write(a.out, "w") as f:
         json.dump(out, f, default=float)
-    os.replace(tmp, a.out)
     return 0
 
 

@@ -288,25 +288,14 @@ class GuestContext:
         self._register("model", slot, out_model, mem)
 
     def fn_model_save(self, mem: GuestMemory, model: int, path: int, path_len: int) -> None:
-        from ..atomic import fsync_dir, fsync_file
+        from ..atomic import atomic_path
 
         call = mem.call
         slot = self._model(model, call)
         p = self._str(mem, path, path_len, "path")
         target = self.resolver.write(p, call)
-        d, base = os.path.split(target)
-        tmp = os.path.join(d, f".{base}.tmp-{os.getpid()}-{threading.get_ident()}")
-        try:
+        with atomic_path(target) as tmp:
             slot.model.save(tmp)
-            fsync_file(tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        fsync_dir(d)
 
     def fn_model_num_params(self, mem: GuestMemory, model: int, out: int) -> None:
         slot = self._model(model, mem.call)
