@@ -61,6 +61,12 @@ def checkpoint_name(step: int) -> str:
     return f"ckpt_{int(step):08d}"
 
 
+def checkpoint_step(name: str) -> Optional[int]:
+    """The step of a checkpoint directory's final name (``ckpt_00000100`` -> 100), else None."""
+    m = _CKPT_RE.match(name)
+    return int(m.group(1)) if m else None
+
+
 # ------------------------------------------------------------------ optimizer.bin
 def write_optimizer_state(path: PathLike, adam_m: np.ndarray, adam_v: np.ndarray, step: int) -> None:
     """Write AdamW moments (flat float32 arrays of equal length) as optimizer.bin, fsynced."""
@@ -105,9 +111,9 @@ def list_checkpoints(directory: PathLike) -> List[Tuple[int, Path]]:
         return []
     out = []
     for p in d.iterdir():
-        m = _CKPT_RE.match(p.name)
-        if m and p.is_dir() and (p / "state.json").is_file():
-            out.append((int(m.group(1)), p))
+        step = checkpoint_step(p.name)
+        if step is not None and p.is_dir() and (p / "state.json").is_file():
+            out.append((step, p))
     out.sort()
     return out
 

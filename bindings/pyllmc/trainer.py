@@ -88,6 +88,9 @@ if TYPE_CHECKING:
 #: Settings that must not change between a run and its resume (they change which batches
 #: are read); the others may (e.g. more steps), with a notice.
 RESUME_FIXED = ("batch_size", "seq_len", "grad_accum", "shuffle", "seed")
+#: what a run writes into out_dir besides its checkpoints (``overwrite`` removes them)
+RUN_FILES = ("metrics.jsonl", "loss.png")
+RUN_DIRS = ("best", "tensorboard")  # the keep-best checkpoint, TensorBoard event files
 
 
 @dataclass(frozen=True)
@@ -326,10 +329,10 @@ class Trainer:
                                     "with --resume, replace it with --overwrite, or use another --out directory")
                 for _, p in list_checkpoints(out):
                     shutil.rmtree(p)
-                for name in ("metrics.jsonl", "loss.png"):
+                for name in RUN_FILES:
                     if (out / name).exists():
                         (out / name).unlink()
-                for name in ("best", "tensorboard"):  # keep-best checkpoint, event files
+                for name in RUN_DIRS:
                     if (out / name).is_dir():
                         shutil.rmtree(out / name)
         if self._dp is not None and out is not None:  # every rank resumes what rank 0 found

@@ -33,6 +33,7 @@ by the decoded new tokens.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -42,8 +43,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
-from ..errors import BadFormatError, PyllmcError
-from . import abi
+from ..errors import BadFormatError, PyllmcError, UnsupportedError
+from . import abi, outdir
 from .budget import JOB_BYTES, OBJECT_BYTES, Budget, loader_bytes, model_bytes
 from .errors import GuestError, busy, invalid, limit
 from .handles import HandleTable
@@ -85,6 +86,11 @@ class JobSlot:
     job: Job
     nbytes: int
     slots: List[Any] = field(default_factory=list)
+
+
+def _describe_with(to_guest: Callable[[str], str], staging: str, guest_out: str) -> Callable[[str], str]:
+    """Messages of a job: its staging directory is named as the guest's out_dir."""
+    return lambda text: to_guest(text.replace(staging, guest_out.rstrip("/") or "/"))
 
 
 def _one_line(text: str) -> str:
@@ -426,7 +432,6 @@ class GuestContext:
 
     def fn_sample(self, mem: GuestMemory, model: int, tok: int, prompt: int, prompt_len: int, max_tokens: int,
                   temperature: float, top_k: int, seed: int, out: int, cap: int, out_len: int) -> None:
-        from ..errors import UnsupportedError
         from ..sampling import generate, make_rng
 
         call = mem.call
@@ -478,8 +483,9 @@ class GuestContext:
                 raise invalid(f"{call}: val_loader must not be the train_loader")
         raw = mem.read(config_json, config_len, "config_json")
         mem.check(out_job, 4, "out_job")
-        kw = parse_train_config(raw, call, lambda p: self.resolver.directory(p, call))
+        kw = parse_train_config(raw, call)
         kw.setdefault("progress", "none")
+        guest_out = kw.get("out_dir")
         tl = ts.loader
         cfg = TrainerConfig(data=list(tl.paths), val_data=list(vs.loader.paths) if vs else None, batch_size=tl.B,
                             seq_len=tl.T, shuffle=tl.shuffle, **kw)
@@ -491,16 +497,36 @@ class GuestContext:
             slot.model.set_threads(cfg.threads)
         nbytes = self.budget.charge(JOB_BYTES, call, "the training job")
         trainer = None
+        publisher = None
+        describe: Callable[[str], str] = self.resolver.to_guest
         try:
-            trainer = GuestTrainer(cfg, slot.model, tl, vs.loader if vs else None)
+            if guest_out is not None:
+                if not outdir.supported():
+                    raise UnsupportedError(f"{call}: out_dir needs descriptor-relative file calls, which this "
+                                           "platform lacks")
+                target = self.resolver.open_directory(guest_out, call)
+                publisher = outdir.Publisher(target)
+                if cfg.overwrite:
+                    target.clear_run()
+                elif target.holds_run():  # the Trainer's own check, on the guest's directory
+                    raise GuestError(abi.IO, f"{call}: {guest_out}: already holds a run (checkpoints or "
+                                             "metrics.jsonl); set \"overwrite\": true or use another out_dir")
+                cfg = dataclasses.replace(cfg, out_dir=publisher.staging)
+                describe = _describe_with(self.resolver.to_guest, publisher.staging, guest_out)
+            trainer = GuestTrainer(cfg, slot.model, tl, vs.loader if vs else None, publisher)
             trainer.setup()  # errors in the settings, out_dir, or data come back here, not later
-            job = Job(trainer, self._job_ended, self.resolver.to_guest)
+            job = Job(trainer, self._job_ended, describe)
             js = JobSlot(job, nbytes, [s_ for s_ in (slot, ts, vs) if s_ is not None])
             h = self.handles.add("job", js, call)
-        except BaseException:
+        except BaseException as e:
             if trainer is not None:
-                trainer._close_metrics()
+                trainer.close()
+            if publisher is not None:
+                publisher.close()
             self.budget.release(nbytes)
+            if publisher is not None and isinstance(e, (PyllmcError, OSError)) and not isinstance(e, GuestError):
+                # the Trainer's messages name the staging directory: the guest hears its out_dir
+                raise GuestError(status_code_of(e), describe(f"{call}: {str(e) or type(e).__name__}")) from None
             raise
         for s_ in js.slots:
             s_.job = job

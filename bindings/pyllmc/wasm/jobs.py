@@ -12,7 +12,9 @@ TrainerConfig field names with JSON values of the field's type (an int for int f
 number for float fields, true/false for bool, a string or null where the field allows);
 an unknown key, a wrong type, a duplicate key or a key the host sets itself (the model, the
 data, batch and sequence length, shuffling: they come from the handles) is
-INVALID_ARGUMENT naming it. ``out_dir`` is a guest path, resolved through the preopens.
+INVALID_ARGUMENT naming it. ``out_dir`` is a guest path: the job's Trainer writes into a
+private staging directory, published into ``out_dir`` after every step and when the job ends
+(``pyllmc.wasm.outdir``: a running guest can swap symlinks into its own directories).
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ import threading
 import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
+from ..callbacks import Callback
 from ..errors import NonFiniteError, PyllmcError
 from ..trainer import Trainer, TrainerConfig
 from . import abi
 from .errors import GuestError, invalid
+from .outdir import Publisher
 
 #: TrainerConfig fields a guest may not set: the handles given to train_start decide them.
 HOST_SET = {
@@ -70,7 +74,7 @@ def _no_duplicates(pairs):
     return d
 
 
-def parse_train_config(raw: bytes, call: str, resolve_dir: Callable[[str], str]) -> Dict[str, Any]:
+def parse_train_config(raw: bytes, call: str) -> Dict[str, Any]:
     """The TrainerConfig keyword arguments of a guest's JSON config (see the module docstring)."""
     try:
         text = raw.decode("utf-8")
@@ -109,17 +113,36 @@ def parse_train_config(raw: bytes, call: str, resolve_dir: Callable[[str], str])
         else:  # Any-typed fields are all host-set
             raise invalid(f"{call}: config key {key!r} cannot be set by a guest")
         kw[key] = value
-    if kw.get("out_dir") is not None:
-        kw["out_dir"] = resolve_dir(kw["out_dir"])
     return kw
+
+
+class PublishCallback(Callback):
+    """Publishes the staged run directory into the guest's after everything else a step,
+    a checkpoint or the end of training wrote (order 100: after checkpointing's 90)."""
+
+    order = 100
+
+    def __init__(self, publisher: Publisher):
+        self.publisher = publisher
+
+    def on_step_end(self, status: Any) -> None:
+        self.publisher.publish()
+
+    def on_save(self, status: Any) -> None:
+        self.publisher.publish()
+
+    def on_train_end(self, status: Any) -> None:
+        self.publisher.publish()
 
 
 class GuestTrainer(Trainer):
     """A Trainer that trains the guest's Model on the guest's DataLoaders (see module doc)."""
 
-    def __init__(self, config: TrainerConfig, model: Any, train_loader: Any, val_loader: Any = None):
-        super().__init__(config, model=model)
+    def __init__(self, config: TrainerConfig, model: Any, train_loader: Any, val_loader: Any = None,
+                 publisher: Optional[Publisher] = None):
+        super().__init__(config, [PublishCallback(publisher)] if publisher is not None else [], model=model)
         self._guest_loaders = (train_loader, val_loader)
+        self.publisher = publisher
 
     def setup(self) -> None:
         if self._ready:
@@ -194,12 +217,27 @@ class Job:
                 self.trainer.close()
             except Exception:
                 pass
+            self._publish_last()
             self._t_end = time.perf_counter()
             try:
                 self._on_end(self)
             except Exception:
                 pass
             self._done.set()
+
+    def _publish_last(self) -> None:
+        """The run directory as the job left it, into the guest's (also after a failure)."""
+        pub = self.trainer.publisher
+        if pub is None:
+            return
+        try:
+            pub.publish()
+        except Exception as e:
+            if not self.error:
+                self.error = status_code_of(e) or abi.IO
+                self.error_message = self._describe(f"publishing the run directory failed: {e}")
+        finally:
+            pub.close()
 
     @property
     def running(self) -> bool:

@@ -16,9 +16,10 @@ already exists (a symlink at the target that points outside is refused, although
 atomic rename would only replace the link). Messages name guest paths: ``to_guest`` rewrites
 host directories back to their guest names, so a guest never learns where its files live.
 
-The check is made when the call is made. Files are then opened by their resolved real path,
-so a symlink swapped in afterwards by the guest cannot redirect that call; a background job
-writes under the real directory ``out_dir`` resolved to when ``train_start`` was called.
+The check is made when the call is made, and the file is opened by its resolved real path
+while the guest waits for the call (a guest has one thread, so it cannot swap a symlink in
+meanwhile). A background job runs while the guest does: its ``out_dir`` is held open by
+descriptor and written only through descriptors (``open_directory``, ``pyllmc.wasm.outdir``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import List, Sequence, Tuple
 
 from . import abi
 from .errors import GuestError, denied, invalid
+from .outdir import GuestDir
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,15 @@ class PathResolver:
         pre, rest = self._match(path, call)
         host = os.path.join(pre.real, *rest)
         return self._check_inside(os.path.realpath(host), pre, path, call)
+
+    def open_directory(self, path: str, call: str) -> GuestDir:
+        """Directory ``path`` (created if missing) held open by descriptor, reached from its
+        preopen without following any symlink: the run directory of a background job."""
+        real = self.directory(path, call)
+        pre, _ = self._match(path, call)
+        rel = os.path.relpath(real, pre.real)
+        comps = [] if rel == os.curdir else rel.split(os.sep)
+        return GuestDir.open(pre.real, comps, path, call)
 
     def glob(self, pattern: str, call: str) -> List[str]:
         """Real host paths of the files ``pattern`` (a path or glob) names, sorted."""
