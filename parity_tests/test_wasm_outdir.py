@@ -1,7 +1,8 @@
 """A background job's out_dir while the guest keeps running: symlinks the guest plants in its
 run directory beforehand, or swaps in while the job trains (WASI's path_symlink lets a guest
 make a link whose target leaves its preopen), never take a write outside; the run appears
-in the guest's directory step by step, checkpoints whole, and what keep_last drops goes.
+in the guest's directory step by step, checkpoints whole, and what keep_last drops goes;
+a shard swapped for a link after dataloader_create is not what the job reads.
 """
 
 from __future__ import annotations
@@ -180,3 +181,28 @@ def test_deleting_a_dropped_checkpoint_never_follows_links_inside_it(world):
         pub.close()
     assert not (data / "run" / "ckpt_00000001").exists()
     assert (secret / "precious.txt").read_text() == "keep me"
+
+
+def test_a_shard_swapped_for_a_link_after_dataloader_create_is_not_read(world, tmp_path):
+    """The loader reads what its paths named when it was created: a later shard replaced by
+    a link to a shard outside (which the guest could name through its own symlink) is not
+    what the job trains on."""
+    import numpy as np
+
+    from pyllmc.data import read_shard, write_shard
+
+    data, secret = world
+    write_shard(data / "train_001.bin", np.full(4000, 300))
+    write_shard(secret / "secret_001.bin", np.full(4000, 301))
+    with Host(threads=1).instantiate(_module(), dirs=[(str(data), "/data")]) as g:
+        d = Driver(g)
+        h = d.loader("/data/train_*.bin", 2, 16)
+        os.rename(data / "train_001.bin", data / "gone.bin")
+        os.symlink(secret / "secret_001.bin", data / "train_001.bin")
+        loader = g.context.handles.get(h, "loader", "test").loader
+        seen = set()
+        for _ in range(400):  # through both shards
+            x, _ = loader.next_batch()
+            seen |= set(np.unique(x).tolist())
+    assert 301 not in seen and 300 in seen
+    assert read_shard(secret / "secret_001.bin")[0] == 301

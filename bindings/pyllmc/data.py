@@ -212,6 +212,12 @@ class DataLoader:
         self.reset()
 
     # -------------------------------------------------------------- state
+    def map_all(self) -> None:
+        """Map every shard now instead of when first read: what the loader reads is then
+        fixed, whatever happens to the paths later (a shard replaced, a symlink swapped in)."""
+        for sh in self.shards:
+            sh.data()
+
     def reset(self) -> None:
         """Back to the start: epoch 0, first shard, position 0."""
         self.epoch = 0

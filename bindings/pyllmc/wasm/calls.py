@@ -330,6 +330,7 @@ class GuestContext:
         nbytes = self.budget.charge(loader_bytes(batch, seq), call, f"a loader of batch {batch} x {seq}")
         try:
             loader = DataLoader(paths, batch, seq, shuffle=bool(shuffle), seed=as_u64(seed))
+            loader.map_all()  # checked paths now; a job reading later must not re-walk them
         except BaseException:
             self.budget.release(nbytes)
             raise
