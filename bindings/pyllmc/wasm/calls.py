@@ -110,6 +110,7 @@ class GuestContext:
         self.last_error = ""
         self.expired = threading.Event()  # the guest's --timeout has passed
         self.lock = threading.RLock()  # handle table and busy flags (job threads end asynchronously)
+        self.memory: Any = None  # the instance's exported memory, once instantiated (host.exported_memory)
         self.closed = False
 
     # ------------------------------------------------------------ dispatch
@@ -132,7 +133,7 @@ class GuestContext:
             if self.closed:
                 raise GuestError(abi.BAD_STATE, f"{name}: the guest has ended")
             with self.lock:
-                impl(GuestMemory(caller, name), *args)
+                impl(GuestMemory(caller, name, self.memory), *args)
             return abi.OK
         except GuestError as e:
             return self._fail(e.status, e.message)
@@ -547,8 +548,7 @@ class GuestContext:
 
     def fn_job_status(self, mem: GuestMemory, job: int, out_status: int) -> None:
         js = self._job(job, mem.call)
-        mem.check(out_status, abi.STATUS_STRUCT_SIZE, "out_status")
-        mem.write(out_status, js.job.status_bytes(), "out_status")
+        mem.write(out_status, js.job.status_bytes(), "out_status")  # checked before a byte moves
 
     def fn_job_wait(self, mem: GuestMemory, job: int, timeout_ms: int) -> None:
         call = mem.call

@@ -207,6 +207,7 @@ class Host:
                           max_handles, timeout, threads)
         try:
             p.instance = p.linker.instantiate(p.store, p.module)
+            p.ctx.memory = exported_memory(p.wasmtime, p.instance, p.store)
         except BaseException:
             p.finish()
             raise
@@ -279,6 +280,7 @@ class Host:
         wasmtime = p.wasmtime
         try:
             instance = p.linker.instantiate(p.store, p.module)
+            p.ctx.memory = exported_memory(wasmtime, instance, p.store)
             start = instance.exports(p.store)["_start"]
             if not isinstance(start, wasmtime.Func):
                 raise BadGuest("the guest's _start export is not a function")
@@ -290,6 +292,14 @@ class Host:
         except KeyboardInterrupt:
             return GuestResult(EXIT_INTERRUPTED, "interrupted", "guest interrupted")
         return p.timed_out() or GuestResult(0, "exit")
+
+
+def exported_memory(wasmtime: Any, instance: Any, store: Any) -> Any:
+    """The instance's exported ``memory`` (a wasmtime.Memory), or None. Host calls use it
+    instead of looking the export up through their Caller each time (about 3 us a call);
+    its size and base are still read at every access, since memory can grow."""
+    mem = instance.exports(store).get("memory")
+    return mem if isinstance(mem, wasmtime.Memory) else None
 
 
 def trap_line(e: BaseException) -> str:

@@ -198,6 +198,9 @@ class Job:
         self._t0 = time.perf_counter()
         self._t_end: Optional[float] = None
         self.thread = threading.Thread(target=self._run, name="pyllmc-wasm-job", daemon=True)
+        self._packed_key: Any = None  # status_bytes' cache
+        self._packed = b""
+        self._packed_status: Any = None
 
     def start(self) -> None:
         self.thread.start()
@@ -258,17 +261,28 @@ class Job:
         return self._done.wait(timeout_s)
 
     def status_bytes(self) -> bytes:
+        """The job's pyllmc_status. A guest may poll it a thousand times a second while the
+        job trains: all but the elapsed time is packed once per new ``trainer.status`` (a
+        TrainStatus is replaced, never changed) and state."""
         st = self.trainer.status
-        nan = float("nan")
+        done = self._done.is_set()
+        key = (id(st), self.state, int(self.error) if done else 0)
+        if key != self._packed_key:
+            nan = float("nan")
 
-        def f(x: Optional[float]) -> float:
-            return nan if x is None else float(x)
+            def f(x: Optional[float]) -> float:
+                return nan if x is None else float(x)
 
+            values = (key[1], int(st.step), int(st.total_steps), key[2],
+                      f(st.loss), f(st.val_loss), f(st.lr), f(st.grad_norm), f(st.tokens_per_s), f(st.eta_s), 0.0)
+            self._packed = pack_status(values)[:-8]
+            self._packed_key = key
+            self._packed_status = st  # keeps id(st) from being reused while it is the key
         end = self._t_end if self._t_end is not None else time.perf_counter()
-        values = (self.state, int(st.step), int(st.total_steps), int(self.error) if self._done.is_set() else 0,
-                  f(st.loss), f(st.val_loss), f(st.lr), f(st.grad_norm), f(st.tokens_per_s), f(st.eta_s),
-                  end - self._t0)
-        return pack_status(values)
+        return self._packed + _ELAPSED.pack(end - self._t0)
+
+
+_ELAPSED = struct.Struct("<d")  # the status struct's last field, elapsed_s
 
 
 def _i32(x: int) -> int:

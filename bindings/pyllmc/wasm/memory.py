@@ -25,10 +25,10 @@ class GuestMemory:
 
     __slots__ = ("_caller", "_mem", "call")
 
-    def __init__(self, caller: Any, call: str):
+    def __init__(self, caller: Any, call: str, memory: Any = None):
         self.call = call  # the host function's name, for messages
         self._caller = caller
-        self._mem: Optional[Any] = None
+        self._mem: Optional[Any] = memory  # None: looked up through the caller on first use
 
     def _memory(self) -> Any:
         if self._mem is None:
