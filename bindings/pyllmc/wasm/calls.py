@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
 from ..errors import BadFormatError, PyllmcError, UnsupportedError
-from . import abi, outdir
+from . import abi, outdir, sched
 from .budget import JOB_BYTES, OBJECT_BYTES, Budget, loader_bytes, model_bytes
 from .errors import GuestError, busy, invalid, limit
 from .handles import HandleTable
@@ -88,6 +88,10 @@ class JobSlot:
     slots: List[Any] = field(default_factory=list)
 
 
+#: host functions a watching guest calls in its loop: they run in the guest's SCHED_BATCH
+sched_light = frozenset({"job_status", "last_error", "job_error"})
+
+
 def _describe_with(to_guest: Callable[[str], str], staging: str, guest_out: str) -> Callable[[str], str]:
     """Messages of a job: its staging directory is named as the guest's out_dir."""
     return lambda text: to_guest(text.replace(staging, guest_out.rstrip("/") or "/"))
@@ -111,6 +115,7 @@ class GuestContext:
         self.expired = threading.Event()  # the guest's --timeout has passed
         self.lock = threading.RLock()  # handle table and busy flags (job threads end asynchronously)
         self.memory: Any = None  # the instance's exported memory, once instantiated (host.exported_memory)
+        self.host_policy: Any = None  # the scheduling policy of the thread that runs the guest (pyllmc.wasm.sched)
         self.closed = False
 
     # ------------------------------------------------------------ dispatch
@@ -132,8 +137,12 @@ class GuestContext:
                 raise limit(f"{name}: the guest's time is up (--timeout)")
             if self.closed:
                 raise GuestError(abi.BAD_STATE, f"{name}: the guest has ended")
-            with self.lock:
-                impl(GuestMemory(caller, name, self.memory), *args)
+            if name in sched_light:
+                with self.lock:
+                    impl(GuestMemory(caller, name, self.memory), *args)
+            else:
+                with sched.host_work(self.host_policy), self.lock:
+                    impl(GuestMemory(caller, name, self.memory), *args)
             return abi.OK
         except GuestError as e:
             return self._fail(e.status, e.message)

@@ -27,7 +27,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-from . import abi
+from . import abi, sched
 from .calls import GuestContext
 from .paths import PathResolver, make_preopen
 
@@ -284,7 +284,9 @@ class Host:
             start = instance.exports(p.store)["_start"]
             if not isinstance(start, wasmtime.Func):
                 raise BadGuest("the guest's _start export is not a function")
-            start(p.store)
+            with sched.guest_code() as policy:
+                p.ctx.host_policy = policy
+                start(p.store)
         except wasmtime.ExitTrap as e:
             return p.timed_out() or GuestResult(int(e.code), "exit")
         except (wasmtime.Trap, wasmtime.WasmtimeError) as e:
@@ -386,7 +388,9 @@ class GuestInstance:
     def call(self, export: str, *args: Any) -> Any:
         w = self._p.wasmtime
         try:
-            return self._export(export)(self._p.store, *args)
+            with sched.guest_code() as policy:
+                self._p.ctx.host_policy = policy
+                return self._export(export)(self._p.store, *args)
         except w.ExitTrap as e:
             return self._p.timed_out() or GuestResult(int(e.code), "exit")
         except (w.Trap, w.WasmtimeError) as e:
