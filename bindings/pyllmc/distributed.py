@@ -10,17 +10,18 @@ The Trainer joins a process group when the environment describes one (``torchrun
 - Gradients: each rank's backward uses loss scale ``1 / (K * world)``, so SUMMING the
   gradient buffers over ranks gives the gradient of the mean loss over all ``K * world * B * T``
   tokens. The sum runs on the C core's gradient buffer itself (``torch.from_numpy`` of its
-  numpy view on the CPU, ``__cuda_array_interface__`` on CUDA: no copy), in buckets of
-  ``BUCKET_FLOATS`` issued asynchronously.
-- Clipping uses the global norm of the summed gradient: every rank then holds the same
-  gradients and computes the same norm (plain DP), or each holds the sum of squares of its
-  slice and those are summed (ZeRO-1).
-- ``zero=1``: the flat parameter buffer is cut into ``world`` contiguous slices; rank r keeps
-  AdamW m and v of slice r only (the model's own full-size moment buffers are never touched,
-  so the OS never backs them with memory). Gradients are reduced to the slice owner (a
-  reduce-scatter done as one bucketed reduce per slice: gloo's reduce_scatter measured 2.6 s
-  for d12's 498 MB against 0.4 s for the reduces), the owner updates its slice
-  (``Model.adamw_step_range``), and each slice is broadcast from its owner (the all-gather).
+  numpy view on the CPU, ``__cuda_array_interface__`` on CUDA: no copy).
+- The update ("split", on the CPU with more than one rank, plain and ``zero=1`` alike): the
+  flat parameter buffer is cut into ``world`` contiguous slices; the gradients are
+  reduce-scattered (point to point, ``DistContext.reduce_scatter_sum``: rank r ends with the
+  sum of slice r), the norm for clipping is the square root of the slices' summed sums of
+  squares, each rank runs AdamW on its slice (``Model.adamw_step_range``), and the updated
+  slices are all-gathered into every rank's parameters. Plain data parallel uses the model's
+  own moments and re-syncs the other slices' moments before checkpoints and at the end of
+  train() (``sync_moments``); on CUDA it all-reduces the gradients in buckets of
+  ``BUCKET_FLOATS`` and every rank runs the whole AdamW (``PLAIN_DP_UPDATE``).
+- ``zero=1``: rank r keeps AdamW m and v of slice r only (the model's own full-size moment
+  buffers are never touched, so the OS never backs them with memory).
 - Every ``check_every`` steps a checksum of the parameters (the sum of their 32-bit patterns)
   is compared across ranks; a difference is a ``DistributedError`` naming the ranks.
 - Faults: the process group's timeout (``timeout`` seconds) bounds every collective; a
@@ -69,9 +70,6 @@ SLICE_ALIGN = 16
 #: steps measured 1709 to 1762 ms split against 1856 to 1890 ms all-reduce (shared machine;
 #: see benchmarks/results/bench_dist_s2).
 PLAIN_DP_UPDATE = "split"
-#: split update: run AdamW chunk by chunk inside the all-gather, each chunk sent as soon as it
-#: is updated (True), or on the whole slice before the all-gather (False)
-PIPELINED_UPDATE = True
 #: the watchdog ends a process stuck in one collective this long after the group timeout
 WATCHDOG_GRACE_S = 30.0
 
@@ -345,37 +343,27 @@ class DistContext:
                 w.wait()
         self._run(what, go)
 
-    def all_gather_slices(self, t, bounds: Sequence[Tuple[int, int]], what: str,
-                          produce: Optional[Callable[[int, int], None]] = None) -> None:
+    def all_gather_slices(self, t, bounds: Sequence[Tuple[int, int]], what: str) -> None:
         """Every rank's slice of ``t`` from its owner to all (an all-gather in place), point to
         point: each rank sends its slice to every peer and receives theirs straight into ``t``
         (120 to 164 ms at d12 over loopback, against 173 to 238 ms for one gloo broadcast per
-        slice chunk; no staging memory). ``produce(offset, count)``, when given, is called
-        for each chunk of this rank's slice, in order, just before that chunk is sent (the
-        AdamW update of the chunk: the sends of finished chunks overlap the next ones' update)."""
+        slice chunk; no staging memory)."""
         if self.world == 1:
-            if produce is not None:
-                off, cnt = bounds[0]
-                for o in range(0, cnt, RECV_CHUNK_FLOATS):
-                    produce(off + o, min(RECV_CHUNK_FLOATS, cnt - o))
             return
         dist, me = self.dist, self.rank
         ch = RECV_CHUNK_FLOATS
-        peers = [r for r in range(self.world) if r != me]
 
         def go():
             works = []
-            for r in peers:  # receives first: the peers may already be sending
+            off, cnt = bounds[me]
+            for r in range(self.world):
+                if r == me:
+                    continue
                 o_r, c_r = bounds[r]
                 for k, o in enumerate(range(0, c_r, ch)):
                     works.append(dist.irecv(t[o_r + o: o_r + min(o + ch, c_r)], src=r, tag=k))
-            off, cnt = bounds[me]
-            for k, o in enumerate(range(0, cnt, ch)):
-                n = min(ch, cnt - o)
-                if produce is not None:
-                    produce(off + o, n)
-                for r in peers:
-                    works.append(dist.isend(t[off + o: off + o + n], dst=r, tag=k))
+                for k, o in enumerate(range(0, cnt, ch)):
+                    works.append(dist.isend(t[off + o: off + min(o + ch, cnt)], dst=r, tag=k))
             for w in works:
                 w.wait()
         self._run(what, go)
@@ -557,31 +545,17 @@ class DataParallel:
         if not self.split_update:
             m.adamw_step(lr, t=t, **hp)
             return
-        off0 = self.my_slice[0]
+        off, cnt = self.my_slice
         if self.opt.zero:
-            mm, vv = self.adam_m, self.adam_v
-
-            def update(o: int, n: int) -> None:
-                a, b = o - off0, o - off0 + n
-                m.adamw_step_range(lr, t=t, offset=o, count=n, adam_m=mm[a:b], adam_v=vv[a:b], **hp)
+            m.adamw_step_range(lr, t=t, offset=off, count=cnt, adam_m=self.adam_m, adam_v=self.adam_v, **hp)
         else:  # plain DP: the model's own moments, of which only this slice is now current
+            m.adamw_step_range(lr, t=t, offset=off, count=cnt, **hp)
             self._moments_behind = True
-
-            def update(o: int, n: int) -> None:
-                m.adamw_step_range(lr, t=t, offset=o, count=n, **hp)
-        spent = [0.0]
-
-        def timed_update(o: int, n: int) -> None:
-            u0 = time.perf_counter()
-            update(o, n)
-            spent[0] += time.perf_counter() - u0
-        if not PIPELINED_UPDATE:
-            timed_update(off0, self.my_slice[1])
-        # AdamW is elementwise: chunk by chunk it is bitwise the whole slice's update
+        # (running AdamW chunk by chunk inside the all-gather, each chunk sent once updated,
+        # measured no faster: fastest steps 1718 against 1705 ms at d12)
         t0 = time.perf_counter()
-        self.ctx.all_gather_slices(self._params, self.bounds, f"step {t}: parameter all-gather",
-                                   produce=timed_update if PIPELINED_UPDATE else None)
-        self.comm_s += time.perf_counter() - t0 - (spent[0] if PIPELINED_UPDATE else 0.0)
+        self.ctx.all_gather_slices(self._params, self.bounds, f"step {t}: parameter all-gather")
+        self.comm_s += time.perf_counter() - t0
 
     def sync_moments(self, what: str) -> None:
         """Plain data parallel with the split update: bring every rank's full AdamW moments up

@@ -32,11 +32,6 @@ def _worker(spec: Dict[str, Any]) -> None:
         from pyllmc import distributed
 
         distributed.PLAIN_DP_UPDATE = update
-    pipelined = spec.pop("pipelined_update", None)
-    if pipelined is not None:
-        from pyllmc import distributed
-
-        distributed.PIPELINED_UPDATE = bool(pipelined)
     comm: List[float] = []
     cfg = TrainerConfig(**spec)
     t = Trainer(cfg)
