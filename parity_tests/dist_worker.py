@@ -4,7 +4,8 @@ parameters and this rank's AdamW moments). Run under pyllmc.launch or torchrun.
 
 Test hooks (environment): PYLLMC_TEST_KILL_AT="step:rank" SIGKILLs that rank after that step
 (only on the first attempt under torchrun, so a restart can succeed); PYLLMC_TEST_STOP_AT=
-"step:rank" makes a step_end callback of that rank alone ask for a stop."""
+"step:rank" makes a step_end callback of that rank alone ask for a stop;
+PYLLMC_TEST_PLAIN_DP_UPDATE sets pyllmc.distributed.PLAIN_DP_UPDATE ("split" or "all_reduce")."""
 
 import json
 import os
@@ -13,12 +14,14 @@ import sys
 
 import numpy as np
 
-from pyllmc import GPTConfig, Trainer, TrainerConfig
+from pyllmc import GPTConfig, Trainer, TrainerConfig, distributed
 from pyllmc.distributed import restart_count
 
 
 def main() -> int:
     spec = json.loads(sys.argv[1])
+    if os.environ.get("PYLLMC_TEST_PLAIN_DP_UPDATE"):
+        distributed.PLAIN_DP_UPDATE = os.environ["PYLLMC_TEST_PLAIN_DP_UPDATE"]
     result_dir = spec.pop("result_dir")
     if isinstance(spec.get("model"), dict):
         spec["model"] = GPTConfig(**spec["model"])

@@ -137,16 +137,46 @@ def test_zero_without_a_process_group_is_refused(data):
             t.setup()
 
 
-# ------------------------------------------------------------------ 2 processes
+# ------------------------------------------------------------------ 2 and 3 processes
+@pytest.mark.parametrize("nproc", [2, 3])
+def test_point_to_point_reduce_scatter_and_all_gather(tmp_path, nproc):
+    """Every element of each rank's slice is the sum over ranks, exactly once (integers, exact
+    in fp32); the other slices are left alone; the all-gather then gives every rank every
+    owner's slice; with 2 ranks the reduce-scatter is bitwise gloo's all-reduce."""
+    code = ("import sys; from pyllmc.launch import launch; "
+            f"sys.exit(launch([sys.executable, {str(HERE / 'dist_collectives_worker.py')!r}, sys.argv[1]], {nproc}))")
+    p = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = [np.load(tmp_path / f"rank{r}.npz") for r in range(nproc)]
+    n = res[0]["before"].size
+    bounds = slice_bounds(n, nproc)
+    total = sum(x["before"].astype(np.float64) for x in res)
+    for r, x in enumerate(res):
+        off, cnt = bounds[r]
+        mine = np.zeros(n, dtype=bool)
+        mine[off: off + cnt] = True
+        np.testing.assert_array_equal(x["scattered"][mine], total[mine])
+        np.testing.assert_array_equal(x["scattered"][~mine], x["before"][~mine])
+        np.testing.assert_array_equal(x["gathered"], total)
+        if nproc == 2:
+            assert x["rs_random"][mine].tobytes() == x["ar_random"][mine].tobytes()
+        else:  # another order of the three additions: rounding only
+            np.testing.assert_allclose(x["rs_random"][mine], x["ar_random"][mine], rtol=1e-6, atol=1e-6)
+
+
 @pytest.fixture(scope="module")
 def dp_runs(data, tmp_path_factory):
-    """2 ranks x B=2 (plain and ZeRO-1), and one process with grad_accum 2, 10 steps each."""
+    """2 ranks x B=2 (plain with the split update, plain with the all-reduce update, and
+    ZeRO-1), and one process with grad_accum 2, 10 steps each."""
     root = tmp_path_factory.mktemp("dp_runs")
     out = {}
     for zero in (0, 1):
         rc, err, res = run_ranks(spec(data, zero=zero), root / f"zero{zero}")
         assert rc == 0, err[-3000:]
         out[zero] = res
+    rc, err, out["all_reduce"] = run_ranks(spec(data), root / "all_reduce",
+                                           env={"PYLLMC_TEST_PLAIN_DP_UPDATE": "all_reduce"})
+    assert rc == 0, err[-3000:]
     out["single"] = run_single(spec(data, grad_accum=2))
     return out
 
@@ -182,6 +212,22 @@ def test_two_ranks_equal_one_process_with_grad_accum(dp_runs):
         np.testing.assert_allclose(r["norms"][:1], [dp_runs["single"][2].history.rows[0]["grad_norm"]], rtol=1e-5)
         assert_same_trajectory(r["params"], params)
     assert dp_runs[0][0]["params"].tobytes() == dp_runs[0][1]["params"].tobytes()  # same on every rank
+
+
+def test_split_update_equals_the_all_reduce_update(dp_runs):
+    """Plain data parallel's split update (reduce-scatter, AdamW on the rank's slice,
+    all-gather) against all-reduce + the whole AdamW on every rank: bit for bit. The gradient
+    sums are the same (a + b on 2 ranks) and AdamW is elementwise; the norm is the sum of two
+    slices' double sums of squares instead of one, which could in principle move the float32
+    norm by an ulp but does not here (deterministic: same data, same code). And after train()
+    every rank holds the whole, current optimizer state again (the moments of the other
+    rank's slice are brought up to date)."""
+    split, full = dp_runs[0], dp_runs["all_reduce"]
+    for a, b in zip(split, full):
+        for k in ("losses", "norms", "params", "adam_m", "adam_v"):
+            assert a[k].size == b[k].size and a[k].tobytes() == b[k].tobytes(), k
+    for k in ("params", "adam_m", "adam_v"):
+        assert split[0][k].tobytes() == split[1][k].tobytes()
 
 
 def test_zero1_equals_plain_data_parallel(dp_runs):

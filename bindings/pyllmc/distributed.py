@@ -10,17 +10,18 @@ The Trainer joins a process group when the environment describes one (``torchrun
 - Gradients: each rank's backward uses loss scale ``1 / (K * world)``, so SUMMING the
   gradient buffers over ranks gives the gradient of the mean loss over all ``K * world * B * T``
   tokens. The sum runs on the C core's gradient buffer itself (``torch.from_numpy`` of its
-  numpy view on the CPU, ``__cuda_array_interface__`` on CUDA: no copy), in buckets of
-  ``BUCKET_FLOATS`` issued asynchronously.
-- Clipping uses the global norm of the summed gradient: every rank then holds the same
-  gradients and computes the same norm (plain DP), or each holds the sum of squares of its
-  slice and those are summed (ZeRO-1).
-- ``zero=1``: the flat parameter buffer is cut into ``world`` contiguous slices; rank r keeps
-  AdamW m and v of slice r only (the model's own full-size moment buffers are never touched,
-  so the OS never backs them with memory). Gradients are reduced to the slice owner (a
-  reduce-scatter done as one bucketed reduce per slice: gloo's reduce_scatter measured 2.6 s
-  for d12's 498 MB against 0.4 s for the reduces), the owner updates its slice
-  (``Model.adamw_step_range``), and each slice is broadcast from its owner (the all-gather).
+  numpy view on the CPU, ``__cuda_array_interface__`` on CUDA: no copy).
+- The update ("split", on the CPU with more than one rank, plain and ``zero=1`` alike): the
+  flat parameter buffer is cut into ``world`` contiguous slices; the gradients are
+  reduce-scattered (point to point, ``DistContext.reduce_scatter_sum``: rank r ends with the
+  sum of slice r), the norm for clipping is the square root of the slices' summed sums of
+  squares, each rank runs AdamW on its slice (``Model.adamw_step_range``), and the updated
+  slices are all-gathered into every rank's parameters. Plain data parallel uses the model's
+  own moments and re-syncs the other slices' moments before checkpoints and at the end of
+  train() (``sync_moments``); on CUDA it all-reduces the gradients in buckets of
+  ``BUCKET_FLOATS`` and every rank runs the whole AdamW (``PLAIN_DP_UPDATE``).
+- ``zero=1``: rank r keeps AdamW m and v of slice r only (the model's own full-size moment
+  buffers are never touched, so the OS never backs them with memory).
 - Every ``check_every`` steps a checksum of the parameters (the sum of their 32-bit patterns)
   is compared across ranks; a difference is a ``DistributedError`` naming the ranks.
 - Faults: the process group's timeout (``timeout`` seconds) bounds every collective; a
@@ -54,8 +55,21 @@ from .errors import BadFormatError, InvalidArgumentError, PyllmcError, Unsupport
 #: floats per asynchronous collective (32 MiB): all-reduce of d12's 498 MB gradients over
 #: loopback measured 376 ms as one piece and 327 to 351 ms in 8M- or 32M-float pieces
 BUCKET_FLOATS = 1 << 23
+#: floats per point-to-point message of the reduce-scatter and all-gather (4 MiB); the
+#: reduce-scatter holds two such receive chunks per peer
+RECV_CHUNK_FLOATS = 1 << 20
 #: slice boundaries are multiples of this many floats (64 bytes: whole cache lines)
 SLICE_ALIGN = 16
+#: How plain data parallel (zero=0) on the CPU updates the parameters. "split": reduce-scatter
+#: the gradients, each rank runs AdamW on its slice (the model's own moments), all-gather the
+#: parameters (ZeRO-1's step, without sharding the state); the other slices' moments are
+#: brought up to date before a checkpoint and when train() ends. "all_reduce": all-reduce
+#: the gradients and every rank runs the whole AdamW. Same results (the same gradient sums;
+#: the norm summed slice by slice; bitwise equal in the tests). The split step does half the
+#: AdamW per rank for about the all-reduce's traffic: at d12, 2 ranks x 1 thread, the fastest
+#: steps measured 1709 to 1762 ms split against 1856 to 1890 ms all-reduce (shared machine;
+#: see benchmarks/results/bench_dist_s2).
+PLAIN_DP_UPDATE = "split"
 #: the watchdog ends a process stuck in one collective this long after the group timeout
 WATCHDOG_GRACE_S = 30.0
 
@@ -283,33 +297,73 @@ class DistContext:
                 w.wait()
         self._run(what, go)
 
-    def reduce_slices(self, t, bounds: Sequence[Tuple[int, int]], what: str) -> None:
-        """Slice r of ``t`` summed over ranks into rank r's ``t`` (the other ranks' copies of
-        slice r are left undefined): a reduce-scatter in place, in buckets."""
+    def reduce_scatter_sum(self, t, bounds: Sequence[Tuple[int, int]], what: str) -> None:
+        """Slice r of ``t`` summed over ranks into rank r's ``t`` (the other slices of ``t`` are
+        left as they were: this rank's own, unreduced values): a reduce-scatter in place.
+
+        Point to point, not gloo's collectives: each rank sends every peer that peer's slice
+        (straight from ``t``, in chunks) and adds the chunks of its own slice that arrive, in
+        rank order, into ``t``; two receive chunks per peer are in flight. Over loopback at
+        d12 (2 ranks, 498 MB) this took 248 to 364 ms, against 466 to 591 ms for one gloo
+        reduce per slice chunk and 431 to 489 ms for the whole all-reduce. With 2 ranks the
+        sum is a + b on both slices, bitwise what gloo's all-reduce gives."""
         if self.world == 1:
             return
+        import torch
+
+        dist, me = self.dist, self.rank
+        peers = [r for r in range(self.world) if r != me]
+        off, cnt = bounds[me]
+        ch = RECV_CHUNK_FLOATS
+        nchunks = (cnt + ch - 1) // ch
 
         def go():
-            works = []
-            for r, (off, cnt) in enumerate(bounds):
-                for o in range(off, off + cnt, BUCKET_FLOATS):
-                    piece = t[o: min(o + BUCKET_FLOATS, off + cnt)]
-                    works.append(self.dist.reduce(piece, dst=r, async_op=True))
-            for w in works:
+            sends = []
+            for r in peers:
+                o_r, c_r = bounds[r]
+                for k, o in enumerate(range(0, c_r, ch)):
+                    sends.append(dist.isend(t[o_r + o: o_r + min(o + ch, c_r)], dst=r, tag=k))
+            size = min(ch, cnt)
+            bufs = {r: (torch.empty(size, dtype=t.dtype, device=t.device),
+                        torch.empty(size, dtype=t.dtype, device=t.device)) for r in peers}
+
+            def post(k):
+                n = min(ch, cnt - k * ch)
+                return [dist.irecv(bufs[r][k % 2][:n], src=r, tag=k) for r in peers]
+            pending = post(0) if nchunks else []
+            for k in range(nchunks):
+                following = post(k + 1) if k + 1 < nchunks else []
+                for w in pending:
+                    w.wait()
+                seg = t[off + k * ch: off + min((k + 1) * ch, cnt)]
+                for r in peers:  # rank order: the same sum whichever chunk arrived first
+                    seg += bufs[r][k % 2][: seg.numel()]
+                pending = following
+            for w in sends:
                 w.wait()
         self._run(what, go)
 
-    def broadcast_slices(self, t, bounds: Sequence[Tuple[int, int]], what: str) -> None:
-        """Every rank's slice of ``t`` from its owner to all (an all-gather in place)."""
+    def all_gather_slices(self, t, bounds: Sequence[Tuple[int, int]], what: str) -> None:
+        """Every rank's slice of ``t`` from its owner to all (an all-gather in place), point to
+        point: each rank sends its slice to every peer and receives theirs straight into ``t``
+        (120 to 164 ms at d12 over loopback, against 173 to 238 ms for one gloo broadcast per
+        slice chunk; no staging memory)."""
         if self.world == 1:
             return
+        dist, me = self.dist, self.rank
+        ch = RECV_CHUNK_FLOATS
 
         def go():
             works = []
-            for r, (off, cnt) in enumerate(bounds):
-                for o in range(off, off + cnt, BUCKET_FLOATS):
-                    piece = t[o: min(o + BUCKET_FLOATS, off + cnt)]
-                    works.append(self.dist.broadcast(piece, src=r, async_op=True))
+            off, cnt = bounds[me]
+            for r in range(self.world):
+                if r == me:
+                    continue
+                o_r, c_r = bounds[r]
+                for k, o in enumerate(range(0, c_r, ch)):
+                    works.append(dist.irecv(t[o_r + o: o_r + min(o + ch, c_r)], src=r, tag=k))
+                for k, o in enumerate(range(0, cnt, ch)):
+                    works.append(dist.isend(t[off + o: off + min(o + ch, cnt)], dst=r, tag=k))
             for w in works:
                 w.wait()
         self._run(what, go)
@@ -398,6 +452,7 @@ class DataParallel:
         self._grads = None
         self._params = None
         self.comm_s = 0.0  #: seconds spent in gradient/parameter collectives (for benchmarks)
+        self._moments_behind = False  #: plain DP, split update: other ranks' slices of adam_m/v are stale
 
     @property
     def primary(self) -> bool:
@@ -412,6 +467,7 @@ class DataParallel:
         if self.opt.zero and getattr(model, "device", "cpu") != "cpu":
             raise UnsupportedError("zero=1 (sharded AdamW state) needs a CPU model; use zero=0 on CUDA")
         self.model = model
+        self._moments_behind = False
         n = int(model.config.num_params())
         self.bounds = slice_bounds(n, self.world)
         self._grads = self.ctx.buffer(model, "grads")
@@ -458,17 +514,26 @@ class DataParallel:
         fault.note = (fault.note + "; " if fault.note else "") + f"non-finite loss on rank {who} of {self.world}"
         return float("nan"), fault
 
+    @property
+    def split_update(self) -> bool:
+        """True when each rank updates only its slice of the parameters: always with ZeRO-1,
+        and for plain data parallel on the CPU with more than one rank unless
+        PLAIN_DP_UPDATE is "all_reduce" (see there)."""
+        if self.opt.zero:
+            return True
+        return self.world > 1 and getattr(self.model, "device", "cpu") == "cpu" and PLAIN_DP_UPDATE == "split"
+
     def reduce_gradients(self, step: int) -> None:
         t0 = time.perf_counter()
-        if self.opt.zero:
-            self.ctx.reduce_slices(self._grads, self.bounds, f"step {step}: gradient reduce-scatter")
+        if self.split_update:
+            self.ctx.reduce_scatter_sum(self._grads, self.bounds, f"step {step}: gradient reduce-scatter")
         else:
             self.ctx.all_reduce_sum(self._grads, f"step {step}: gradient all-reduce")
         self.comm_s += time.perf_counter() - t0
 
     def grad_norm(self, step: int) -> float:
         m = self.model
-        if not self.opt.zero:
+        if not self.split_update:
             return m.grad_norm()  # every rank holds the summed gradient
         off, cnt = self.my_slice
         sumsq = m.grad_sumsq_range(off, cnt)
@@ -477,13 +542,32 @@ class DataParallel:
 
     def adamw_step(self, lr: float, *, t: int, **hp: Any) -> None:
         m = self.model
-        if not self.opt.zero:
+        if not self.split_update:
             m.adamw_step(lr, t=t, **hp)
             return
         off, cnt = self.my_slice
-        m.adamw_step_range(lr, t=t, offset=off, count=cnt, adam_m=self.adam_m, adam_v=self.adam_v, **hp)
+        if self.opt.zero:
+            m.adamw_step_range(lr, t=t, offset=off, count=cnt, adam_m=self.adam_m, adam_v=self.adam_v, **hp)
+        else:  # plain DP: the model's own moments, of which only this slice is now current
+            m.adamw_step_range(lr, t=t, offset=off, count=cnt, **hp)
+            self._moments_behind = True
+        # (running AdamW chunk by chunk inside the all-gather, each chunk sent once updated,
+        # measured no faster: fastest steps 1718 against 1705 ms at d12)
         t0 = time.perf_counter()
-        self.ctx.broadcast_slices(self._params, self.bounds, f"step {t}: parameter all-gather")
+        self.ctx.all_gather_slices(self._params, self.bounds, f"step {t}: parameter all-gather")
+        self.comm_s += time.perf_counter() - t0
+
+    def sync_moments(self, what: str) -> None:
+        """Plain data parallel with the split update: bring every rank's full AdamW moments up
+        to date (each slice from its owner), so that every rank holds the whole optimizer
+        state again, as plain data parallel promises. Called before a checkpoint is written
+        and when train() ends; a no-op when nothing changed since."""
+        if not self._moments_behind:
+            return
+        t0 = time.perf_counter()
+        for kind in ("adam_m", "adam_v"):
+            self.ctx.all_gather_slices(self.ctx.buffer(self.model, kind), self.bounds, f"{what}: {kind} all-gather")
+        self._moments_behind = False
         self.comm_s += time.perf_counter() - t0
 
     def check_parameters(self, step: int, force: bool = False) -> None:
@@ -506,6 +590,7 @@ class DataParallel:
         from .checkpoint import checkpoint_name, fsync_dir, save_checkpoint, write_optimizer_state
 
         d = Path(directory)
+        self.sync_moments(f"step {step}: checkpoint")
         state = dict(state)
         state["world_size"] = self.world
         state["zero"] = int(self.opt.zero)

@@ -781,6 +781,8 @@ class Trainer:
         """End of the run (completed, stopped, or failed): history, status, loss curve, on_train_end."""
         cfg = self.config
         self.history.final_step = self.step  # a failed step was not counted
+        if self._dp is not None:  # every rank ends here at the same step: whole optimizer state again
+            self._dp.sync_moments(f"step {self.step}: end of training")
         if failed is None:
             self.history.stop_reason = None if self.step >= cfg.steps else (self._stop_reason or "stopped")
         if t_start is not None:

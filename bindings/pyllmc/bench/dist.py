@@ -27,6 +27,11 @@ def _worker(spec: Dict[str, Any]) -> None:
     from pyllmc import Trainer, TrainerConfig
 
     res_path = spec.pop("result")
+    update = spec.pop("plain_dp_update", None)
+    if update is not None:  # how plain data parallel updates (pyllmc.distributed.PLAIN_DP_UPDATE)
+        from pyllmc import distributed
+
+        distributed.PLAIN_DP_UPDATE = update
     comm: List[float] = []
     cfg = TrainerConfig(**spec)
     t = Trainer(cfg)
@@ -74,6 +79,9 @@ def main(argv: Any = None) -> int:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3, help="A/B pairs per grad_accum (0: only the memory runs)")
     ap.add_argument("--accum", default="1,4", help="grad_accum values to compare (default 1,4)")
+    ap.add_argument("--plain-update", default="split,all_reduce",
+                    help="plain data-parallel update(s) to time, each against the same 1-process run: split "
+                         "(reduce-scatter, AdamW on the rank's slice, all-gather; the default) and/or all_reduce")
     ap.add_argument("--rss-world", type=int, default=2, help="also measure peak RSS with this many ranks")
     a = ap.parse_args(argv)
     if a.worker:
@@ -91,14 +99,17 @@ def main(argv: Any = None) -> int:
     results = []
 
     def measure(name, spec, nproc, K):
+        load = os.getloadavg()[0]
         r = _run(name, spec, nproc, tmp)
+        r["load_before"], r["load_after"] = load, os.getloadavg()[0]
         ms = r["ranks"][0]["ms"][a.warmup:]
         r.update(K=K, ms_min=min(ms), ms_median=statistics.median(ms),
                  tokens_per_s=a.batch * a.seq * K * nproc / (statistics.median(ms) / 1000.0),
                  comm_ms_median=statistics.median(r["ranks"][0]["comm_ms"][a.warmup:]) if nproc > 1 else 0.0,
                  peak_rss_mib=[x["peak_rss_mib"] for x in r["ranks"]])
         print(f"{name}: {r['ms_median']:.0f} ms/step median ({r['ms_min']:.0f} min), {r['tokens_per_s']:.0f} tok/s, "
-              f"comm {r['comm_ms_median']:.0f} ms/step, peak RSS {', '.join(f'{x:.0f}' for x in r['peak_rss_mib'])} MiB",
+              f"comm {r['comm_ms_median']:.0f} ms/step, peak RSS {', '.join(f'{x:.0f}' for x in r['peak_rss_mib'])} MiB, "
+              f"load average {r['load_before']:.1f} -> {r['load_after']:.1f}",
               flush=True)
         results.append(r)
         return r
@@ -106,16 +117,22 @@ def main(argv: Any = None) -> int:
     # A/B in turn (1 process, then 2 ranks), the ratio pair by pair: the machine's speed drifts
     summary: Dict[str, Any] = {}
     accums = [int(x) for x in a.accum.split(",")]
+    updates = [u for u in a.plain_update.split(",") if u]
     for K, steps in [(k, a.steps if k == 1 else a.steps_accum) for k in accums] if a.repeats > 0 else ():
-        ratios, comm = [], []
+        ratios: Dict[str, List[float]] = {u: [] for u in updates}
+        comm: Dict[str, List[float]] = {u: [] for u in updates}
         for i in range(a.repeats):
             one = measure(f"1proc_2thr_K{K}#{i}", dict(base, grad_accum=K, steps=steps, threads=2), 1, K)
-            two = measure(f"2rank_1thr_K{K}#{i}", dict(base, grad_accum=K, steps=steps, threads=1), 2, K)
-            ratios.append(two["tokens_per_s"] / one["tokens_per_s"])
-            comm.append(two["comm_ms_median"])
-        summary[f"throughput_ratio_K{K}"] = statistics.median(ratios)
-        summary[f"throughput_ratio_K{K}_pairs"] = ratios
-        summary[f"comm_ms_K{K}"] = statistics.median(comm)
+            for u in updates:
+                two = measure(f"2rank_1thr_K{K}_{u}#{i}", dict(base, grad_accum=K, steps=steps, threads=1,
+                                                             plain_dp_update=u), 2, K)
+                ratios[u].append(two["tokens_per_s"] / one["tokens_per_s"])
+                comm[u].append(two["comm_ms_median"])
+        for u in updates:
+            tag = "" if u == "split" else f"_{u}"
+            summary[f"throughput_ratio_K{K}{tag}"] = statistics.median(ratios[u])
+            summary[f"throughput_ratio_K{K}{tag}_pairs"] = ratios[u]
+            summary[f"comm_ms_K{K}{tag}"] = statistics.median(comm[u])
     rss = {}
     for world in sorted({a.rss_world} if a.repeats == 0 else {2, a.rss_world}):
         for zero in (0, 1):
@@ -132,20 +149,26 @@ def main(argv: Any = None) -> int:
     lines = [f"# Data-parallel benchmark: {a.model} B={a.batch} T={a.seq}, {os.cpu_count()} CPUs", "",
              "2 ranks x 1 thread (gloo, 127.0.0.1) against 1 process x 2 threads; global tokens/s from the median "
              f"step after {a.warmup} warm-up step(s). The machine was shared with other jobs.", "",
-             "| run | K | ms/step median | ms/step min | tokens/s (global) | collectives ms/step | peak RSS MiB per rank |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+             "| run | K | ms/step median | ms/step min | tokens/s (global) | collectives ms/step | peak RSS MiB per rank "
+             "| load average before, after |",
+             "|---|---:|---:|---:|---:|---:|---|---|"]
     for r in results:
         lines.append(f"| {r['name']} | {r['K']} | {r['ms_median']:.0f} | {r['ms_min']:.0f} | {r['tokens_per_s']:.0f} | "
-                     f"{r['comm_ms_median']:.0f} | {', '.join(f'{x:.0f}' for x in r['peak_rss_mib'])} |")
+                     f"{r['comm_ms_median']:.0f} | {', '.join(f'{x:.0f}' for x in r['peak_rss_mib'])} | "
+                     f"{r['load_before']:.1f}, {r['load_after']:.1f} |")
+    table_at = len(lines)
     lines += ["", "| figure | measured (median of pairs) | pairs | target |", "|---|---:|---|---:|"]
     for K, tgt in [(k, ">= 0.90" if k == 1 else ">= 0.95") for k in accums] if a.repeats > 0 else ():
-        pairs = ", ".join(f"{x:.3f}" for x in summary[f"throughput_ratio_K{K}_pairs"])
-        lines.append(f"| throughput ratio, grad_accum {K} | {summary[f'throughput_ratio_K{K}']:.3f} | {pairs} | {tgt} |")
+        for u in updates:
+            tag = "" if u == "split" else f"_{u}"
+            pairs = ", ".join(f"{x:.3f}" for x in summary[f"throughput_ratio_K{K}{tag}_pairs"])
+            lines.append(f"| throughput ratio, grad_accum {K}, plain update {u} | "
+                         f"{summary[f'throughput_ratio_K{K}{tag}']:.3f} | {pairs} | {tgt} |")
     for world in sorted({a.rss_world} if a.repeats == 0 else {2, a.rss_world}):
         lines.append(f"| ZeRO-1 / plain peak RSS per rank, {world} ranks | {summary[f'zero1_rss_ratio_{world}ranks']:.3f} "
                      f"| | <= 0.75 |")
     (out / "report.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines[-6:]))
+    print("\n".join(lines[table_at:]))
     return 0
 
 
