@@ -40,7 +40,6 @@
 #endif
 
 #define NR LLMC_GEMM_NR
-#define KC16 LLMC_GEMM_KC16 /* depth of a panel */
 
 typedef void (*kernel16_fn)(int kp, const uint32_t *Ap, const uint32_t *Bp, float *C,
                             int64_t ldc, int mr, int nr, float beta);
@@ -660,6 +659,7 @@ static void gemm16(int transA, int transB, int M, int N, int K, const float *A, 
     }
     const kernel16 uk = pick_kernel16();
     const int mr = uk.mr;
+    const int KC16 = uk.amx ? LLMC_GEMM_KC16_AMX : LLMC_GEMM_KC; /* panel depth (internal.h) */
     const int mt_max = (LLMC_GEMM_MC / mr) * mr;
     const int m_tiles = (M + mt_max - 1) / mt_max;
     const int mt = ((M + m_tiles - 1) / m_tiles + mr - 1) / mr * mr;

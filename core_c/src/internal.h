@@ -271,13 +271,15 @@ void crossentropy_backward(float *dlogits, const float *probs, const int32_t *ta
 #define LLMC_GEMM_NR 32
 #define LLMC_GEMM_MR_MAX 8
 /* per thread: one packed A block (MC x KC) and one packed B strip (KC x NR) */
-/* bf16 (gemm_bf16.c): panels of KC16 depths, stored as KC16 / 2 32-bit pairs (the panel
- * depth fixes where partial sums are added to C, so it is part of the bf16 result's bits) */
-#ifndef LLMC_GEMM_KC16
-#define LLMC_GEMM_KC16 256
-#endif
-#define LLMC_GEMM_WS16_A ((size_t)(LLMC_GEMM_MC + LLMC_GEMM_MR_MAX) * (LLMC_GEMM_KC16 / 2))
-#define LLMC_GEMM_WS16 (LLMC_GEMM_WS16_A + (size_t)(LLMC_GEMM_KC16 / 2) * LLMC_GEMM_NR)
+/* bf16 (gemm_bf16.c): panels of KC depths (stored as KC / 2 32-bit pairs) for the
+ * vdpbf16ps kernels and its emulations, of KC16_AMX for the AMX kernel, which loads and stores
+ * its C tiles once per panel: at 256 depths that C traffic was a large part of the kernel's
+ * time (d12 B4 T64 kernel breakdown: 427 -> 406 ms per step at 1024). The panel depth fixes
+ * where partial sums are added to C, so it is part of the bf16 result's bits. */
+#define LLMC_GEMM_KC16_AMX 1024
+#define LLMC_GEMM_KC16_MAX (LLMC_GEMM_KC16_AMX > LLMC_GEMM_KC ? LLMC_GEMM_KC16_AMX : LLMC_GEMM_KC)
+#define LLMC_GEMM_WS16_A ((size_t)(LLMC_GEMM_MC + LLMC_GEMM_MR_MAX) * (LLMC_GEMM_KC16_MAX / 2))
+#define LLMC_GEMM_WS16 (LLMC_GEMM_WS16_A + (size_t)(LLMC_GEMM_KC16_MAX / 2) * LLMC_GEMM_NR)
 #define LLMC_GEMM_WS32 \
     ((size_t)(LLMC_GEMM_MC + LLMC_GEMM_MR_MAX) * LLMC_GEMM_KC + (size_t)LLMC_GEMM_KC * LLMC_GEMM_NR)
 /* per thread: the larger of the two GEMMs' needs */

@@ -126,8 +126,8 @@ static int check(const char *isa, int tA, int tB, int M, int N, int K, float bet
             const float c0 = R[m * N + n];
             double exact = beta * (double)c0, mag = fabs(beta * (double)c0);
             float c = c0;
-            for (int k0 = 0; k0 < K; k0 += LLMC_GEMM_KC16) {
-                const int k1 = k0 + LLMC_GEMM_KC16 < K ? k0 + LLMC_GEMM_KC16 : K;
+            for (int k0 = 0; k0 < K; k0 += LLMC_GEMM_KC) {
+                const int k1 = k0 + LLMC_GEMM_KC < K ? k0 + LLMC_GEMM_KC : K;
                 float acc = 0.0f;
                 for (int k = k0; k < k1; k += 2) {
                     const float ae = rb(tA ? A[k * lda + m] : A[m * lda + k]);
@@ -173,7 +173,7 @@ int main(void) {
     static const char *const isas[] = {"amx", "avx512bf16", "avx512", "avx2", "generic"};
     int sizes[][3] = {{1, 1, 1}, {7, 33, 5}, {6, 32, 256}, {9, 40, 513}, {97, 513, 257},
                       {200, 65, 600}, {13, 1100, 31}, {300, 70, 2},
-                      {35, 66, 2 * LLMC_GEMM_KC16 + 37}}; /* three panels, a ragged last */
+                      {35, 66, 2 * LLMC_GEMM_KC16_AMX + 37}}; /* three AMX panels, a ragged last */
     int pass = 0, fail = 0;
     for (size_t q = 0; q < sizeof(isas) / sizeof(isas[0]); q++) {
         setenv("LLMC_GEMM_ISA", isas[q], 1);
