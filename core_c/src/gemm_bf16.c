@@ -595,15 +595,27 @@ LLMC_CLONES static void pack_b16_from16(uint32_t *Bp, int transB, const uint16_t
         uint32_t *dst = Bp + (size_t)s * kpp;
         for (int p = kp; p < kpp; p++)
             for (int c = 0; c < NR; c++) dst[(size_t)p * NR + c] = 0;
-        for (int p = 0; p < kp; p++) {
-            uint32_t *d = dst + (size_t)p * NR;
-            for (int c = 0; c < cols; c++) {
-                const uint16_t *e = transB ? B + (int64_t)(n0 + s + c) * ldb + k0 + 2 * p
-                                           : B + (int64_t)(k0 + 2 * p) * ldb + n0 + s + c;
-                const uint32_t odd = p < kfull ? (transB ? e[1] : e[ldb]) : 0u;
-                d[c] = (uint32_t)e[0] | (odd << 16);
+        if (!transB) { /* depth is the row index of B: interleave two rows */
+            for (int p = 0; p < kp; p++) {
+                const uint16_t *e = B + (int64_t)(k0 + 2 * p) * ldb + n0 + s;
+                uint32_t *d = dst + (size_t)p * NR;
+                if (p < kfull) {
+                    const uint16_t *o = e + ldb;
+                    for (int c = 0; c < cols; c++) d[c] = (uint32_t)e[c] | ((uint32_t)o[c] << 16);
+                } else {
+                    for (int c = 0; c < cols; c++) d[c] = e[c];
+                }
+                for (int c = cols; c < NR; c++) d[c] = 0;
             }
-            for (int c = cols; c < NR; c++) d[c] = 0;
+        } else { /* depth is contiguous: neighbours pair */
+            for (int c = 0; c < cols; c++) {
+                const uint16_t *src = B + (int64_t)(n0 + s + c) * ldb + k0;
+                for (int p = 0; p < kfull; p++)
+                    dst[(size_t)p * NR + c] = (uint32_t)src[2 * p] | ((uint32_t)src[2 * p + 1] << 16);
+                if (kp > kfull) dst[(size_t)kfull * NR + c] = src[kc - 1];
+            }
+            for (int c = cols; c < NR; c++)
+                for (int p = 0; p < kp; p++) dst[(size_t)p * NR + c] = 0;
         }
     }
 }
