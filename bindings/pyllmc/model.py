@@ -741,7 +741,8 @@ class Model:
         """A torch tensor sharing one named tensor's memory (the whole buffer when ``name`` is
         None): on the GPU for a CUDA model (no copy, via ``__cuda_array_interface__``), on the
         CPU for a CPU model. It keeps the C model alive like the numpy views do; after
-        ``close()`` it is invalid. A parameter view of a CUDA bf16 model makes that model
+        ``close()`` it is invalid. A parameter view of a bf16 model (on the CPU also the numpy
+        views: ``params``, ``flat("params")``) makes that model
         rebuild its bf16 weight copy at every forward and backward from then on (writes
         through the view cannot be seen; otherwise it rebuilds once per change)."""
         import torch  # optional dependency: only this method needs it

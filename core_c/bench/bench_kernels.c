@@ -68,6 +68,7 @@ typedef struct {
     float *w, *bias, *dw, *dbias;       /* up to (4C, C) / (Vp, C) */
     float *logits, *probs, *losses, *dlogits;
     float *p, *g, *m, *v;               /* AdamW over all parameters */
+    uint16_t *p16;                      /* bf16: their bf16 image, written by the update */
     size_t num_params;
     int which;                          /* matmul shape: 0 qkv 1 attproj 2 fc 3 fcproj 4 classifier */
 } ctx;
@@ -124,7 +125,8 @@ static void k_ce_bwd(ctx *c) {
                           c->V, c->Vp, c->nt);
 }
 static void k_adamw(ctx *c) {
-    adamw_update(c->p, c->g, c->m, c->v, c->num_params, 1e-4, 0.9, 0.999, 1e-8, 0.1, 1, 1.0f, c->nt);
+    adamw_update16(c->p, c->p16, c->g, c->m, c->v, c->num_params, 1e-4, 0.9, 0.999, 1e-8, 0.1, 1,
+                   1.0f, c->nt);
 }
 
 typedef struct {
@@ -363,7 +365,10 @@ int main(int argc, char **argv) {
         c.inp[i] = (int32_t)((frand() + 1.0f) * 0.5f * (float)(c.V - 1));
         c.tgt[i] = (int32_t)((frand() + 1.0f) * 0.5f * (float)(c.V - 1));
     }
-    c.wte = buf(Vp * C, 0.02f); c.wpe = buf((size_t)c.T * C, 0.02f);
+    /* the matmul weights in one block, as in a model, so that in bf16 they have a bf16 image
+     * that the matmuls read (ex.params16, as the model's kept weight copy) */
+    float *wts = buf(Vp * C + 4 * C * C, 0.02f);
+    c.wte = wts; c.wpe = buf((size_t)c.T * C, 0.02f);
     c.dwte = buf(Vp * C, 0.0f); c.dwpe = buf((size_t)c.T * C, 0.0f);
     c.x = buf(BT * C, 1.0f); c.y = buf(BT * C, 1.0f); c.dx = buf(BT * C, 0.01f); c.dy = buf(BT * C, 0.01f);
     c.mean = buf(BT, 0.0f); c.rstd = buf(BT, 0.0f);
@@ -372,9 +377,18 @@ int main(int argc, char **argv) {
     c.att = buf((size_t)c.B * c.NH * c.T * c.T, 0.0f);
     c.h4 = buf(BT * 4 * C, 1.0f); c.g4 = buf(BT * 4 * C, 1.0f);
     c.dh4 = buf(BT * 4 * C, 0.01f); c.dg4 = buf(BT * 4 * C, 0.01f);
-    c.w = buf(4 * C * C, 0.02f); c.bias = buf(4 * C, 0.02f); c.dw = buf(4 * C * C, 0.0f); c.dbias = buf(4 * C, 0.0f);
+    c.w = wts + Vp * C; c.bias = buf(4 * C, 0.02f); c.dw = buf(4 * C * C, 0.0f); c.dbias = buf(4 * C, 0.0f);
     c.logits = buf(BT * Vp, 1.0f); c.probs = buf(BT * Vp, 0.0f); c.losses = buf(BT, 0.0f);
     c.dlogits = buf(BT * Vp, 0.0f);
+    if (bf16) {
+        const size_t nw = Vp * C + 4 * C * C;
+        uint16_t *w16 = malloc(nw * sizeof(uint16_t));
+        if (!w16) return 1;
+        bf16_round_copy(w16, wts, nw, c.nt);
+        c.ex.params = wts;
+        c.ex.params16 = w16;
+        c.ex.num_params = nw;
+    }
     /* kernels whose backward needs forward results: run the forwards once */
     layernorm_forward(c.y, c.mean, c.rstd, c.x, c.lnw, c.lnb, (int)BT, c.C, c.nt);
     attention_forward(c.y, c.att, c.qkv, c.B, c.T, c.C, c.NH, &c.ex);
@@ -414,6 +428,7 @@ int main(int argc, char **argv) {
     c.num_params = Vp * C + (size_t)c.T * C + (size_t)L * (12 * C * C + 13 * C) + 2 * C;
     c.p = buf(c.num_params, 0.02f); c.g = buf(c.num_params, 0.001f);
     c.m = buf(c.num_params, 0.0f); c.v = buf(c.num_params, 0.0f);
+    c.p16 = bf16 ? malloc(c.num_params * sizeof(uint16_t)) : NULL;
     const kernel adam = {"adamw_update", "adamw", k_adamw, -1, 1, 0};
     time_kernel(&c, &adam, repeats, 0);
     printf("\n]}\n");

@@ -210,9 +210,9 @@ LLMC_API int32_t llmc_model_tensor_info(const llmc_model *model, int32_t index,
                                         llmc_tensor_info *out);
 /* Base pointer and length (in floats) of one kind's buffer: a host pointer on a CPU model,
  * a device pointer on a CUDA model. data may be NULL to ask for the length only. Handing out
- * the parameter pointer tells a CUDA bf16 model that its weights may be written behind its
- * back: it then rebuilds its bf16 weight copy at every forward and backward, not only after
- * the changes it sees (AdamW, copies into the parameters, loads). */
+ * the parameter pointer tells a bf16 model (CPU or CUDA) that its weights may be written
+ * behind its back: it then rebuilds its bf16 weight copy at every forward and backward, not
+ * only after the changes it sees (AdamW, copies into the parameters, loads). */
 LLMC_API int32_t llmc_model_buffer(llmc_model *model, int32_t kind, float **data, int64_t *numel);
 /* llmc_device of the model's buffers (-1 for NULL). */
 LLMC_API int32_t llmc_model_device(const llmc_model *model);

@@ -414,6 +414,51 @@ __attribute__((target("avx512f"))) static int pack_b16_avx512(uint32_t *Bp, int 
     return s;
 }
 
+/* B given as bf16 bits (the kept weight copy), in full 32-column strips; returns the columns
+ * done. No rounding left to do: pairing two rows is a widening and an or, and when the depth
+ * is contiguous the pairs already are 32-bit words, so the pack is the 16 x 16 transpose. */
+__attribute__((target("avx512f"))) static int pack_b16_from16_avx512(uint32_t *Bp, int transB,
+                                                                     const uint16_t *B, int64_t ldb,
+                                                                     int k0, int n0, int kc, int nc,
+                                                                     int kpp) {
+    const int kp = (kc + 1) / 2, kfull = kc / 2;
+    if (transB && (ldb & 1)) return 0; /* odd rows: the pairs are not 32-bit words */
+    int s = 0;
+    for (; s + NR <= nc; s += NR) {
+        uint32_t *dst = Bp + (size_t)s * kpp;
+        for (int p = kp; p < kpp; p++) /* zero pairs up to the padded depth (AMX) */
+            for (int c = 0; c < NR; c++) dst[(size_t)p * NR + c] = 0;
+        if (!transB) { /* rows of B are depths: interleave two rows, 32 columns */
+            for (int p = 0; p < kp; p++) {
+                const uint16_t *e = B + (int64_t)(k0 + 2 * p) * ldb + n0 + s;
+                uint32_t *d = dst + (size_t)p * NR;
+                for (int h = 0; h < NR; h += 16) {
+                    __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(e + h)));
+                    if (p < kfull)
+                        w = _mm512_or_si512(w, _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(
+                                                                     (const __m256i *)(e + ldb + h))), 16));
+                    _mm512_storeu_si512((void *)(d + h), w);
+                }
+            }
+        } else { /* depth contiguous: per 16 columns, 16 x 16 pairs transposed */
+            const int p16 = kfull / 16 * 16;
+            for (int g = 0; g < NR; g += 16) {
+                const uint16_t *src0 = B + (int64_t)(n0 + s + g) * ldb + k0;
+                for (int p = 0; p < p16; p += 16)
+                    transpose16_avx512((const float *)(const void *)(src0 + 2 * p), ldb / 2,
+                                       (float *)(dst + (size_t)p * NR + g), NR);
+                for (int c = 0; c < 16; c++) {
+                    const uint16_t *src = src0 + (int64_t)c * ldb;
+                    for (int p = p16; p < kfull; p++)
+                        dst[(size_t)p * NR + g + c] = (uint32_t)src[2 * p] | ((uint32_t)src[2 * p + 1] << 16);
+                    if (kp > kfull) dst[(size_t)kfull * NR + g + c] = src[kc - 1];
+                }
+            }
+        }
+    }
+    return s;
+}
+
 /* A for AMX, rows contiguous in depth: of one 32-row strip, the rows [0, rows) it can do 16
  * at a time with full 16-pair blocks; returns the rows done (the rest: pack_a16_rows) */
 __attribute__((target("avx512f"))) static int pack_a16_rows_avx512(uint32_t *dst, int transA,
@@ -535,6 +580,55 @@ LLMC_CLONES static void pack_b16(uint32_t *Bp, int transB, const float *B, int64
     }
 }
 
+/* pack_b16 of a B given as bf16 bits: the same layout, no rounding */
+LLMC_CLONES static void pack_b16_from16(uint32_t *Bp, int transB, const uint16_t *B, int64_t ldb,
+                                        int k0, int n0, int kc, int nc, int fast, int kpp) {
+    const int kp = (kc + 1) / 2, kfull = kc / 2;
+    int s0 = 0;
+#ifdef LLMC_X86
+    if (fast) s0 = pack_b16_from16_avx512(Bp, transB, B, ldb, k0, n0, kc, nc, kpp);
+#else
+    (void)fast;
+#endif
+    for (int s = s0; s < nc; s += NR) {
+        const int cols = nc - s < NR ? nc - s : NR;
+        uint32_t *dst = Bp + (size_t)s * kpp;
+        for (int p = kp; p < kpp; p++)
+            for (int c = 0; c < NR; c++) dst[(size_t)p * NR + c] = 0;
+        if (!transB) { /* depth is the row index of B: interleave two rows */
+            for (int p = 0; p < kp; p++) {
+                const uint16_t *e = B + (int64_t)(k0 + 2 * p) * ldb + n0 + s;
+                uint32_t *d = dst + (size_t)p * NR;
+                if (p < kfull) {
+                    const uint16_t *o = e + ldb;
+                    for (int c = 0; c < cols; c++) d[c] = (uint32_t)e[c] | ((uint32_t)o[c] << 16);
+                } else {
+                    for (int c = 0; c < cols; c++) d[c] = e[c];
+                }
+                for (int c = cols; c < NR; c++) d[c] = 0;
+            }
+        } else { /* depth is contiguous: neighbours pair */
+            for (int c = 0; c < cols; c++) {
+                const uint16_t *src = B + (int64_t)(n0 + s + c) * ldb + k0;
+                for (int p = 0; p < kfull; p++)
+                    dst[(size_t)p * NR + c] = (uint32_t)src[2 * p] | ((uint32_t)src[2 * p + 1] << 16);
+                if (kp > kfull) dst[(size_t)kfull * NR + c] = src[kc - 1];
+            }
+            for (int c = cols; c < NR; c++)
+                for (int p = 0; p < kp; p++) dst[(size_t)p * NR + c] = 0;
+        }
+    }
+}
+
+/* B of the GEMM, fp32 (rounded here) or bf16 bits (B16 non-NULL) */
+static void pack_b_any(uint32_t *Bp, int transB, const float *B, const uint16_t *B16, int64_t ldb,
+                       int k0, int n0, int kc, int nc, int fast, int kpp) {
+    if (B16)
+        pack_b16_from16(Bp, transB, B16, ldb, k0, n0, kc, nc, fast, kpp);
+    else
+        pack_b16(Bp, transB, B, ldb, k0, n0, kc, nc, fast, kpp);
+}
+
 /* Pack rows [0, mc) x depth [0, kc) of op(A), rounded to bf16, for AMX: strips of 32 rows,
  * each row its kpp pairs contiguous, Ap[s][r][p] (zero past the depth and the rows). */
 LLMC_CLONES static void pack_a16_rows(uint32_t *Ap, int transA, const float *A, int64_t lda, int m0,
@@ -565,9 +659,10 @@ LLMC_CLONES static void pack_a16_rows(uint32_t *Ap, int transA, const float *A, 
     }
 }
 
-void llmc_gemm_bf16(int transA, int transB, int M, int N, int K, const float *A, int64_t lda,
-                    const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
-                    const llmc_exec *ex) {
+/* the driver: B in fp32 or, with B16, as bf16 bits */
+static void gemm16(int transA, int transB, int M, int N, int K, const float *A, int64_t lda,
+                   const float *B, const uint16_t *B16, int64_t ldb, float beta, float *C,
+                   int64_t ldc, const llmc_exec *ex) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {
         if (beta == 0.0f)
@@ -576,6 +671,7 @@ void llmc_gemm_bf16(int transA, int transB, int M, int N, int K, const float *A,
     }
     const kernel16 uk = pick_kernel16();
     const int mr = uk.mr;
+    const int KC16 = uk.amx ? LLMC_GEMM_KC16_AMX : LLMC_GEMM_KC; /* panel depth (internal.h) */
     const int mt_max = (LLMC_GEMM_MC / mr) * mr;
     const int m_tiles = (M + mt_max - 1) / mt_max;
     const int mt = ((M + m_tiles - 1) / m_tiles + mr - 1) / mr * mr;
@@ -584,10 +680,10 @@ void llmc_gemm_bf16(int transA, int transB, int M, int N, int K, const float *A,
     const int n_tiles = (N + nt_width - 1) / nt_width;
     const int tiles = m_tiles * n_tiles;
     const int nthreads = nthreads_max < tiles ? nthreads_max : tiles;
-    const int k_panels = (K + LLMC_GEMM_KC - 1) / LLMC_GEMM_KC;
+    const int k_panels = (K + KC16 - 1) / KC16;
     /* pairs per packed row or column of a panel: (kc + 1) / 2, for AMX padded to 16 */
 #define PANEL_PAIRS(kc) (uk.amx ? ((kc) + 31) / 32 * 16 : ((kc) + 1) / 2)
-    const int kw = (K / LLMC_GEMM_KC) * (LLMC_GEMM_KC / 2) + (K % LLMC_GEMM_KC ? PANEL_PAIRS(K % LLMC_GEMM_KC) : 0);
+    const int kw = (K / KC16) * (KC16 / 2) + (K % KC16 ? PANEL_PAIRS(K % KC16) : 0);
 
     /* shared pre-pack in pairs: panel p of A starts at Mr * k0 / 2 (every panel but the last
      * is KC deep, KC pairs-even and a multiple of 32), strip s at + s * kpp; likewise B */
@@ -602,8 +698,8 @@ void llmc_gemm_bf16(int transA, int transB, int M, int N, int K, const float *A,
 #pragma omp parallel for num_threads(nthreads_max) schedule(static)
         for (int j = 0; j < jobs; j++) {
             const int p = j / strips, st = j % strips;
-            const int k0 = p * LLMC_GEMM_KC;
-            const int kc = K - k0 < LLMC_GEMM_KC ? K - k0 : LLMC_GEMM_KC;
+            const int k0 = p * KC16;
+            const int kc = K - k0 < KC16 ? K - k0 : KC16;
             const int kpp = PANEL_PAIRS(kc);
             if (prepack == 1) {
                 const int m0 = st * a_rows, rows = M - m0 < a_rows ? M - m0 : a_rows;
@@ -614,8 +710,8 @@ void llmc_gemm_bf16(int transA, int transB, int M, int N, int K, const float *A,
                     pack_a16(dst, transA, A, lda, m0, k0, rows, kc, mr, uk.avx512_pack);
             } else {
                 const int n0 = st * NR, cols = N - n0 < NR ? N - n0 : NR;
-                pack_b16(shared + (size_t)Nr * (k0 / 2) + (size_t)n0 * kpp, transB, B, ldb, k0,
-                         n0, kc, cols, uk.avx512_pack, kpp);
+                pack_b_any(shared + (size_t)Nr * (k0 / 2) + (size_t)n0 * kpp, transB, B, B16,
+                           ldb, k0, n0, kc, cols, uk.avx512_pack, kpp);
             }
         }
     }
@@ -624,15 +720,15 @@ void llmc_gemm_bf16(int transA, int transB, int M, int N, int K, const float *A,
     for (int tile = 0; tile < tiles; tile++) {
         /* the thread's fp32 workspace holds the bf16 pairs (half its size would do) */
         uint32_t *Aw = (uint32_t *)(ex->gemm_ws + (size_t)LLMC_THREAD_ID() * LLMC_GEMM_WS_FLOATS);
-        uint32_t *Bw = Aw + (size_t)(LLMC_GEMM_MC + LLMC_GEMM_MR_MAX) * LLMC_GEMM_KC;
+        uint32_t *Bw = Aw + LLMC_GEMM_WS16_A;
         const int m0 = (tile % m_tiles) * mt, n0 = (tile / m_tiles) * nt_width;
         const int mc = M - m0 < mt ? M - m0 : mt;
         const int nc = N - n0 < nt_width ? N - n0 : nt_width;
 #ifdef LLMC_X86
         if (uk.amx) amx_configure(); /* tile configuration is per thread */
 #endif
-        for (int k0 = 0; k0 < K; k0 += LLMC_GEMM_KC) {
-            const int kc = K - k0 < LLMC_GEMM_KC ? K - k0 : LLMC_GEMM_KC;
+        for (int k0 = 0; k0 < K; k0 += KC16) {
+            const int kc = K - k0 < KC16 ? K - k0 : KC16;
             const int kpp = PANEL_PAIRS(kc);
             const float beta_k = k0 == 0 ? beta : 1.0f;
             const uint32_t *Ap;
@@ -653,7 +749,7 @@ void llmc_gemm_bf16(int transA, int transB, int M, int N, int K, const float *A,
                 if (Bshared) {
                     bstrip = Bshared + (size_t)js * kpp;
                 } else {
-                    pack_b16(Bw, transB, B, ldb, k0, n0 + js, kc, nr, uk.avx512_pack, kpp);
+                    pack_b_any(Bw, transB, B, B16, ldb, k0, n0 + js, kc, nr, uk.avx512_pack, kpp);
                     bstrip = Bw;
                 }
                 for (int is = 0; is < mc; is += mr) {
@@ -668,4 +764,16 @@ void llmc_gemm_bf16(int transA, int transB, int M, int N, int K, const float *A,
 #endif
     }
 #undef PANEL_PAIRS
+}
+
+void llmc_gemm_bf16(int transA, int transB, int M, int N, int K, const float *A, int64_t lda,
+                    const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
+                    const llmc_exec *ex) {
+    gemm16(transA, transB, M, N, K, A, lda, B, NULL, ldb, beta, C, ldc, ex);
+}
+
+void llmc_gemm_bf16_b16(int transA, int transB, int M, int N, int K, const float *A,
+                        int64_t lda, const uint16_t *B16, int64_t ldb, float beta, float *C,
+                        int64_t ldc, const llmc_exec *ex) {
+    gemm16(transA, transB, M, N, K, A, lda, NULL, B16, ldb, beta, C, ldc, ex);
 }

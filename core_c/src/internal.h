@@ -86,6 +86,11 @@ struct llmc_model {
     float *params, *grads, *adam_m, *adam_v;
     float *p[LLMC_NUM_PARAM_TENSORS];  /* views into params */
     float *g[LLMC_NUM_PARAM_TENSORS];  /* views into grads */
+    /* bf16 precision on the CPU: the bf16 image of params (bf16.h rounding), the weight
+     * operand of every matmul, made once per change of the weights instead of at every
+     * GEMM call (bf16_weights.c). NULL in fp32 and on other devices. */
+    uint16_t *params16;
+    int params16_valid; /* params16 == round(params) */
 
     size_t act_layer_stride[A_NUM]; /* floats between layer l and l+1 (0 for non-layer) */
     size_t act_offsets[A_NUM];
@@ -218,6 +223,11 @@ typedef struct {
     size_t gemm_shared_len; /* in floats */
     float dw_beta;          /* weight gradients: 1 accumulate into them, 0 overwrite */
     int bf16;               /* 1: GEMMs round their operands to bf16 (llmc_gemm_bf16) */
+    /* bf16: params16[i] = round(params[i]) for i < num_params (or params16 NULL): the matmuls
+     * hand a weight inside params to the GEMM as its bf16 image (weight16_of, matmul.c) */
+    const float *params;
+    const uint16_t *params16;
+    size_t num_params;
 } llmc_exec;
 
 /* out (N, OC) = inp (N, IC) @ weight (OC, IC)^T + bias (OC or NULL) */
@@ -261,8 +271,19 @@ void crossentropy_backward(float *dlogits, const float *probs, const int32_t *ta
 #define LLMC_GEMM_NR 32
 #define LLMC_GEMM_MR_MAX 8
 /* per thread: one packed A block (MC x KC) and one packed B strip (KC x NR) */
-#define LLMC_GEMM_WS_FLOATS \
+/* bf16 (gemm_bf16.c): panels of KC depths (stored as KC / 2 32-bit pairs) for the
+ * vdpbf16ps kernels and its emulations, of KC16_AMX for the AMX kernel, which loads and stores
+ * its C tiles once per panel: at 256 depths that C traffic was a large part of the kernel's
+ * time (d12 B4 T64 kernel breakdown: 427 -> 406 ms per step at 1024). The panel depth fixes
+ * where partial sums are added to C, so it is part of the bf16 result's bits. */
+#define LLMC_GEMM_KC16_AMX 1024
+#define LLMC_GEMM_KC16_MAX (LLMC_GEMM_KC16_AMX > LLMC_GEMM_KC ? LLMC_GEMM_KC16_AMX : LLMC_GEMM_KC)
+#define LLMC_GEMM_WS16_A ((size_t)(LLMC_GEMM_MC + LLMC_GEMM_MR_MAX) * (LLMC_GEMM_KC16_MAX / 2))
+#define LLMC_GEMM_WS16 (LLMC_GEMM_WS16_A + (size_t)(LLMC_GEMM_KC16_MAX / 2) * LLMC_GEMM_NR)
+#define LLMC_GEMM_WS32 \
     ((size_t)(LLMC_GEMM_MC + LLMC_GEMM_MR_MAX) * LLMC_GEMM_KC + (size_t)LLMC_GEMM_KC * LLMC_GEMM_NR)
+/* per thread: the larger of the two GEMMs' needs */
+#define LLMC_GEMM_WS_FLOATS (LLMC_GEMM_WS32 > LLMC_GEMM_WS16 ? LLMC_GEMM_WS32 : LLMC_GEMM_WS16)
 #define LLMC_MAX_THREADS 256
 #define LLMC_GEMM_SHARED_FLOATS ((size_t)1 << 20) /* 4 MiB: fits a 256 x 3072 operand */
 void llmc_sgemm(int transA, int transB, int M, int N, int K, const float *A, int64_t lda,
@@ -275,6 +296,11 @@ void llmc_gemm_bf16(int transA, int transB, int M, int N, int K, const float *A,
                     const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
                     const llmc_exec *ex);
 const char *llmc_gemm_bf16_isa(void);
+/* the same product with B given as bf16 bits already (B16, op(B) as for llmc_gemm_bf16, ldb
+ * in bf16 elements): bitwise the result of llmc_gemm_bf16 on the fp32 B that B16 rounds */
+void llmc_gemm_bf16_b16(int transA, int transB, int M, int N, int K, const float *A,
+                        int64_t lda, const uint16_t *B16, int64_t ldb, float beta, float *C,
+                        int64_t ldc, const llmc_exec *ex);
 /* the GEMM of the context's precision: what matmul and attention call */
 static inline void llmc_gemm(int transA, int transB, int M, int N, int K, const float *A,
                              int64_t lda, const float *B, int64_t ldb, float beta, float *C,
@@ -291,6 +317,16 @@ double grad_sumsq(const float *g, size_t n, int nt);
 void adamw_update(float *param, const float *grad, float *m, float *v, size_t n, double lr,
                   double beta1, double beta2, double eps, double weight_decay, int t,
                   float grad_scale, int nt);
+/* bf16_weights.c: dst[i] = round(src[i]) to bf16 bits (bf16.h), i < n */
+void bf16_round_copy(uint16_t *dst, const float *src, size_t n, int nt);
+/* the bf16 weight copy of a CPU bf16 model: made current when stale or when the parameter
+ * pointer was handed out (writes through it are unseen); nothing in fp32 */
+void bf16_weights_refresh(llmc_model *m);
+/* adamw_update that also writes param16[i] = round(param[i]) (bf16 precision) */
+void adamw_update16(float *param, uint16_t *param16, const float *grad, float *m, float *v,
+                    size_t n, double lr, double beta1, double beta2, double eps,
+                    double weight_decay, int t, float grad_scale, int nt);
+
 /* model.c: the hyperparameter checks of llmc_model_adamw_step (LLMC_OK or the model error) */
 int llmc_check_adamw_params(llmc_model *m, const llmc_adamw_params *hp);
 

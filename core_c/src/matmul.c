@@ -25,6 +25,15 @@ static void bias_backward(float *dbias, const float *dout, int N, int OC, int nt
     }
 }
 
+/* The bf16 image of a weight that lies in the model's parameters (ex->params16, kept by
+ * bf16_weights.c), or NULL: in fp32, or a weight from elsewhere (kernel tests, benchmarks),
+ * which the bf16 GEMM then rounds itself, to the same bits. */
+static const uint16_t *weight16_of(const llmc_exec *ex, const float *weight) {
+    if (!ex->bf16 || !ex->params16 || weight < ex->params || weight >= ex->params + ex->num_params)
+        return NULL;
+    return ex->params16 + (weight - ex->params);
+}
+
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int N, int IC, int OC, const llmc_exec *ex) {
     float beta = 0.0f;
@@ -37,13 +46,21 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
         }
         beta = 1.0f;
     }
-    llmc_gemm(0, 1, N, OC, IC, inp, IC, weight, IC, beta, out, OC, ex);
+    const uint16_t *w16 = weight16_of(ex, weight);
+    if (w16)
+        llmc_gemm_bf16_b16(0, 1, N, OC, IC, inp, IC, w16, IC, beta, out, OC, ex);
+    else
+        llmc_gemm(0, 1, N, OC, IC, inp, IC, weight, IC, beta, out, OC, ex);
 }
 
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                      const float *inp, const float *weight, int N, int IC, int OC,
                      const llmc_exec *ex) {
-    if (dinp) llmc_gemm(0, 0, N, IC, OC, dout, OC, weight, IC, 0.0f, dinp, IC, ex);
+    const uint16_t *w16 = dinp ? weight16_of(ex, weight) : NULL;
+    if (w16)
+        llmc_gemm_bf16_b16(0, 0, N, IC, OC, dout, OC, w16, IC, 0.0f, dinp, IC, ex);
+    else if (dinp)
+        llmc_gemm(0, 0, N, IC, OC, dout, OC, weight, IC, 0.0f, dinp, IC, ex);
     llmc_gemm(1, 0, OC, IC, N, dout, OC, inp, IC, ex->dw_beta, dweight, IC, ex);
     if (dbias) bias_backward(dbias, dout, N, OC, ex->nt);
 }

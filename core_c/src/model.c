@@ -310,7 +310,11 @@ int llmc_model_alloc(const llmc_config *cfg, const llmc_options *opt, llmc_model
     m->inputs = (int32_t *)calloc(BT, sizeof(int32_t));
     m->targets = (int32_t *)calloc(BT, sizeof(int32_t));
     m->gemm_shared = alloc_aligned_floats(LLMC_GEMM_SHARED_FLOATS);
+    /* bf16: the weights' bf16 image (bf16_weights.c), made by the first forward */
+    const int bf16 = o.precision == LLMC_PRECISION_BF16;
+    if (bf16 && ok) m->params16 = (uint16_t *)calloc(m->num_params ? m->num_params : 1, sizeof(uint16_t));
     if (!m->params || !m->grads || !m->adam_m || !m->adam_v || !m->acts || !m->bwd_buffer ||
+        (bf16 && !m->params16) ||
         !m->inputs || !m->targets || !m->gemm_shared || !build_tensor_table(m) ||
         ensure_workspaces(m, m->nthreads) != LLMC_OK) {
         /* in double: the sizes in the message must not themselves wrap around for huge
@@ -343,7 +347,10 @@ int llmc_model_alloc(const llmc_config *cfg, const llmc_options *opt, llmc_model
  * (they add into the residual stream once per layer and twice per block), zero biases,
  * unit layernorm weights, zero padded vocabulary rows. Drawn tensor by tensor in checkpoint
  * order from one generator, so a seed fixes the model. */
-void llmc_model_init_weights(llmc_model *m, uint64_t seed) { llmc_init_params(m, m->params, seed); }
+void llmc_model_init_weights(llmc_model *m, uint64_t seed) {
+    llmc_init_params(m, m->params, seed);
+    m->params16_valid = 0;
+}
 
 void llmc_init_params(const llmc_model *m, float *params, uint64_t seed) {
     uint64_t drawn = 0; /* normals used so far: each tensor continues the one stream */
@@ -466,6 +473,7 @@ LLMC_API void llmc_model_destroy(llmc_model *m) {
     if (!m) return;
     if (m->be && m->be->destroy) m->be->destroy(m); /* backend memory; NULLs what it freed */
     free(m->params);
+    free(m->params16);
     free(m->grads);
     free(m->adam_m);
     free(m->adam_v);
@@ -634,7 +642,8 @@ double llmc_param_weight_decay(const llmc_adamw_params *hp, int i) {
 
 static llmc_exec exec_of(llmc_model *m) {
     llmc_exec ex = {m->nthreads, m->gemm_ws, m->row_ws, attn_ws_floats(m), m->gemm_shared,
-                    LLMC_GEMM_SHARED_FLOATS, 1.0f, m->precision == LLMC_PRECISION_BF16};
+                    LLMC_GEMM_SHARED_FLOATS, 1.0f, m->precision == LLMC_PRECISION_BF16,
+                    m->params, m->params16_valid ? m->params16 : NULL, m->num_params};
     return ex;
 }
 
@@ -759,6 +768,7 @@ static int cpu_forward(llmc_model *m, int with_targets, float *mean_loss) {
     const int B = m->B, T = m->T;
     const int C = m->cfg.channels, NH = m->cfg.num_heads, L = m->cfg.num_layers;
     const int Vp = m->cfg.padded_vocab_size, BT = B * T, nt = m->nthreads;
+    bf16_weights_refresh(m);
     const llmc_exec ex = exec_of(m);
     float **p = m->p;
 
@@ -823,6 +833,7 @@ static int cpu_backward(llmc_model *m, float loss_scale, int accumulate) {
     const int B = m->B, T = m->T, BT = B * T;
     const int C = m->cfg.channels, NH = m->cfg.num_heads, L = m->cfg.num_layers;
     const int V = m->cfg.vocab_size, Vp = m->cfg.padded_vocab_size, nt = m->nthreads;
+    bf16_weights_refresh(m);
     llmc_exec ex = exec_of(m);
     float **p = m->p, **g = m->g;
     if (!accumulate) {
@@ -888,10 +899,12 @@ static int cpu_adamw(llmc_model *m, const llmc_adamw_params *hp) {
     for (int i = 0; i < LLMC_NUM_PARAM_TENSORS; i++) {
         const double wd = llmc_param_weight_decay(hp, i);
         const size_t off = m->param_offsets[i];
-        adamw_update(m->params + off, m->grads + off, m->adam_m + off, m->adam_v + off,
-                     m->param_sizes[i], hp->lr, hp->beta1, hp->beta2, hp->eps, wd, hp->t,
-                     hp->grad_scale, m->nthreads);
+        /* bf16: the weights' bf16 image is written with them (bf16_weights.c) */
+        adamw_update16(m->params + off, m->params16 ? m->params16 + off : NULL, m->grads + off,
+                       m->adam_m + off, m->adam_v + off, m->param_sizes[i], hp->lr, hp->beta1,
+                       hp->beta2, hp->eps, wd, hp->t, hp->grad_scale, m->nthreads);
     }
+    if (m->params16) m->params16_valid = 1; /* every weight was rewritten */
     return LLMC_OK;
 }
 
@@ -903,6 +916,7 @@ static int cpu_copy(llmc_model *m, int kind, size_t offset, size_t count, float 
         memcpy(host, buf + offset, count * sizeof(float));
     else
         memcpy(buf + offset, host, count * sizeof(float));
+    if (!to_host && kind == LLMC_KIND_PARAMS) m->params16_valid = 0; /* bf16_weights.c */
     return LLMC_OK;
 }
 
