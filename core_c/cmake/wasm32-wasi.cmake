@@ -12,7 +12,7 @@ set(CMAKE_SYSTEM_VERSION 1)
 set(CMAKE_SYSTEM_PROCESSOR wasm32)
 
 if(NOT LLMC_WASM_CLANG)
-  find_program(LLMC_WASM_CLANG NAMES clang clang-16 clang-15 clang-14 REQUIRED)
+  find_program(LLMC_WASM_CLANG NAMES clang-16 clang-15 clang clang-14 REQUIRED)
 endif()
 if(NOT LLMC_WASI_SYSROOT)
   set(LLMC_WASI_SYSROOT "/usr")

@@ -61,3 +61,18 @@ target_link_options(llmc_wasm PRIVATE
 target_link_libraries(llmc_wasm PRIVATE m)
 
 install(TARGETS llmc_wasm RUNTIME DESTINATION .)
+
+# Test only, never installed: the kernel test shim (core_c/tests/shim/kernel_shim.c) as a wasm
+# module, _kernel_shim.wasm, for the property tests of the kernels against the wasm build
+# (parity_tests/test_wasm_core_kernels.py builds it on demand with -DLLMC_KERNEL_SHIM=ON).
+if(LLMC_KERNEL_SHIM)
+  add_executable(llmc_kernel_shim_wasm ${LLMC_SOURCES} "${CMAKE_CURRENT_SOURCE_DIR}/tests/shim/kernel_shim.c")
+  set_target_properties(llmc_kernel_shim_wasm PROPERTIES OUTPUT_NAME _kernel_shim SUFFIX ".wasm"
+                        C_VISIBILITY_PRESET hidden)
+  foreach(_prop INCLUDE_DIRECTORIES COMPILE_OPTIONS COMPILE_DEFINITIONS LINK_OPTIONS LINK_LIBRARIES)
+    get_target_property(_val llmc_wasm ${_prop})
+    if(_val)
+      set_target_properties(llmc_kernel_shim_wasm PROPERTIES ${_prop} "${_val}")
+    endif()
+  endforeach()
+endif()

@@ -6,7 +6,8 @@ paths). A ``WasmLib`` takes exactly those arguments and runs the function of the
 the module, so the Model's logic exists once for both cores:
 
 - a host pointer argument (a scalar or struct to fill, an array to read) is copied into a
-  temporary block of linear memory before the call and back afterwards; NULL stays 0;
+  temporary block of linear memory before the call and back afterwards; NULL stays 0; the
+  same buffer given twice (in place) is one block;
 - ``llmc_model *`` handles are guest addresses carried in a host pointer cdata (never
   dereferenced on the host); ``float **`` results (``llmc_model_buffer``) become the HOST
   address of the guest buffer, so the Model's numpy views look straight into linear memory;
@@ -39,6 +40,8 @@ class WasmLib:
     """The wasm core's ``llmc_*`` functions on one instance (see the module docstring)."""
 
     device_name = "wasm"
+    #: further functions returning ``const char *`` (a module with more than the C API)
+    string_results: Tuple[str, ...] = ()
 
     def __init__(self, instance: Optional[Instance] = None):
         self.instance = instance if instance is not None else Instance()
@@ -76,6 +79,7 @@ class WasmLib:
         wargs: List[Any] = []
         temps: List[int] = []
         outs: List[Tuple[Any, int, str]] = []  # (host cdata, guest block, how to copy back)
+        self._blocks: Dict[Tuple[int, int], int] = {}  # (host address, bytes) -> guest block of this call
         try:
             for a in args:
                 if isinstance(a, (bytes, bytearray)):
@@ -98,7 +102,7 @@ class WasmLib:
                 inst.free(p)
         if name in _VOID_RESULTS:
             return None
-        if name in _STRING_RESULTS:
+        if name in _STRING_RESULTS or name in self.string_results:
             return ffi.new("char[]", self._message(inst.cstring(result)))
         return result
 
@@ -118,7 +122,14 @@ class WasmLib:
             nbytes, how = ffi.sizeof(t.item), "bytes"
         else:
             raise PyllmcError(f"wasm core: cannot pass a {t.cname} argument")
+        # the same host buffer passed twice (an in-place kernel: out is inp) is one guest block,
+        # so the call sees the aliasing it was given and one copy-back brings the result home
+        key = (int(ffi.cast("uintptr_t", a)), nbytes)
+        if how == "bytes" and key in self._blocks:
+            return self._blocks[key]
         p = self.instance.malloc(nbytes)
+        if how == "bytes":
+            self._blocks[key] = p
         temps.append(p)
         if how == "bytes":
             self.instance.write(p, bytes(ffi.buffer(a, nbytes)))
