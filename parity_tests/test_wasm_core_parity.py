@@ -93,7 +93,7 @@ def test_cores_train_the_same_20_steps():
 
 
 def test_d12_fits_and_trains_a_step():
-    """d12 (GPT-2 124M) at B=4, T=64: about 2.3 GiB of the 4 GiB (under the heavy lock)."""
+    """d12 (GPT-2 124M) at B=4, T=64: about 2.2 GiB of the 4 GiB (under the heavy lock)."""
     import fcntl
 
     with open(HEAVY_LOCK, "a") as lock:
