@@ -143,12 +143,46 @@ FUNCTIONS: List[str] = function_names(CDEF)
 ffi = FFI()
 ffi.cdef(CDEF)
 
-LIBRARY_PATH: Path = find_library()
+class NativeUnavailable:
+    """Stands in for ``lib`` when the native library cannot be loaded but the wasm core can
+    run: every function raises UnsupportedError with the load failure, so only models with
+    ``device="wasm"`` work."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+    def __getattr__(self, name: str):
+        from .errors import UnsupportedError
+
+        raise UnsupportedError(f"{self.reason}; the wasm core is available: use device='wasm'")
+
+
+def _load() -> "tuple":
+    path = find_library()
+    try:
+        lib_ = ffi.dlopen(str(path))
+    except OSError as e:
+        raise ImportError(f"pyllmc: cannot load the C library {path}: {e}") from None
+    verify_library(ffi, lib_, ABI_VERSION, str(path))
+    return path, lib_
+
+
+#: why the native library did not load, when pyllmc runs on the wasm core only (else None)
+LOAD_ERROR = None
 try:
-    lib = ffi.dlopen(str(LIBRARY_PATH))
-except OSError as e:
-    raise ImportError(f"pyllmc: cannot load the C library {LIBRARY_PATH}: {e}") from None
-verify_library(ffi, lib, ABI_VERSION, str(LIBRARY_PATH))
+    LIBRARY_PATH, lib = _load()
+except ImportError as _e:
+    # Without a usable native library pyllmc still imports when the wasm core can run
+    # (device="wasm"), and says so once; with neither, the ImportError stands.
+    from .wasm_core import unavailable_reason as _wasm_unavailable
+
+    if _wasm_unavailable() is not None:
+        raise
+    import warnings
+
+    LOAD_ERROR = str(_e)
+    LIBRARY_PATH, lib = None, NativeUnavailable(LOAD_ERROR)
+    warnings.warn(f"{LOAD_ERROR}; the wasm core is available: use device='wasm'", RuntimeWarning, stacklevel=2)
 
 
 def string(ptr) -> str:

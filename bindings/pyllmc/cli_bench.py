@@ -90,6 +90,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile-timeout", type=float, default=900.0, help="seconds allowed for torch.compile (default 900)")
     add_switch(p, "--plot", default=True, off_flags=("--no-plots",),
                help="write the PNG plots (default on; --no-plot: bench.json and report.md only)")
+    p.add_argument("--device", choices=("cpu", "wasm"), default="cpu",
+                   help="wasm: the C core runs as WebAssembly (implementation c-core-wasm, one thread) in place of "
+                        "c-core and c-driver (default cpu)")
     p.add_argument("--render", metavar="BENCH_JSON", default=None,
                    help="measure nothing: write report.md and the plots of an existing bench.json into --out")
 
@@ -141,6 +144,11 @@ def run(args: argparse.Namespace) -> int:
         names = bf16 if args.precision == "bf16" else names + [i for i in bf16 if i not in names]
     if not args.compile:
         names = [i for i in names if "-compile" not in i]
+    if getattr(args, "device", "cpu") == "wasm":
+        from .model_source import check_device
+
+        check_device("wasm")
+        names = list(dict.fromkeys(("c-core-wasm" if i == "c-core" else i) for i in names if i != "c-driver"))
 
     scaling = None
     if args.suite == "full":

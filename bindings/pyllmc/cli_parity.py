@@ -58,7 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=_positive_int, default=4, help="batch size B (default 4)")
     p.add_argument("--seq", type=_positive_int, default=64, help="sequence length T (default 64)")
     p.add_argument("--seed", type=_nonneg_int, default=0, help="weights of a size descriptor, and the batches")
-    p.add_argument("--device", default="cpu", help="where the C core runs: cpu or cuda (the reference runs on the CPU)")
+    p.add_argument("--device", default="cpu", help="where the C core runs: cpu, cuda or wasm (the reference runs on the CPU)")
     p.add_argument("--out", default=default_out("parity"), help=f"output directory (default {default_out('parity')})")
     p.add_argument("--threads", type=_nonneg_int, default=0, help="threads for the C core and torch (0 = the OpenMP default, all cores)")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",

@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="byte, gpt2, a tokenizer.bin or HF dir (default: found next to the model)")
     add_switch(p, "--stop-at-eot", default=False, help="stop a sample at the end-of-text token (default off)")
     add_threads(p)
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the C core runs (default cpu)")
+    p.add_argument("--device", choices=("cpu", "cuda", "wasm"), default="cpu", help="where the C core runs (default cpu)")
     add_allow_download(p)
 
 

@@ -112,7 +112,8 @@ class TrainerConfig:
     seed: int = setting(0, min=0, help="seed of the model init (size descriptors), data shuffling and sampling")
     threads: int = setting(0, min=0, resume="changes-results", help=(
         "OpenMP threads (0 = the OpenMP default, all cores); bit-exact resume needs the same count"))
-    device: str = setting("cpu", choices=("cpu", "cuda"), help="where the C core runs (cuda needs a CUDA build)")
+    device: str = setting("cpu", choices=("cpu", "cuda", "wasm"),
+                          help="where the C core runs (cuda needs a CUDA build; wasm: the core as WebAssembly in wasmtime)")
     precision: str = setting("fp32", choices=("fp32", "bf16"), resume="changes-results", help=(
         "bf16: matmul and attention operands rounded to bf16 with fp32 accumulation, fp32 weights, gradients "
         "and AdamW state; checkpoints stay fp32"))

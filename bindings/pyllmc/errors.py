@@ -97,16 +97,24 @@ def error_for(status: int, message: str) -> PyllmcError:
     return error_class(status)(message, status=int(status))
 
 
-def check(status: int, model=None, context: Optional[str] = None) -> None:
+def check(status: int, model=None, context: Optional[str] = None, lib=None) -> None:
     """Raise the typed exception for a non-zero llmc_status.
 
     ``model`` is the ``llmc_model*`` the call was made on, or None for calls without a
     handle (create, load), whose message is per thread. ``context`` (e.g. a file path) is
-    prefixed to the message when the C message does not already mention it.
+    prefixed to the message when the C message does not already mention it. ``lib`` is the
+    library the call went to (default: the native one; a model on the wasm core passes its
+    ``pyllmc.wasm_core.lib.WasmLib``).
     """
     if status == STATUS_OK:
         return
-    from ._ffi import ffi, lib, status_name, string
+    from ._ffi import ffi, string
+    from ._ffi import lib as native
+
+    lib = native if lib is None else lib
+
+    def status_name(code: int) -> str:
+        return string(lib.llmc_status_name(int(code)))
 
     if model is not None and model != ffi.NULL:
         message = string(lib.llmc_model_last_error(model))

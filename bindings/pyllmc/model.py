@@ -96,9 +96,10 @@ class _Handle:
     valid as long as any view exists, and there are no reference cycles.
     """
 
-    def __init__(self, ptr):
+    def __init__(self, ptr, core: Any = None):
         self.ptr = ptr
-        self._destroy = lib.llmc_model_destroy  # kept so __del__ works at interpreter exit
+        self.core = lib if core is None else core  # the cffi lib, or a wasm core's WasmLib
+        self._destroy = self.core.llmc_model_destroy  # kept so __del__ works at interpreter exit
 
     def close(self) -> None:
         ptr, self.ptr = self.ptr, None
@@ -157,9 +158,21 @@ def _float_arg(name: str, value: Any) -> float:
 
 def _device_arg(device: Any) -> int:
     name = str(device).strip().lower() if isinstance(device, str) else device
+    if name == "wasm":
+        return DEVICES["cpu"]  # the wasm core's own device is its CPU backend
     if name not in DEVICES:
-        raise InvalidArgumentError(f"device must be one of {list(DEVICES)}, got {device!r}")
+        raise InvalidArgumentError(f"device must be one of {list(DEVICES) + ['wasm']}, got {device!r}")
     return DEVICES[name]
+
+
+def _core_for(device: Any) -> Any:
+    """The library a new model of ``device`` runs in: the native cffi ``lib``, or for "wasm" a
+    fresh instance of the wasm core (pyllmc.wasm_core: one sandboxed instance per model)."""
+    if isinstance(device, str) and device.strip().lower() == "wasm":
+        from .wasm_core.lib import WasmLib
+
+        return WasmLib()
+    return lib
 
 
 def _precision_arg(precision: Any) -> int:
@@ -250,11 +263,13 @@ class Model:
         if not isinstance(_handle, _Handle):
             raise TypeError("use Model.from_config() or Model.from_checkpoint()")
         self._h = _handle
+        self._lib = _handle.core
         self._lock = threading.RLock()
         c = ffi.new("llmc_config *")
-        check(lib.llmc_model_get_config(_handle.ptr, c), _handle.ptr)
+        self._check(self._lib.llmc_model_get_config(_handle.ptr, c), _handle.ptr)
         self._config = GPTConfig.from_c(c)
-        self._device = DEVICE_NAMES.get(int(lib.llmc_model_device(_handle.ptr)), "cpu")
+        self._device = getattr(self._lib, "device_name", None) or DEVICE_NAMES.get(
+            int(self._lib.llmc_model_device(_handle.ptr)), "cpu")
         self._generation = 0  # bumped by every forward: activation shapes may change
         self._last_bt: Optional[Tuple[int, int]] = None
         self._infos: Optional[Tuple[int, List[TensorInfo]]] = None
@@ -289,9 +304,14 @@ class Model:
         c = config.to_c()
         opt = _make_options(max_batch, max_seq, threads, device, precision)
         seed = _int_arg("seed", seed, 0, 2**64 - 1)
+        core = _core_for(device)
+        if core is not lib:
+            from .wasm_core.memory import check_fits
+
+            check_fits(config, opt.max_batch, opt.max_seq or config.max_seq_len)
         out = ffi.new("llmc_model **")
-        check(lib.llmc_model_create(c, opt, seed, out))
-        return cls(_Handle(out[0]))
+        check(core.llmc_model_create(c, opt, seed, out), lib=core)
+        return cls(_Handle(out[0], core))
 
     @classmethod
     def from_checkpoint(
@@ -307,9 +327,15 @@ class Model:
         """Load an llm.c checkpoint (version 3 fp32 or 5 bf16) onto ``device``."""
         opt = _make_options(max_batch, max_seq, threads, device, precision)
         spath = os.fspath(path)
+        cpath = _c_path(spath)
+        core = _core_for(device)
+        if core is not lib:
+            from .wasm_core.memory import check_checkpoint_fits
+
+            check_checkpoint_fits(spath, opt.max_batch, opt.max_seq)
         out = ffi.new("llmc_model **")
-        check(lib.llmc_model_load(_c_path(spath), opt, out), context=str(spath))
-        return cls(_Handle(out[0]))
+        check(core.llmc_model_load(cpath, opt, out), context=str(spath), lib=core)
+        return cls(_Handle(out[0], core))
 
     @classmethod
     def from_pretrained(cls, source: Any, **kwargs: Any) -> "Model":
@@ -348,7 +374,7 @@ class Model:
         spath = os.fspath(path)
         with self._lock:
             ptr = self._ptr()
-            check(lib.llmc_model_save(ptr, _c_path(spath)), ptr, context=str(spath))
+            self._check(self._lib.llmc_model_save(ptr, _c_path(spath)), ptr, context=str(spath))
 
     # ---------------------------------------------------------------- lifetime
     def _ptr(self):
@@ -356,6 +382,9 @@ class Model:
         if ptr is None:
             raise StateError("the model is closed")
         return ptr
+
+    def _check(self, status: int, ptr: Any = None, context: Optional[str] = None) -> None:
+        check(status, ptr, context, lib=self._lib)
 
     @property
     def closed(self) -> bool:
@@ -392,12 +421,12 @@ class Model:
         with self._lock:
             ptr = self._ptr()
             o = ffi.new("llmc_options *")
-            check(lib.llmc_model_get_options(ptr, o), ptr)
+            self._check(self._lib.llmc_model_get_options(ptr, o), ptr)
             return ModelOptions(
                 int(o.max_batch),
                 int(o.max_seq),
                 int(o.num_threads),
-                DEVICE_NAMES.get(int(o.device), str(int(o.device))),
+                self._device if self._device == "wasm" else DEVICE_NAMES.get(int(o.device), str(int(o.device))),
                 PRECISION_NAMES.get(int(o.precision), str(int(o.precision))),
             )
 
@@ -424,7 +453,7 @@ class Model:
         n = _int_arg("threads", n, 0, _INT32_MAX)
         with self._lock:
             ptr = self._ptr()
-            check(lib.llmc_model_set_threads(ptr, n), ptr)
+            self._check(self._lib.llmc_model_set_threads(ptr, n), ptr)
 
     # ---------------------------------------------------------------- training step
     def _tokens(self, x: Any, what: str) -> np.ndarray:
@@ -467,7 +496,7 @@ class Model:
             ptr = self._ptr()
             self._generation += 1
             self._last_bt = None
-            status = lib.llmc_model_forward(
+            status = self._lib.llmc_model_forward(
                 ptr,
                 ffi.from_buffer("int32_t[]", x),
                 ffi.from_buffer("int32_t[]", y) if y is not None else ffi.NULL,
@@ -475,14 +504,14 @@ class Model:
                 T,
                 loss,
             )
-            check(status, ptr)
+            self._check(status, ptr)
             self._last_bt = (B, T)
         return float(loss[0]) if y is not None else None
 
     def zero_grad(self) -> None:
         with self._lock:
             ptr = self._ptr()
-            check(lib.llmc_model_zero_grad(ptr), ptr)
+            self._check(self._lib.llmc_model_zero_grad(ptr), ptr)
 
     def backward(self, loss_scale: float = 1.0, *, accumulate: bool = True) -> None:
         """Backward of the last forward (which needs targets).
@@ -495,14 +524,14 @@ class Model:
         scale = _float_arg("loss_scale", loss_scale)
         with self._lock:
             ptr = self._ptr()
-            check(lib.llmc_model_backward_ex(ptr, scale, 1 if accumulate else 0), ptr)
+            self._check(self._lib.llmc_model_backward_ex(ptr, scale, 1 if accumulate else 0), ptr)
 
     def grad_norm(self) -> float:
         """Global L2 norm of all parameter gradients."""
         norm = ffi.new("float *")
         with self._lock:
             ptr = self._ptr()
-            check(lib.llmc_model_grad_norm(ptr, norm), ptr)
+            self._check(self._lib.llmc_model_grad_norm(ptr, norm), ptr)
         return float(norm[0])
 
     def clip_grad_norm(self, max_norm: float) -> float:
@@ -511,7 +540,7 @@ class Model:
         norm = ffi.new("float *")
         with self._lock:
             ptr = self._ptr()
-            check(lib.llmc_model_clip_grad_norm(ptr, mn, norm), ptr)
+            self._check(self._lib.llmc_model_clip_grad_norm(ptr, mn, norm), ptr)
         return float(norm[0])
 
     def adamw_step(
@@ -543,7 +572,7 @@ class Model:
         p.grad_scale = _float_arg("grad_scale", grad_scale)
         with self._lock:
             ptr = self._ptr()
-            check(lib.llmc_model_adamw_step(ptr, p), ptr)
+            self._check(self._lib.llmc_model_adamw_step(ptr, p), ptr)
 
     def adamw_step_range(self, lr: float, *, t: int, offset: int, count: int, adam_m: Optional[np.ndarray] = None,
                          adam_v: Optional[np.ndarray] = None, beta1: float = 0.9, beta2: float = 0.999,
@@ -572,7 +601,7 @@ class Model:
             bufs.append(ffi.from_buffer("float[]", a))
         with self._lock:
             ptr = self._ptr()
-            check(lib.llmc_model_adamw_step_range(ptr, p, off, n, bufs[0], bufs[1]), ptr)
+            self._check(self._lib.llmc_model_adamw_step_range(ptr, p, off, n, bufs[0], bufs[1]), ptr)
 
     def grad_sumsq_range(self, offset: int, count: int) -> float:
         """Sum of squares (double) of the gradients [offset, offset + count); over the whole
@@ -582,7 +611,7 @@ class Model:
         n = _int_arg("count", count, 0, 2**62)
         with self._lock:
             ptr = self._ptr()
-            check(lib.llmc_model_grad_sumsq_range(ptr, off, n, out), ptr)
+            self._check(self._lib.llmc_model_grad_sumsq_range(ptr, off, n, out), ptr)
         return float(out[0])
 
     def debug_set_fault(self, name: Optional[str], delta: float = 0.0) -> None:
@@ -596,7 +625,7 @@ class Model:
         d = _float_arg("delta", delta)
         with self._lock:
             ptr = self._ptr()
-            check(lib.llmc_debug_set_fault(ptr, (name or "").encode(), d), ptr)
+            self._check(self._lib.llmc_debug_set_fault(ptr, (name or "").encode(), d), ptr)
 
     # ---------------------------------------------------------------- tensor views
     def tensors(self, kind: Union[str, int, None] = None) -> List[TensorInfo]:
@@ -612,13 +641,13 @@ class Model:
         if self._infos is not None and self._infos[0] == self._generation:
             return self._infos[1]
         ptr = self._ptr()
-        n = int(lib.llmc_model_num_tensors(ptr))
+        n = int(self._lib.llmc_model_num_tensors(ptr))
         if n < 0:
-            check(n, ptr)
+            self._check(n, ptr)
         out: List[TensorInfo] = []
         info = ffi.new("llmc_tensor_info *")
         for i in range(n):
-            check(lib.llmc_model_tensor_info(ptr, i, info), ptr)
+            self._check(self._lib.llmc_model_tensor_info(ptr, i, info), ptr)
             ndim = int(info.ndim)
             if not 0 <= ndim <= 4:
                 raise PyllmcError(f"tensor #{i}: the library reported ndim = {ndim}")
@@ -649,7 +678,7 @@ class Model:
         ptr = self._ptr()
         data = ffi.new("float **")
         numel = ffi.new("int64_t *")
-        check(lib.llmc_model_buffer(ptr, k, data, numel), ptr)
+        self._check(self._lib.llmc_model_buffer(ptr, k, data, numel), ptr)
         addr = int(ffi.cast("uintptr_t", data[0]))
         n = int(numel[0])
         cached = self._flats.get(k)
@@ -670,7 +699,7 @@ class Model:
         as a 1-D zero-copy float32 view; on a CUDA model a read-only host copy."""
         k = self._kind(kind)
         with self._lock:
-            if self._device != "cpu":
+            if self._device == "cuda":
                 return self._host_copy(k, 0, self._buffer_numel(k), (self._buffer_numel(k),), writeable=False)
             return self._flat(k)[2]
 
@@ -678,7 +707,7 @@ class Model:
         ptr = self._ptr()
         data = ffi.new("float **")
         numel = ffi.new("int64_t *")
-        check(lib.llmc_model_buffer(ptr, k, data, numel), ptr)
+        self._check(self._lib.llmc_model_buffer(ptr, k, data, numel), ptr)
         return int(ffi.cast("uintptr_t", data[0])), int(numel[0])
 
     def _buffer_numel(self, k: int) -> int:
@@ -686,14 +715,14 @@ class Model:
         # bf16 model that its weights may be written unseen (llmc.h, llmc_model_buffer)
         ptr = self._ptr()
         numel = ffi.new("int64_t *")
-        check(lib.llmc_model_buffer(ptr, k, ffi.NULL, numel), ptr)
+        self._check(self._lib.llmc_model_buffer(ptr, k, ffi.NULL, numel), ptr)
         return int(numel[0])
 
     def _host_copy(self, k: int, offset: int, numel: int, shape: Tuple[int, ...], writeable: bool = True) -> np.ndarray:
         ptr = self._ptr()
         flat = np.empty(int(numel), dtype=np.float32)
         if numel:
-            check(lib.llmc_model_copy_to_host(ptr, k, int(offset), int(numel), ffi.from_buffer("float[]", flat)), ptr)
+            self._check(self._lib.llmc_model_copy_to_host(ptr, k, int(offset), int(numel), ffi.from_buffer("float[]", flat)), ptr)
         out = flat.reshape(shape)
         out.flags.writeable = writeable
         return out
@@ -735,7 +764,7 @@ class Model:
                 )
             ptr = self._ptr()
             if arr.size:
-                check(lib.llmc_model_copy_from_host(ptr, k, int(offset), int(arr.size), ffi.from_buffer("float[]", arr)), ptr)
+                self._check(self._lib.llmc_model_copy_from_host(ptr, k, int(offset), int(arr.size), ffi.from_buffer("float[]", arr)), ptr)
 
     def torch_view(self, kind: Union[str, int], name: Optional[str] = None):
         """A torch tensor sharing one named tensor's memory (the whole buffer when ``name`` is
@@ -756,7 +785,7 @@ class Model:
             else:
                 ti = self._find(k, name)
                 offset, shape = ti.offset, ti.shape
-            if self._device == "cpu":
+            if self._device != "cuda":
                 flat = self._flat(k)[2]
                 return torch.from_numpy(flat[offset : offset + int(np.prod(shape, dtype=np.int64))].reshape(shape))
             numel = int(np.prod(shape, dtype=np.int64))
@@ -766,7 +795,7 @@ class Model:
             return torch.as_tensor(export, device="cuda")
 
     def _named_views(self, k: int) -> Mapping[str, np.ndarray]:
-        if self._device != "cpu":
+        if self._device == "cuda":
             with self._lock:
                 kname = KIND_NAMES[k]
                 infos = {ti.name: ti for ti in self._tensor_infos() if ti.kind == kname}

@@ -44,7 +44,14 @@ def check_device(device: str) -> str:
         if not cuda_available():
             raise UnsupportedError(f"device 'cuda': CUDA is not usable here ({cuda_info()}); use --device cpu")
         return d
-    raise InvalidArgumentError(f"unknown device {device!r} (expected cpu or cuda)")
+    if d == "wasm":
+        from .wasm_core import unavailable_reason
+
+        why = unavailable_reason()
+        if why:
+            raise UnsupportedError(f"device 'wasm': {why}; use --device cpu")
+        return d
+    raise InvalidArgumentError(f"unknown device {device!r} (expected cpu, cuda or wasm)")
 
 
 ALLOW_DOWNLOAD_ENV = "PYLLMC_ALLOW_DOWNLOAD"
@@ -233,7 +240,7 @@ def _model_from_params(cfg: GPTConfig, params: dict, max_batch: int, max_seq: Op
 def load_params(model: Model, params: dict) -> None:
     """Copy C-layout parameters (checkpoint names, layers stacked) into ``model``, on either
     device; a ``wte`` with V rows is padded with zero rows to Vp."""
-    if getattr(model, "device", "cpu") == "cpu":
+    if getattr(model, "device", "cpu") != "cuda":  # cpu and wasm: zero-copy views
         from .reference import load_into_model
 
         load_into_model(model, params)

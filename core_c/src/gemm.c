@@ -19,6 +19,7 @@
 #endif
 
 #include "gemm_plan.h"
+#include "gemm_wasm.h"
 #include "transpose16.h"
 
 #define NR LLMC_GEMM_NR
@@ -143,6 +144,9 @@ typedef struct {
  * for fp32 they allow what avx512 does. */
 static ukernel pick_ukernel(void) {
     ukernel k = {ukernel_generic, MR_GENERIC, "generic", 0};
+#if defined(__wasm_simd128__) /* the wasm core: its SIMD128 kernel (gemm_wasm.c) */
+    k.fn = llmc_ukernel_wasm; k.mr = LLMC_WASM_MR; k.name = LLMC_WASM_UKERNEL_NAME;
+#endif
 #ifdef LLMC_X86
     const char *force = getenv("LLMC_GEMM_ISA");
     const int allow512 = !force || !strcmp(force, "avx512") || !strcmp(force, "avx512bf16") ||
@@ -160,6 +164,7 @@ static ukernel pick_ukernel(void) {
 
 const char *llmc_gemm_isa(void) { return pick_ukernel().name; }
 
+#ifdef LLMC_X86 /* the packers' AVX-512 helpers (x86-64 only; called under LLMC_X86 below) */
 /* One full NR-column strip of a plain (k-major) B: kc rows of 32 contiguous floats. memcpy
  * of 128 bytes compiled to `rep movsq`, whose start-up cost dominated the backward's dX
  * packs; two unaligned vector moves per row do not have it. */
@@ -177,6 +182,7 @@ __attribute__((target("avx512f"))) static void copy_rows8_avx512(const float *sr
                                                                  float *dst, int kc) {
     for (int k = 0; k < kc; k++) _mm256_storeu_ps(dst + (size_t)k * 8, _mm256_loadu_ps(src + (int64_t)k * ld));
 }
+#endif
 
 /* Pack rows [0, mc) x depth [0, kc) of op(A) into strips of mr rows: Ap[s][k][r].
  * Loops run along the source's contiguous dimension. */

@@ -7,6 +7,8 @@ phases: `forward`, `backward` (zero_grad included) and `update` (clip + AdamW).
 
 Names (`describe()` lists them):
   c-core                       the C core through the Python binding (pyllmc.Model)
+  c-core-wasm                  the same on the wasm core (device="wasm": libllmc.wasm in
+                               wasmtime, one thread)
   torch-hf-eager-foreach       Hugging Face GPT2LMHeadModel, eager attention, AdamW(foreach=True)
   torch-hf-eager-fused         ... AdamW(fused=True)
   torch-hf-sdpa-foreach/fused  Hugging Face GPT2LMHeadModel with scaled_dot_product_attention
@@ -88,6 +90,7 @@ def describe() -> Dict[str, str]:
         "torch-compact-fused-bf16": "compact GPT-2 (SDPA), AdamW fused, autocast bf16",
         "torch-compact-fused-compile-bf16": "compact GPT-2 under torch.compile, AdamW fused, autocast bf16",
         "c-core": "C core through the Python binding (pyllmc.Model)",
+        "c-core-wasm": "C core as WebAssembly (device='wasm', wasmtime, single-threaded)",
         "c-driver": "C core driven by a C program (core_c/bench/bench_step.c), no Python",
         "torch-hf-eager-foreach": "HF GPT2LMHeadModel, eager attention, AdamW foreach",
         "torch-hf-eager-fused": "HF GPT2LMHeadModel, eager attention, AdamW fused",
@@ -110,7 +113,7 @@ def is_torch_eager(impl: str) -> bool:
 
 
 def known(impl: str) -> bool:
-    return impl in ("c-core", "c-driver", "llmc-bin", "c-core-bf16", "c-driver-bf16") or is_torch(impl)
+    return impl in ("c-core", "c-driver", "llmc-bin", "c-core-bf16", "c-driver-bf16", "c-core-wasm") or is_torch(impl)
 
 
 def batch(job: Job) -> Tuple[np.ndarray, np.ndarray]:
@@ -139,10 +142,10 @@ class CCoreRunner(Runner):
     def __init__(self, job: Job):
         from .. import Model
 
+        device = "wasm" if job.impl == "c-core-wasm" else "cpu"
         self.m = Model.from_config(job.shape.config(), max_batch=job.B, max_seq=job.T, threads=job.threads, seed=job.seed,
-                                   precision=precision_of(job.impl))
+                                   precision=precision_of(job.impl), device=device)
         self.x, self.y = (a.astype(np.int32) for a in batch(job))
-        from .._ffi import lib
 
         # Clipping folded into the update (grad_scale) where the binding offers it: the same
         # update as clip_grad_norm + adamw_step with one pass over the gradients fewer.
@@ -155,7 +158,9 @@ class CCoreRunner(Runner):
             from ..shapes import clip_coefficient
 
             self.clip_coefficient = clip_coefficient
-        self.info = {"library": _library_path(), "openmp": bool(lib.llmc_has_openmp()),
+        core = self.m._lib
+        self.info = {"library": str(core.instance.path) if device == "wasm" else _library_path(),
+                     "openmp": bool(core.llmc_has_openmp()),
                      "clip": "grad_scale" if self.fused_clip else "clip_grad_norm",
                      "backward": "overwrite" if self.overwrite else "zero_grad+accumulate"}
 
@@ -273,7 +278,7 @@ class TorchRunner(Runner):
 
 
 def make_runner(job: Job) -> Runner:
-    if job.impl in ("c-core", "c-core-bf16"):
+    if job.impl in ("c-core", "c-core-bf16", "c-core-wasm"):
         return CCoreRunner(job)
     if is_torch(job.impl):
         return TorchRunner(job)
