@@ -38,6 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "parity_tests"))  # the WAT helpers of the tests
 
+from wasm_guests import STATUS_LOOP as WG_STATUS_LOOP  # noqa: E402
 from wasm_guests import Driver, wrapper_module  # noqa: E402
 
 from pyllmc import GPTConfig, Model, Trainer, TrainerConfig  # noqa: E402
@@ -250,13 +251,7 @@ def bench_polling(args, data: Path, cfg: GPTConfig) -> dict:
             "wake_summary": _summary(woken, blocked, wake_ratios), "host_summary": _summary(polled, woken, host_ratios)}
 
 
-STATUS_LOOP = """
-  (func (export "status_loop") (param $job i32) (param $out i32) (param $n i32)
-    (block $done (loop $l
-      (br_if $done (i32.eqz (local.get $n)))
-      (drop (call $job_status (local.get $job) (local.get $out)))
-      (local.set $n (i32.sub (local.get $n) (i32.const 1)))
-      (br $l))))
+STATUS_LOOP = WG_STATUS_LOOP + """
   (func (export "last_error_loop") (param $unused i32) (param $out i32) (param $n i32)
     (block $done (loop $l
       (br_if $done (i32.eqz (local.get $n)))

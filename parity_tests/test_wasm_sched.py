@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from wasm_guests import Driver, make_shards, require_wasmtime, wrapper_module
+from wasm_guests import STATUS_LOOP, Driver, make_shards, require_wasmtime, wrapper_module
 
 require_wasmtime()
 
@@ -25,12 +25,6 @@ SPIN = """
     (block $d (loop $l (br_if $d (i64.ge_s (local.get $i) (local.get $n)))
       (local.set $i (i64.add (local.get $i) (i64.const 1))) (br $l)))
     (local.get $i))
-  (func (export "status_loop") (param $job i32) (param $out i32) (param $n i32)
-    (block $done (loop $l
-      (br_if $done (i32.eqz (local.get $n)))
-      (drop (call $job_status (local.get $job) (local.get $out)))
-      (local.set $n (i32.sub (local.get $n) (i32.const 1)))
-      (br $l))))
 """
 
 
@@ -54,7 +48,7 @@ def _watch(tid: int, stop: threading.Event, seen: list) -> None:
 def test_guest_code_runs_batch_and_the_policy_comes_back(tmp_path):
     me = threading.get_native_id()
     assert os.sched_getscheduler(0) == os.SCHED_OTHER
-    with Host(threads=1).instantiate(wrapper_module(pages=4, extra=SPIN), dirs=[(str(tmp_path), "/data")]) as g:
+    with Host(threads=1).instantiate(wrapper_module(pages=4, extra=SPIN + STATUS_LOOP), dirs=[(str(tmp_path), "/data")]) as g:
         stop, seen = threading.Event(), []
         w = threading.Thread(target=_watch, args=(me, stop, seen))
         w.start()
@@ -85,7 +79,7 @@ def test_host_work_for_the_guest_runs_at_the_callers_policy(tmp_path):
 
     def guest_thread():
         result["tid"] = threading.get_native_id()
-        with Host(threads=2).instantiate(wrapper_module(pages=4, extra=SPIN), dirs=[(str(data), "/data")]) as g:
+        with Host(threads=2).instantiate(wrapper_module(pages=4, extra=SPIN + STATUS_LOOP), dirs=[(str(data), "/data")]) as g:
             d = Driver(g)
             m, tl = d.model(), d.loader("/data/train_000.bin", 2, 16)
             for _ in range(3):

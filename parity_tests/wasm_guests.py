@@ -30,6 +30,17 @@ def wrappers() -> str:
     return "\n".join(out)
 
 
+#: an export calling job_status n times in a wasm loop (benchmarks and scheduling tests)
+STATUS_LOOP = """
+  (func (export "status_loop") (param $job i32) (param $out i32) (param $n i32)
+    (block $done (loop $l
+      (br_if $done (i32.eqz (local.get $n)))
+      (drop (call $job_status (local.get $job) (local.get $out)))
+      (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+      (br $l))))
+"""
+
+
 def wrapper_module(pages: int = 2, max_pages: int = None, extra: str = "", start: str = "") -> str:
     mem = f"(memory (export \"memory\") {pages}{'' if max_pages is None else ' ' + str(max_pages)})"
     return f"""(module
