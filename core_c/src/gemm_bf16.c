@@ -52,6 +52,11 @@ static inline float pair_odd(uint32_t w) { return llmc_bf16_to_float(w >> 16); }
  * rounding per term, like the instruction (a plain a * b + acc would round twice). */
 #define MR16_GENERIC 4
 #define MR16_ROWS 32 /* strips of A packed by rows, for AMX */
+/* A strip for AMX: blocks of 16 pairs, each the 32 rows of the strip x 16 pairs (2 KiB, one
+ * tile of rows 0-15 then one of rows 16-31, 64-byte rows). Rows a whole depth apart would put
+ * a tile's 16 rows 2 KiB apart (at a 1024 depth), in two L1 sets: conflict misses on every
+ * tile load. Word of row r, pair p: */
+#define A_ROWS_AT(r, p) ((size_t)((p) / 16) * (MR16_ROWS * 16) + (size_t)(r) * 16 + (size_t)((p) % 16))
 #define GENERIC16_BODY                                                                     \
     float acc[MR16_GENERIC][NR];                                                           \
     memset(acc, 0, sizeof(acc));                                                           \
@@ -229,10 +234,10 @@ ukernel16_amx(int kpp, const uint32_t *Ap, const uint32_t *Bp, float *C, int64_t
         _tile_zero(2);
         _tile_zero(3);
     }
-    const int64_t astride = (int64_t)kpp * 4;
     for (int p = 0; p < kpp; p += 16) {
-        _tile_loadd(4, Ap + p, astride);
-        _tile_loadd(5, Ap + (size_t)16 * kpp + p, astride);
+        const uint32_t *ablk = Ap + (size_t)p * MR16_ROWS; /* 32 rows x 16 pairs, 2 KiB */
+        _tile_loadd(4, ablk, 64);
+        _tile_loadd(5, ablk + 16 * 16, 64);
         _tile_loadd(6, Bp + (size_t)p * NR, NR * 4);
         _tile_loadd(7, Bp + (size_t)p * NR + 16, NR * 4);
         _tile_dpbf16ps(0, 4, 6);
@@ -471,28 +476,29 @@ __attribute__((target("avx512f"))) static int pack_a16_rows_avx512(uint32_t *dst
         for (int p = 0; p < p16; p += 16) {
             if (!transA) { /* one row: 32 floats -> 16 pairs, already in place */
                 for (int i = 0; i < 16; i++)
-                    _mm512_storeu_si512((void *)(dst + (size_t)(r + i) * kpp + p),
+                    _mm512_storeu_si512((void *)(dst + A_ROWS_AT(r + i, p)),
                                         pairs_in_row(A + (int64_t)(m0 + r + i) * lda + k0 + 2 * p));
             } else { /* pairs of rows of A give 16 rows of one pair: transpose 16 x 16 */
                 for (int j = 0; j < 16; j++) {
                     const float *e = A + (int64_t)(k0 + 2 * (p + j)) * lda + m0 + r;
                     _mm512_storeu_si512((void *)(tmp + 16 * j), pairs_of_rows(e, e + lda));
                 }
-                transpose16_avx512((const float *)tmp, 16, (float *)(dst + (size_t)r * kpp + p), kpp);
+                transpose16_avx512((const float *)tmp, 16, (float *)(dst + A_ROWS_AT(r, p)), 16);
             }
         }
         for (int i = 0; i < 16; i++) { /* the ragged end of the depth, and the padding */
-            uint32_t *d = dst + (size_t)(r + i) * kpp;
+            uint32_t *d = dst + A_ROWS_AT(r + i, 0);
             for (int p = p16; p < kfull; p++)
-                d[p] = transA ? llmc_bf16_pair(A[(int64_t)(k0 + 2 * p) * lda + m0 + r + i],
+                d[A_ROWS_AT(0, p)] = transA ? llmc_bf16_pair(A[(int64_t)(k0 + 2 * p) * lda + m0 + r + i],
                                                A[(int64_t)(k0 + 2 * p + 1) * lda + m0 + r + i])
                               : llmc_bf16_pair(A[(int64_t)(m0 + r + i) * lda + k0 + 2 * p],
                                                A[(int64_t)(m0 + r + i) * lda + k0 + 2 * p + 1]);
             int p = kfull;
             if (kp > kfull)
-                d[p++] = llmc_bf16_bits(transA ? A[(int64_t)(k0 + kc - 1) * lda + m0 + r + i]
-                                               : A[(int64_t)(m0 + r + i) * lda + k0 + kc - 1]);
-            for (; p < kpp; p++) d[p] = 0;
+                d[A_ROWS_AT(0, p)] = llmc_bf16_bits(transA ? A[(int64_t)(k0 + kc - 1) * lda + m0 + r + i]
+                                                             : A[(int64_t)(m0 + r + i) * lda + k0 + kc - 1]);
+            if (kp > kfull) p++;
+            for (; p < kpp; p++) d[A_ROWS_AT(0, p)] = 0;
         }
     }
     return r;
@@ -642,19 +648,20 @@ LLMC_CLONES static void pack_a16_rows(uint32_t *Ap, int transA, const float *A, 
         r0 = pack_a16_rows_avx512(dst, transA, A, lda, m0 + s, k0, rows, kc, kpp);
 #endif
         for (int r = r0; r < MR16_ROWS; r++) {
-            uint32_t *d = dst + (size_t)r * kpp;
+            uint32_t *d = dst + A_ROWS_AT(r, 0);
             int p = 0;
             if (r < rows && !transA) {
                 const float *src = A + (int64_t)(m0 + s + r) * lda + k0;
-                for (; p < kfull; p++) d[p] = llmc_bf16_pair(src[2 * p], src[2 * p + 1]);
-                if (kp > kfull) d[p++] = llmc_bf16_bits(src[kc - 1]);
+                for (; p < kfull; p++) d[A_ROWS_AT(0, p)] = llmc_bf16_pair(src[2 * p], src[2 * p + 1]);
+                if (kp > kfull) d[A_ROWS_AT(0, p)] = llmc_bf16_bits(src[kc - 1]), p++;
             } else if (r < rows) {
                 const float *src = A + (int64_t)k0 * lda + m0 + s + r;
                 for (; p < kfull; p++)
-                    d[p] = llmc_bf16_pair(src[(int64_t)(2 * p) * lda], src[(int64_t)(2 * p + 1) * lda]);
-                if (kp > kfull) d[p++] = llmc_bf16_bits(src[(int64_t)(kc - 1) * lda]);
+                    d[A_ROWS_AT(0, p)] =
+                        llmc_bf16_pair(src[(int64_t)(2 * p) * lda], src[(int64_t)(2 * p + 1) * lda]);
+                if (kp > kfull) d[A_ROWS_AT(0, p)] = llmc_bf16_bits(src[(int64_t)(kc - 1) * lda]), p++;
             }
-            for (; p < kpp; p++) d[p] = 0;
+            for (; p < kpp; p++) d[A_ROWS_AT(0, p)] = 0;
         }
     }
 }
