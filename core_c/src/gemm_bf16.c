@@ -236,6 +236,13 @@ ukernel16_amx(int kpp, const uint32_t *Ap, const uint32_t *Bp, float *C, int64_t
     }
     for (int p = 0; p < kpp; p += 16) {
         const uint32_t *ablk = Ap + (size_t)p * MR16_ROWS; /* 32 rows x 16 pairs, 2 KiB */
+        /* the next A block into L1 while this one computes: the strip is read once per call,
+         * from L2, and the tile loads stall on it (B strips are reused by the row loop and
+         * are in cache; prefetching them gained nothing) */
+        if (p + 16 < kpp) {
+            const char *next = (const char *)(ablk + 16 * MR16_ROWS);
+            for (int l = 0; l < 2048; l += 64) _mm_prefetch(next + l, _MM_HINT_T0);
+        }
         _tile_loadd(4, ablk, 64);
         _tile_loadd(5, ablk + 16 * 16, 64);
         _tile_loadd(6, Bp + (size_t)p * NR, NR * 4);
