@@ -29,7 +29,7 @@ static inline void store_tile(const float *tmp, int MR, float *C, int64_t ldc, i
  * Packing costs about 1/NT + 1/MT of the multiply-adds, so tiles should be wide; but the
  * threads should also get equal work. choose_tile_width() trades the two off. */
 static inline int choose_tile_width(int N, int m_tiles, int nthreads) {
-    static const int widths[] = {512, 384, 256, 192, 128, 96, 64};
+    static const int widths[] = {1024, 768, 512, 384, 256, 192, 128, 96, 64};
     int best = widths[0];
     double best_cost = 1e300;
     for (size_t i = 0; i < sizeof(widths) / sizeof(widths[0]); i++) {
