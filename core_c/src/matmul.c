@@ -61,6 +61,8 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
         llmc_gemm_bf16_b16(0, 0, N, IC, OC, dout, OC, w16, IC, 0.0f, dinp, IC, ex);
     else if (dinp)
         llmc_gemm(0, 0, N, IC, OC, dout, OC, weight, IC, 0.0f, dinp, IC, ex);
-    llmc_gemm(1, 0, OC, IC, N, dout, OC, inp, IC, ex->dw_beta, dweight, IC, ex);
+    llmc_exec dw = *ex;
+    dw.stream_c = 1; /* read next by the gradient norm, after the whole backward */
+    llmc_gemm(1, 0, OC, IC, N, dout, OC, inp, IC, ex->dw_beta, dweight, IC, &dw);
     if (dbias) bias_backward(dbias, dout, N, OC, ex->nt);
 }
