@@ -25,7 +25,12 @@ LLMC_CLONES static void gelu_range(float *out, const float *inp, size_t n) {
 /* the output rounded to bf16 as it is written (bf16 precision keeps fch_gelu so: only the
  * fcproj GEMMs read it; gelu's backward reads fch) */
 LLMC_CLONES static void gelu_range16(uint16_t *out, const float *inp, size_t n) {
-    for (size_t i = 0; i < n; i++) out[i] = (uint16_t)llmc_bf16_bits(gelu_of(inp[i]));
+    float tmp[LLMC_BF16_CHUNK];
+    for (size_t i0 = 0; i0 < n; i0 += LLMC_BF16_CHUNK) {
+        const size_t w = n - i0 < LLMC_BF16_CHUNK ? n - i0 : LLMC_BF16_CHUNK;
+        for (size_t i = 0; i < w; i++) tmp[i] = gelu_of(inp[i0 + i]);
+        llmc_bf16_round_into(out + i0, tmp, w);
+    }
 }
 
 /* d/dx = s + 2 x s (1 - s) du/dx with s = sigmoid(2u), since 0.5 (1 + tanh) = s and

@@ -676,11 +676,45 @@ static inline uint32_t word16_at(const uint16_t *src) {
     return w;
 }
 
+#ifdef LLMC_X86
+/* A given as bf16 bits in 8-row strips, the depth contiguous (transA = 0), 16 rows (two
+ * strips) at a time: the pairs are 32-bit words already, so the pack is the 16 x 16 transpose
+ * (as pack_b16_from16_avx512's). Rows an odd number of bf16 apart are left to the portable
+ * pack (their pairs are not 32-bit words). Returns the rows done. */
+__attribute__((target("avx512f"))) static int pack_a16_from16_avx512(uint32_t *Ap, const uint16_t *A,
+                                                                     int64_t lda, int m0, int k0,
+                                                                     int mc, int kc) {
+    const int kp = (kc + 1) / 2, kfull = kc / 2, p16 = kfull / 16 * 16;
+    if (lda & 1) return 0;
+    int s = 0;
+    for (; s + 16 <= mc; s += 16) {
+        uint32_t *d0 = Ap + (size_t)s * kp, *d1 = Ap + (size_t)(s + 8) * kp;
+        const uint16_t *src0 = A + (int64_t)(m0 + s) * lda + k0;
+        for (int p = 0; p < p16; p += 16)
+            transpose16_split_avx512((const float *)(const void *)(src0 + 2 * p), lda / 2,
+                                     (float *)(d0 + (size_t)p * 8), (float *)(d1 + (size_t)p * 8), 8);
+        for (int r = 0; r < 16; r++) {
+            const uint16_t *src = src0 + (int64_t)r * lda;
+            uint32_t *d = (r < 8 ? d0 : d1) + (r & 7);
+            for (int p = p16; p < kfull; p++) d[(size_t)p * 8] = word16_at(src + 2 * p);
+            if (kp > kfull) d[(size_t)kfull * 8] = src[kc - 1];
+        }
+    }
+    return s;
+}
+#endif
+
 /* pack_a16 from bf16 bits: strips of mr rows, Ap[s][p][r] */
 LLMC_CLONES static void pack_a16_from16(uint32_t *Ap, int transA, const uint16_t *A, int64_t lda,
-                                        int m0, int k0, int mc, int kc, int mr) {
+                                        int m0, int k0, int mc, int kc, int mr, int fast) {
     const int kp = (kc + 1) / 2, kfull = kc / 2;
-    for (int s = 0; s < mc; s += mr) {
+    int s0 = 0;
+#ifdef LLMC_X86
+    if (fast && mr == 8 && !transA) s0 = pack_a16_from16_avx512(Ap, A, lda, m0, k0, mc, kc);
+#else
+    (void)fast;
+#endif
+    for (int s = s0; s < mc; s += mr) {
         const int rows = mc - s < mr ? mc - s : mr;
         uint32_t *dst = Ap + (size_t)s * kp;
         if (transA) { /* depth is the row index of A: interleave two rows */
@@ -736,12 +770,12 @@ LLMC_CLONES static void pack_a16_rows_from16(uint32_t *Ap, int transA, const uin
 }
 
 /* A of the GEMM for kernel uk, fp32 (rounded here) or bf16 bits (A16 non-NULL) */
-static void pack_a_any(uint32_t *Ap, const kernel16 *uk, int transA, const float *A,
+static inline void pack_a_any(uint32_t *Ap, const kernel16 *uk, int transA, const float *A,
                        const uint16_t *A16, int64_t lda, int m0, int k0, int mc, int kc, int kpp) {
     if (A16 && uk->amx)
         pack_a16_rows_from16(Ap, transA, A16, lda, m0, k0, mc, kc, kpp);
     else if (A16)
-        pack_a16_from16(Ap, transA, A16, lda, m0, k0, mc, kc, uk->mr);
+        pack_a16_from16(Ap, transA, A16, lda, m0, k0, mc, kc, uk->mr, uk->avx512_pack);
     else if (uk->amx)
         pack_a16_rows(Ap, transA, A, lda, m0, k0, mc, kc, kpp);
     else

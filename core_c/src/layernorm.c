@@ -10,8 +10,10 @@
 
 /* Mean and variance are accumulated in double: rows can be long and near-constant, and a
  * two-pass float sum would lose digits the reference keeps. The cost is negligible next to
- * the matmuls. */
-static inline void layernorm_stats(const float *x, int C, float *mean, float *rstd) {
+ * the matmuls. Always inlined: each clone of the row functions needs its own vector build of
+ * it (GCC called one baseline copy from both otherwise). */
+static inline __attribute__((always_inline)) void layernorm_stats(const float *x, int C,
+                                                                 float *mean, float *rstd) {
     double s = 0.0;
 #pragma omp simd reduction(+ : s)
     for (int c = 0; c < C; c++) s += x[c];
@@ -37,7 +39,9 @@ LLMC_CLONES static void layernorm_row(float *o, float *mean, float *rstd, const 
 }
 
 /* the same row with the output rounded to bf16 as it is written (bf16 precision keeps it so:
- * only GEMMs read it, and they round it anyway) */
+ * only GEMMs read it, and they round it anyway). Rounded in the loop: through a chunk
+ * buffer, as GELU does, measured 2.8 instead of 2.0 more instructions per element (callgrind,
+ * AVX2). */
 LLMC_CLONES static void layernorm_row16(uint16_t *o, float *mean, float *rstd, const float *x,
                                         const float *weight, const float *bias, int C) {
     float mf, r;

@@ -10,8 +10,8 @@
  *    added to C), and within fp32 accumulation error of the exact (double) product of the
  *    rounded operands; and llmc_gemm_bf16_b16 (B given as bf16 bits), llmc_gemm_bf16_a16 (A
  *    as bf16 bits) and llmc_gemm_bf16_a16b16 (both) bitwise equal to llmc_gemm_bf16 on the
- *    fp32 operands those bits round, for every kernel (A16 also with a row stride that is
- *    odd and wider than the rows, so pairs start at 2-byte boundaries).
+ *    fp32 operands those bits round, for every kernel (A16 with row strides wider than the
+ *    rows, even and odd, so pairs also start at 2-byte boundaries).
  * Exit code 0 = pass. */
 #define _POSIX_C_SOURCE 200809L /* setenv */
 #include "../src/bf16.h"
@@ -123,9 +123,10 @@ static int check(const char *isa, int tA, int tB, int M, int N, int K, float bet
     for (int i = 0; i < K * N; i++) B16[i] = (uint16_t)llmc_bf16_bits(B[i]);
     memcpy(C16, C, sizeof(float) * (size_t)M * N);
     const int64_t lda = tA ? M : K, ldb = tB ? K : N;
-    /* A as bf16 bits (kept activations), rows lda16 = lda + 3 apart (odd: a row starts at any
-     * 2-byte boundary); the pad columns hold NaN bits, which must never be read */
-    const int64_t lda16 = lda + 3, arows = tA ? K : M;
+    /* A as bf16 bits (kept activations), rows lda16 = lda + 2 or + 3 apart (by the shape: both
+     * parities; odd, a row starts at any 2-byte boundary and the AVX-512 pack stands aside);
+     * the pad columns hold NaN bits, which must never be read */
+    const int64_t lda16 = lda + 2 + ((lda + M + N + K) & 1), arows = tA ? K : M; /* parity of M+N+K */
     uint16_t *A16 = malloc(sizeof(uint16_t) * (size_t)(arows * lda16));
     for (int64_t r = 0; r < arows; r++)
         for (int64_t c = 0; c < lda16; c++)
@@ -189,7 +190,7 @@ int main(void) {
     /* amx: within fp32 accumulation error, not bitwise (gemm_bf16.c); the others bitwise */
     static const char *const isas[] = {"amx", "avx512bf16", "avx512", "avx2", "generic"};
     int sizes[][3] = {{1, 1, 1}, {7, 33, 5}, {6, 32, 256}, {9, 40, 513}, {97, 513, 257},
-                      {200, 65, 600}, {13, 1100, 31}, {300, 70, 2},
+                      {200, 65, 600}, {13, 1100, 31}, {300, 70, 2}, {64, 48, 130},
                       {35, 66, 2 * LLMC_GEMM_KC16_AMX + 37}}; /* three AMX panels, a ragged last */
     int pass = 0, fail = 0;
     for (size_t q = 0; q < sizeof(isas) / sizeof(isas[0]); q++) {
