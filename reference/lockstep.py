@@ -44,7 +44,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .capture import activation_names
-from .convert import LAYER_PARAMS, PARAM_NAMES, hf_to_params
+from .convert import LAYER_PARAMS, PARAM_NAMES, hf_to_params, round_to_bf16
 from .parity import c_activations, compare_scalar
 from .tolerance import compare
 from .tolerance_bf16 import precision_policy
@@ -332,6 +332,11 @@ def run_lockstep(ref32: Any, c_model: Any, cfg: LockstepConfig, *,
                                                                   max_seq_len=int(ref32.config.n_positions)),
                          model=model_name, faults=list(faults))
     act_names = activation_names(L, with_targets=True)
+    # activations the C core stores as bf16 (a bf16 CPU model: ln1, atty, ln2, fch_gelu, lnf):
+    # its tensor is then the matmul's bf16 operand, so the peer's is too (autocast rounds the
+    # same tensor as it enters its matmul); fp64 stays the unrounded truth. That the stored
+    # bits are exactly the rounded fp32 outputs is tested bitwise (test_bf16_acts.py).
+    acts16 = set(getattr(c_model, "acts16_names", ())) if amp else set()
     for step in range(1, cfg.steps + 1):
         x, y = (np.asarray(a) for a in batches[step - 1])
         lr = schedule(step)
@@ -364,7 +369,8 @@ def run_lockstep(ref32: Any, c_model: Any, cfg: LockstepConfig, *,
         a32 = o32["capture"].acts
         a64 = o64["capture"].acts if o64 else None
         for n in act_names:
-            rows.append(_annotate(compare(n, acts_c[n], a32[n], None if a64 is None else a64[n], step=step, **kw),
+            peer = round_to_bf16(a32[n]) if n in acts16 else a32[n]
+            rows.append(_annotate(compare(n, acts_c[n], peer, None if a64 is None else a64[n], step=step, **kw),
                                   "forward", acts_c[n]))
         rows.append(_annotate(compare_scalar("loss", loss_c, o32["loss"], o64["loss"] if o64 else None, step=step, **kw),
                               "forward", np.float32(loss_c)))

@@ -26,7 +26,10 @@ when the library was built with CUDA and a GPU, its driver and cuBLAS are presen
 ``UnsupportedError`` with the reason. ``precision="bf16"`` (CPU or CUDA) runs the matmuls and the
 attention products with bf16 operands (rounded to nearest even) and fp32 accumulation, keeping fp32
 master weights, gradients, optimizer state and activations; on a CPU with AVX512_BF16 it uses the
-bf16 dot-product instructions, elsewhere an fp32 emulation with the same results.
+bf16 dot-product instructions, elsewhere an fp32 emulation with the same results. A bf16 CPU model
+stores the activations that only matmuls read (ln1, atty, ln2, fch_gelu, lnf) as bf16, rounded as
+the matmul rounds them (same results, half their memory): its ``acts`` are then host copies made
+on lookup, with those widened to float32 (``torch_view("acts")`` raises ``UnsupportedError``).
 
 On a CUDA model the buffers live in GPU memory, with the same names, shapes and offsets:
   - ``params``, ``grads``, ``adam_m``, ``adam_v``, ``acts`` are read-only mappings whose items
@@ -53,12 +56,14 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 import numpy as np
 
 from ._ffi import ffi, lib, string
-from .errors import FileError, InvalidArgumentError, PyllmcError, StateError, check
+from .errors import FileError, InvalidArgumentError, PyllmcError, StateError, UnsupportedError, check
 from .shapes import GPTConfig
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 KINDS: Dict[str, int] = {"params": 0, "grads": 1, "adam_m": 2, "adam_v": 3, "acts": 4}
+# the activations a bf16 CPU model keeps as bf16 (core_c/src/model.c, act_is_gemm_only)
+ACTS16_BASES = ("ln1", "atty", "ln2", "fch_gelu", "lnf")
 KIND_NAMES: Dict[int, str] = {v: k for k, v in KINDS.items()}
 DEVICES: Dict[str, int] = {"cpu": 0, "cuda": 1}
 DEVICE_NAMES: Dict[int, str] = {v: k for k, v in DEVICES.items()}
@@ -275,6 +280,7 @@ class Model:
         self._infos: Optional[Tuple[int, List[TensorInfo]]] = None
         self._flats: Dict[int, Tuple[int, int, np.ndarray]] = {}
         self._views: Dict[int, Tuple[int, int, int, Dict[str, np.ndarray]]] = {}
+        self._acts_split: Optional[bool] = None  # see _acts_by_copy
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -694,12 +700,30 @@ class Model:
         self._flats[k] = entry
         return entry
 
+    def _acts_by_copy(self, k: int) -> bool:
+        """Whether tensors of kind k are read as host copies although the model is on the CPU:
+        the activations of a bf16 CPU model, which keeps ln1, atty, ln2, fch_gelu and lnf as
+        bf16 (the C core then hands out no float pointer to them, and its copies widen
+        those to float32)."""
+        if k != KINDS["acts"] or self._device == "cuda":
+            return False
+        if self._acts_split is None:
+            ptr = self._ptr()
+            data = ffi.new("float **")
+            numel = ffi.new("int64_t *")
+            st = int(self._lib.llmc_model_buffer(ptr, k, data, numel))
+            if st not in (0, 6):  # 6: LLMC_ERR_UNSUPPORTED, no pointer to these
+                self._check(st, ptr)
+            self._acts_split = st == 6
+        return self._acts_split
+
     def flat(self, kind: Union[str, int]) -> np.ndarray:
         """The whole buffer of one kind ("params", "grads", "adam_m", "adam_v", "acts")
-        as a 1-D zero-copy float32 view; on a CUDA model a read-only host copy."""
+        as a 1-D zero-copy float32 view; on a CUDA model, and for the activations of a bf16
+        CPU model, a read-only host copy."""
         k = self._kind(kind)
         with self._lock:
-            if self._device == "cuda":
+            if self._device == "cuda" or self._acts_by_copy(k):
                 return self._host_copy(k, 0, self._buffer_numel(k), (self._buffer_numel(k),), writeable=False)
             return self._flat(k)[2]
 
@@ -778,6 +802,12 @@ class Model:
 
         k = self._kind(kind)
         with self._lock:
+            if self._acts_by_copy(k):
+                raise UnsupportedError(
+                    "the activations of a bf16 CPU model are stored partly as bf16 (ln1, atty, ln2, "
+                    "fch_gelu, lnf) and cannot be viewed in place: use acts or copy_to_host, "
+                    "which widen them to float32"
+                )
             addr, n = self._buffer(k)
             shape: Tuple[int, ...]
             if name is None:
@@ -795,7 +825,7 @@ class Model:
             return torch.as_tensor(export, device="cuda")
 
     def _named_views(self, k: int) -> Mapping[str, np.ndarray]:
-        if self._device == "cuda":
+        if self._device == "cuda" or self._acts_by_copy(k):
             with self._lock:
                 kname = KIND_NAMES[k]
                 infos = {ti.name: ti for ti in self._tensor_infos() if ti.kind == kname}
@@ -843,6 +873,18 @@ class Model:
         """Activations of the last forward by name, shaped for its (B, T)."""
         return self._named_views(KINDS["acts"])
 
+    @property
+    def acts16_names(self) -> Tuple[str, ...]:
+        """Names of the activations this model stores as bf16 (a bf16 CPU model: ln1, atty,
+        ln2, fch_gelu of every layer and lnf, the matmul operands that only matmuls read,
+        rounded as the matmul rounds them); empty otherwise. ``acts`` widens them to float32:
+        their values are the bf16-rounded operands, not the layer's fp32 output."""
+        with self._lock:
+            if not self._acts_by_copy(KINDS["acts"]):
+                return ()
+            return tuple(ti.name for ti in self._tensor_infos()
+                         if ti.kind == "acts" and ti.name.rsplit(".", 1)[-1] in ACTS16_BASES)
+
     def logits(self) -> np.ndarray:
         """Logits of the last forward, shape (B, T, V): a view without the padded columns."""
         with self._lock:
@@ -869,8 +911,9 @@ class _CudaBufferExport:
 
 
 class _HostCopies(Mapping):
-    """Named tensors of one kind of a CUDA model: each lookup copies that tensor to the host
-    (a read-only array). Iterating names copies nothing; ``items()``/``values()`` copy all."""
+    """Named tensors of one kind of a CUDA model (or the activations of a bf16 CPU model):
+    each lookup copies that tensor to the host (a read-only array). Iterating names copies
+    nothing; ``items()``/``values()`` copy all."""
 
     def __init__(self, model: "Model", kind: int, infos: Dict[str, TensorInfo]):
         self._model = model
@@ -889,4 +932,5 @@ class _HostCopies(Mapping):
         return len(self._infos)
 
     def __repr__(self) -> str:
-        return f"<{KIND_NAMES[self._kind]} of a CUDA model: {len(self)} tensors, host copies on lookup>"
+        which = "bf16 CPU" if self._model._acts_by_copy(self._kind) else "CUDA"
+        return f"<{KIND_NAMES[self._kind]} of a {which} model: {len(self)} tensors, host copies on lookup>"

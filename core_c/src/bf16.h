@@ -24,6 +24,15 @@ static inline uint32_t llmc_bf16_bits(float x) {
     return r;
 }
 
+/* dst[i] = bits of src[i], i < n: a plain loop, which vectorises where it is inlined (into
+ * the clones of the callers). GELU's bf16 output is computed a chunk of floats at a time into
+ * a small local buffer and rounded with this: a loop that computed and rounded in one did not
+ * vectorise (16 more instructions per element than the fp32 GELU, callgrind, AVX2; 2.7 so) */
+#define LLMC_BF16_CHUNK 256
+static inline void llmc_bf16_round_into(uint16_t *dst, const float *src, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = (uint16_t)llmc_bf16_bits(src[i]);
+}
+
 /* bf16 bits back to the fp32 they stand for (exact) */
 static inline float llmc_bf16_to_float(uint32_t bits) {
     const uint32_t u = bits << 16;

@@ -11,6 +11,8 @@
  * a flag in the model per kernel call (internal.h); nothing else runs. */
 #include "internal.h"
 
+#include "bf16.h"
+
 #include <string.h>
 
 LLMC_API int32_t llmc_debug_set_fault(llmc_model *m, const char *tensor_name, float delta) {
@@ -42,6 +44,13 @@ LLMC_API int32_t llmc_debug_set_fault(llmc_model *m, const char *tensor_name, fl
 void llmc_debug_fault_apply(llmc_model *m, int first_act, int last_act, int layer) {
     const llmc_debug_fault *f = &m->debug_fault;
     if (f->act < first_act || f->act > last_act || f->layer != layer) return;
-    /* element 0 of the tensor of this layer: the same address for every (B, T) */
-    m->a[f->act][(size_t)layer * m->act_layer_stride[f->act]] += f->delta;
+    /* element 0 of the tensor of this layer: the same address for every (B, T); one kept in
+     * bf16 (bf16 precision) gets the delta added to its value and rounded back */
+    const size_t at = (size_t)layer * m->act_layer_stride[f->act];
+    if (m->a16[f->act]) {
+        uint16_t *e = m->a16[f->act] + at;
+        *e = (uint16_t)llmc_bf16_bits(llmc_bf16_to_float(*e) + f->delta);
+    } else {
+        m->a[f->act][at] += f->delta;
+    }
 }

@@ -2,6 +2,8 @@
  * residual add. The per-range helpers are compiled for AVX-512, AVX2 and baseline x86-64
  * and chosen at load time (target_clones), so a portable build still runs wide vectors. */
 #include "internal.h"
+
+#include "bf16.h"
 #include "vecmath.h"
 
 #define GELU_K 0.7978845608028654f /* sqrt(2 / pi) */
@@ -11,11 +13,23 @@
 
 /* 0.5 x (1 + tanh(u)) = x * sigmoid(2u): the sigmoid form keeps full relative precision
  * for negative x, where 1 + tanh(u) would cancel. */
+static inline float gelu_of(float x) {
+    const float u = GELU_K * (x + GELU_A * x * x * x);
+    return x / (1.0f + llmc_expf(-2.0f * u));
+}
+
 LLMC_CLONES static void gelu_range(float *out, const float *inp, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        const float x = inp[i];
-        const float u = GELU_K * (x + GELU_A * x * x * x);
-        out[i] = x / (1.0f + llmc_expf(-2.0f * u));
+    for (size_t i = 0; i < n; i++) out[i] = gelu_of(inp[i]);
+}
+
+/* the output rounded to bf16 as it is written (bf16 precision keeps fch_gelu so: only the
+ * fcproj GEMMs read it; gelu's backward reads fch) */
+LLMC_CLONES static void gelu_range16(uint16_t *out, const float *inp, size_t n) {
+    float tmp[LLMC_BF16_CHUNK];
+    for (size_t i0 = 0; i0 < n; i0 += LLMC_BF16_CHUNK) {
+        const size_t w = n - i0 < LLMC_BF16_CHUNK ? n - i0 : LLMC_BF16_CHUNK;
+        for (size_t i = 0; i < w; i++) tmp[i] = gelu_of(inp[i0 + i]);
+        llmc_bf16_round_into(out + i0, tmp, w);
     }
 }
 
@@ -43,6 +57,10 @@ LLMC_CLONES static void gelu_backward_range(float *dinp, const float *inp, const
 
 void gelu_forward(float *out, const float *inp, size_t N, int nt) {
     FOR_THREAD_CHUNK(N, nt, gelu_range(out + lo, inp + lo, hi - lo))
+}
+
+void gelu_forward16(uint16_t *out, const float *inp, size_t N, int nt) {
+    FOR_THREAD_CHUNK(N, nt, gelu_range16(out + lo, inp + lo, hi - lo))
 }
 
 void gelu_backward(float *dinp, const float *inp, const float *dout, size_t N, int nt) {

@@ -688,9 +688,125 @@ static void stream_tile(float *C, int64_t ldc, const float *tmp, int rows, int c
     }
 }
 
-/* the driver: B in fp32 or, with B16, as bf16 bits */
-static void gemm16(int transA, int transB, int M, int N, int K, const float *A, int64_t lda,
-                   const float *B, const uint16_t *B16, int64_t ldb, float beta, float *C,
+/* A given as bf16 bits (the activations a bf16 model keeps in bf16, model.c): the packs of
+ * pack_a16 and pack_a16_rows in the same layouts, no rounding left to do. When the depth is
+ * contiguous (transA = 0, the forward's activations) two neighbouring bf16 already are the
+ * 32-bit pair word; read as such through memcpy (rows may start at any 2-byte boundary). */
+static inline uint32_t word16_at(const uint16_t *src) {
+    uint32_t w;
+    memcpy(&w, src, sizeof(w));
+    return w;
+}
+
+#ifdef LLMC_X86
+/* A given as bf16 bits in 8-row strips, the depth contiguous (transA = 0), 16 rows (two
+ * strips) at a time: the pairs are 32-bit words already, so the pack is the 16 x 16 transpose
+ * (as pack_b16_from16_avx512's). Rows an odd number of bf16 apart are left to the portable
+ * pack (their pairs are not 32-bit words). Returns the rows done. */
+__attribute__((target("avx512f"))) static int pack_a16_from16_avx512(uint32_t *Ap, const uint16_t *A,
+                                                                     int64_t lda, int m0, int k0,
+                                                                     int mc, int kc) {
+    const int kp = (kc + 1) / 2, kfull = kc / 2, p16 = kfull / 16 * 16;
+    if (lda & 1) return 0;
+    int s = 0;
+    for (; s + 16 <= mc; s += 16) {
+        uint32_t *d0 = Ap + (size_t)s * kp, *d1 = Ap + (size_t)(s + 8) * kp;
+        const uint16_t *src0 = A + (int64_t)(m0 + s) * lda + k0;
+        for (int p = 0; p < p16; p += 16)
+            transpose16_split_avx512((const float *)(const void *)(src0 + 2 * p), lda / 2,
+                                     (float *)(d0 + (size_t)p * 8), (float *)(d1 + (size_t)p * 8), 8);
+        for (int r = 0; r < 16; r++) {
+            const uint16_t *src = src0 + (int64_t)r * lda;
+            uint32_t *d = (r < 8 ? d0 : d1) + (r & 7);
+            for (int p = p16; p < kfull; p++) d[(size_t)p * 8] = word16_at(src + 2 * p);
+            if (kp > kfull) d[(size_t)kfull * 8] = src[kc - 1];
+        }
+    }
+    return s;
+}
+#endif
+
+/* pack_a16 from bf16 bits: strips of mr rows, Ap[s][p][r] */
+LLMC_CLONES static void pack_a16_from16(uint32_t *Ap, int transA, const uint16_t *A, int64_t lda,
+                                        int m0, int k0, int mc, int kc, int mr, int fast) {
+    const int kp = (kc + 1) / 2, kfull = kc / 2;
+    int s0 = 0;
+#ifdef LLMC_X86
+    if (fast && mr == 8 && !transA) s0 = pack_a16_from16_avx512(Ap, A, lda, m0, k0, mc, kc);
+#else
+    (void)fast;
+#endif
+    for (int s = s0; s < mc; s += mr) {
+        const int rows = mc - s < mr ? mc - s : mr;
+        uint32_t *dst = Ap + (size_t)s * kp;
+        if (transA) { /* depth is the row index of A: interleave two rows */
+            for (int p = 0; p < kp; p++) {
+                const uint16_t *e = A + (int64_t)(k0 + 2 * p) * lda + m0 + s;
+                uint32_t *d = dst + (size_t)p * mr;
+                if (p < kfull) {
+                    const uint16_t *o = e + lda;
+                    for (int r = 0; r < rows; r++) d[r] = (uint32_t)e[r] | ((uint32_t)o[r] << 16);
+                } else {
+                    for (int r = 0; r < rows; r++) d[r] = e[r];
+                }
+                for (int r = rows; r < mr; r++) d[r] = 0;
+            }
+        } else { /* depth contiguous: the pairs are words of the row */
+            for (int r = 0; r < rows; r++) {
+                const uint16_t *src = A + (int64_t)(m0 + s + r) * lda + k0;
+                for (int p = 0; p < kfull; p++) dst[(size_t)p * mr + r] = word16_at(src + 2 * p);
+                if (kp > kfull) dst[(size_t)kfull * mr + r] = src[kc - 1];
+            }
+            for (int r = rows; r < mr; r++)
+                for (int p = 0; p < kp; p++) dst[(size_t)p * mr + r] = 0;
+        }
+    }
+}
+
+/* pack_a16_rows from bf16 bits (AMX): strips of 32 rows in A_ROWS_AT blocks of 16 pairs */
+LLMC_CLONES static void pack_a16_rows_from16(uint32_t *Ap, int transA, const uint16_t *A,
+                                             int64_t lda, int m0, int k0, int mc, int kc, int kpp) {
+    const int kp = (kc + 1) / 2, kfull = kc / 2, p16 = kfull / 16 * 16;
+    for (int s = 0; s < mc; s += MR16_ROWS) {
+        const int rows = mc - s < MR16_ROWS ? mc - s : MR16_ROWS;
+        uint32_t *dst = Ap + (size_t)s * kpp;
+        for (int r = 0; r < MR16_ROWS; r++) {
+            uint32_t *d = dst + A_ROWS_AT(r, 0);
+            int p = 0;
+            if (r < rows && !transA) {
+                const uint16_t *src = A + (int64_t)(m0 + s + r) * lda + k0;
+                for (; p < p16; p += 16) /* a block's 16 pairs of a row: 32 bf16, in place */
+                    memcpy(d + A_ROWS_AT(0, p), src + 2 * p, 16 * sizeof(uint32_t));
+                for (; p < kfull; p++) d[A_ROWS_AT(0, p)] = word16_at(src + 2 * p);
+                if (kp > kfull) d[A_ROWS_AT(0, p)] = src[kc - 1], p++;
+            } else if (r < rows) {
+                const uint16_t *src = A + (int64_t)k0 * lda + m0 + s + r;
+                for (; p < kfull; p++)
+                    d[A_ROWS_AT(0, p)] = (uint32_t)src[(int64_t)(2 * p) * lda] |
+                                         ((uint32_t)src[(int64_t)(2 * p + 1) * lda] << 16);
+                if (kp > kfull) d[A_ROWS_AT(0, p)] = src[(int64_t)(kc - 1) * lda], p++;
+            }
+            for (; p < kpp; p++) d[A_ROWS_AT(0, p)] = 0;
+        }
+    }
+}
+
+/* A of the GEMM for kernel uk, fp32 (rounded here) or bf16 bits (A16 non-NULL) */
+static inline void pack_a_any(uint32_t *Ap, const kernel16 *uk, int transA, const float *A,
+                       const uint16_t *A16, int64_t lda, int m0, int k0, int mc, int kc, int kpp) {
+    if (A16 && uk->amx)
+        pack_a16_rows_from16(Ap, transA, A16, lda, m0, k0, mc, kc, kpp);
+    else if (A16)
+        pack_a16_from16(Ap, transA, A16, lda, m0, k0, mc, kc, uk->mr, uk->avx512_pack);
+    else if (uk->amx)
+        pack_a16_rows(Ap, transA, A, lda, m0, k0, mc, kc, kpp);
+    else
+        pack_a16(Ap, transA, A, lda, m0, k0, mc, kc, uk->mr, uk->avx512_pack);
+}
+
+/* the driver: A and B each in fp32 or, with A16 / B16, as bf16 bits */
+static void gemm16(int transA, int transB, int M, int N, int K, const float *A, const uint16_t *A16,
+                   int64_t lda, const float *B, const uint16_t *B16, int64_t ldb, float beta, float *C,
                    int64_t ldc, const llmc_exec *ex) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {
@@ -733,10 +849,7 @@ static void gemm16(int transA, int transB, int M, int N, int K, const float *A, 
             if (prepack == 1) {
                 const int m0 = st * a_rows, rows = M - m0 < a_rows ? M - m0 : a_rows;
                 uint32_t *dst = shared + (size_t)Mr * (k0 / 2) + (size_t)m0 * kpp;
-                if (uk.amx)
-                    pack_a16_rows(dst, transA, A, lda, m0, k0, rows, kc, kpp);
-                else
-                    pack_a16(dst, transA, A, lda, m0, k0, rows, kc, mr, uk.avx512_pack);
+                pack_a_any(dst, &uk, transA, A, A16, lda, m0, k0, rows, kc, kpp);
             } else {
                 const int n0 = st * NR, cols = N - n0 < NR ? N - n0 : NR;
                 pack_b_any(shared + (size_t)Nr * (k0 / 2) + (size_t)n0 * kpp, transB, B, B16,
@@ -769,10 +882,7 @@ static void gemm16(int transA, int transB, int M, int N, int K, const float *A, 
             if (prepack == 1) {
                 Ap = shared + (size_t)Mr * (k0 / 2) + (size_t)m0 * kpp;
             } else {
-                if (uk.amx)
-                    pack_a16_rows(Aw, transA, A, lda, m0, k0, mc, kc, kpp);
-                else
-                    pack_a16(Aw, transA, A, lda, m0, k0, mc, kc, mr, uk.avx512_pack);
+                pack_a_any(Aw, &uk, transA, A, A16, lda, m0, k0, mc, kc, kpp);
                 Ap = Aw;
             }
             const uint32_t *Bshared =
@@ -809,11 +919,23 @@ static void gemm16(int transA, int transB, int M, int N, int K, const float *A, 
 void llmc_gemm_bf16(int transA, int transB, int M, int N, int K, const float *A, int64_t lda,
                     const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
                     const llmc_exec *ex) {
-    gemm16(transA, transB, M, N, K, A, lda, B, NULL, ldb, beta, C, ldc, ex);
+    gemm16(transA, transB, M, N, K, A, NULL, lda, B, NULL, ldb, beta, C, ldc, ex);
 }
 
 void llmc_gemm_bf16_b16(int transA, int transB, int M, int N, int K, const float *A,
                         int64_t lda, const uint16_t *B16, int64_t ldb, float beta, float *C,
                         int64_t ldc, const llmc_exec *ex) {
-    gemm16(transA, transB, M, N, K, A, lda, NULL, B16, ldb, beta, C, ldc, ex);
+    gemm16(transA, transB, M, N, K, A, NULL, lda, NULL, B16, ldb, beta, C, ldc, ex);
+}
+
+void llmc_gemm_bf16_a16(int transA, int transB, int M, int N, int K, const uint16_t *A16,
+                        int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                        int64_t ldc, const llmc_exec *ex) {
+    gemm16(transA, transB, M, N, K, NULL, A16, lda, B, NULL, ldb, beta, C, ldc, ex);
+}
+
+void llmc_gemm_bf16_a16b16(int transA, int transB, int M, int N, int K, const uint16_t *A16,
+                           int64_t lda, const uint16_t *B16, int64_t ldb, float beta, float *C,
+                           int64_t ldc, const llmc_exec *ex) {
+    gemm16(transA, transB, M, N, K, NULL, A16, lda, NULL, B16, ldb, beta, C, ldc, ex);
 }

@@ -97,6 +97,16 @@ struct llmc_model {
     size_t num_acts;
     float *acts;
     float *a[A_NUM];
+    /* bf16 precision on the CPU: the activations only GEMMs read (ln1, atty, ln2, fch_gelu,
+     * lnf; model.c, ACT_GEMM_ONLY) are stored as bf16 bits, rounded as the GEMM would round
+     * them (bf16.h), in acts16: a16[a] (a[a] NULL), half the bytes. The others stay fp32 in
+     * acts. act_offsets and num_acts above are the PUBLIC layout (the tensor table, copies
+     * in and out: fp32 for every tensor, bf16 ones widened); act_store is where a tensor
+     * lies in acts or acts16. Without bf16 storage act_store == act_offsets. */
+    size_t act_store[A_NUM];
+    size_t num_acts32, num_acts16;
+    uint16_t *acts16;
+    uint16_t *a16[A_NUM];
 
     backward_scratch scratch;
     float *bwd_buffer;
@@ -207,6 +217,9 @@ void encoder_backward(float *dwte, float *dwpe, const float *dout, const int32_t
 
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                        const float *weight, const float *bias, int N, int C, int nt);
+/* layernorm_forward with out as bf16 bits (bf16.h rounding of layernorm_forward's floats) */
+void layernorm_forward16(uint16_t *out, float *mean, float *rstd, const float *inp,
+                         const float *weight, const float *bias, int N, int C, int nt);
 /* dinp += layernorm backward; dweight, dbias accumulate */
 void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                         const float *inp, const float *weight, const float *mean,
@@ -240,6 +253,14 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
                      const float *inp, const float *weight, int N, int IC, int OC,
                      const llmc_exec *ex);
 
+/* the same two with the input activation as bf16 bits (inp16, (N, IC)): bitwise the results
+ * for the fp32 input those bits round (the GEMMs round it anyway) */
+void matmul_forward16(float *out, const uint16_t *inp16, const float *weight, const float *bias,
+                      int N, int IC, int OC, const llmc_exec *ex);
+void matmul_backward16(float *dinp, float *dweight, float *dbias, const float *dout,
+                       const uint16_t *inp16, const float *weight, int N, int IC, int OC,
+                       const llmc_exec *ex);
+
 /* Attention works in blocks of ATT_BLOCK query rows (attention.c). Per-thread workspace
  * (ex->row_ws, ex->row_ws_len floats each) its backward needs at sequence length T: one
  * block's rows of d(att), ATT_BLOCK x T (256 KiB at T = 1024). */
@@ -253,6 +274,8 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
                         int B, int T, int C, int NH, const llmc_exec *ex);
 
 void gelu_forward(float *out, const float *inp, size_t N, int nt);
+/* gelu_forward with the output as bf16 bits (bf16.h rounding of gelu_forward's floats) */
+void gelu_forward16(uint16_t *out, const float *inp, size_t N, int nt);
 /* dinp = gelu'(inp) * dout (dinp may alias dout) */
 void gelu_backward(float *dinp, const float *inp, const float *dout, size_t N, int nt);
 
@@ -302,6 +325,15 @@ const char *llmc_gemm_bf16_isa(void);
 void llmc_gemm_bf16_b16(int transA, int transB, int M, int N, int K, const float *A,
                         int64_t lda, const uint16_t *B16, int64_t ldb, float beta, float *C,
                         int64_t ldc, const llmc_exec *ex);
+/* the same product with A (A16), or A and B (A16, B16), given as bf16 bits (op(A) as for
+ * llmc_gemm_bf16, lda in bf16 elements): the activations a bf16 model keeps in bf16. Bitwise
+ * the result of llmc_gemm_bf16 on the fp32 operands those bits round. */
+void llmc_gemm_bf16_a16(int transA, int transB, int M, int N, int K, const uint16_t *A16,
+                        int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                        int64_t ldc, const llmc_exec *ex);
+void llmc_gemm_bf16_a16b16(int transA, int transB, int M, int N, int K, const uint16_t *A16,
+                           int64_t lda, const uint16_t *B16, int64_t ldb, float beta, float *C,
+                           int64_t ldc, const llmc_exec *ex);
 /* the GEMM of the context's precision: what matmul and attention call */
 static inline void llmc_gemm(int transA, int transB, int M, int N, int K, const float *A,
                              int64_t lda, const float *B, int64_t ldb, float beta, float *C,

@@ -34,8 +34,11 @@ static const uint16_t *weight16_of(const llmc_exec *ex, const float *weight) {
     return ex->params16 + (weight - ex->params);
 }
 
-void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
-                    int N, int IC, int OC, const llmc_exec *ex) {
+/* the Linear forward on an fp32 input (inp) or a bf16 one (inp16 non-NULL, bf16 precision):
+ * inlined into both entry points, so the fp32 one compiles as before */
+static inline void linear_forward(float *out, const float *inp, const uint16_t *inp16,
+                                  const float *weight, const float *bias, int N, int IC, int OC,
+                                  const llmc_exec *ex) {
     float beta = 0.0f;
     if (bias) {
         /* start from the bias so the GEMM accumulates onto it: no extra pass afterwards */
@@ -47,15 +50,19 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
         beta = 1.0f;
     }
     const uint16_t *w16 = weight16_of(ex, weight);
-    if (w16)
+    if (inp16 && w16)
+        llmc_gemm_bf16_a16b16(0, 1, N, OC, IC, inp16, IC, w16, IC, beta, out, OC, ex);
+    else if (inp16)
+        llmc_gemm_bf16_a16(0, 1, N, OC, IC, inp16, IC, weight, IC, beta, out, OC, ex);
+    else if (w16)
         llmc_gemm_bf16_b16(0, 1, N, OC, IC, inp, IC, w16, IC, beta, out, OC, ex);
     else
         llmc_gemm(0, 1, N, OC, IC, inp, IC, weight, IC, beta, out, OC, ex);
 }
 
-void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
-                     const float *inp, const float *weight, int N, int IC, int OC,
-                     const llmc_exec *ex) {
+static inline void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                                   const float *inp, const uint16_t *inp16, const float *weight,
+                                   int N, int IC, int OC, const llmc_exec *ex) {
     const uint16_t *w16 = dinp ? weight16_of(ex, weight) : NULL;
     if (w16)
         llmc_gemm_bf16_b16(0, 0, N, IC, OC, dout, OC, w16, IC, 0.0f, dinp, IC, ex);
@@ -63,6 +70,31 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
         llmc_gemm(0, 0, N, IC, OC, dout, OC, weight, IC, 0.0f, dinp, IC, ex);
     llmc_exec dw = *ex;
     dw.stream_c = 1; /* read next by the gradient norm, after the whole backward */
-    llmc_gemm(1, 0, OC, IC, N, dout, OC, inp, IC, ex->dw_beta, dweight, IC, &dw);
+    if (inp16)
+        llmc_gemm_bf16_b16(1, 0, OC, IC, N, dout, OC, inp16, IC, ex->dw_beta, dweight, IC, &dw);
+    else
+        llmc_gemm(1, 0, OC, IC, N, dout, OC, inp, IC, ex->dw_beta, dweight, IC, &dw);
     if (dbias) bias_backward(dbias, dout, N, OC, ex->nt);
+}
+
+void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
+                    int N, int IC, int OC, const llmc_exec *ex) {
+    linear_forward(out, inp, NULL, weight, bias, N, IC, OC, ex);
+}
+
+void matmul_forward16(float *out, const uint16_t *inp16, const float *weight, const float *bias,
+                      int N, int IC, int OC, const llmc_exec *ex) {
+    linear_forward(out, NULL, inp16, weight, bias, N, IC, OC, ex);
+}
+
+void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                     const float *inp, const float *weight, int N, int IC, int OC,
+                     const llmc_exec *ex) {
+    linear_backward(dinp, dweight, dbias, dout, inp, NULL, weight, N, IC, OC, ex);
+}
+
+void matmul_backward16(float *dinp, float *dweight, float *dbias, const float *dout,
+                       const uint16_t *inp16, const float *weight, int N, int IC, int OC,
+                       const llmc_exec *ex) {
+    linear_backward(dinp, dweight, dbias, dout, NULL, inp16, weight, N, IC, OC, ex);
 }

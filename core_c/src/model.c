@@ -5,6 +5,8 @@
 #define _POSIX_C_SOURCE 200809L /* posix_memalign */
 #include "internal.h"
 
+#include "bf16.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +33,30 @@ static const char *const ACT_NAMES[A_NUM] = {
     "lnf", "lnf_mean", "lnf_rstd", "logits", "probs", "losses"};
 
 static int act_is_per_layer(int a) { return a >= A_LN1 && a <= A_RESIDUAL3; }
+
+/* The activations that only GEMMs read, forward and backward: ln1 (qkv; the layernorm
+ * backward reads the residual input, mean and rstd), atty (attproj; attention's backward reads
+ * qkv and att), ln2 (fc), fch_gelu (fcproj; gelu's backward reads fch), lnf (the classifier).
+ * The bf16 GEMMs round them to bf16 anyway, so a bf16 CPU model stores them as bf16 bits:
+ * the same results to the bit, half their memory. */
+static int act_is_gemm_only(int a) {
+    return a == A_LN1 || a == A_ATTY || a == A_LN2 || a == A_FCH_GELU || a == A_LNF;
+}
+
+/* Whether a CPU bf16 model keeps the GEMM-only activations in bf16: yes, unless the
+ * environment says LLMC_BF16_ACTS=fp32 (the layout before, kept so tests can show both give
+ * the same bits). Returns 0 with the reason in why for any other value. */
+static int bf16_acts_choice(int *keep16, char *why, size_t n) {
+    const char *v = getenv("LLMC_BF16_ACTS");
+    *keep16 = 1;
+    if (!v || !v[0] || !strcmp(v, "bf16")) return 1;
+    if (!strcmp(v, "fp32")) {
+        *keep16 = 0;
+        return 1;
+    }
+    snprintf(why, n, "environment variable LLMC_BF16_ACTS='%.64s' is not bf16 or fp32", v);
+    return 0;
+}
 
 /* the CPU backend (defined at the end of this file) */
 static int cpu_forward(llmc_model *m, int with_targets, float *mean_loss);
@@ -112,7 +138,7 @@ static int compute_param_sizes(llmc_model *m) {
     return ok && sum_sizes(s, LLMC_NUM_PARAM_TENSORS, m->param_offsets, &m->num_params);
 }
 
-static int compute_act_sizes(llmc_model *m) {
+static int compute_act_sizes(llmc_model *m, int keep16) {
     const size_t B = m->opt.max_batch, T = m->opt.max_seq, C = m->cfg.channels;
     const size_t L = m->cfg.num_layers, NH = m->cfg.num_heads, Vp = m->cfg.padded_vocab_size;
     size_t BT;
@@ -135,7 +161,16 @@ static int compute_act_sizes(llmc_model *m) {
         m->act_layer_stride[a] = act_is_per_layer(a) ? per[a] : 0;
         if (!llmc_mul_size(per[a], act_is_per_layer(a) ? L : 1, &total[a])) return 0;
     }
-    return sum_sizes(total, A_NUM, m->act_offsets, &m->num_acts);
+    if (!sum_sizes(total, A_NUM, m->act_offsets, &m->num_acts)) return 0;
+    /* where each lies: in acts (fp32) or, kept in bf16, in acts16; these sums are parts of
+     * num_acts, so they cannot overflow */
+    m->num_acts32 = m->num_acts16 = 0;
+    for (int a = 0; a < A_NUM; a++) {
+        size_t *n = keep16 && act_is_gemm_only(a) ? &m->num_acts16 : &m->num_acts32;
+        m->act_store[a] = *n;
+        *n += total[a];
+    }
+    return 1;
 }
 
 static float *alloc_floats(size_t n) {
@@ -271,7 +306,13 @@ int llmc_model_alloc(const llmc_config *cfg, const llmc_options *opt, llmc_model
 
     m->device = o.device;
     m->precision = o.precision;
-    if (!compute_param_sizes(m) || !compute_act_sizes(m)) {
+    int keep16 = 0; /* GEMM-only activations in bf16: CPU bf16 models */
+    if (o.device == LLMC_DEVICE_CPU && o.precision == LLMC_PRECISION_BF16 &&
+        !bf16_acts_choice(&keep16, why, sizeof(why))) {
+        llmc_model_destroy(m);
+        return llmc_fail_thread(LLMC_ERR_INVALID_ARGUMENT, "%s", why);
+    }
+    if (!compute_param_sizes(m) || !compute_act_sizes(m, keep16)) {
         llmc_model_destroy(m);
         return llmc_fail_thread(LLMC_ERR_OUT_OF_MEMORY, "model sizes overflow");
     }
@@ -305,7 +346,8 @@ int llmc_model_alloc(const llmc_config *cfg, const llmc_options *opt, llmc_model
     m->grads = ok ? alloc_floats(m->num_params) : NULL;
     m->adam_m = ok ? alloc_floats(m->num_params) : NULL;
     m->adam_v = ok ? alloc_floats(m->num_params) : NULL;
-    m->acts = ok ? alloc_floats(m->num_acts) : NULL;
+    m->acts = ok ? alloc_floats(m->num_acts32) : NULL;
+    if (m->num_acts16 && ok) m->acts16 = (uint16_t *)calloc(m->num_acts16, sizeof(uint16_t));
     m->bwd_buffer = ok ? alloc_floats(bwd) : NULL;
     m->inputs = (int32_t *)calloc(BT, sizeof(int32_t));
     m->targets = (int32_t *)calloc(BT, sizeof(int32_t));
@@ -314,14 +356,14 @@ int llmc_model_alloc(const llmc_config *cfg, const llmc_options *opt, llmc_model
     const int bf16 = o.precision == LLMC_PRECISION_BF16;
     if (bf16 && ok) m->params16 = (uint16_t *)calloc(m->num_params ? m->num_params : 1, sizeof(uint16_t));
     if (!m->params || !m->grads || !m->adam_m || !m->adam_v || !m->acts || !m->bwd_buffer ||
-        (bf16 && !m->params16) ||
+        (bf16 && !m->params16) || (m->num_acts16 && !m->acts16) ||
         !m->inputs || !m->targets || !m->gemm_shared || !build_tensor_table(m) ||
         ensure_workspaces(m, m->nthreads) != LLMC_OK) {
         /* in double: the sizes in the message must not themselves wrap around for huge
          * models. Split so the user sees whether the model or the batch is too large. */
         const double mib = (double)sizeof(float) / (1024.0 * 1024.0);
         const double state_mb = (double)m->num_params * 4 * mib;
-        const double acts_mb = ((double)m->num_acts + (double)bwd) * mib;
+        const double acts_mb = ((double)m->num_acts32 + (double)m->num_acts16 / 2 + (double)bwd) * mib;
         llmc_model_destroy(m);
         return llmc_fail_thread(LLMC_ERR_OUT_OF_MEMORY,
                                 "cannot allocate model memory (about %.0f MiB: %.0f MiB of parameters, "
@@ -333,7 +375,11 @@ int llmc_model_alloc(const llmc_config *cfg, const llmc_options *opt, llmc_model
         m->p[i] = m->params + m->param_offsets[i];
         m->g[i] = m->grads + m->param_offsets[i];
     }
-    for (int a = 0; a < A_NUM; a++) m->a[a] = m->acts + m->act_offsets[a];
+    for (int a = 0; a < A_NUM; a++) {
+        const int is16 = m->acts16 && act_is_gemm_only(a);
+        m->a[a] = is16 ? NULL : m->acts + m->act_store[a];
+        m->a16[a] = is16 ? m->acts16 + m->act_store[a] : NULL;
+    }
     m->scratch.dresidual = m->bwd_buffer;
     m->scratch.dsmall = m->scratch.dresidual + BT * C;
     m->scratch.dbig = m->scratch.dsmall + BT * C;
@@ -478,6 +524,7 @@ LLMC_API void llmc_model_destroy(llmc_model *m) {
     free(m->adam_m);
     free(m->adam_v);
     free(m->acts);
+    free(m->acts16);
     free(m->bwd_buffer);
     free(m->inputs);
     free(m->targets);
@@ -587,6 +634,11 @@ LLMC_API int32_t llmc_model_buffer(llmc_model *m, int32_t kind, float **data, in
     default: return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "unknown tensor kind %d", kind);
     }
     /* data NULL asks for the length alone: no pointer leaves the library */
+    if (data && kind == LLMC_KIND_ACTS && m->acts16)
+        return llmc_fail(m, LLMC_ERR_UNSUPPORTED,
+                         "the activations of this bf16 CPU model are not one float buffer (ln1, "
+                         "atty, ln2, fch_gelu and lnf are stored as bf16): copy them out with "
+                         "llmc_model_copy_to_host, which widens those to float");
     if (data) {
         *data = p;
         if (kind == LLMC_KIND_PARAMS) m->params_exposed = 1;
@@ -647,8 +699,45 @@ static llmc_exec exec_of(llmc_model *m) {
     return ex;
 }
 
-/* pointer to layer l of a per-layer activation */
+/* pointer to layer l of a per-layer activation stored in fp32 */
 static float *act(llmc_model *m, int a, int l) { return m->a[a] + (size_t)l * m->act_layer_stride[a]; }
+
+/* layer l of a GEMM-only activation stored as bf16 bits, or NULL where it is fp32 */
+static uint16_t *act16(llmc_model *m, int a, int l) {
+    return m->a16[a] ? m->a16[a] + (size_t)l * m->act_layer_stride[a] : NULL;
+}
+
+/* layernorm into activation a (ln1, ln2, lnf; mean and rstd follow it) of layer l */
+static void ln_forward_into(llmc_model *m, int a, int l, const float *inp, const float *w,
+                            const float *b, int BT) {
+    const int C = m->cfg.channels;
+    uint16_t *o16 = act16(m, a, l);
+    if (o16)
+        layernorm_forward16(o16, act(m, a + 1, l), act(m, a + 2, l), inp, w, b, BT, C, m->nthreads);
+    else
+        layernorm_forward(act(m, a, l), act(m, a + 1, l), act(m, a + 2, l), inp, w, b, BT, C,
+                          m->nthreads);
+}
+
+/* the Linear layer whose input is activation a of layer l, and its backward */
+static void linear_forward_of(llmc_model *m, float *out, int a, int l, const float *w,
+                              const float *b, int N, int IC, int OC, const llmc_exec *ex) {
+    const uint16_t *in16 = act16(m, a, l);
+    if (in16)
+        matmul_forward16(out, in16, w, b, N, IC, OC, ex);
+    else
+        matmul_forward(out, act(m, a, l), w, b, N, IC, OC, ex);
+}
+
+static void linear_backward_of(llmc_model *m, float *dinp, float *dw, float *db,
+                               const float *dout, int a, int l, const float *w, int N, int IC,
+                               int OC, const llmc_exec *ex) {
+    const uint16_t *in16 = act16(m, a, l);
+    if (in16)
+        matmul_backward16(dinp, dw, db, dout, in16, w, N, IC, OC, ex);
+    else
+        matmul_backward(dinp, dw, db, dout, act(m, a, l), w, N, IC, OC, ex);
+}
 
 static int check_tokens(llmc_model *m, const int32_t *tok, int B, int T, const char *what) {
     const int V = m->cfg.vocab_size;
@@ -777,40 +866,44 @@ static int cpu_forward(llmc_model *m, int with_targets, float *mean_loss) {
     for (int l = 0; l < L; l++) {
         const float *res = l == 0 ? m->a[A_ENCODED] : act(m, A_RESIDUAL3, l - 1);
         const size_t lc = (size_t)l * C;
-        layernorm_forward(act(m, A_LN1, l), act(m, A_LN1_MEAN, l), act(m, A_LN1_RSTD, l), res,
-                          p[P_LN1W] + lc, p[P_LN1B] + lc, BT, C, nt);
+        ln_forward_into(m, A_LN1, l, res, p[P_LN1W] + lc, p[P_LN1B] + lc, BT);
         LLMC_DEBUG_FAULT(m, A_LN1, A_LN1_RSTD, l);
-        matmul_forward(act(m, A_QKV, l), act(m, A_LN1, l), p[P_QKVW] + lc * 3 * C,
-                       p[P_QKVB] + lc * 3, BT, C, 3 * C, &ex);
+        linear_forward_of(m, act(m, A_QKV, l), A_LN1, l, p[P_QKVW] + lc * 3 * C,
+                          p[P_QKVB] + lc * 3, BT, C, 3 * C, &ex);
         LLMC_DEBUG_FAULT(m, A_QKV, A_QKV, l);
-        attention_forward(act(m, A_ATTY, l), act(m, A_ATT, l), act(m, A_QKV, l), B, T, C, NH,
-                          &ex);
+        /* atty kept in bf16: attention writes floats (its GEMM's C) into the backward's
+         * (BT, C) scratch, idle in a forward, and they are rounded into place */
+        uint16_t *atty16 = act16(m, A_ATTY, l);
+        float *atty = atty16 ? m->scratch.dsmall : act(m, A_ATTY, l);
+        attention_forward(atty, act(m, A_ATT, l), act(m, A_QKV, l), B, T, C, NH, &ex);
+        if (atty16) bf16_round_copy(atty16, atty, (size_t)BT * C, nt);
         LLMC_DEBUG_FAULT(m, A_ATT, A_ATTY, l);
-        matmul_forward(act(m, A_ATTPROJ, l), act(m, A_ATTY, l), p[P_ATTPROJW] + lc * C,
-                       p[P_ATTPROJB] + lc, BT, C, C, &ex);
+        linear_forward_of(m, act(m, A_ATTPROJ, l), A_ATTY, l, p[P_ATTPROJW] + lc * C,
+                          p[P_ATTPROJB] + lc, BT, C, C, &ex);
         LLMC_DEBUG_FAULT(m, A_ATTPROJ, A_ATTPROJ, l);
         residual_forward(act(m, A_RESIDUAL2, l), res, act(m, A_ATTPROJ, l), (size_t)BT * C, nt);
         LLMC_DEBUG_FAULT(m, A_RESIDUAL2, A_RESIDUAL2, l);
-        layernorm_forward(act(m, A_LN2, l), act(m, A_LN2_MEAN, l), act(m, A_LN2_RSTD, l),
-                          act(m, A_RESIDUAL2, l), p[P_LN2W] + lc, p[P_LN2B] + lc, BT, C, nt);
+        ln_forward_into(m, A_LN2, l, act(m, A_RESIDUAL2, l), p[P_LN2W] + lc, p[P_LN2B] + lc, BT);
         LLMC_DEBUG_FAULT(m, A_LN2, A_LN2_RSTD, l);
-        matmul_forward(act(m, A_FCH, l), act(m, A_LN2, l), p[P_FCW] + lc * 4 * C,
-                       p[P_FCB] + lc * 4, BT, C, 4 * C, &ex);
+        linear_forward_of(m, act(m, A_FCH, l), A_LN2, l, p[P_FCW] + lc * 4 * C,
+                          p[P_FCB] + lc * 4, BT, C, 4 * C, &ex);
         LLMC_DEBUG_FAULT(m, A_FCH, A_FCH, l);
-        gelu_forward(act(m, A_FCH_GELU, l), act(m, A_FCH, l), (size_t)BT * 4 * C, nt);
+        if (act16(m, A_FCH_GELU, l))
+            gelu_forward16(act16(m, A_FCH_GELU, l), act(m, A_FCH, l), (size_t)BT * 4 * C, nt);
+        else
+            gelu_forward(act(m, A_FCH_GELU, l), act(m, A_FCH, l), (size_t)BT * 4 * C, nt);
         LLMC_DEBUG_FAULT(m, A_FCH_GELU, A_FCH_GELU, l);
-        matmul_forward(act(m, A_FCPROJ, l), act(m, A_FCH_GELU, l), p[P_FCPROJW] + lc * 4 * C,
-                       p[P_FCPROJB] + lc, BT, 4 * C, C, &ex);
+        linear_forward_of(m, act(m, A_FCPROJ, l), A_FCH_GELU, l, p[P_FCPROJW] + lc * 4 * C,
+                          p[P_FCPROJB] + lc, BT, 4 * C, C, &ex);
         LLMC_DEBUG_FAULT(m, A_FCPROJ, A_FCPROJ, l);
         residual_forward(act(m, A_RESIDUAL3, l), act(m, A_RESIDUAL2, l), act(m, A_FCPROJ, l),
                          (size_t)BT * C, nt);
         LLMC_DEBUG_FAULT(m, A_RESIDUAL3, A_RESIDUAL3, l);
     }
-    layernorm_forward(m->a[A_LNF], m->a[A_LNF_MEAN], m->a[A_LNF_RSTD],
-                      act(m, A_RESIDUAL3, L - 1), p[P_LNFW], p[P_LNFB], BT, C, nt);
+    ln_forward_into(m, A_LNF, 0, act(m, A_RESIDUAL3, L - 1), p[P_LNFW], p[P_LNFB], BT);
     LLMC_DEBUG_FAULT(m, A_LNF, A_LNF_RSTD, 0);
     /* weight tying: the classifier is wte itself */
-    matmul_forward(m->a[A_LOGITS], m->a[A_LNF], p[P_WTE], NULL, BT, C, Vp, &ex);
+    linear_forward_of(m, m->a[A_LOGITS], A_LNF, 0, p[P_WTE], NULL, BT, C, Vp, &ex);
     LLMC_DEBUG_FAULT(m, A_LOGITS, A_LOGITS, 0);
 
     if (with_targets) {
@@ -849,8 +942,8 @@ static int cpu_backward(llmc_model *m, float loss_scale, int accumulate) {
 
     crossentropy_backward(m->scratch.dlogits, m->a[A_PROBS], m->targets, loss_scale / (float)BT,
                           BT, V, Vp, nt);
-    matmul_backward(dsmall, g[P_WTE], NULL, m->scratch.dlogits, m->a[A_LNF], p[P_WTE], BT, C,
-                    Vp, &ex);
+    linear_backward_of(m, dsmall, g[P_WTE], NULL, m->scratch.dlogits, A_LNF, 0, p[P_WTE], BT, C,
+                       Vp, &ex);
     memset(dres, 0, (size_t)BT * C * sizeof(float));
     layernorm_backward(dres, g[P_LNFW], g[P_LNFB], dsmall, act(m, A_RESIDUAL3, L - 1),
                        p[P_LNFW], m->a[A_LNF_MEAN], m->a[A_LNF_RSTD], BT, C, nt);
@@ -859,20 +952,20 @@ static int cpu_backward(llmc_model *m, float loss_scale, int accumulate) {
         const float *res = l == 0 ? m->a[A_ENCODED] : act(m, A_RESIDUAL3, l - 1);
         const size_t lc = (size_t)l * C;
         /* dres holds d residual3[l]; the MLP branch */
-        matmul_backward(dbig, g[P_FCPROJW] + lc * 4 * C, g[P_FCPROJB] + lc, dres,
-                        act(m, A_FCH_GELU, l), p[P_FCPROJW] + lc * 4 * C, BT, 4 * C, C, &ex);
+        linear_backward_of(m, dbig, g[P_FCPROJW] + lc * 4 * C, g[P_FCPROJB] + lc, dres, A_FCH_GELU,
+                           l, p[P_FCPROJW] + lc * 4 * C, BT, 4 * C, C, &ex);
         gelu_backward(dbig, act(m, A_FCH, l), dbig, (size_t)BT * 4 * C, nt);
-        matmul_backward(dsmall, g[P_FCW] + lc * 4 * C, g[P_FCB] + lc * 4, dbig,
-                        act(m, A_LN2, l), p[P_FCW] + lc * 4 * C, BT, C, 4 * C, &ex);
+        linear_backward_of(m, dsmall, g[P_FCW] + lc * 4 * C, g[P_FCB] + lc * 4, dbig, A_LN2, l,
+                           p[P_FCW] + lc * 4 * C, BT, C, 4 * C, &ex);
         layernorm_backward(dres, g[P_LN2W] + lc, g[P_LN2B] + lc, dsmall, act(m, A_RESIDUAL2, l),
                            p[P_LN2W] + lc, act(m, A_LN2_MEAN, l), act(m, A_LN2_RSTD, l), BT, C,
                            nt);
         /* dres now holds d residual2[l]; the attention branch */
-        matmul_backward(dsmall, g[P_ATTPROJW] + lc * C, g[P_ATTPROJB] + lc, dres,
-                        act(m, A_ATTY, l), p[P_ATTPROJW] + lc * C, BT, C, C, &ex);
+        linear_backward_of(m, dsmall, g[P_ATTPROJW] + lc * C, g[P_ATTPROJB] + lc, dres, A_ATTY, l,
+                           p[P_ATTPROJW] + lc * C, BT, C, C, &ex);
         attention_backward(dbig, dsmall, act(m, A_QKV, l), act(m, A_ATT, l), B, T, C, NH, &ex);
-        matmul_backward(dsmall, g[P_QKVW] + lc * 3 * C, g[P_QKVB] + lc * 3, dbig,
-                        act(m, A_LN1, l), p[P_QKVW] + lc * 3 * C, BT, C, 3 * C, &ex);
+        linear_backward_of(m, dsmall, g[P_QKVW] + lc * 3 * C, g[P_QKVB] + lc * 3, dbig, A_LN1, l,
+                           p[P_QKVW] + lc * 3 * C, BT, C, 3 * C, &ex);
         layernorm_backward(dres, g[P_LN1W] + lc, g[P_LN1B] + lc, dsmall, res, p[P_LN1W] + lc,
                            act(m, A_LN1_MEAN, l), act(m, A_LN1_RSTD, l), BT, C, nt);
     }
@@ -908,8 +1001,37 @@ static int cpu_adamw(llmc_model *m, const llmc_adamw_params *hp) {
     return LLMC_OK;
 }
 
+/* Copy logical activations [offset, offset + count) (the public fp32 layout) to or from the
+ * host, tensor by tensor: memcpy for those stored in fp32, widening (to the host, exact) or
+ * rounding (from it, bf16.h) for those kept in bf16. */
+static void acts_copy(llmc_model *m, size_t offset, size_t count, float *host, int to_host) {
+    const size_t end = offset + count;
+    for (int a = 0; a < A_NUM; a++) {
+        const size_t lo = m->act_offsets[a], hi = a + 1 < A_NUM ? m->act_offsets[a + 1] : m->num_acts;
+        const size_t b0 = lo > offset ? lo : offset, b1 = hi < end ? hi : end;
+        if (b0 >= b1) continue;
+        float *h = host + (b0 - offset);
+        const size_t at = m->act_store[a] + (b0 - lo), n = b1 - b0;
+        if (m->a16[a] && to_host) {
+            const uint16_t *s16 = m->acts16 + at;
+            for (size_t i = 0; i < n; i++) h[i] = llmc_bf16_to_float(s16[i]);
+        } else if (m->a16[a]) {
+            uint16_t *d16 = m->acts16 + at;
+            for (size_t i = 0; i < n; i++) d16[i] = (uint16_t)llmc_bf16_bits(h[i]);
+        } else if (to_host) {
+            memcpy(h, m->acts + at, n * sizeof(float));
+        } else {
+            memcpy(m->acts + at, h, n * sizeof(float));
+        }
+    }
+}
+
 static int cpu_copy(llmc_model *m, int kind, size_t offset, size_t count, float *host,
                     int to_host) {
+    if (kind == LLMC_KIND_ACTS && m->acts16) {
+        acts_copy(m, offset, count, host, to_host);
+        return LLMC_OK;
+    }
     size_t n;
     float *buf = llmc_kind_buffer(m, kind, &n);
     if (to_host)

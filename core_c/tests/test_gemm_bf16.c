@@ -8,8 +8,10 @@
  *    to a plain triple loop that spells out the documented arithmetic (operands rounded to
  *    bf16, per KC panel and depth pair an fmaf of the odd term then of the even one, panels
  *    added to C), and within fp32 accumulation error of the exact (double) product of the
- *    rounded operands; and llmc_gemm_bf16_b16 (B given as bf16 bits) bitwise equal to
- *    llmc_gemm_bf16 on the fp32 B those bits round, for every kernel.
+ *    rounded operands; and llmc_gemm_bf16_b16 (B given as bf16 bits), llmc_gemm_bf16_a16 (A
+ *    as bf16 bits) and llmc_gemm_bf16_a16b16 (both) bitwise equal to llmc_gemm_bf16 on the
+ *    fp32 operands those bits round, for every kernel (A16 with row strides wider than the
+ *    rows, even and odd, so pairs also start at 2-byte boundaries).
  * Exit code 0 = pass. */
 #define _POSIX_C_SOURCE 200809L /* setenv */
 #include "../src/bf16.h"
@@ -121,6 +123,17 @@ static int check(const char *isa, int tA, int tB, int M, int N, int K, float bet
     for (int i = 0; i < K * N; i++) B16[i] = (uint16_t)llmc_bf16_bits(B[i]);
     memcpy(C16, C, sizeof(float) * (size_t)M * N);
     const int64_t lda = tA ? M : K, ldb = tB ? K : N;
+    /* A as bf16 bits (kept activations), rows lda16 = lda + 2 or + 3 apart (by the shape: both
+     * parities; odd, a row starts at any 2-byte boundary and the AVX-512 pack stands aside);
+     * the pad columns hold NaN bits, which must never be read */
+    const int64_t lda16 = lda + 2 + ((lda + M + N + K) & 1), arows = tA ? K : M; /* parity of M+N+K */
+    uint16_t *A16 = malloc(sizeof(uint16_t) * (size_t)(arows * lda16));
+    for (int64_t r = 0; r < arows; r++)
+        for (int64_t c = 0; c < lda16; c++)
+            A16[r * lda16 + c] = c < lda ? (uint16_t)llmc_bf16_bits(A[r * lda + c]) : 0x7FC1u;
+    float *CA = malloc(sizeof(float) * (size_t)M * N), *CAB = malloc(sizeof(float) * (size_t)M * N);
+    memcpy(CA, C, sizeof(float) * (size_t)M * N);
+    memcpy(CAB, C, sizeof(float) * (size_t)M * N);
     for (int m = 0; m < M; m++)
         for (int n = 0; n < N; n++) {
             const float c0 = R[m * N + n];
@@ -149,21 +162,26 @@ static int check(const char *isa, int tA, int tB, int M, int N, int K, float bet
     llmc_exec ex = {nt, ws, NULL, 0, shared ? sh : NULL, LLMC_GEMM_SHARED_FLOATS, 1.0f, 1};
     llmc_gemm_bf16(tA, tB, M, N, K, A, lda, B, ldb, beta, C, N, &ex);
     llmc_gemm_bf16_b16(tA, tB, M, N, K, A, lda, B16, ldb, beta, C16, N, &ex);
-    int bit_diff = 0, b16_diff = 0;
+    llmc_gemm_bf16_a16(tA, tB, M, N, K, A16, lda16, B, ldb, beta, CA, N, &ex);
+    llmc_gemm_bf16_a16b16(tA, tB, M, N, K, A16, lda16, B16, ldb, beta, CAB, N, &ex);
+    int bit_diff = 0, b16_diff = 0, a16_diff = 0;
     double worst = 0.0;
     for (int i = 0; i < M * N; i++) {
         if (memcmp(&C[i], &R[i], 4) != 0) bit_diff++;
         if (memcmp(&C[i], &C16[i], 4) != 0) b16_diff++; /* every kernel, amx included */
+        if (memcmp(&C[i], &CA[i], 4) != 0 || memcmp(&C[i], &CAB[i], 4) != 0) a16_diff++;
         /* fp32 sums of K + 1 terms: at most (K + 1) * 2^-24 of the sum of magnitudes */
         const double e = fabs(C[i] - E[i]) / ((K + 2) * ldexp(1.0, -24) * (S[i] + 1e-30));
         if (e > worst) worst = e;
     }
     free(A); free(B); free(C); free(R); free(E); free(S); free(ws); free(sh); free(B16); free(C16);
-    const int ok = (bit_diff == 0 || !bitwise) && worst <= 1.0 && b16_diff == 0;
+    free(A16); free(CA); free(CAB);
+    const int ok = (bit_diff == 0 || !bitwise) && worst <= 1.0 && b16_diff == 0 && a16_diff == 0;
     if (!ok)
         printf("FAIL %s tA=%d tB=%d M=%d N=%d K=%d beta=%g nt=%d shared=%d: %d elements differ "
-               "from the emulation, error/bound %g, %d differ between fp32 and bf16 B\n", isa, tA,
-               tB, M, N, K, beta, nt, shared, bit_diff, worst, b16_diff);
+               "from the emulation, error/bound %g, %d differ between fp32 and bf16 B, %d between "
+               "fp32 and bf16 A\n", isa, tA, tB, M, N, K, beta, nt, shared, bit_diff, worst,
+               b16_diff, a16_diff);
     return ok;
 }
 
@@ -172,7 +190,7 @@ int main(void) {
     /* amx: within fp32 accumulation error, not bitwise (gemm_bf16.c); the others bitwise */
     static const char *const isas[] = {"amx", "avx512bf16", "avx512", "avx2", "generic"};
     int sizes[][3] = {{1, 1, 1}, {7, 33, 5}, {6, 32, 256}, {9, 40, 513}, {97, 513, 257},
-                      {200, 65, 600}, {13, 1100, 31}, {300, 70, 2},
+                      {200, 65, 600}, {13, 1100, 31}, {300, 70, 2}, {64, 48, 130},
                       {35, 66, 2 * LLMC_GEMM_KC16_AMX + 37}}; /* three AMX panels, a ragged last */
     int pass = 0, fail = 0;
     for (size_t q = 0; q < sizeof(isas) / sizeof(isas[0]); q++) {

@@ -53,8 +53,8 @@ mutant("residual_last_element", "gelu.c", "for (size_t i = 0; i < N; i++) out[i]
        ["residual2"], "the last element of the residual sum is never written")
 mutant("eq_residual_commuted", "gelu.c", "out[i] = a[i] + b[i];", "out[i] = b[i] + a[i];",
        "equivalent", "residual forward", [], "a + b -> b + a: bit-identical")
-mutant("eq_gelu_cancelling_form", "gelu.c", "out[i] = x / (1.0f + llmc_expf(-2.0f * u));",
-       "out[i] = x - x / (1.0f + llmc_expf(2.0f * u));", "equivalent", "gelu forward", [],
+mutant("eq_gelu_cancelling_form", "gelu.c", "return x / (1.0f + llmc_expf(-2.0f * u));",
+       "return x - x / (1.0f + llmc_expf(2.0f * u));", "equivalent", "gelu forward", [],
        "x sigmoid(2u) = x - x sigmoid(-2u): the form with 1 + tanh's cancellation, as torch computes it")
 mutant("eq_gelu_bwd_reassociated", "gelu.c", "const float local = s + 2.0f * x * s * (1.0f - s) * du;",
        "const float local = s + (2.0f * s) * ((1.0f - s) * (x * du));", "equivalent", "gelu backward", [],
@@ -193,8 +193,8 @@ mutant("mm_bwd_dbias_thread_split", "matmul.c", "const int o0 = (int)((int64_t)O
 mutant("mm_bwd_dinp_accumulates", "matmul.c", "OC, weight, IC, 0.0f, dinp, IC, ex);",
        "OC, weight, IC, 1.0f, dinp, IC, ex);", "accumulate-vs-overwrite", "matmul backward",
        ["grad.lnfw", "grad.lnfb", "grad.ln2w", "grad.ln2b"], "dinp adds to the scratch buffer's old contents")
-mutant("mm_bwd_dweight_ignores_overwrite", "matmul.c", "ex->dw_beta, dweight, IC, ex);",
-       "1.0f, dweight, IC, ex);", "accumulate-vs-overwrite", "matmul backward", ["grad.fcprojw"],
+mutant("mm_bwd_dweight_ignores_overwrite", "matmul.c", "dout, OC, inp, IC, ex->dw_beta, dweight, IC, ex);",
+       "dout, OC, inp, IC, 1.0f, dweight, IC, ex);", "accumulate-vs-overwrite", "matmul backward", ["grad.fcprojw"],
        "backward(accumulate=False) still adds the previous step's weight gradients (seen at step 2)")
 
 # ------------------------------------------------------------------ GEMM (gemm.c)
@@ -238,8 +238,8 @@ mutant("model_ln1_bwd_input", "model.c",
 mutant("model_qkvb_layer_stride", "model.c", "p[P_QKVB] + lc * 3, BT, C, 3 * C, &ex);",
        "p[P_QKVB] + lc, BT, C, 3 * C, &ex);", "stride", "matmul forward (layer offsets)", ["qkv"],
        "layer l's qkv bias at l*C instead of l*3C (layers after the first)")
-mutant("model_attprojw_grad_stride", "model.c", "matmul_backward(dsmall, g[P_ATTPROJW] + lc * C,",
-       "matmul_backward(dsmall, g[P_ATTPROJW] + lc,", "stride", "matmul backward (layer offsets)",
+mutant("model_attprojw_grad_stride", "model.c", "linear_backward_of(m, dsmall, g[P_ATTPROJW] + lc * C,",
+       "linear_backward_of(m, dsmall, g[P_ATTPROJW] + lc,", "stride", "matmul backward (layer offsets)",
        ["grad.attprojw"], "layer l's attproj weight gradient written at l*C instead of l*C*C")
 mutant("model_grad_norm_scale", "model.c", "*norm = (float)sqrt(sumsq);",
        "*norm = (float)sqrt(sumsq * 1.00001);", "constant", "grad norm", ["grad_norm"],
