@@ -3,9 +3,12 @@
  * probability 0 and gradient 0. */
 #include "internal.h"
 
+#include "bf16.h"
+
 #include "vecmath.h"
 
 #include <math.h>
+#include <string.h>
 
 /* One row: probabilities into p, returns log(sum exp(x - max)) + max (the log-partition).
  * Cloned for wide vectors: this is 50k exps per token, scalar it was ~6% of a d12 step. */
@@ -50,5 +53,33 @@ void crossentropy_backward(float *dlogits, const float *probs, const int32_t *ta
         for (int i = 0; i < V; i++) d[i] = p[i] * dloss;
         for (int i = V; i < Vp; i++) d[i] = 0.0f;
         d[targets[n]] -= dloss;
+    }
+}
+
+/* crossentropy_backward with the gradient as bf16 bits (bf16.h rounding of the same floats),
+ * written in place over probs: row n's Vp bf16 fill the first half of row n's Vp floats.
+ * The classifier's two GEMMs are its only readers and round it anyway, so the GEMM results
+ * are the same bits, from half the bytes. A chunk of the row is read before any of its bf16
+ * are written: the bf16 of elements [i, i + 64) land on the floats [i / 2, i / 2 + 32),
+ * all read by then. memcpy, as the two views of the row are of different types. */
+#define CE16_CHUNK 64
+void crossentropy_backward16(float *probs, const int32_t *targets, float dloss, int N, int V,
+                             int Vp, int nt) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int n = 0; n < N; n++) {
+        char *row = (char *)(probs + (size_t)n * Vp);
+        const int t = targets[n];
+        for (int i0 = 0; i0 < Vp; i0 += CE16_CHUNK) {
+            const int len = Vp - i0 < CE16_CHUNK ? Vp - i0 : CE16_CHUNK;
+            float p[CE16_CHUNK];
+            uint16_t d[CE16_CHUNK];
+            memcpy(p, row + (size_t)i0 * sizeof(float), (size_t)len * sizeof(float));
+            for (int i = 0; i < len; i++) {
+                float g = i0 + i < V ? p[i] * dloss : 0.0f;
+                if (i0 + i == t) g -= dloss; /* as crossentropy_backward: p * dloss - dloss */
+                d[i] = (uint16_t)llmc_bf16_bits(g);
+            }
+            memcpy(row + (size_t)i0 * sizeof(uint16_t), d, (size_t)len * sizeof(uint16_t));
+        }
     }
 }

@@ -260,6 +260,11 @@ void matmul_forward16(float *out, const uint16_t *inp16, const float *weight, co
 void matmul_backward16(float *dinp, float *dweight, float *dbias, const float *dout,
                        const uint16_t *inp16, const float *weight, int N, int IC, int OC,
                        const llmc_exec *ex);
+/* matmul_backward16 with dout as bf16 bits too (dout16, rows ld_dout apart): the classifier,
+ * whose logit gradient the bf16 cross-entropy backward writes as bf16 */
+void matmul_backward16_dout16(float *dinp, float *dweight, const uint16_t *dout16,
+                              int64_t ld_dout, const uint16_t *inp16, const float *weight,
+                              int N, int IC, int OC, const llmc_exec *ex);
 
 /* Attention works in blocks of ATT_BLOCK query rows (attention.c). Per-thread workspace
  * (ex->row_ws, ex->row_ws_len floats each) its backward needs at sequence length T: one
@@ -287,6 +292,9 @@ float crossentropy_forward(float *probs, float *losses, const float *logits,
 /* dlogits = (probs - onehot) * dloss, padded columns 0 (overwritten) */
 void crossentropy_backward(float *dlogits, const float *probs, const int32_t *targets,
                            float dloss, int N, int V, int Vp, int nt);
+/* the same, as bf16 bits, in place: row n's Vp bf16 at the start of row n of probs */
+void crossentropy_backward16(float *probs, const int32_t *targets, float dloss, int N, int V,
+                             int Vp, int nt);
 
 /* gemm.c: C (M, N) = beta * C + op(A) (M, K) @ op(B) (K, N); beta is 0 or 1.
  * op(A)(m, k) = transA ? A[k * lda + m] : A[m * lda + k]; likewise for B. */

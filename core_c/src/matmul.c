@@ -98,3 +98,17 @@ void matmul_backward16(float *dinp, float *dweight, float *dbias, const float *d
                        const llmc_exec *ex) {
     linear_backward(dinp, dweight, dbias, dout, NULL, inp16, weight, N, IC, OC, ex);
 }
+
+void matmul_backward16_dout16(float *dinp, float *dweight, const uint16_t *dout16,
+                              int64_t ld_dout, const uint16_t *inp16, const float *weight,
+                              int N, int IC, int OC, const llmc_exec *ex) {
+    const uint16_t *w16 = weight16_of(ex, weight);
+    if (w16)
+        llmc_gemm_bf16_a16b16(0, 0, N, IC, OC, dout16, ld_dout, w16, IC, 0.0f, dinp, IC, ex);
+    else
+        llmc_gemm_bf16_a16(0, 0, N, IC, OC, dout16, ld_dout, weight, IC, 0.0f, dinp, IC, ex);
+    llmc_exec dw = *ex;
+    dw.stream_c = 1; /* read next by the gradient norm, after the whole backward */
+    llmc_gemm_bf16_a16b16(1, 0, OC, IC, N, dout16, ld_dout, inp16, IC, ex->dw_beta, dweight, IC,
+                          &dw);
+}
