@@ -357,7 +357,7 @@ int main(int argc, char **argv) {
     c.B = a[0]; c.T = a[1]; c.C = a[2]; c.NH = a[3]; c.V = a[4]; c.Vp = a[5]; c.L = a[6]; c.nt = a[7];
     const int repeats = a[8];
     const size_t BT = (size_t)c.B * c.T, C = (size_t)c.C, Vp = (size_t)c.Vp;
-    c.ex = make_exec(c.nt, (int)LLMC_ATTN_WS_FLOATS(c.T));
+    c.ex = make_exec(c.nt, (int)LLMC_ATTN_WS_FLOATS(c.T, c.C / c.NH));
     c.ex.bf16 = bf16;
     c.inp = malloc(BT * sizeof(int32_t));
     c.tgt = malloc(BT * sizeof(int32_t));

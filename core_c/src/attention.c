@@ -57,6 +57,33 @@ static void attention_block_forward(float *out_bh, float *att_bh, const float *q
     llmc_gemm(0, 0, rows, hs, n, s, T, q + 2 * C, C3, 0.0f, out_bh + (size_t)t0 * C, C, one);
 }
 
+/* bf16: one head's forward with its K and V packed once (into this thread's row_ws, which
+ * the forward does not otherwise use) instead of once per block of queries: the blocks'
+ * products read them in place. Returns 0 when they do not fit or the packed products decline
+ * (the caller then runs the blocks as usual); the results are the same bits either way. */
+static int attention_head_forward16(float *out_bh, float *att_bh, const float *q, int T, int C,
+                                    int hs, float scale, const llmc_exec *one, uint32_t *ws,
+                                    size_t ws_words) {
+    const int C3 = 3 * C;
+    llmc_packed_b16 kt, vp;
+    const size_t half = ws_words / 2;
+    if (!llmc_gemm_bf16_pack_b(&kt, ws, half, 1, hs, T, q + C, C3) ||
+        !llmc_gemm_bf16_pack_b(&vp, ws + half, half, 0, T, hs, q + 2 * C, C3))
+        return 0;
+    const int nblocks = (T + ATT_BLOCK - 1) / ATT_BLOCK;
+    for (int i = 0; i < nblocks; i++) {
+        const int t0 = i * ATT_BLOCK, rows = T - t0 < ATT_BLOCK ? T - t0 : ATT_BLOCK;
+        const int n = t0 + rows;
+        float *sblk = att_bh + (size_t)t0 * T;
+        if (!llmc_gemm_bf16_packed(0, rows, n, hs, q + (size_t)t0 * C3, C3, &kt, 0.0f, sblk, T, one))
+            return 0;
+        for (int r = 0; r < rows; r++) softmax_causal_row(sblk + (size_t)r * T, t0 + r, T, scale);
+        if (!llmc_gemm_bf16_packed(0, rows, hs, n, sblk, T, &vp, 0.0f, out_bh + (size_t)t0 * C, C, one))
+            return 0;
+    }
+    return 1;
+}
+
 /* qkv rows hold [q | k | v], each C wide, heads of hs = C / NH channels side by side.
  * att (B, NH, T, T) holds the softmax probabilities; entries above the diagonal are 0. */
 void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH,
@@ -65,6 +92,26 @@ void attention_forward(float *out, float *att, const float *qkv, int B, int T, i
     const int C3 = 3 * C;
     const float scale = 1.0f / sqrtf((float)hs);
     const int nblocks = (T + ATT_BLOCK - 1) / ATT_BLOCK;
+    if (ex->bf16) {
+/* whole heads, each with its K and V packed once; equal work per head */
+#pragma omp parallel for collapse(2) num_threads(ex->nt) schedule(static)
+        for (int b = 0; b < B; b++) {
+            for (int h = 0; h < NH; h++) {
+                const llmc_exec one = thread_exec(ex);
+                float *row = ex->row_ws + (size_t)LLMC_THREAD_ID() * ex->row_ws_len;
+                float *out_bh = out + (size_t)b * T * C + h * hs;
+                float *att_bh = att + ((size_t)b * NH + h) * T * T;
+                const float *q = qkv + (size_t)b * T * C3 + h * hs;
+                if (!attention_head_forward16(out_bh, att_bh, q, T, C, hs, scale, &one,
+                                              (uint32_t *)(void *)row, ex->row_ws_len))
+                    for (int i = 0; i < nblocks; i++) {
+                        const int t0 = i * ATT_BLOCK, rows = T - t0 < ATT_BLOCK ? T - t0 : ATT_BLOCK;
+                        attention_block_forward(out_bh, att_bh, q, t0, rows, T, C, hs, scale, &one);
+                    }
+            }
+        }
+        return;
+    }
 /* blocks of one head are independent here; round-robin, since later blocks see more keys */
 #pragma omp parallel for collapse(3) num_threads(ex->nt) schedule(static, 1)
     for (int b = 0; b < B; b++) {
@@ -98,10 +145,20 @@ LLMC_CLONES static void softmax_causal_row_backward(float *dp, const float *arow
  * all T rows (beta 0) and the earlier, narrower blocks add to theirs. */
 static void attention_head_backward(float *dbase, const float *dout_bh, const float *base,
                                     const float *att_bh, float *dp, int T, int C, int hs,
-                                    float scale, const llmc_exec *one) {
+                                    float scale, const llmc_exec *one, uint32_t *ws,
+                                    size_t ws_words) {
     const int C3 = 3 * C;
     const float *k = base + C, *v = base + 2 * C;
     float *dk = dbase + C, *dv = dbase + 2 * C;
+    /* bf16: V (as V^T) and K packed once for every block, as in the forward (ws may be
+     * NULL: fp32, or no room; then each product packs its own, to the same bits) */
+    llmc_packed_b16 vt_, kp_;
+    const llmc_packed_b16 *vt = NULL, *kp = NULL;
+    if (ws && llmc_gemm_bf16_pack_b(&vt_, ws, ws_words / 2, 1, hs, T, v, C3) &&
+        llmc_gemm_bf16_pack_b(&kp_, ws + ws_words / 2, ws_words / 2, 0, T, hs, k, C3)) {
+        vt = &vt_;
+        kp = &kp_;
+    }
     const int nblocks = (T + ATT_BLOCK - 1) / ATT_BLOCK;
     for (int i = nblocks - 1; i >= 0; i--) {
         const int t0 = i * ATT_BLOCK, rows = T - t0 < ATT_BLOCK ? T - t0 : ATT_BLOCK;
@@ -110,11 +167,14 @@ static void attention_head_backward(float *dbase, const float *dout_bh, const fl
         const float *p = att_bh + (size_t)t0 * T;
         const float *dy = dout_bh + (size_t)t0 * C;
         llmc_gemm(1, 0, n, hs, rows, p, T, dy, C, beta, dv, C3, one);        /* dV += P^T dO */
-        llmc_gemm(0, 1, rows, n, hs, dy, C, v, C3, 0.0f, dp, T, one);        /* dP = dO V^T */
+        if (!vt || !llmc_gemm_bf16_packed(0, rows, n, hs, dy, C, vt, 0.0f, dp, T, one))
+            llmc_gemm(0, 1, rows, n, hs, dy, C, v, C3, 0.0f, dp, T, one);    /* dP = dO V^T */
         for (int r = 0; r < rows; r++)
             softmax_causal_row_backward(dp + (size_t)r * T, p + (size_t)r * T, t0 + r, n, scale);
-        llmc_gemm(0, 0, rows, hs, n, dp, T, k, C3, 0.0f, dbase + (size_t)t0 * C3, C3,
-                   one);                                                      /* dQ = dS K */
+        if (!kp || !llmc_gemm_bf16_packed(0, rows, hs, n, dp, T, kp, 0.0f, dbase + (size_t)t0 * C3,
+                                          C3, one))
+            llmc_gemm(0, 0, rows, hs, n, dp, T, k, C3, 0.0f, dbase + (size_t)t0 * C3, C3,
+                       one);                                                  /* dQ = dS K */
         llmc_gemm(1, 0, n, hs, rows, dp, T, base + (size_t)t0 * C3, C3, beta, dk, C3,
                    one);                                                      /* dK += dS^T Q */
     }
@@ -135,10 +195,12 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
         for (int h = 0; h < NH; h++) {
             const llmc_exec one = thread_exec(ex);
             float *dp = ex->row_ws + (size_t)LLMC_THREAD_ID() * ex->row_ws_len;
+            const size_t dp_len = (size_t)ATT_BLOCK * T; /* the rest of row_ws: the packs */
+            uint32_t *ws = ex->bf16 && ex->row_ws_len > dp_len ? (uint32_t *)(void *)(dp + dp_len) : NULL;
             const size_t off = (size_t)b * T * C3 + (size_t)h * hs;
             attention_head_backward(dqkv + off, dout + (size_t)b * T * C + (size_t)h * hs,
                                     qkv + off, att + ((size_t)b * NH + h) * T * T, dp, T, C,
-                                    hs, scale, &one);
+                                    hs, scale, &one, ws, ws ? ex->row_ws_len - dp_len : 0);
         }
     }
 }

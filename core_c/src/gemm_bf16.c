@@ -939,3 +939,92 @@ void llmc_gemm_bf16_a16b16(int transA, int transB, int M, int N, int K, const ui
                            int64_t ldc, const llmc_exec *ex) {
     gemm16(transA, transB, M, N, K, NULL, A16, lda, NULL, B16, ldb, beta, C, ldc, ex);
 }
+
+/* ---- a B operand packed once for several single-threaded GEMMs (attention's K and V) ---- */
+
+/* words of the panels of op(B) (K x N) for kernel uk: every panel but the last KC16 deep */
+static size_t packed_b_words(const kernel16 *uk, int K, int N) {
+    const int KC16 = uk->amx ? LLMC_GEMM_KC16_AMX : LLMC_GEMM_KC;
+    const size_t Nr = (size_t)(N + NR - 1) / NR * NR;
+    size_t pairs = (size_t)(K / KC16) * (KC16 / 2);
+    const int rest = K % KC16;
+    if (rest) pairs += uk->amx ? (size_t)(rest + 31) / 32 * 16 : (size_t)(rest + 1) / 2;
+    return Nr * pairs;
+}
+
+int llmc_gemm_bf16_pack_b(llmc_packed_b16 *pb, uint32_t *words, size_t cap, int transB, int K,
+                          int N, const float *B, int64_t ldb) {
+    const kernel16 uk = pick_kernel16();
+    pb->words = NULL;
+    if (K <= 0 || N <= 0 || packed_b_words(&uk, K, N) > cap) return 0;
+    const int KC16 = uk.amx ? LLMC_GEMM_KC16_AMX : LLMC_GEMM_KC;
+    const int Nr = (N + NR - 1) / NR * NR;
+    for (int k0 = 0; k0 < K; k0 += KC16) {
+        const int kc = K - k0 < KC16 ? K - k0 : KC16;
+        const int kpp = uk.amx ? (kc + 31) / 32 * 16 : (kc + 1) / 2;
+        for (int n0 = 0; n0 < N; n0 += NR) {
+            const int cols = N - n0 < NR ? N - n0 : NR;
+            pack_b_any(words + (size_t)Nr * (k0 / 2) + (size_t)n0 * kpp, transB, B, NULL, ldb, k0,
+                       n0, kc, cols, uk.avx512_pack, kpp);
+        }
+    }
+    pb->words = words;
+    pb->K = K;
+    pb->N = N;
+    pb->amx = uk.amx;
+    pb->mr = uk.mr;
+    return 1;
+}
+
+/* C (M x N) = beta C + op(A) @ op(B)[0:K, 0:N], op(B) from pb (K <= pb->K, N <= pb->N), on
+ * this thread only (ex->gemm_ws is this thread's packing space). The panels of A are packed
+ * here, those of B are read in place: in the strip of a panel the first kpp pairs are those
+ * of depth [k0, k0 + kc), the rest of the strip (deeper pairs of pb) unread or, for the AMX
+ * padding to 16 pairs, multiplied by the zero pairs of A. The bits are those of the GEMM
+ * that packed B itself. Returns 0 (nothing done) if the kernel is not the one pb was packed
+ * for (LLMC_GEMM_ISA changed in between). */
+int llmc_gemm_bf16_packed(int transA, int M, int N, int K, const float *A, int64_t lda,
+                          const llmc_packed_b16 *pb, float beta, float *C, int64_t ldc,
+                          const llmc_exec *ex) {
+    const kernel16 uk = pick_kernel16();
+    if (!pb->words || uk.amx != pb->amx || uk.mr != pb->mr || K > pb->K || N > pb->N) return 0;
+    if (M <= 0 || N <= 0) return 1;
+    if (K <= 0) {
+        if (beta == 0.0f)
+            for (int m = 0; m < M; m++) memset(C + (int64_t)m * ldc, 0, (size_t)N * sizeof(float));
+        return 1;
+    }
+    const int mr = uk.mr;
+    const int KC16 = uk.amx ? LLMC_GEMM_KC16_AMX : LLMC_GEMM_KC;
+    const int mt = (LLMC_GEMM_MC / mr) * mr;
+    const int Nr = (pb->N + NR - 1) / NR * NR;
+    uint32_t *Aw = (uint32_t *)ex->gemm_ws;
+#ifdef LLMC_X86
+    if (uk.amx) amx_configure();
+#endif
+    for (int k0 = 0; k0 < K; k0 += KC16) {
+        const int kc = K - k0 < KC16 ? K - k0 : KC16;
+        const int kcb = pb->K - k0 < KC16 ? pb->K - k0 : KC16; /* depth of pb's panel */
+        const int kpp = uk.amx ? (kc + 31) / 32 * 16 : (kc + 1) / 2;
+        const int kppb = uk.amx ? (kcb + 31) / 32 * 16 : (kcb + 1) / 2;
+        const float beta_k = k0 == 0 ? beta : 1.0f;
+        const uint32_t *panel = pb->words + (size_t)Nr * (k0 / 2);
+        for (int m0 = 0; m0 < M; m0 += mt) {
+            const int mc = M - m0 < mt ? M - m0 : mt;
+            pack_a_any(Aw, &uk, transA, A, NULL, lda, m0, k0, mc, kc, kpp);
+            for (int js = 0; js < N; js += NR) {
+                const int nr = N - js < NR ? N - js : NR;
+                const uint32_t *bstrip = panel + (size_t)js * kppb;
+                for (int is = 0; is < mc; is += mr) {
+                    const int rows = mc - is < mr ? mc - is : mr;
+                    uk.fn(kpp, Aw + (size_t)is * kpp, bstrip, C + (int64_t)(m0 + is) * ldc + js, ldc,
+                          rows, nr, beta_k);
+                }
+            }
+        }
+    }
+#ifdef LLMC_X86
+    if (uk.amx) amx_release();
+#endif
+    return 1;
+}

@@ -112,7 +112,7 @@ struct llmc_model {
     float *bwd_buffer;
 
     float *gemm_ws; /* LLMC_GEMM_WS_FLOATS * ws_threads */
-    float *row_ws;  /* LLMC_ATTN_WS_FLOATS(max_seq) * ws_threads */
+    float *row_ws;  /* LLMC_ATTN_WS_FLOATS(max_seq, hs) * ws_threads */
     int ws_threads; /* threads the workspaces are sized for */
     float *gemm_shared; /* LLMC_GEMM_SHARED_FLOATS, shared by all threads */
 
@@ -270,7 +270,11 @@ void matmul_backward16_dout16(float *dinp, float *dweight, const uint16_t *dout1
  * (ex->row_ws, ex->row_ws_len floats each) its backward needs at sequence length T: one
  * block's rows of d(att), ATT_BLOCK x T (256 KiB at T = 1024). */
 #define ATT_BLOCK 64
-#define LLMC_ATTN_WS_FLOATS(T) ((size_t)ATT_BLOCK * (size_t)(T))
+#define LLMC_ATTN_WS_FLOATS(T, hs) \
+    ((size_t)ATT_BLOCK * (size_t)(T) + LLMC_ATTN_PACK_WORDS(T, hs))
+/* bf16: room for two of one head's operands packed once (llmc_packed_b16: K and V, either
+ * way round), a bound on llmc_gemm_bf16_pack_b's size for depth and columns T and hs */
+#define LLMC_ATTN_PACK_WORDS(T, hs) (2 * ((size_t)(T) + 64) * ((size_t)(hs) + 32))
 /* causal self-attention over qkv (B, T, 3C) -> out (B, T, C); att (B, NH, T, T) probs */
 void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH,
                        const llmc_exec *ex);
@@ -342,6 +346,21 @@ void llmc_gemm_bf16_a16(int transA, int transB, int M, int N, int K, const uint1
 void llmc_gemm_bf16_a16b16(int transA, int transB, int M, int N, int K, const uint16_t *A16,
                            int64_t lda, const uint16_t *B16, int64_t ldb, float beta, float *C,
                            int64_t ldc, const llmc_exec *ex);
+/* op(B) of a bf16 GEMM packed once for several single-threaded products that use its
+ * leading rows and columns (attention: one head's K and V for every block of queries) */
+typedef struct {
+    uint32_t *words;
+    int K, N;    /* depth and columns packed */
+    int amx, mr; /* the kernel it was packed for */
+} llmc_packed_b16;
+/* pack op(B) (K x N) into words (cap of them); 0 when it does not fit (then unusable) */
+int llmc_gemm_bf16_pack_b(llmc_packed_b16 *pb, uint32_t *words, size_t cap, int transB, int K,
+                          int N, const float *B, int64_t ldb);
+/* C = beta C + op(A) @ op(B)[:K, :N] with op(B) from pb, on the calling thread alone; 0 when
+ * pb does not fit this product or the kernel changed (the caller then runs llmc_gemm) */
+int llmc_gemm_bf16_packed(int transA, int M, int N, int K, const float *A, int64_t lda,
+                          const llmc_packed_b16 *pb, float beta, float *C, int64_t ldc,
+                          const llmc_exec *ex);
 /* the GEMM of the context's precision: what matmul and attention call */
 static inline void llmc_gemm(int transA, int transB, int M, int N, int K, const float *A,
                              int64_t lda, const float *B, int64_t ldb, float beta, float *C,

@@ -193,7 +193,9 @@ static float *alloc_aligned_floats(size_t n) {
 }
 
 /* attention workspace per thread, at the largest T */
-static size_t attn_ws_floats(const llmc_model *m) { return LLMC_ATTN_WS_FLOATS(m->opt.max_seq); }
+static size_t attn_ws_floats(const llmc_model *m) {
+    return LLMC_ATTN_WS_FLOATS(m->opt.max_seq, m->cfg.channels / m->cfg.num_heads);
+}
 
 /* (Re)size the per-thread workspaces for nthreads threads. Keeps the old ones on failure. */
 static int ensure_workspaces(llmc_model *m, int nthreads) {

@@ -6,7 +6,7 @@
  *
  * Every wrapper takes the thread count nt explicitly. Kernels that need an execution
  * context (matmul, attention backward) get one allocated here as the model would size it:
- * gemm_ws = LLMC_GEMM_WS_FLOATS * nt (64-byte aligned), row_ws = LLMC_ATTN_WS_FLOATS(T) * nt, and the shared
+ * gemm_ws = LLMC_GEMM_WS_FLOATS * nt (64-byte aligned), row_ws = LLMC_ATTN_WS_FLOATS(T, hs) * nt, and the shared
  * pre-pack buffer only when use_shared is set (the kernels must work without it). Those
  * wrappers return 0, or -1 when the workspace cannot be allocated.
  *
@@ -148,7 +148,7 @@ SHIM_API int llmc_test_matmul_backward(float *dinp, float *dweight, float *dbias
 SHIM_API int llmc_test_attention_forward(float *out, float *att, const float *qkv, int B,
                                          int T, int C, int NH, int nt) {
     shim_exec s;
-    if (exec_make(&s, nt, (int)LLMC_ATTN_WS_FLOATS(T), 0) != 0) return -1;
+    if (exec_make(&s, nt, (int)LLMC_ATTN_WS_FLOATS(T, C / NH), 0) != 0) return -1;
     attention_forward(out, att, qkv, B, T, C, NH, &s.ex);
     exec_free(&s);
     return 0;
@@ -158,7 +158,7 @@ SHIM_API int llmc_test_attention_backward(float *dqkv, const float *dout, const 
                                           const float *att, int B, int T, int C, int NH,
                                           int nt) {
     shim_exec s;
-    if (exec_make(&s, nt, (int)LLMC_ATTN_WS_FLOATS(T), 0) != 0) return -1;
+    if (exec_make(&s, nt, (int)LLMC_ATTN_WS_FLOATS(T, C / NH), 0) != 0) return -1;
     attention_backward(dqkv, dout, qkv, att, B, T, C, NH, &s.ex);
     exec_free(&s);
     return 0;
