@@ -942,14 +942,15 @@ static int cpu_backward(llmc_model *m, float loss_scale, int accumulate) {
     }
     float *dres = m->scratch.dresidual, *dsmall = m->scratch.dsmall, *dbig = m->scratch.dbig;
 
+    const float dloss = loss_scale / (float)BT; /* the loss is the mean over B*T tokens */
     const uint16_t *lnf16 = act16(m, A_LNF, 0);
     if (lnf16) { /* bf16 storage: the logit gradient as bf16 too, in place over probs */
-        crossentropy_backward16(m->a[A_PROBS], m->targets, loss_scale / (float)BT, BT, V, Vp, nt);
+        crossentropy_backward16(m->a[A_PROBS], m->targets, dloss, BT, V, Vp, nt);
         matmul_backward16_dout16(dsmall, g[P_WTE], (const uint16_t *)(void *)m->a[A_PROBS],
                                  2 * (int64_t)Vp, lnf16, p[P_WTE], BT, C, Vp, &ex);
     } else {
-        crossentropy_backward(m->scratch.dlogits, m->a[A_PROBS], m->targets,
-                              loss_scale / (float)BT, BT, V, Vp, nt);
+        crossentropy_backward(m->scratch.dlogits, m->a[A_PROBS], m->targets, dloss, BT, V, Vp,
+                              nt);
         linear_backward_of(m, dsmall, g[P_WTE], NULL, m->scratch.dlogits, A_LNF, 0, p[P_WTE],
                            BT, C, Vp, &ex);
     }

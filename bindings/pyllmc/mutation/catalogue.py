@@ -193,8 +193,8 @@ mutant("mm_bwd_dbias_thread_split", "matmul.c", "const int o0 = (int)((int64_t)O
 mutant("mm_bwd_dinp_accumulates", "matmul.c", "OC, weight, IC, 0.0f, dinp, IC, ex);",
        "OC, weight, IC, 1.0f, dinp, IC, ex);", "accumulate-vs-overwrite", "matmul backward",
        ["grad.lnfw", "grad.lnfb", "grad.ln2w", "grad.ln2b"], "dinp adds to the scratch buffer's old contents")
-mutant("mm_bwd_dweight_ignores_overwrite", "matmul.c", "dout, OC, inp, IC, ex->dw_beta, dweight, IC, ex);",
-       "dout, OC, inp, IC, 1.0f, dweight, IC, ex);", "accumulate-vs-overwrite", "matmul backward", ["grad.fcprojw"],
+mutant("mm_bwd_dweight_ignores_overwrite", "matmul.c", "dout, OC, inp, IC, ex->dw_beta, dweight, IC, &dw);",
+       "dout, OC, inp, IC, 1.0f, dweight, IC, &dw);", "accumulate-vs-overwrite", "matmul backward", ["grad.fcprojw"],
        "backward(accumulate=False) still adds the previous step's weight gradients (seen at step 2)")
 
 # ------------------------------------------------------------------ GEMM (gemm.c)
@@ -229,7 +229,7 @@ mutant("model_overwrite_skips_wpe", "model.c",
        "if (i != P_WTE && i != P_WPE && i != P_QKVW && i != P_ATTPROJW && i != P_FCW && i != P_FCPROJW)",
        "accumulate-vs-overwrite", "backward (overwrite mode)", ["grad.wpe"],
        "wpe's gradient is not cleared: step 2 adds to step 1's")
-mutant("model_loss_scale_bt", "model.c", "loss_scale / (float)BT,", "loss_scale / (float)(BT + 1),",
+mutant("model_loss_scale_bt", "model.c", "loss_scale / (float)BT;", "loss_scale / (float)(BT + 1);",
        "constant", "cross-entropy backward (mean's 1/BT)", ["grad.lnfw", "grad.lnfb"], "the mean over BT + 1 tokens")
 mutant("model_ln1_bwd_input", "model.c",
        "const float *res = l == 0 ? m->a[A_ENCODED] : act(m, A_RESIDUAL3, l - 1);\n        const size_t lc = (size_t)l * C;\n        /* dres",  # noqa: E501
