@@ -673,10 +673,31 @@ LLMC_CLONES static void pack_a16_rows(uint32_t *Ap, int transA, const float *A, 
     }
 }
 
-/* rows x cols of a tile held in tmp (rows NR apart) to C with non-temporal stores where
- * the ISA has them (x86-64: SSE2) and C is 16-byte aligned, plain stores elsewhere */
-static void stream_tile(float *C, int64_t ldc, const float *tmp, int rows, int cols) {
+#ifdef LLMC_X86
+/* full 32-column rows of a tile to 64-byte aligned C rows, 64 bytes per store */
+__attribute__((target("avx512f"))) static int stream_rows_avx512(float *C, int64_t ldc,
+                                                                  const float *tmp, int rows) {
     for (int r = 0; r < rows; r++) {
+        float *crow = C + r * ldc;
+        if ((uintptr_t)crow & 63u) return r;
+        _mm512_stream_ps(crow, _mm512_load_ps(tmp + r * NR));
+        _mm512_stream_ps(crow + 16, _mm512_load_ps(tmp + r * NR + 16));
+    }
+    return rows;
+}
+#endif
+
+/* rows x cols of a tile held in tmp (rows NR apart, 64-byte aligned) to C with non-temporal
+ * stores where the ISA has them (x86-64: SSE2, AVX-512 for whole aligned rows) and C is
+ * aligned, plain stores elsewhere */
+static void stream_tile(float *C, int64_t ldc, const float *tmp, int rows, int cols, int avx512) {
+    int r0 = 0;
+#ifdef LLMC_X86
+    if (avx512 && cols == NR) r0 = stream_rows_avx512(C, ldc, tmp, rows);
+#else
+    (void)avx512;
+#endif
+    for (int r = r0; r < rows; r++) {
         float *crow = C + r * ldc;
         const float *trow = tmp + r * NR;
         int c = 0;
@@ -901,7 +922,7 @@ static void gemm16(int transA, int transB, int M, int N, int K, const float *A, 
                     float *ctile = C + (int64_t)(m0 + is) * ldc + n0 + js;
                     if (stream && beta_k == 0.0f) { /* one panel: this is C's final value */
                         uk.fn(kpp, Ap + (size_t)is * kpp, bstrip, ctmp, NR, mr, NR, 0.0f);
-                        stream_tile(ctile, ldc, ctmp, rows, nr);
+                        stream_tile(ctile, ldc, ctmp, rows, nr, uk.avx512_pack);
                     } else {
                         uk.fn(kpp, Ap + (size_t)is * kpp, bstrip, ctile, ldc, rows, nr, beta_k);
                     }
