@@ -366,8 +366,8 @@ def run_lockstep(ref32: Any, c_model: Any, cfg: LockstepConfig, *,
         for n in act_names:
             rows.append(_annotate(compare(n, acts_c[n], a32[n], None if a64 is None else a64[n], step=step, **kw),
                                   "forward", acts_c[n]))
-        # the loss is the mean of the per-position losses: its baseline is at least the
-        # reference's standard error of that mean (tolerance.py: Means)
+        # the loss is the mean of the per-position losses: its baseline is the reference's
+        # standard error of that mean, not its single draw (tolerance.py: Means)
         mean_of = None if a64 is None else (a32["losses"], a64["losses"])
         rows.append(_annotate(compare_scalar("loss", loss_c, o32["loss"], o64["loss"] if o64 else None, step=step,
                                              mean_of=mean_of, **kw), "forward", np.float32(loss_c)))

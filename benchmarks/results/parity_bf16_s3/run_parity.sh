@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The bf16 parity runs of benchmarks/results/parity_bf16_s3/README.md, from the repository root:
 #   bash benchmarks/results/parity_bf16_s3/run_parity.sh [NAME...]   (default: all but d12)
-# Each run writes runs/NAME/{parity.json,terminal.txt}; summary.py tabulates them. The lock
+# Each run writes lockstep/NAME/{parity.json,report.txt,terminal.txt,time.txt}; summarize.py tabulates them. The lock
 # keeps heavy jobs of a shared machine from overlapping.
 set -u
 R=benchmarks/results/parity_bf16_s3
@@ -26,7 +26,7 @@ if [ ${#names[@]} -eq 0 ]; then
          d6_B2T64_s0 d6_B2T64_s1 d6_B2T64_s2 d6_B4T64_s3 d6_B1T256_s4)
 fi
 for n in "${names[@]}"; do
-  out=$R/runs/$n
+  out=$R/lockstep/$n
   mkdir -p "$out"
   echo "$ python -m pyllmc parity ${RUNS[$n]} --precision bf16 --quiet --no-heatmap --out $out" > "$out/terminal.txt"
   /usr/bin/time -v flock /tmp/pyllmc-heavy.lock $PY -m pyllmc parity ${RUNS[$n]} --precision bf16 --quiet --no-heatmap \

@@ -1,5 +1,5 @@
-"""Tabulate the bf16 parity runs of run_parity.sh: for runs/NAME/parity_detail.json (deleted
-afterwards unless --keep: megabytes per run) write runs/NAME/summary.json and print one line per
+"""Tabulate the bf16 parity runs of run_parity.sh: for lockstep/NAME/parity_detail.json (deleted
+afterwards unless --keep: megabytes per run) write lockstep/NAME/summary.json and print one line per
 run: rows, failures, the worst share of a limit (tol_ratio), the largest bare ratio of the C
 core's error against fp64 over autocast's (c/64 ÷ 32/64, the column of the report) among
 activations+gradients, and the loss rows' share of their limits (and, in brackets, under the
@@ -13,7 +13,7 @@ from pyllmc.reference.tolerance import judge
 
 here = os.path.dirname(os.path.abspath(__file__))
 keep = "--keep" in sys.argv
-for d in sorted(glob.glob(os.path.join(here, "runs", "*"))):
+for d in sorted(glob.glob(os.path.join(here, "lockstep", "*"))):
     det = os.path.join(d, "parity_detail.json")
     if os.path.exists(det):
         r = json.load(open(det))
