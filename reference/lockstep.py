@@ -372,8 +372,11 @@ def run_lockstep(ref32: Any, c_model: Any, cfg: LockstepConfig, *,
             peer = round_to_bf16(a32[n]) if n in acts16 else a32[n]
             rows.append(_annotate(compare(n, acts_c[n], peer, None if a64 is None else a64[n], step=step, **kw),
                                   "forward", acts_c[n]))
-        rows.append(_annotate(compare_scalar("loss", loss_c, o32["loss"], o64["loss"] if o64 else None, step=step, **kw),
-                              "forward", np.float32(loss_c)))
+        # the loss is the mean of the per-position losses: its baseline is the reference's
+        # standard error of that mean, not its single draw (tolerance.py: Means)
+        mean_of = None if a64 is None else (a32["losses"], a64["losses"])
+        rows.append(_annotate(compare_scalar("loss", loss_c, o32["loss"], o64["loss"] if o64 else None, step=step,
+                                             mean_of=mean_of, **kw), "forward", np.float32(loss_c)))
         del acts_c, a32, a64
         for o in (o32, o64):
             if o:

@@ -60,7 +60,10 @@ def forward_backward_rows(model_c: Any, ref32: Any, ref64: Any, inputs: Any, tar
     r64: Optional[Capture] = None
     if ref64 is not None:
         r64 = capture(ref64, inputs, targets, loss_scale=loss_scale, padded_vocab_size=padded_vocab_size)
-    rows: List[Dict[str, Any]] = [compare_scalar("loss", c_loss, r32.loss, None if r64 is None else r64.loss, step=step)]
+    # the loss is the mean of the per-position losses (tolerance.py: Means)
+    mean_of = None if r64 is None else (r32.acts["losses"], r64.acts["losses"])
+    rows: List[Dict[str, Any]] = [compare_scalar("loss", c_loss, r32.loss, None if r64 is None else r64.loss, step=step,
+                                                 mean_of=mean_of)]
     rows += compare_dicts(c_acts, r32.acts, None if r64 is None else r64.acts, names, step=step)
     rows += compare_dicts(c_grads, r32.grads, None if r64 is None else r64.grads, PARAM_NAMES,
                           prefix="grad.", step=step)
