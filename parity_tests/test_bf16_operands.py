@@ -24,6 +24,16 @@ from pyllmc.reference.tolerance import EPS32, gamma  # noqa: E402
 
 pytestmark = pytest.mark.parity
 
+
+@pytest.fixture(autouse=True)
+def fp32_storage(monkeypatch):
+    """Models here store every activation in fp32 (LLMC_BF16_ACTS=fp32, read at creation).
+    The default layout keeps attention's output atty as the bf16 of its fp32 product, whose
+    rounding (2^-9) would hide the operand errors this check looks for; that layout trains
+    to the same bits as this one (parity_tests/test_bf16_acts.py), so checking the products
+    here checks both."""
+    monkeypatch.setenv("LLMC_BF16_ACTS", "fp32")
+
 # maxT, V, Vp, L, NH, C: C and B*T large enough for the vector packs and AMX tiles
 CFG = GPTConfig(64, 257, 384, 2, 2, 128)
 B, T = 2, 64
