@@ -212,7 +212,10 @@ LLMC_API int32_t llmc_model_tensor_info(const llmc_model *model, int32_t index,
  * a device pointer on a CUDA model. data may be NULL to ask for the length only. Handing out
  * the parameter pointer tells a bf16 model (CPU or CUDA) that its weights may be written
  * behind its back: it then rebuilds its bf16 weight copy at every forward and backward, not
- * only after the changes it sees (AdamW, copies into the parameters, loads). */
+ * only after the changes it sees (AdamW, copies into the parameters, loads). A bf16 CPU model
+ * stores the activations only matmuls read (ln1, atty, ln2, fch_gelu, lnf) as bf16: it has no
+ * float activation buffer, so asking for that pointer is LLMC_ERR_UNSUPPORTED (the length
+ * alone works); the copies below widen those tensors to float (and round them on the way in). */
 LLMC_API int32_t llmc_model_buffer(llmc_model *model, int32_t kind, float **data, int64_t *numel);
 /* llmc_device of the model's buffers (-1 for NULL). */
 LLMC_API int32_t llmc_model_device(const llmc_model *model);
