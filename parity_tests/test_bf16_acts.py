@@ -176,6 +176,15 @@ def test_kept_activations_copy_out_widened_and_in_rounded():
         assert_bits(m.acts["h0.fch"], acts["h0.fch"], "neighbours untouched")
         with pytest.raises(UnsupportedError, match="bf16"):
             m.torch_view("acts", "lnf")
+        # the C API: no float pointer to the activations (UNSUPPORTED, 6), the length still
+        # (the public fp32 layout's), and the parameter pointer as before
+        from pyllmc._ffi import ffi
+
+        data, numel = ffi.new("float **"), ffi.new("int64_t *")
+        assert m._lib.llmc_model_buffer(m._ptr(), 4, data, numel) == 6
+        assert "stored as bf16" in ffi.string(m._lib.llmc_model_last_error(m._ptr())).decode()
+        assert m._lib.llmc_model_buffer(m._ptr(), 4, ffi.NULL, numel) == 0 and numel[0] == flat.size
+        assert m._lib.llmc_model_buffer(m._ptr(), 0, data, numel) == 0 and data[0] != ffi.NULL
     finally:
         m.close()
 
