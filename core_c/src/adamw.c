@@ -6,11 +6,6 @@
 #include "bf16.h"
 
 #include <math.h>
-#include <stdint.h>
-#include <string.h>
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <emmintrin.h>
-#endif
 
 /* One element of the update; STORE16 writes the bf16 image of the new weight (or nothing). */
 #define ADAMW_ELEMENT(i, STORE16)                                                          \
@@ -37,38 +32,9 @@ LLMC_CLONES static void adamw_range(float *param, ADAMW_RANGE_ARGS) {
 /* bf16 precision: the update already streams every weight, so writing its bf16 image here
  * costs 2 bytes per parameter of store traffic instead of a separate pass that reads the
  * fp32 weights again */
-LLMC_CLONES static void adamw_block16(float *param, uint16_t *param16, ADAMW_RANGE_ARGS) {
+LLMC_CLONES static void adamw_range16(float *param, uint16_t *param16, ADAMW_RANGE_ARGS) {
     for (size_t i = 0; i < n; i++)
         ADAMW_ELEMENT(i, param16[i] = (uint16_t)llmc_bf16_bits(param[i]));
-}
-
-/* dst[0, n) = src[0, n) with non-temporal stores where the ISA has them (x86-64: SSE2,
- * always), ordered before the caller's later stores by the fence in adamw_update16 */
-static void stream_store16(uint16_t *dst, const uint16_t *src, size_t n) {
-    size_t i = 0;
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    for (; i < n && ((uintptr_t)(dst + i) & 15u); i++) dst[i] = src[i];
-    for (; i + 8 <= n; i += 8) {
-        __m128i w;
-        memcpy(&w, src + i, sizeof(w));
-        _mm_stream_si128((__m128i *)(void *)(dst + i), w);
-    }
-#endif
-    for (; i < n; i++) dst[i] = src[i];
-}
-
-/* The image goes to memory with non-temporal stores, through a chunk on the stack: nothing
- * reads it before the next forward, and a plain store first reads each destination line
- * (2 bytes per parameter more memory traffic on a pass that is bound by it). */
-#define ADAMW16_CHUNK 1024
-static void adamw_range16(float *param, uint16_t *param16, ADAMW_RANGE_ARGS) {
-    uint16_t img[ADAMW16_CHUNK];
-    for (size_t c0 = 0; c0 < n; c0 += ADAMW16_CHUNK) {
-        const size_t len = n - c0 < ADAMW16_CHUNK ? n - c0 : ADAMW16_CHUNK;
-        adamw_block16(param + c0, img, grad + c0, m + c0, v + c0, len, grad_scale, decay,
-                      one_minus_b1, b2, one_minus_b2, neg_step_size, bc2_sqrt, eps_f);
-        stream_store16(param16 + c0, img, len);
-    }
 }
 
 void adamw_update(float *param, const float *grad, float *m, float *v, size_t n, double lr,
@@ -103,9 +69,6 @@ void adamw_update16(float *param, uint16_t *param16, const float *grad, float *m
         else
             adamw_range(param + lo, grad + lo, m + lo, v + lo, hi - lo, grad_scale, decay,
                         one_minus_b1, b2, one_minus_b2, neg_step_size, bc2_sqrt, eps_f);
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-        _mm_sfence(); /* the streamed bf16 image is seen by every thread after the region */
-#endif
     }
 }
 

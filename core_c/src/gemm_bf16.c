@@ -673,42 +673,6 @@ LLMC_CLONES static void pack_a16_rows(uint32_t *Ap, int transA, const float *A, 
     }
 }
 
-#ifdef LLMC_X86
-/* full 32-column rows of a tile to 64-byte aligned C rows, 64 bytes per store */
-__attribute__((target("avx512f"))) static int stream_rows_avx512(float *C, int64_t ldc,
-                                                                  const float *tmp, int rows) {
-    for (int r = 0; r < rows; r++) {
-        float *crow = C + r * ldc;
-        if ((uintptr_t)crow & 63u) return r;
-        _mm512_stream_ps(crow, _mm512_load_ps(tmp + r * NR));
-        _mm512_stream_ps(crow + 16, _mm512_load_ps(tmp + r * NR + 16));
-    }
-    return rows;
-}
-#endif
-
-/* rows x cols of a tile held in tmp (rows NR apart, 64-byte aligned) to C with non-temporal
- * stores where the ISA has them (x86-64: SSE2, AVX-512 for whole aligned rows) and C is
- * aligned, plain stores elsewhere */
-static void stream_tile(float *C, int64_t ldc, const float *tmp, int rows, int cols, int avx512) {
-    int r0 = 0;
-#ifdef LLMC_X86
-    if (avx512 && cols == NR) r0 = stream_rows_avx512(C, ldc, tmp, rows);
-#else
-    (void)avx512;
-#endif
-    for (int r = r0; r < rows; r++) {
-        float *crow = C + r * ldc;
-        const float *trow = tmp + r * NR;
-        int c = 0;
-#ifdef LLMC_X86
-        if (!((uintptr_t)crow & 15u))
-            for (; c + 4 <= cols; c += 4) _mm_stream_ps(crow + c, _mm_load_ps(trow + c));
-#endif
-        for (; c < cols; c++) crow[c] = trow[c];
-    }
-}
-
 /* A given as bf16 bits (the activations a bf16 model keeps in bf16, model.c): the packs of
  * pack_a16 and pack_a16_rows in the same layouts, no rounding left to do. When the depth is
  * contiguous (transA = 0, the forward's activations) two neighbouring bf16 already are the
@@ -879,13 +843,8 @@ static void gemm16(int transA, int transB, int M, int N, int K, const float *A, 
         }
     }
 
-    /* A C that the caller will not read again soon (ex->stream_c: the weight gradients),
-     * written whole in one panel, goes to memory with non-temporal stores, which do not
-     * first read the lines they overwrite */
-    const int stream = ex->stream_c && K <= KC16 && beta == 0.0f;
 #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
     for (int tile = 0; tile < tiles; tile++) {
-        float ctmp[MR16_ROWS * NR] __attribute__((aligned(64)));
         /* the thread's fp32 workspace holds the bf16 pairs (half its size would do) */
         uint32_t *Aw = (uint32_t *)(ex->gemm_ws + (size_t)LLMC_THREAD_ID() * LLMC_GEMM_WS_FLOATS);
         uint32_t *Bw = Aw + LLMC_GEMM_WS16_A;
@@ -920,18 +879,12 @@ static void gemm16(int transA, int transB, int M, int N, int K, const float *A, 
                 for (int is = 0; is < mc; is += mr) {
                     const int rows = mc - is < mr ? mc - is : mr;
                     float *ctile = C + (int64_t)(m0 + is) * ldc + n0 + js;
-                    if (stream && beta_k == 0.0f) { /* one panel: this is C's final value */
-                        uk.fn(kpp, Ap + (size_t)is * kpp, bstrip, ctmp, NR, mr, NR, 0.0f);
-                        stream_tile(ctile, ldc, ctmp, rows, nr, uk.avx512_pack);
-                    } else {
-                        uk.fn(kpp, Ap + (size_t)is * kpp, bstrip, ctile, ldc, rows, nr, beta_k);
-                    }
+                    uk.fn(kpp, Ap + (size_t)is * kpp, bstrip, ctile, ldc, rows, nr, beta_k);
                 }
             }
         }
 #ifdef LLMC_X86
         if (uk.amx) amx_release();
-        if (stream) _mm_sfence(); /* the streamed C is seen by every thread after the loop */
 #endif
     }
 #undef PANEL_PAIRS

@@ -241,7 +241,6 @@ typedef struct {
     const float *params;
     const uint16_t *params16;
     size_t num_params;
-    int stream_c; /* 1: the caller will not read C again soon (the bf16 GEMM streams it) */
 } llmc_exec;
 
 /* out (N, OC) = inp (N, IC) @ weight (OC, IC)^T + bias (OC or NULL) */

@@ -68,12 +68,10 @@ static inline void linear_backward(float *dinp, float *dweight, float *dbias, co
         llmc_gemm_bf16_b16(0, 0, N, IC, OC, dout, OC, w16, IC, 0.0f, dinp, IC, ex);
     else if (dinp)
         llmc_gemm(0, 0, N, IC, OC, dout, OC, weight, IC, 0.0f, dinp, IC, ex);
-    llmc_exec dw = *ex;
-    dw.stream_c = 1; /* read next by the gradient norm, after the whole backward */
     if (inp16)
-        llmc_gemm_bf16_b16(1, 0, OC, IC, N, dout, OC, inp16, IC, ex->dw_beta, dweight, IC, &dw);
+        llmc_gemm_bf16_b16(1, 0, OC, IC, N, dout, OC, inp16, IC, ex->dw_beta, dweight, IC, ex);
     else
-        llmc_gemm(1, 0, OC, IC, N, dout, OC, inp, IC, ex->dw_beta, dweight, IC, &dw);
+        llmc_gemm(1, 0, OC, IC, N, dout, OC, inp, IC, ex->dw_beta, dweight, IC, ex);
     if (dbias) bias_backward(dbias, dout, N, OC, ex->nt);
 }
 
@@ -107,8 +105,6 @@ void matmul_backward16_dout16(float *dinp, float *dweight, const uint16_t *dout1
         llmc_gemm_bf16_a16b16(0, 0, N, IC, OC, dout16, ld_dout, w16, IC, 0.0f, dinp, IC, ex);
     else
         llmc_gemm_bf16_a16(0, 0, N, IC, OC, dout16, ld_dout, weight, IC, 0.0f, dinp, IC, ex);
-    llmc_exec dw = *ex;
-    dw.stream_c = 1; /* read next by the gradient norm, after the whole backward */
     llmc_gemm_bf16_a16b16(1, 0, OC, IC, N, dout16, ld_dout, inp16, IC, ex->dw_beta, dweight, IC,
-                          &dw);
+                          ex);
 }

@@ -697,7 +697,7 @@ double llmc_param_weight_decay(const llmc_adamw_params *hp, int i) {
 static llmc_exec exec_of(llmc_model *m) {
     llmc_exec ex = {m->nthreads, m->gemm_ws, m->row_ws, attn_ws_floats(m), m->gemm_shared,
                     LLMC_GEMM_SHARED_FLOATS, 1.0f, m->precision == LLMC_PRECISION_BF16,
-                    m->params, m->params16_valid ? m->params16 : NULL, m->num_params, 0};
+                    m->params, m->params16_valid ? m->params16 : NULL, m->num_params};
     return ex;
 }
 

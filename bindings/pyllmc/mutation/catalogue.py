@@ -193,8 +193,8 @@ mutant("mm_bwd_dbias_thread_split", "matmul.c", "const int o0 = (int)((int64_t)O
 mutant("mm_bwd_dinp_accumulates", "matmul.c", "OC, weight, IC, 0.0f, dinp, IC, ex);",
        "OC, weight, IC, 1.0f, dinp, IC, ex);", "accumulate-vs-overwrite", "matmul backward",
        ["grad.lnfw", "grad.lnfb", "grad.ln2w", "grad.ln2b"], "dinp adds to the scratch buffer's old contents")
-mutant("mm_bwd_dweight_ignores_overwrite", "matmul.c", "dout, OC, inp, IC, ex->dw_beta, dweight, IC, &dw);",
-       "dout, OC, inp, IC, 1.0f, dweight, IC, &dw);", "accumulate-vs-overwrite", "matmul backward", ["grad.fcprojw"],
+mutant("mm_bwd_dweight_ignores_overwrite", "matmul.c", "dout, OC, inp, IC, ex->dw_beta, dweight, IC, ex);",
+       "dout, OC, inp, IC, 1.0f, dweight, IC, ex);", "accumulate-vs-overwrite", "matmul backward", ["grad.fcprojw"],
        "backward(accumulate=False) still adds the previous step's weight gradients (seen at step 2)")
 
 # ------------------------------------------------------------------ GEMM (gemm.c)
