@@ -63,23 +63,23 @@ void crossentropy_backward(float *dlogits, const float *probs, const int32_t *ta
  * are written: the bf16 of elements [i, i + 64) land on the floats [i / 2, i / 2 + 32),
  * all read by then. memcpy, as the two views of the row are of different types. */
 #define CE16_CHUNK 64
+LLMC_CLONES static void ce16_row(char *row, int t, float dloss, int V, int Vp) {
+    for (int i0 = 0; i0 < Vp; i0 += CE16_CHUNK) {
+        const int len = Vp - i0 < CE16_CHUNK ? Vp - i0 : CE16_CHUNK;
+        const int live = V - i0 < 0 ? 0 : (V - i0 < len ? V - i0 : len); /* columns < V */
+        float g[CE16_CHUNK];
+        uint16_t d[CE16_CHUNK];
+        memcpy(g, row + (size_t)i0 * sizeof(float), (size_t)len * sizeof(float));
+        for (int i = 0; i < live; i++) g[i] *= dloss;
+        for (int i = live; i < len; i++) g[i] = 0.0f;
+        if (t >= i0 && t < i0 + len) g[t - i0] -= dloss; /* as crossentropy_backward */
+        for (int i = 0; i < len; i++) d[i] = (uint16_t)llmc_bf16_bits(g[i]);
+        memcpy(row + (size_t)i0 * sizeof(uint16_t), d, (size_t)len * sizeof(uint16_t));
+    }
+}
+
 void crossentropy_backward16(float *probs, const int32_t *targets, float dloss, int N, int V,
                              int Vp, int nt) {
 #pragma omp parallel for num_threads(nt) schedule(static)
-    for (int n = 0; n < N; n++) {
-        char *row = (char *)(probs + (size_t)n * Vp);
-        const int t = targets[n];
-        for (int i0 = 0; i0 < Vp; i0 += CE16_CHUNK) {
-            const int len = Vp - i0 < CE16_CHUNK ? Vp - i0 : CE16_CHUNK;
-            float p[CE16_CHUNK];
-            uint16_t d[CE16_CHUNK];
-            memcpy(p, row + (size_t)i0 * sizeof(float), (size_t)len * sizeof(float));
-            for (int i = 0; i < len; i++) {
-                float g = i0 + i < V ? p[i] * dloss : 0.0f;
-                if (i0 + i == t) g -= dloss; /* as crossentropy_backward: p * dloss - dloss */
-                d[i] = (uint16_t)llmc_bf16_bits(g);
-            }
-            memcpy(row + (size_t)i0 * sizeof(uint16_t), d, (size_t)len * sizeof(uint16_t));
-        }
-    }
+    for (int n = 0; n < N; n++) ce16_row((char *)(probs + (size_t)n * Vp), targets[n], dloss, V, Vp);
 }
