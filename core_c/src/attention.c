@@ -46,42 +46,39 @@ LLMC_CLONES static void softmax_causal_row(float *arow, int t, int T, float scal
 
 /* One block of query rows t0 .. t0+rows-1 of one head. q points at q of position 0 of the
  * head (k at + C, v at + 2C, rows C3 apart); out_bh at its output of position 0 (rows C
- * apart); att_bh at its T x T probabilities. */
+ * apart); att_bh at its T x T probabilities. kt and vp (bf16, or NULL): the head's K^T and V
+ * packed once for all its blocks (attention_head_forward16); a product whose operand is not
+ * packed, or whose packed product declines, packs its own, to the same bits. */
 static void attention_block_forward(float *out_bh, float *att_bh, const float *q, int t0,
                                     int rows, int T, int C, int hs, float scale,
-                                    const llmc_exec *one) {
+                                    const llmc_exec *one, const llmc_packed_b16 *kt,
+                                    const llmc_packed_b16 *vp) {
     const int C3 = 3 * C, n = t0 + rows; /* keys this block can see */
-    float *s = att_bh + (size_t)t0 * T;
-    llmc_gemm(0, 1, rows, n, hs, q + (size_t)t0 * C3, C3, q + C, C3, 0.0f, s, T, one);
+    const float *qb = q + (size_t)t0 * C3;
+    float *s = att_bh + (size_t)t0 * T, *o = out_bh + (size_t)t0 * C;
+    if (!kt || !llmc_gemm_bf16_packed(0, rows, n, hs, qb, C3, kt, 0.0f, s, T, one))
+        llmc_gemm(0, 1, rows, n, hs, qb, C3, q + C, C3, 0.0f, s, T, one);
     for (int r = 0; r < rows; r++) softmax_causal_row(s + (size_t)r * T, t0 + r, T, scale);
-    llmc_gemm(0, 0, rows, hs, n, s, T, q + 2 * C, C3, 0.0f, out_bh + (size_t)t0 * C, C, one);
+    if (!vp || !llmc_gemm_bf16_packed(0, rows, hs, n, s, T, vp, 0.0f, o, C, one))
+        llmc_gemm(0, 0, rows, hs, n, s, T, q + 2 * C, C3, 0.0f, o, C, one);
 }
 
-/* bf16: one head's forward with its K and V packed once (into this thread's row_ws, which
- * the forward does not otherwise use) instead of once per block of queries: the blocks'
- * products read them in place. Returns 0 when they do not fit or the packed products decline
- * (the caller then runs the blocks as usual); the results are the same bits either way. */
-static int attention_head_forward16(float *out_bh, float *att_bh, const float *q, int T, int C,
-                                    int hs, float scale, const llmc_exec *one, uint32_t *ws,
-                                    size_t ws_words) {
+/* bf16: one head's forward with its K and V packed once, into this thread's row_ws (which
+ * the forward does not otherwise use), instead of once per block of queries */
+static void attention_head_forward16(float *out_bh, float *att_bh, const float *q, int T, int C,
+                                     int hs, float scale, const llmc_exec *one, uint32_t *ws,
+                                     size_t ws_words) {
     const int C3 = 3 * C;
     llmc_packed_b16 kt, vp;
-    const size_t half = ws_words / 2;
-    if (!llmc_gemm_bf16_pack_b(&kt, ws, half, 1, hs, T, q + C, C3) ||
-        !llmc_gemm_bf16_pack_b(&vp, ws + half, half, 0, T, hs, q + 2 * C, C3))
-        return 0;
+    const int packed = llmc_gemm_bf16_pack_b(&kt, ws, ws_words / 2, 1, hs, T, q + C, C3) &&
+                       llmc_gemm_bf16_pack_b(&vp, ws + ws_words / 2, ws_words / 2, 0, T, hs,
+                                             q + 2 * C, C3);
     const int nblocks = (T + ATT_BLOCK - 1) / ATT_BLOCK;
     for (int i = 0; i < nblocks; i++) {
         const int t0 = i * ATT_BLOCK, rows = T - t0 < ATT_BLOCK ? T - t0 : ATT_BLOCK;
-        const int n = t0 + rows;
-        float *sblk = att_bh + (size_t)t0 * T;
-        if (!llmc_gemm_bf16_packed(0, rows, n, hs, q + (size_t)t0 * C3, C3, &kt, 0.0f, sblk, T, one))
-            return 0;
-        for (int r = 0; r < rows; r++) softmax_causal_row(sblk + (size_t)r * T, t0 + r, T, scale);
-        if (!llmc_gemm_bf16_packed(0, rows, hs, n, sblk, T, &vp, 0.0f, out_bh + (size_t)t0 * C, C, one))
-            return 0;
+        attention_block_forward(out_bh, att_bh, q, t0, rows, T, C, hs, scale, one,
+                                packed ? &kt : NULL, packed ? &vp : NULL);
     }
-    return 1;
 }
 
 /* qkv rows hold [q | k | v], each C wide, heads of hs = C / NH channels side by side.
@@ -102,12 +99,8 @@ void attention_forward(float *out, float *att, const float *qkv, int B, int T, i
                 float *out_bh = out + (size_t)b * T * C + h * hs;
                 float *att_bh = att + ((size_t)b * NH + h) * T * T;
                 const float *q = qkv + (size_t)b * T * C3 + h * hs;
-                if (!attention_head_forward16(out_bh, att_bh, q, T, C, hs, scale, &one,
-                                              (uint32_t *)(void *)row, ex->row_ws_len))
-                    for (int i = 0; i < nblocks; i++) {
-                        const int t0 = i * ATT_BLOCK, rows = T - t0 < ATT_BLOCK ? T - t0 : ATT_BLOCK;
-                        attention_block_forward(out_bh, att_bh, q, t0, rows, T, C, hs, scale, &one);
-                    }
+                attention_head_forward16(out_bh, att_bh, q, T, C, hs, scale, &one,
+                                         (uint32_t *)(void *)row, ex->row_ws_len);
             }
         }
         return;
@@ -122,7 +115,7 @@ void attention_forward(float *out, float *att, const float *qkv, int B, int T, i
                 attention_block_forward(out + (size_t)b * T * C + h * hs,
                                         att + ((size_t)b * NH + h) * T * T,
                                         qkv + (size_t)b * T * C3 + h * hs, t0, rows, T, C, hs,
-                                        scale, &one);
+                                        scale, &one, NULL, NULL);
             }
         }
     }

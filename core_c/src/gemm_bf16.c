@@ -789,10 +789,16 @@ static inline void pack_a_any(uint32_t *Ap, const kernel16 *uk, int transA, cons
         pack_a16(Ap, transA, A, lda, m0, k0, mc, kc, uk->mr, uk->avx512_pack);
 }
 
-/* the driver: A and B each in fp32 or, with A16 / B16, as bf16 bits */
+/* pairs per packed row or column of a panel kc deep: (kc + 1) / 2, for AMX padded to 16 */
+static inline int panel_pairs(const kernel16 *uk, int kc) {
+    return uk->amx ? (kc + 31) / 32 * 16 : (kc + 1) / 2;
+}
+
+/* the driver: A and B each in fp32 or, with A16 / B16, as bf16 bits; or B packed already
+ * (pb: llmc_gemm_bf16_pack_b, whose panels may be deeper and wider than this product's) */
 static void gemm16(int transA, int transB, int M, int N, int K, const float *A, const uint16_t *A16,
                    int64_t lda, const float *B, const uint16_t *B16, int64_t ldb, float beta, float *C,
-                   int64_t ldc, const llmc_exec *ex) {
+                   int64_t ldc, const llmc_exec *ex, const llmc_packed_b16 *pb) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {
         if (beta == 0.0f)
@@ -811,15 +817,14 @@ static void gemm16(int transA, int transB, int M, int N, int K, const float *A, 
     const int tiles = m_tiles * n_tiles;
     const int nthreads = nthreads_max < tiles ? nthreads_max : tiles;
     const int k_panels = (K + KC16 - 1) / KC16;
-    /* pairs per packed row or column of a panel: (kc + 1) / 2, for AMX padded to 16 */
-#define PANEL_PAIRS(kc) (uk.amx ? ((kc) + 31) / 32 * 16 : ((kc) + 1) / 2)
-    const int kw = (K / KC16) * (KC16 / 2) + (K % KC16 ? PANEL_PAIRS(K % KC16) : 0);
+    const int kw = (K / KC16) * (KC16 / 2) + (K % KC16 ? panel_pairs(&uk, K % KC16) : 0);
 
     /* shared pre-pack in pairs: panel p of A starts at Mr * k0 / 2 (every panel but the last
      * is KC deep, KC pairs-even and a multiple of 32), strip s at + s * kpp; likewise B */
     uint32_t *shared = (uint32_t *)ex->gemm_shared;
-    const int prepack = choose_prepack(M, N, kw, mr, ex);
+    const int prepack = pb ? 0 : choose_prepack(M, N, kw, mr, ex);
     const int Mr = (M + mr - 1) / mr * mr, Nr = (N + NR - 1) / NR * NR;
+    const int Nr_pb = pb ? (pb->N + NR - 1) / NR * NR : 0;
     if (prepack) {
         /* A jobs take two strips when the AVX-512 pack can do them together */
         const int a_rows = uk.avx512_pack && mr == 8 ? 16 : mr;
@@ -830,7 +835,7 @@ static void gemm16(int transA, int transB, int M, int N, int K, const float *A, 
             const int p = j / strips, st = j % strips;
             const int k0 = p * KC16;
             const int kc = K - k0 < KC16 ? K - k0 : KC16;
-            const int kpp = PANEL_PAIRS(kc);
+            const int kpp = panel_pairs(&uk, kc);
             if (prepack == 1) {
                 const int m0 = st * a_rows, rows = M - m0 < a_rows ? M - m0 : a_rows;
                 uint32_t *dst = shared + (size_t)Mr * (k0 / 2) + (size_t)m0 * kpp;
@@ -856,7 +861,7 @@ static void gemm16(int transA, int transB, int M, int N, int K, const float *A, 
 #endif
         for (int k0 = 0; k0 < K; k0 += KC16) {
             const int kc = K - k0 < KC16 ? K - k0 : KC16;
-            const int kpp = PANEL_PAIRS(kc);
+            const int kpp = panel_pairs(&uk, kc);
             const float beta_k = k0 == 0 ? beta : 1.0f;
             const uint32_t *Ap;
             if (prepack == 1) {
@@ -865,13 +870,18 @@ static void gemm16(int transA, int transB, int M, int N, int K, const float *A, 
                 pack_a_any(Aw, &uk, transA, A, A16, lda, m0, k0, mc, kc, kpp);
                 Ap = Aw;
             }
+            /* B packed ahead: this panel's strips, kppb pairs apart (pb's panel may be deeper:
+             * the kernel reads the first kpp pairs of a strip, past the depth it multiplies
+             * the zero pairs of A) */
+            const int kppb = pb ? panel_pairs(&uk, pb->K - k0 < KC16 ? pb->K - k0 : KC16) : kpp;
             const uint32_t *Bshared =
-                prepack == 2 ? shared + (size_t)Nr * (k0 / 2) + (size_t)n0 * kpp : NULL;
+                pb ? pb->words + (size_t)Nr_pb * (k0 / 2) + (size_t)n0 * kppb
+                   : prepack == 2 ? shared + (size_t)Nr * (k0 / 2) + (size_t)n0 * kpp : NULL;
             for (int js = 0; js < nc; js += NR) {
                 const int nr = nc - js < NR ? nc - js : NR;
                 const uint32_t *bstrip;
                 if (Bshared) {
-                    bstrip = Bshared + (size_t)js * kpp;
+                    bstrip = Bshared + (size_t)js * kppb;
                 } else {
                     pack_b_any(Bw, transB, B, B16, ldb, k0, n0 + js, kc, nr, uk.avx512_pack, kpp);
                     bstrip = Bw;
@@ -887,43 +897,39 @@ static void gemm16(int transA, int transB, int M, int N, int K, const float *A, 
         if (uk.amx) amx_release();
 #endif
     }
-#undef PANEL_PAIRS
 }
 
 void llmc_gemm_bf16(int transA, int transB, int M, int N, int K, const float *A, int64_t lda,
                     const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
                     const llmc_exec *ex) {
-    gemm16(transA, transB, M, N, K, A, NULL, lda, B, NULL, ldb, beta, C, ldc, ex);
+    gemm16(transA, transB, M, N, K, A, NULL, lda, B, NULL, ldb, beta, C, ldc, ex, NULL);
 }
 
 void llmc_gemm_bf16_b16(int transA, int transB, int M, int N, int K, const float *A,
                         int64_t lda, const uint16_t *B16, int64_t ldb, float beta, float *C,
                         int64_t ldc, const llmc_exec *ex) {
-    gemm16(transA, transB, M, N, K, A, NULL, lda, NULL, B16, ldb, beta, C, ldc, ex);
+    gemm16(transA, transB, M, N, K, A, NULL, lda, NULL, B16, ldb, beta, C, ldc, ex, NULL);
 }
 
 void llmc_gemm_bf16_a16(int transA, int transB, int M, int N, int K, const uint16_t *A16,
                         int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                         int64_t ldc, const llmc_exec *ex) {
-    gemm16(transA, transB, M, N, K, NULL, A16, lda, B, NULL, ldb, beta, C, ldc, ex);
+    gemm16(transA, transB, M, N, K, NULL, A16, lda, B, NULL, ldb, beta, C, ldc, ex, NULL);
 }
 
 void llmc_gemm_bf16_a16b16(int transA, int transB, int M, int N, int K, const uint16_t *A16,
                            int64_t lda, const uint16_t *B16, int64_t ldb, float beta, float *C,
                            int64_t ldc, const llmc_exec *ex) {
-    gemm16(transA, transB, M, N, K, NULL, A16, lda, NULL, B16, ldb, beta, C, ldc, ex);
+    gemm16(transA, transB, M, N, K, NULL, A16, lda, NULL, B16, ldb, beta, C, ldc, ex, NULL);
 }
 
-/* ---- a B operand packed once for several single-threaded GEMMs (attention's K and V) ---- */
+/* ---- a B operand packed once for several GEMMs (attention's K and V) ---- */
 
 /* words of the panels of op(B) (K x N) for kernel uk: every panel but the last KC16 deep */
 static size_t packed_b_words(const kernel16 *uk, int K, int N) {
     const int KC16 = uk->amx ? LLMC_GEMM_KC16_AMX : LLMC_GEMM_KC;
     const size_t Nr = (size_t)(N + NR - 1) / NR * NR;
-    size_t pairs = (size_t)(K / KC16) * (KC16 / 2);
-    const int rest = K % KC16;
-    if (rest) pairs += uk->amx ? (size_t)(rest + 31) / 32 * 16 : (size_t)(rest + 1) / 2;
-    return Nr * pairs;
+    return Nr * ((size_t)(K / KC16) * (KC16 / 2) + (K % KC16 ? (size_t)panel_pairs(uk, K % KC16) : 0));
 }
 
 int llmc_gemm_bf16_pack_b(llmc_packed_b16 *pb, uint32_t *words, size_t cap, int transB, int K,
@@ -935,7 +941,7 @@ int llmc_gemm_bf16_pack_b(llmc_packed_b16 *pb, uint32_t *words, size_t cap, int 
     const int Nr = (N + NR - 1) / NR * NR;
     for (int k0 = 0; k0 < K; k0 += KC16) {
         const int kc = K - k0 < KC16 ? K - k0 : KC16;
-        const int kpp = uk.amx ? (kc + 31) / 32 * 16 : (kc + 1) / 2;
+        const int kpp = panel_pairs(&uk, kc);
         for (int n0 = 0; n0 < N; n0 += NR) {
             const int cols = N - n0 < NR ? N - n0 : NR;
             pack_b_any(words + (size_t)Nr * (k0 / 2) + (size_t)n0 * kpp, transB, B, NULL, ldb, k0,
@@ -950,55 +956,15 @@ int llmc_gemm_bf16_pack_b(llmc_packed_b16 *pb, uint32_t *words, size_t cap, int 
     return 1;
 }
 
-/* C (M x N) = beta C + op(A) @ op(B)[0:K, 0:N], op(B) from pb (K <= pb->K, N <= pb->N), on
- * this thread only (ex->gemm_ws is this thread's packing space). The panels of A are packed
- * here, those of B are read in place: in the strip of a panel the first kpp pairs are those
- * of depth [k0, k0 + kc), the rest of the strip (deeper pairs of pb) unread or, for the AMX
- * padding to 16 pairs, multiplied by the zero pairs of A. The bits are those of the GEMM
- * that packed B itself. Returns 0 (nothing done) if the kernel is not the one pb was packed
- * for (LLMC_GEMM_ISA changed in between). */
+/* C (M x N) = beta C + op(A) @ op(B)[0:K, 0:N], op(B) from pb (K <= pb->K, N <= pb->N), with
+ * ex's threads (attention: one). The bits are those of the GEMM that packs B itself. Returns
+ * 0 (nothing done) if the kernel is not the one pb was packed for (LLMC_GEMM_ISA changed in
+ * between) or the product does not fit in pb. */
 int llmc_gemm_bf16_packed(int transA, int M, int N, int K, const float *A, int64_t lda,
                           const llmc_packed_b16 *pb, float beta, float *C, int64_t ldc,
                           const llmc_exec *ex) {
     const kernel16 uk = pick_kernel16();
     if (!pb->words || uk.amx != pb->amx || uk.mr != pb->mr || K > pb->K || N > pb->N) return 0;
-    if (M <= 0 || N <= 0) return 1;
-    if (K <= 0) {
-        if (beta == 0.0f)
-            for (int m = 0; m < M; m++) memset(C + (int64_t)m * ldc, 0, (size_t)N * sizeof(float));
-        return 1;
-    }
-    const int mr = uk.mr;
-    const int KC16 = uk.amx ? LLMC_GEMM_KC16_AMX : LLMC_GEMM_KC;
-    const int mt = (LLMC_GEMM_MC / mr) * mr;
-    const int Nr = (pb->N + NR - 1) / NR * NR;
-    uint32_t *Aw = (uint32_t *)ex->gemm_ws;
-#ifdef LLMC_X86
-    if (uk.amx) amx_configure();
-#endif
-    for (int k0 = 0; k0 < K; k0 += KC16) {
-        const int kc = K - k0 < KC16 ? K - k0 : KC16;
-        const int kcb = pb->K - k0 < KC16 ? pb->K - k0 : KC16; /* depth of pb's panel */
-        const int kpp = uk.amx ? (kc + 31) / 32 * 16 : (kc + 1) / 2;
-        const int kppb = uk.amx ? (kcb + 31) / 32 * 16 : (kcb + 1) / 2;
-        const float beta_k = k0 == 0 ? beta : 1.0f;
-        const uint32_t *panel = pb->words + (size_t)Nr * (k0 / 2);
-        for (int m0 = 0; m0 < M; m0 += mt) {
-            const int mc = M - m0 < mt ? M - m0 : mt;
-            pack_a_any(Aw, &uk, transA, A, NULL, lda, m0, k0, mc, kc, kpp);
-            for (int js = 0; js < N; js += NR) {
-                const int nr = N - js < NR ? N - js : NR;
-                const uint32_t *bstrip = panel + (size_t)js * kppb;
-                for (int is = 0; is < mc; is += mr) {
-                    const int rows = mc - is < mr ? mc - is : mr;
-                    uk.fn(kpp, Aw + (size_t)is * kpp, bstrip, C + (int64_t)(m0 + is) * ldc + js, ldc,
-                          rows, nr, beta_k);
-                }
-            }
-        }
-    }
-#ifdef LLMC_X86
-    if (uk.amx) amx_release();
-#endif
+    gemm16(transA, 0, M, N, K, A, NULL, lda, NULL, NULL, 0, beta, C, ldc, ex, pb);
     return 1;
 }

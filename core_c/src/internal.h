@@ -345,7 +345,7 @@ void llmc_gemm_bf16_a16(int transA, int transB, int M, int N, int K, const uint1
 void llmc_gemm_bf16_a16b16(int transA, int transB, int M, int N, int K, const uint16_t *A16,
                            int64_t lda, const uint16_t *B16, int64_t ldb, float beta, float *C,
                            int64_t ldc, const llmc_exec *ex);
-/* op(B) of a bf16 GEMM packed once for several single-threaded products that use its
+/* op(B) of a bf16 GEMM packed once for several products that use its
  * leading rows and columns (attention: one head's K and V for every block of queries) */
 typedef struct {
     uint32_t *words;
@@ -355,8 +355,8 @@ typedef struct {
 /* pack op(B) (K x N) into words (cap of them); 0 when it does not fit (then unusable) */
 int llmc_gemm_bf16_pack_b(llmc_packed_b16 *pb, uint32_t *words, size_t cap, int transB, int K,
                           int N, const float *B, int64_t ldb);
-/* C = beta C + op(A) @ op(B)[:K, :N] with op(B) from pb, on the calling thread alone; 0 when
- * pb does not fit this product or the kernel changed (the caller then runs llmc_gemm) */
+/* C = beta C + op(A) @ op(B)[:K, :N] with op(B) from pb, with ex's threads; 0 when pb does
+ * not fit this product or the kernel changed (the caller then runs llmc_gemm) */
 int llmc_gemm_bf16_packed(int transA, int M, int N, int K, const float *A, int64_t lda,
                           const llmc_packed_b16 *pb, float beta, float *C, int64_t ldc,
                           const llmc_exec *ex);

@@ -69,8 +69,8 @@ mutant("att_bwd_scale_hs_eps", "attention.c",
        "const float scale = 1.0f / sqrtf((float)hs);\n/* static",
        "const float scale = 1.0f / sqrtf((float)hs + 0.001f);\n/* static",
        "constant", "attention backward", GRAD_QKV, "the same in the backward only")
-mutant("att_fwd_out_row_offset", "attention.c", "out_bh + (size_t)t0 * C, C, one);",
-       "out_bh + (size_t)t0 * hs, C, one);", "stride", "attention forward", ["atty"],
+mutant("att_fwd_out_row_offset", "attention.c", "*o = out_bh + (size_t)t0 * C;",
+       "*o = out_bh + (size_t)t0 * hs;", "stride", "attention forward", ["atty"],
        "query block t0's output rows at t0*hs instead of t0*C (blocks after the first only); issue 12")
 mutant("att_bwd_dout_row_offset", "attention.c", "const float *dy = dout_bh + (size_t)t0 * C;",
        "const float *dy = dout_bh + (size_t)t0 * hs;", "stride", "attention backward", GRAD_QKV,
