@@ -794,6 +794,18 @@ static inline int panel_pairs(const kernel16 *uk, int kc) {
     return uk->amx ? (kc + 31) / 32 * 16 : (kc + 1) / 2;
 }
 
+/* strip n0 of panel k0 of op(B) (K x N), packed into its place among all the panels (every
+ * panel but the last KC16 deep, its strips Nr columns in all): gemm16's shared pre-pack of B
+ * and llmc_gemm_bf16_pack_b */
+static void pack_b_panel_strip(uint32_t *panels, const kernel16 *uk, int KC16, int transB,
+                               const float *B, const uint16_t *B16, int64_t ldb, int K, int N,
+                               int k0, int n0) {
+    const int kc = K - k0 < KC16 ? K - k0 : KC16, kpp = panel_pairs(uk, kc);
+    const int Nr = (N + NR - 1) / NR * NR, cols = N - n0 < NR ? N - n0 : NR;
+    pack_b_any(panels + (size_t)Nr * (k0 / 2) + (size_t)n0 * kpp, transB, B, B16, ldb, k0, n0, kc,
+               cols, uk->avx512_pack, kpp);
+}
+
 /* the driver: A and B each in fp32 or, with A16 / B16, as bf16 bits; or B packed already
  * (pb: llmc_gemm_bf16_pack_b, whose panels may be deeper and wider than this product's) */
 static void gemm16(int transA, int transB, int M, int N, int K, const float *A, const uint16_t *A16,
@@ -841,9 +853,7 @@ static void gemm16(int transA, int transB, int M, int N, int K, const float *A, 
                 uint32_t *dst = shared + (size_t)Mr * (k0 / 2) + (size_t)m0 * kpp;
                 pack_a_any(dst, &uk, transA, A, A16, lda, m0, k0, rows, kc, kpp);
             } else {
-                const int n0 = st * NR, cols = N - n0 < NR ? N - n0 : NR;
-                pack_b_any(shared + (size_t)Nr * (k0 / 2) + (size_t)n0 * kpp, transB, B, B16,
-                           ldb, k0, n0, kc, cols, uk.avx512_pack, kpp);
+                pack_b_panel_strip(shared, &uk, KC16, transB, B, B16, ldb, K, N, k0, st * NR);
             }
         }
     }
@@ -938,16 +948,9 @@ int llmc_gemm_bf16_pack_b(llmc_packed_b16 *pb, uint32_t *words, size_t cap, int 
     pb->words = NULL;
     if (K <= 0 || N <= 0 || packed_b_words(&uk, K, N) > cap) return 0;
     const int KC16 = uk.amx ? LLMC_GEMM_KC16_AMX : LLMC_GEMM_KC;
-    const int Nr = (N + NR - 1) / NR * NR;
-    for (int k0 = 0; k0 < K; k0 += KC16) {
-        const int kc = K - k0 < KC16 ? K - k0 : KC16;
-        const int kpp = panel_pairs(&uk, kc);
-        for (int n0 = 0; n0 < N; n0 += NR) {
-            const int cols = N - n0 < NR ? N - n0 : NR;
-            pack_b_any(words + (size_t)Nr * (k0 / 2) + (size_t)n0 * kpp, transB, B, NULL, ldb, k0,
-                       n0, kc, cols, uk.avx512_pack, kpp);
-        }
-    }
+    for (int k0 = 0; k0 < K; k0 += KC16)
+        for (int n0 = 0; n0 < N; n0 += NR)
+            pack_b_panel_strip(words, &uk, KC16, transB, B, NULL, ldb, K, N, k0, n0);
     pb->words = words;
     pb->K = K;
     pb->N = N;
