@@ -21,6 +21,7 @@ from .model import (
     cuda_available,
     cuda_built,
     cuda_info,
+    release_threads,
 )
 from .model_source import load_model
 from .callbacks import (
@@ -46,6 +47,7 @@ __all__ = [
     "cuda_available",
     "cuda_built",
     "cuda_info",
+    "release_threads",
     "load_model",
     "Trainer",
     "TrainerConfig",

@@ -138,6 +138,14 @@ LLMC_API const char *llmc_last_error(void);
 LLMC_API const char *llmc_model_last_error(const llmc_model *model);
 /* 1 if the library was built with OpenMP. */
 LLMC_API int32_t llmc_has_openmp(void);
+/* End the calling thread's idle OpenMP worker threads (its next parallel call starts new
+ * ones). For a thread whose C work moves to another thread, such as a training job in the
+ * background: while more OpenMP threads exist in a process than it has CPUs, libgomp makes
+ * every team's barriers wait in the kernel instead of spinning, so the idle workers of one
+ * thread slow the busy team of another. Only the calling thread's own workers end; call it
+ * outside any C call of this library. Always LLMC_OK (a no-op where the OpenMP runtime lacks
+ * omp_pause_resource_all). */
+LLMC_API int32_t llmc_release_threads(void);
 /* 1 if the library was built with the CUDA backend (whether or not a GPU is present). */
 LLMC_API int32_t llmc_built_with_cuda(void);
 /* 1 if CUDA models can be created here: built with CUDA, a driver and a GPU are present and
@@ -239,8 +247,8 @@ LLMC_API int32_t llmc_debug_set_fault(llmc_model *model, const char *tensor_name
 /* LLMC_CDEF_END */
 
 /* 4: llmc_debug_set_fault; 5: llmc_model_backward_ex; 6: llmc_model_adamw_step_range,
- * llmc_model_grad_sumsq_range, bf16 precision on the CPU */
-#define LLMC_ABI_VERSION 6
+ * llmc_model_grad_sumsq_range, bf16 precision on the CPU; 7: llmc_release_threads */
+#define LLMC_ABI_VERSION 7
 
 #ifdef __cplusplus
 }

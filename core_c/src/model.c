@@ -486,6 +486,15 @@ LLMC_API int32_t llmc_has_openmp(void) {
 #endif
 }
 
+LLMC_API int32_t llmc_release_threads(void) {
+#if defined(_OPENMP) && defined(LLMC_HAVE_OMP_PAUSE)
+    /* libgomp frees the calling thread's pool only; it refuses (-1) inside a parallel
+     * region, where there is nothing to do anyway */
+    (void)omp_pause_resource_all(omp_pause_soft);
+#endif
+    return LLMC_OK;
+}
+
 LLMC_API int32_t llmc_model_create(const llmc_config *config, const llmc_options *options,
                                    uint64_t seed, llmc_model **out) {
     if (!out) return llmc_fail_thread(LLMC_ERR_INVALID_ARGUMENT, "out pointer is NULL");

@@ -44,11 +44,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
 from ..errors import BadFormatError, PyllmcError, UnsupportedError
+from ..model import release_threads
 from . import abi, outdir, sched
 from .budget import JOB_BYTES, OBJECT_BYTES, Budget, loader_bytes, model_bytes
 from .errors import GuestError, busy, invalid, limit
 from .handles import HandleTable
-from .jobs import GuestTrainer, Job, parse_train_config, status_code_of, train_one_step
+from .jobs import GuestTrainer, Job, jobs_running, parse_train_config, status_code_of, train_one_step
 from .memory import GuestMemory, as_u64
 from .paths import PathResolver
 
@@ -141,8 +142,14 @@ class GuestContext:
                 with self.lock:
                     impl(GuestMemory(caller, name, self.memory), *args)
             else:
-                with sched.host_work(self.host_policy), self.lock:
-                    impl(GuestMemory(caller, name, self.memory), *args)
+                try:
+                    with sched.host_work(self.host_policy), self.lock:
+                        impl(GuestMemory(caller, name, self.memory), *args)
+                finally:
+                    if jobs_running():
+                        # the OpenMP workers this call left idle would slow the job's own
+                        # team (libgomp waits in the kernel past one thread per CPU)
+                        release_threads()
             return abi.OK
         except GuestError as e:
             return self._fail(e.status, e.message)

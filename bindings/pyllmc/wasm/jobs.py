@@ -183,6 +183,21 @@ def status_code_of(exc: BaseException) -> int:
     return abi.BAD_STATE
 
 
+_running_lock = threading.Lock()
+_running = 0  # jobs of every Host in this process whose thread has not ended
+
+
+def jobs_running() -> int:
+    """How many training jobs (of any guest, any Host) this process is running now."""
+    return _running
+
+
+def _count_running(delta: int) -> None:
+    global _running
+    with _running_lock:
+        _running += delta
+
+
 class Job:
     """A whole training run in a host thread; the guest polls it through its handle."""
 
@@ -203,7 +218,12 @@ class Job:
         self._packed_status: Any = None
 
     def start(self) -> None:
-        self.thread.start()
+        _count_running(1)
+        try:
+            self.thread.start()
+        except BaseException:
+            _count_running(-1)
+            raise
 
     def _run(self) -> None:
         try:
@@ -226,6 +246,7 @@ class Job:
                 self._on_end(self)
             except Exception:
                 pass
+            _count_running(-1)
             self._done.set()
 
     def _publish_last(self) -> None:
