@@ -1,20 +1,27 @@
 """WebAssembly host overhead: what a guest pays for driving training through pyllmc.wasm.
 
-Two measurements, both as ratios taken in the same process with A/B interleaving (the
+Four measurements, each as ratios taken in the same process with A/B interleaving (the
 machine is shared: min and median of the repeats are reported, never one run):
 
 1. ``train_step`` loop. A guest (WAT, exported ``steps(model, loader, n, out)``: n calls of
    ``train_step`` in a wasm loop) against the Trainer's own step on the same model shape,
    batch and thread count (``Trainer.train()``, step times from its step_end callbacks), in
    alternating blocks of ``--steps`` steps. Goal: the guest within 2% of the Trainer.
-2. ``job_status`` polling. A ``train_start`` job of n steps while the guest polls
+2. ``job``. A guest's ``train_start`` job (the guest blocks in ``job_wait``) against the
+   Trainer run directly, whole runs alternating: the job trains in a host thread, beside
+   the guest's thread and its OpenMP workers.
+3. ``job_status`` polling, whole jobs. A ``train_start`` job of n steps while the guest polls
    ``job_status`` 1000 times a second (a wasm loop paced on a 1 ms grid with WASI
-   ``clock_time_get`` and ``poll_oneoff`` sleeps; the rate reached is reported), against the same job while the guest blocks in
-   ``job_wait(-1)``. Compared: the job's per-step times (the Trainer's own ``ms`` in
-   metrics.jsonl). Goal: polling slows the job by under 2%. A third arm runs the job while a
-   plain Python thread (no wasm, no host call) wakes on the same grid: on a machine whose
-   cores all run the job's threads, every wake-up preempts one of them, and this arm measures
-   what that costs by itself, so the host's own share is polled over woken.
+   ``clock_time_get`` and ``poll_oneoff`` sleeps; the rate reached is reported), against the
+   same job while the guest blocks in ``job_wait(-1)``; a third arm runs the job while a
+   plain Python thread wakes on the same grid. Compared: the job's per-step times (the
+   Trainer's own ``ms`` in metrics.jsonl). Whole jobs differ by several per cent from one
+   to the next on a shared machine, as much as the effect looked for.
+4. ``polling_windows``: the polling cost inside each job. The guest polls in windows of
+   ``--window`` steps and waits in 20 ms ``job_wait`` slices in the windows between; the
+   on-window steps over the next off-window's, so the machine's drift cancels. The same
+   windows for a C thread that only sleeps to the grid and for a Python thread, both
+   beside a Trainer (ordinary threads: what any 1000/s waker costs). Goal: under 2%.
 
 Run (heavy: keep it off other benchmarks):
     flock /tmp/pyllmc-heavy.lock python benchmarks/wasm_bench.py --model d6 --batch 4 --seq 64 \\
@@ -27,6 +34,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import struct
 import sys
@@ -88,6 +96,61 @@ POLL_LOOP = """
             (drop (call $poll_oneoff (i32.const 512) (i32.const 640) (i32.const 1) (i32.const 704)))))
         (br $again)))
     (i32.wrap_i64 (local.get $n)))
+
+  (func (export "poll_windows") (param $job i32) (param $out i32) (param $period i64) (param $w i32) (result i32)
+    (local $n i32) (local $next i64) (local $wait i64) (local $off i32)
+    (i64.store (i32.const 512) (i64.const 0))
+    (i64.store (i32.const 520) (i64.const 0))
+    (i32.store (i32.const 528) (i32.const 1))
+    (i64.store (i32.const 544) (i64.const 0))
+    (i64.store (i32.const 552) (i64.const 0))
+    (local.set $off (i32.const 1))
+    (block $done
+      (loop $again
+        (drop (call $job_status (local.get $job) (local.get $out)))
+        (br_if $done (i32.ne (i32.load (local.get $out)) (i32.const 0)))
+        (if (i32.and (i32.div_u (i32.load offset=4 (local.get $out)) (local.get $w)) (i32.const 1))
+          (then
+            (local.set $off (i32.const 1))
+            (drop (call $job_wait (local.get $job) (i32.const 20))))
+          (else
+            (local.set $n (i32.add (local.get $n) (i32.const 1)))
+            (if (local.get $off) (then (local.set $next (call $now)) (local.set $off (i32.const 0))))
+            (local.set $next (i64.add (local.get $next) (local.get $period)))
+            (local.set $wait (i64.sub (local.get $next) (call $now)))
+            (if (i64.gt_s (local.get $wait) (i64.const 0))
+              (then
+                (i64.store (i32.const 536) (local.get $wait))
+                (drop (call $poll_oneoff (i32.const 512) (i32.const 640) (i32.const 1) (i32.const 704)))))))
+        (br $again)))
+    (local.get $n))
+"""
+
+# A thread that does nothing but wake on a grid, in C (no Python, no GIL): the scheduler's
+# own price of a 1000/s waker, compiled by the benchmark with the system C compiler.
+WAKER_C = r"""
+#include <time.h>
+#include <stdint.h>
+static int64_t now_ns(void) {
+    struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+/* Until *stop: while *on, sleep to the next point of a period_ns grid; while not, sleep
+ * 20 ms at a time (as the windowed guest's job_wait slices). Returns the grid wake-ups. */
+long waker_run(long period_ns, volatile const int *on, volatile const int *stop) {
+    long n = 0; int64_t next = 0; int was_off = 1;
+    while (!*stop) {
+        struct timespec ts;
+        if (!*on) { was_off = 1; ts.tv_sec = 0; ts.tv_nsec = 20000000L; nanosleep(&ts, 0); continue; }
+        if (was_off) { next = now_ns(); was_off = 0; }
+        next += period_ns; n++;
+        if (next > now_ns()) {
+            ts.tv_sec = next / 1000000000LL; ts.tv_nsec = next % 1000000000LL;
+            clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, 0);
+        }
+    }
+    return n;
+}
 """
 
 
@@ -113,6 +176,21 @@ def _shard(directory: Path, vocab: int, n: int) -> Path:
     return p
 
 
+def _guest_model(d: "Driver", cfg: GPTConfig, args) -> tuple:
+    """model_create of ``cfg`` (seed 1) and a shuffled loader of the shard: (model, loader)."""
+    c = d.buf(struct.pack("<6i", cfg.max_seq_len, cfg.vocab_size, cfg.padded_vocab_size, cfg.num_layers,
+                          cfg.num_heads, cfg.channels))[0]
+    o = d.out(4)
+    assert d.call("model_create", c, 1, o) == 0, d.error
+    return d.i32(o), d.loader("/data/train_000.bin", args.batch, args.seq, 1, 1)
+
+
+def _guest_job(d: "Driver", m: int, tl: int, args, nsteps: int, out_dir: Path) -> int:
+    """train_start of ``nsteps`` constant-lr steps into the guest's /data/<out_dir name>."""
+    return d.job(m, tl, json.dumps({"steps": nsteps, "lr": 3e-4, "schedule": "constant", "plot": False,
+                                    "out_dir": f"/data/{out_dir.name}", "threads": args.threads}))
+
+
 def bench_train_step(args, data: Path, cfg: GPTConfig) -> dict:
     """Blocks of ``--steps`` steps, guest and Trainer alternating (ABAB, then BABA ...), both
     kept alive across blocks; each block's per-step time excludes its first step (the
@@ -120,12 +198,7 @@ def bench_train_step(args, data: Path, cfg: GPTConfig) -> dict:
     host = Host(threads=args.threads)
     g = host.instantiate(_module(), dirs=[(str(data), "/data")])
     d = Driver(g)
-    c = d.buf(struct.pack("<6i", cfg.max_seq_len, cfg.vocab_size, cfg.padded_vocab_size, cfg.num_layers,
-                          cfg.num_heads, cfg.channels))[0]
-    o = d.out(4)
-    assert d.call("model_create", c, 1, o) == 0, d.error
-    m = d.i32(o)
-    tl = d.loader("/data/train_000.bin", args.batch, args.seq, 1, 1)
+    m, tl = _guest_model(d, cfg, args)
     out = d.out(4)
     model = Model.from_config(cfg, max_batch=args.batch, max_seq=args.seq, threads=args.threads, seed=1)
     tc = TrainerConfig(model=model, data=str(data / "train_000.bin"), batch_size=args.batch, seq_len=args.seq,
@@ -208,15 +281,8 @@ def bench_polling(args, data: Path, cfg: GPTConfig) -> dict:
             out_dir = data / f"run_{mode}_{rep}"
             with host.instantiate(src, dirs=[(str(data), "/data")]) as g:
                 d = Driver(g)
-                c = d.buf(struct.pack("<6i", cfg.max_seq_len, cfg.vocab_size, cfg.padded_vocab_size,
-                                      cfg.num_layers, cfg.num_heads, cfg.channels))[0]
-                o = d.out(4)
-                assert d.call("model_create", c, 1, o) == 0, d.error
-                m = d.i32(o)
-                tl = d.loader("/data/train_000.bin", args.batch, args.seq, 1, 1)
-                job = d.job(m, tl, json.dumps({"steps": args.warmup + args.steps, "lr": 3e-4, "schedule": "constant",
-                                               "plot": False, "out_dir": f"/data/{out_dir.name}",
-                                               "threads": args.threads}))
+                m, tl = _guest_model(d, cfg, args)
+                job = _guest_job(d, m, tl, args, args.warmup + args.steps, out_dir)
                 st = d.out(48)
                 t0 = time.perf_counter()
                 if mode == "poll":
@@ -249,6 +315,167 @@ def bench_polling(args, data: Path, cfg: GPTConfig) -> dict:
             "wake_ups_per_s": wake_rates, "ratio_polled_over_blocked": ratios, "ratio_woken_over_blocked": wake_ratios,
             "ratio_polled_over_woken": host_ratios, "summary": _summary(polled, blocked, ratios),
             "wake_summary": _summary(woken, blocked, wake_ratios), "host_summary": _summary(polled, woken, host_ratios)}
+
+
+def _build_waker(directory: Path):
+    """WAKER_C as a shared library (ctypes), or None with the reason printed."""
+    import ctypes
+    import subprocess
+
+    cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if not cc:
+        print("  native waker: no C compiler, arm skipped", flush=True)
+        return None
+    src, lib = directory / "waker.c", directory / "libwaker.so"
+    src.write_text(WAKER_C)
+    subprocess.run([cc, "-O2", "-shared", "-fPIC", str(src), "-o", str(lib)], check=True)
+    dll = ctypes.CDLL(str(lib))
+    dll.waker_run.restype = ctypes.c_long
+    dll.waker_run.argtypes = [ctypes.c_long, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int)]
+    return dll
+
+
+def bench_job(args, data: Path, cfg: GPTConfig) -> dict:
+    """A guest's train_start job (the guest blocks in job_wait) against the Trainer run
+    directly in the main thread, the same settings, alternating (one job each per repeat,
+    order flipped every repeat); per-step times from each run's metrics.jsonl. The guest
+    first runs an evaluate with the host's threads, so its thread holds OpenMP workers as a
+    real guest's does after model_create or train_step."""
+    host = Host(threads=args.threads)
+    nsteps = args.warmup + args.steps
+    jobs, direct = [], []
+    for rep in range(args.repeats):
+        for arm in (("job", "trainer") if rep % 2 == 0 else ("trainer", "job")):
+            out_dir = data / f"job_{arm}_{rep}"
+            if arm == "job":
+                with host.instantiate(_module(), dirs=[(str(data), "/data")]) as g:
+                    d = Driver(g)
+                    m, tl = _guest_model(d, cfg, args)
+                    assert d.call("evaluate", m, tl, 1, d.out(4)) == 0, d.error
+                    job = _guest_job(d, m, tl, args, nsteps, out_dir)
+                    assert d.call("job_wait", job, -1) == 0
+            else:
+                model = Model.from_config(cfg, max_batch=args.batch, max_seq=args.seq, threads=args.threads, seed=1)
+                tc = TrainerConfig(model=model, data=str(data / "train_000.bin"), batch_size=args.batch,
+                                   seq_len=args.seq, steps=nsteps, lr=3e-4, schedule="constant", seed=1,
+                                   progress="none", plot=False, threads=args.threads, out_dir=str(out_dir))
+                Trainer(tc, model=model).train()
+            rows = [json.loads(x) for x in (out_dir / "metrics.jsonl").read_text().splitlines()]
+            shutil.rmtree(out_dir)
+            ms = statistics.median(r["ms"] for r in rows[args.warmup:])
+            (jobs if arm == "job" else direct).append(ms)
+            print(f"  job rep {rep} {arm}: median step {ms:.2f} ms", flush=True)
+    ratios = [a / b for a, b in zip(jobs, direct)]
+    return {"job_step_ms": jobs, "trainer_step_ms": direct, "ratios": ratios,
+            "summary": _summary(jobs, direct, ratios)}
+
+
+def _window_ratios(ms: list, w: int, warmup: int) -> tuple:
+    """Per-step times of one job whose steps alternate between windows of ``w`` steps with the
+    poller on (even windows) and off. The first step of each window is left out (the guest
+    notices a new window up to one job_wait slice late) and so are the warm-up steps. Returns
+    (on-window step times, off-window step times, the ratio of each on window's mean over the
+    next off window's)."""
+    on, off, ratios = [], [], []
+    for j in range(len(ms) // w):
+        clean = [ms[k] for k in range(j * w + 1, (j + 1) * w) if k >= warmup]
+        (on if j % 2 == 0 else off).extend(clean)
+        if j % 2 == 1 and clean:
+            prev = [ms[k] for k in range((j - 1) * w + 1, j * w) if k >= warmup]
+            if prev:
+                ratios.append(statistics.fmean(prev) / statistics.fmean(clean))
+    return on, off, ratios
+
+
+def bench_polling_windows(args, data: Path, cfg: GPTConfig) -> dict:
+    """Polling cost measured inside each job, which cancels the machine's drift between jobs:
+    the job's steps alternate between windows of ``--window`` steps in which the poller runs and
+    windows in which it waits in 20 ms slices. The pollers (``--arms``), in rotating order:
+    "guest" (the wasm guest polls job_status on the 1 ms grid, WASI sleeps between, in a
+    train_start job), "native" (a C thread that only sleeps to the same grid,
+    beside a Trainer: what the operating system charges any ordinary 1000/s waker) and
+    "python" (a plain Python thread doing the same)."""
+    import ctypes
+
+    host = Host(threads=args.threads)
+    w, nsteps = args.window, args.window * 2 * args.windows + args.window
+    waker = _build_waker(data) if "native" in args.arms else None
+    arms = [a for a in args.arms if a != "native" or waker is not None]
+    res = {a: {"on_ms": [], "off_ms": [], "ratios": [], "wakes_per_s": []} for a in arms}
+    period = args.poll_period_us * 1e-6
+
+    def direct(arm: str, out_dir: Path) -> float:
+        on, stop = ctypes.c_int(1), ctypes.c_int(0)
+        count: list = []
+        model = Model.from_config(cfg, max_batch=args.batch, max_seq=args.seq, threads=args.threads, seed=1)
+        tc = TrainerConfig(model=model, data=str(data / "train_000.bin"), batch_size=args.batch, seq_len=args.seq,
+                           steps=nsteps, lr=3e-4, schedule="constant", seed=1, progress="none", plot=False,
+                           threads=args.threads, out_dir=str(out_dir))
+        trainer = Trainer(tc, model=model)
+        done = [0]
+
+        def on_step(_):
+            done[0] += 1
+            on.value = 1 if (done[0] // w) % 2 == 0 else 0
+        trainer.add_callback("step_end", on_step)
+
+        def py_loop():
+            n, nxt, was_off = 0, 0.0, True
+            while not stop.value:
+                if not on.value:
+                    was_off = True
+                    time.sleep(0.02)
+                    continue
+                if was_off:
+                    nxt, was_off = time.perf_counter(), False
+                nxt += period
+                n += 1
+                wait = nxt - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
+            count.append(n)
+
+        def c_loop():
+            count.append(waker.waker_run(args.poll_period_us * 1000, ctypes.byref(on), ctypes.byref(stop)))
+        th = threading.Thread(target=c_loop if arm == "native" else py_loop)
+        th.start()
+        try:
+            trainer.train()
+        finally:
+            stop.value = 1
+            th.join()
+        return count[0]
+
+    for rep in range(args.repeats):
+        for arm in arms[rep % len(arms):] + arms[:rep % len(arms)]:
+            out_dir = data / f"win_{arm}_{rep}"
+            if arm == "guest":
+                with host.instantiate(_module(), dirs=[(str(data), "/data")]) as g:
+                    d = Driver(g)
+                    m, tl = _guest_model(d, cfg, args)
+                    job = _guest_job(d, m, tl, args, nsteps, out_dir)
+                    st = d.out(48)
+                    wakes = g.call("poll_windows", job, st, args.poll_period_us * 1000, w)
+                    assert d.call("job_wait", job, -1) == 0
+            else:
+                wakes = direct(arm, out_dir)
+            rows = [json.loads(x) for x in (out_dir / "metrics.jsonl").read_text().splitlines()]
+            shutil.rmtree(out_dir)  # its checkpoint: the disk of a long run
+            on_time_s = sum(r["ms"] for r in rows if ((r["step"] - 1) // w) % 2 == 0) / 1000
+            rate = wakes / on_time_s
+            on_ms, off_ms, ratios = _window_ratios([r["ms"] for r in rows], w, args.warmup)
+            r = res[arm]
+            r["on_ms"] += on_ms
+            r["off_ms"] += off_ms
+            r["ratios"] += ratios
+            r["wakes_per_s"].append(rate)
+            print(f"  windows rep {rep} {arm}: on {statistics.median(on_ms):.2f} ms, off "
+                  f"{statistics.median(off_ms):.2f} ms, window ratios median {statistics.median(ratios):.4f}, "
+                  f"{rate:.0f} wake-ups/s while on", flush=True)
+    for arm in arms:
+        r = res[arm]
+        r["summary"] = _summary(r["on_ms"], r["off_ms"], r["ratios"])
+    return res
 
 
 STATUS_LOOP = WG_STATUS_LOOP + """
@@ -321,7 +548,11 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--poll-period-us", type=int, default=1000,
                    help="the polling guest calls job_status on this grid (1000 us: 1000 polls/s)")
-    p.add_argument("--only", choices=["calls", "train_step", "polling"], default=None)
+    p.add_argument("--window", type=int, default=4, help="polling_windows: steps per window")
+    p.add_argument("--windows", type=int, default=10, help="polling_windows: on/off window pairs per job")
+    p.add_argument("--arms", type=lambda v: v.split(","), default=["guest", "native", "python"],
+                   help="polling_windows: pollers, comma-separated: guest, native, python")
+    p.add_argument("--only", choices=["calls", "train_step", "job", "polling", "polling_windows"], default=None)
     p.add_argument("--out", default=str(ROOT / "out" / "wasm_bench"))
     args = p.parse_args(argv)
     cfg = GPTConfig.from_size(args.model, max_seq_len=1024, vocab_size=args.vocab_size)
@@ -337,16 +568,23 @@ def main(argv=None) -> int:
         if args.only in (None, "train_step"):
             print("train_step loop: guest vs Trainer", flush=True)
             res["train_step"] = bench_train_step(args, data, cfg)
+        if args.only in (None, "job"):
+            print("train_start job vs the Trainer in the main thread", flush=True)
+            res["job"] = bench_job(args, data, cfg)
         if args.only in (None, "polling"):
             print("job_status polling vs job_wait", flush=True)
             res["polling"] = bench_polling(args, data, cfg)
+        if args.only in (None, "polling_windows"):
+            print("polling in windows: job steps with the poller on over steps with it off", flush=True)
+            res["polling_windows"] = bench_polling_windows(args, data, cfg)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "wasm_bench.json").write_text(json.dumps(res, indent=1) + "\n")
     lines = [f"# pyllmc.wasm overhead ({args.model} B={args.batch} T={args.seq}, {args.threads} threads, "
              f"{args.repeats} A/B pairs of {args.steps} steps; {res['started']}; shared machine)", ""]
-    names = {"train_step": ("guest train_step loop", "Trainer"), "polling": ("job while polled", "job while job_wait")}
-    for k in ("train_step", "polling"):
+    names = {"train_step": ("guest train_step loop", "Trainer"), "polling": ("job while polled", "job while job_wait"),
+             "job": ("train_start job", "Trainer in the main thread")}
+    for k in ("train_step", "job", "polling"):
         if k in res:
             s = res[k]["summary"]
             a, b = names[k]
@@ -368,6 +606,15 @@ def main(argv=None) -> int:
                 c = res[k]["cpu_summary"]
                 line += (f"; CPU time per step: guest median {c['a_median']:.2f}, Trainer {c['b_median']:.2f} ms, "
                          f"ratio of medians {c['ratio_of_medians']:.4f}, paired median {c['paired_ratio_median']:.4f}")
+            print(line)
+            lines.append("- " + line)
+    if "polling_windows" in res:
+        for arm, r in res["polling_windows"].items():
+            s = r["summary"]
+            line = (f"polling_windows {arm}: steps with the poller on median {s['a_median']:.2f} ms, off "
+                    f"{s['b_median']:.2f} ms, ratio of medians {s['ratio_of_medians']:.4f}; window ratios "
+                    f"(n={len(r['ratios'])}) median {s['paired_ratio_median']:.4f} [{s['paired_ratio_min']:.4f}, "
+                    f"{s['paired_ratio_max']:.4f}]; wake-ups/s while on, median {statistics.median(r['wakes_per_s']):.0f}")
             print(line)
             lines.append("- " + line)
     if "call_costs" in res:
