@@ -11,3 +11,6 @@ python benchmarks/wasm_bench.py --only polling_windows --arms guest,guest_wait -
 python benchmarks/wasm_bench.py --only job --repeats 6 --steps 20 --out benchmarks/results/wasm_s4/job
 python benchmarks/results/wasm_s4/job_without_release.py --only job --repeats 6 --steps 20 \
     --out benchmarks/results/wasm_s4/job_without_release
+# last, on the final code:
+python benchmarks/wasm_bench.py --only polling_windows --arms guest --repeats 8 --windows 10 \
+    --out benchmarks/results/wasm_s4/windows_final
