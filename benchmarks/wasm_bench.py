@@ -301,7 +301,7 @@ def bench_polling(args, data: Path, cfg: GPTConfig) -> dict:
                     assert d.call("job_wait", job, -1) == 0
                 assert d.call("job_status", job, st) == 0
                 assert struct.unpack("<i", g.read(st, 4))[0] == abi.JOB_STATE["finished"]
-            rows = [json.loads(x) for x in (out_dir / "metrics.jsonl").read_text().splitlines()]
+            rows = _take_rows(out_dir)
             ms = statistics.median(r["ms"] for r in rows[args.warmup:])
             steps[mode].append(ms)
             extra = {"poll": f", {rates[-1]:.0f} polls/s" if rates else "",
@@ -335,6 +335,24 @@ def _build_waker(directory: Path):
     return dll
 
 
+def _direct_trainer(args, data: Path, cfg: GPTConfig, nsteps: int, out_dir: Path) -> "Trainer":
+    """The Trainer the guest's train_start job runs, built directly: same model seed, data,
+    batch, constant lr and threads, writing into ``out_dir``."""
+    model = Model.from_config(cfg, max_batch=args.batch, max_seq=args.seq, threads=args.threads, seed=1)
+    tc = TrainerConfig(model=model, data=str(data / "train_000.bin"), batch_size=args.batch, seq_len=args.seq,
+                       steps=nsteps, lr=3e-4, schedule="constant", seed=1, progress="none", plot=False,
+                       threads=args.threads, out_dir=str(out_dir))
+    return Trainer(tc, model=model)
+
+
+def _take_rows(out_dir: Path) -> list:
+    """The run's metrics.jsonl rows; the run directory (its checkpoint) is deleted, so that
+    long benchmarks do not fill the disk."""
+    rows = [json.loads(x) for x in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    shutil.rmtree(out_dir)
+    return rows
+
+
 def bench_job(args, data: Path, cfg: GPTConfig) -> dict:
     """A guest's train_start job (the guest blocks in job_wait) against the Trainer run
     directly in the main thread, the same settings, alternating (one job each per repeat,
@@ -355,13 +373,8 @@ def bench_job(args, data: Path, cfg: GPTConfig) -> dict:
                     job = _guest_job(d, m, tl, args, nsteps, out_dir)
                     assert d.call("job_wait", job, -1) == 0
             else:
-                model = Model.from_config(cfg, max_batch=args.batch, max_seq=args.seq, threads=args.threads, seed=1)
-                tc = TrainerConfig(model=model, data=str(data / "train_000.bin"), batch_size=args.batch,
-                                   seq_len=args.seq, steps=nsteps, lr=3e-4, schedule="constant", seed=1,
-                                   progress="none", plot=False, threads=args.threads, out_dir=str(out_dir))
-                Trainer(tc, model=model).train()
-            rows = [json.loads(x) for x in (out_dir / "metrics.jsonl").read_text().splitlines()]
-            shutil.rmtree(out_dir)
+                _direct_trainer(args, data, cfg, nsteps, out_dir).train()
+            rows = _take_rows(out_dir)
             ms = statistics.median(r["ms"] for r in rows[args.warmup:])
             (jobs if arm == "job" else direct).append(ms)
             print(f"  job rep {rep} {arm}: median step {ms:.2f} ms", flush=True)
@@ -407,11 +420,7 @@ def bench_polling_windows(args, data: Path, cfg: GPTConfig) -> dict:
     def direct(arm: str, out_dir: Path) -> float:
         on, stop = ctypes.c_int(1), ctypes.c_int(0)
         count: list = []
-        model = Model.from_config(cfg, max_batch=args.batch, max_seq=args.seq, threads=args.threads, seed=1)
-        tc = TrainerConfig(model=model, data=str(data / "train_000.bin"), batch_size=args.batch, seq_len=args.seq,
-                           steps=nsteps, lr=3e-4, schedule="constant", seed=1, progress="none", plot=False,
-                           threads=args.threads, out_dir=str(out_dir))
-        trainer = Trainer(tc, model=model)
+        trainer = _direct_trainer(args, data, cfg, nsteps, out_dir)
         done = [0]
 
         def on_step(_):
@@ -459,8 +468,7 @@ def bench_polling_windows(args, data: Path, cfg: GPTConfig) -> dict:
                     assert d.call("job_wait", job, -1) == 0
             else:
                 wakes = direct(arm, out_dir)
-            rows = [json.loads(x) for x in (out_dir / "metrics.jsonl").read_text().splitlines()]
-            shutil.rmtree(out_dir)  # its checkpoint: the disk of a long run
+            rows = _take_rows(out_dir)
             on_time_s = sum(r["ms"] for r in rows if ((r["step"] - 1) // w) % 2 == 0) / 1000
             rate = wakes / on_time_s
             on_ms, off_ms, ratios = _window_ratios([r["ms"] for r in rows], w, args.warmup)
