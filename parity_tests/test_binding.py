@@ -584,3 +584,39 @@ def test_library_stays_mapped_after_dlclose():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "mapped"
+
+
+def test_grad_add_range_adds_and_returns_the_sum_of_squares():
+    """The data-parallel reduce (Model.grad_add_range): a float add into one slice of the
+    gradients, the rest untouched, and bitwise grad_sumsq_range of the slice afterwards."""
+    with tiny() as m:
+        g = m.flat("grads")
+        rng = np.random.default_rng(5)
+        g[:] = rng.standard_normal(g.size).astype(np.float32)
+        before = g.copy()
+        off, cnt = 3, g.size - 10
+        src = rng.standard_normal(cnt).astype(np.float32)
+        s = m.grad_add_range(off, cnt, src)
+        want = before.copy()
+        want[off: off + cnt] += src
+        assert g.tobytes() == want.tobytes()
+        assert s == m.grad_sumsq_range(off, cnt) and s > 0
+
+
+@pytest.mark.parametrize("make_src, count, message", [
+    (lambda m: np.zeros(8, np.float64), 8, "float32"),
+    (lambda m: np.zeros(7, np.float32), 8, "8 values"),
+    (lambda m: np.zeros((2, 4), np.float32), 8, "1-D"),
+    (lambda m: np.zeros(16, np.float32)[::2], 8, "contiguous"),
+    (lambda m: m.flat("grads")[100:108], 8, "overlaps"),
+    (lambda m: np.zeros(m.flat("grads").size, np.float32), None, "outside"),
+])
+def test_grad_add_range_bad_input_is_invalid_argument(make_src, count, message):
+    with tiny() as m:
+        src = make_src(m)
+        n = src.size if count is None else count
+        off = 1 if count is None else 0  # None: one float past the end of the buffer
+        before = m.flat("grads").copy()
+        with pytest.raises(errors.InvalidArgumentError, match=message):
+            m.grad_add_range(off, n, src)
+        assert m.flat("grads").tobytes() == before.tobytes()

@@ -142,7 +142,8 @@ def test_zero_without_a_process_group_is_refused(data):
 def test_point_to_point_reduce_scatter_and_all_gather(tmp_path, nproc):
     """Every element of each rank's slice is the sum over ranks, exactly once (integers, exact
     in fp32); the other slices are left alone; the all-gather then gives every rank every
-    owner's slice; with 2 ranks the reduce-scatter is bitwise gloo's all-reduce."""
+    owner's slice; with 2 ranks the reduce-scatter is bitwise gloo's all-reduce. Reduced into
+    a model's gradients, it gives the same sums and the slice's sum of squares."""
     code = ("import sys; from pyllmc.launch import launch; "
             f"sys.exit(launch([sys.executable, {str(HERE / 'dist_collectives_worker.py')!r}, sys.argv[1]], {nproc}))")
     p = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
@@ -162,6 +163,11 @@ def test_point_to_point_reduce_scatter_and_all_gather(tmp_path, nproc):
             assert x["rs_random"][mine].tobytes() == x["ar_random"][mine].tobytes()
         else:  # another order of the three additions: rounding only
             np.testing.assert_allclose(x["rs_random"][mine], x["ar_random"][mine], rtol=1e-6, atol=1e-6)
+        # into the model's gradients (Model.grad_add_range): the same sums as torch's adds,
+        # and the slice's sum of squares (chunk by chunk: rounding of the double sum only)
+        assert x["rs_model"].tobytes() == x["rs_torch"].tobytes()
+        assert float(x["rs_sumsq"]) > 0
+        np.testing.assert_allclose(float(x["rs_sumsq"]), float(x["sumsq_range"]), rtol=1e-13, atol=0)
 
 
 @pytest.fixture(scope="module")

@@ -55,9 +55,15 @@ from .errors import BadFormatError, InvalidArgumentError, PyllmcError, Unsupport
 #: floats per asynchronous collective (32 MiB): all-reduce of d12's 498 MB gradients over
 #: loopback measured 376 ms as one piece and 327 to 351 ms in 8M- or 32M-float pieces
 BUCKET_FLOATS = 1 << 23
-#: floats per point-to-point message of the reduce-scatter and all-gather (4 MiB); the
-#: reduce-scatter holds two such receive chunks per peer
+#: floats per point-to-point message of the reduce-scatter (4 MiB); it holds two such receive
+#: chunks per peer. At d12 over loopback (2 ranks, medians of 6): 199 ms in 1 MiB messages,
+#: 185 in 2 or 4 MiB, 196 in 8 MiB
 RECV_CHUNK_FLOATS = 1 << 20
+#: floats per message of the all-gather (1 MiB), which receives in place: 118 ms in 1 MiB
+#: messages against 121 to 141 in 0.5, 2, 4 or 8 MiB (the same measurement)
+GATHER_CHUNK_FLOATS = 1 << 18
+#: receive chunks per peer in flight in the reduce-scatter
+RECV_DEPTH = 2
 #: slice boundaries are multiples of this many floats (64 bytes: whole cache lines)
 SLICE_ALIGN = 16
 #: How plain data parallel (zero=0) on the CPU updates the parameters. "split": reduce-scatter
@@ -297,9 +303,14 @@ class DistContext:
                 w.wait()
         self._run(what, go)
 
-    def reduce_scatter_sum(self, t, bounds: Sequence[Tuple[int, int]], what: str) -> None:
+    def reduce_scatter_sum(self, t, bounds: Sequence[Tuple[int, int]], what: str,
+                           add: Optional[Callable[[int, Any], float]] = None) -> Optional[float]:
         """Slice r of ``t`` summed over ranks into rank r's ``t`` (the other slices of ``t`` are
         left as they were: this rank's own, unreduced values): a reduce-scatter in place.
+        ``add(offset, chunk)``, when given, does each ``t[offset:offset + len(chunk)] += chunk``
+        instead and returns the sum of squares of the result (Model.grad_add_range); the
+        call then returns the sum of squares of this rank's reduced slice (chunk sums added
+        in order), else None.
 
         Point to point, not gloo's collectives: each rank sends every peer that peer's slice
         (straight from ``t``, in chunks) and adds the chunks of its own slice that arrive, in
@@ -308,7 +319,7 @@ class DistContext:
         reduce per slice chunk and 431 to 489 ms for the whole all-reduce. With 2 ranks the
         sum is a + b on both slices, bitwise what gloo's all-reduce gives."""
         if self.world == 1:
-            return
+            return None
         import torch
 
         dist, me = self.dist, self.rank
@@ -323,25 +334,32 @@ class DistContext:
                 o_r, c_r = bounds[r]
                 for k, o in enumerate(range(0, c_r, ch)):
                     sends.append(dist.isend(t[o_r + o: o_r + min(o + ch, c_r)], dst=r, tag=k))
-            size = min(ch, cnt)
-            bufs = {r: (torch.empty(size, dtype=t.dtype, device=t.device),
-                        torch.empty(size, dtype=t.dtype, device=t.device)) for r in peers}
+            size, depth = min(ch, cnt), RECV_DEPTH
+            bufs = {r: [torch.empty(size, dtype=t.dtype, device=t.device) for _ in range(depth)] for r in peers}
 
             def post(k):
+                if k >= nchunks:
+                    return []
                 n = min(ch, cnt - k * ch)
-                return [dist.irecv(bufs[r][k % 2][:n], src=r, tag=k) for r in peers]
-            pending = post(0) if nchunks else []
+                return [dist.irecv(bufs[r][k % depth][:n], src=r, tag=k) for r in peers]
+            pending = [post(k) for k in range(depth - 1)]
+            sumsq = 0.0
             for k in range(nchunks):
-                following = post(k + 1) if k + 1 < nchunks else []
-                for w in pending:
+                pending.append(post(k + depth - 1))
+                for w in pending.pop(0):
                     w.wait()
-                seg = t[off + k * ch: off + min((k + 1) * ch, cnt)]
+                lo, hi = off + k * ch, off + min((k + 1) * ch, cnt)
                 for r in peers:  # rank order: the same sum whichever chunk arrived first
-                    seg += bufs[r][k % 2][: seg.numel()]
-                pending = following
+                    if add is None:
+                        t[lo:hi] += bufs[r][k % depth][: hi - lo]
+                    else:  # the sum of squares after the last peer's add is the chunk's
+                        last = add(lo, bufs[r][k % depth][: hi - lo])
+                if add is not None:
+                    sumsq += last
             for w in sends:
                 w.wait()
-        self._run(what, go)
+            return sumsq if add is not None else None
+        return self._run(what, go)
 
     def all_gather_slices(self, t, bounds: Sequence[Tuple[int, int]], what: str) -> None:
         """Every rank's slice of ``t`` from its owner to all (an all-gather in place), point to
@@ -351,7 +369,7 @@ class DistContext:
         if self.world == 1:
             return
         dist, me = self.dist, self.rank
-        ch = RECV_CHUNK_FLOATS
+        ch = GATHER_CHUNK_FLOATS
 
         def go():
             works = []
@@ -453,6 +471,8 @@ class DataParallel:
         self._params = None
         self.comm_s = 0.0  #: seconds spent in gradient/parameter collectives (for benchmarks)
         self._moments_behind = False  #: plain DP, split update: other ranks' slices of adam_m/v are stale
+        #: the sum of squares of this rank's reduced gradient slice, from the reduce-scatter
+        self._slice_sumsq: Optional[float] = None
 
     @property
     def primary(self) -> bool:
@@ -526,7 +546,12 @@ class DataParallel:
     def reduce_gradients(self, step: int) -> None:
         t0 = time.perf_counter()
         if self.split_update:
-            self.ctx.reduce_scatter_sum(self._grads, self.bounds, f"step {step}: gradient reduce-scatter")
+            m = self.model
+
+            def add(offset: int, chunk: Any) -> float:
+                return m.grad_add_range(offset, chunk.numel(), chunk.numpy())
+            self._slice_sumsq = self.ctx.reduce_scatter_sum(self._grads, self.bounds,
+                                                            f"step {step}: gradient reduce-scatter", add=add)
         else:
             self.ctx.all_reduce_sum(self._grads, f"step {step}: gradient all-reduce")
         self.comm_s += time.perf_counter() - t0
@@ -535,8 +560,9 @@ class DataParallel:
         m = self.model
         if not self.split_update:
             return m.grad_norm()  # every rank holds the summed gradient
-        off, cnt = self.my_slice
-        sumsq = m.grad_sumsq_range(off, cnt)
+        sumsq, self._slice_sumsq = self._slice_sumsq, None
+        if sumsq is None:  # one rank: nothing was reduced
+            sumsq = m.grad_sumsq_range(*self.my_slice)
         total = self.ctx.sum_float(sumsq, f"step {step}: gradient norm")
         return float(np.float32(math.sqrt(total))) if math.isfinite(total) else float("nan")
 

@@ -634,6 +634,28 @@ class Model:
             self._check(self._lib.llmc_model_grad_sumsq_range(ptr, off, n, out), ptr)
         return float(out[0])
 
+    def grad_add_range(self, offset: int, count: int, src: np.ndarray) -> float:
+        """Add ``src`` (a contiguous float32 array of ``count`` values, not a view of this
+        model's gradients) into the gradients [offset, offset + count); returns the sum of
+        squares of the summed slice, bitwise what ``grad_sumsq_range`` would then return. The
+        reduce step of data parallel's reduce-scatter: the norm comes without a second pass
+        over the gradients. CPU models only."""
+        off = _int_arg("offset", offset, 0, 2**62)
+        n = _int_arg("count", count, 0, 2**62)
+        if not (isinstance(src, np.ndarray) and src.dtype == np.float32 and src.ndim == 1 and src.size == n
+                and src.flags.c_contiguous):
+            raise InvalidArgumentError(f"src must be a contiguous 1-D float32 array of {n} values")
+        out = ffi.new("double *")
+        with self._lock:
+            ptr = self._ptr()
+            if self._device == "cpu" and n:
+                g0, gn = self._buffer(self._kind("grads"))
+                s0 = int(src.__array_interface__["data"][0])
+                if s0 < g0 + 4 * gn and g0 < s0 + 4 * n:
+                    raise InvalidArgumentError("src overlaps the model's gradients")
+            self._check(self._lib.llmc_model_grad_add_range(ptr, off, n, ffi.from_buffer("float[]", src), out), ptr)
+        return float(out[0])
+
     def debug_set_fault(self, name: Optional[str], delta: float = 0.0) -> None:
         """Testing aid: from the next forward on, add ``delta`` to element 0 of activation
         ``name`` (e.g. "h3.fch") right after the kernel that produces it, so tests can prove

@@ -210,6 +210,13 @@ LLMC_API int32_t llmc_model_adamw_step_range(llmc_model *model, const llmc_adamw
  * buffer, bitwise). CPU models only. */
 LLMC_API int32_t llmc_model_grad_sumsq_range(llmc_model *model, int64_t offset, int64_t count,
                                              double *sumsq);
+/* The reduce of a data-parallel reduce-scatter: gradients[offset + i] += src[i] for i in
+ * [0, count) (src: count floats in host memory, not overlapping the gradients), and, when
+ * sumsq is not NULL, the sum of squares of the summed slice, bitwise what
+ * llmc_model_grad_sumsq_range(model, offset, count) then returns; it is taken block by
+ * block as the sums are written, so the norm costs no second pass. CPU models only. */
+LLMC_API int32_t llmc_model_grad_add_range(llmc_model *model, int64_t offset, int64_t count,
+                                           const float *src, double *sumsq);
 
 /* The named tensors: count, and the info of the i-th (0 <= i < count). Activation shapes
  * follow the B and T of the last forward call (max_batch, max_seq before any). */
@@ -247,8 +254,9 @@ LLMC_API int32_t llmc_debug_set_fault(llmc_model *model, const char *tensor_name
 /* LLMC_CDEF_END */
 
 /* 4: llmc_debug_set_fault; 5: llmc_model_backward_ex; 6: llmc_model_adamw_step_range,
- * llmc_model_grad_sumsq_range, bf16 precision on the CPU; 7: llmc_release_threads */
-#define LLMC_ABI_VERSION 7
+ * llmc_model_grad_sumsq_range, bf16 precision on the CPU; 7: llmc_release_threads;
+ * 8: llmc_model_grad_add_range */
+#define LLMC_ABI_VERSION 8
 
 #ifdef __cplusplus
 }

@@ -80,10 +80,17 @@ LLMC_CLONES static double sumsq_block(const float *g, size_t n) {
     return s;
 }
 
-/* Sum of squares of g[0, n). Fixed blocks (at most SUMSQ_MAX_BLOCKS of them) summed in
- * block order, so the result does not depend on the thread count. */
+LLMC_CLONES static void add_block(float *g, const float *src, size_t n) {
+    for (size_t i = 0; i < n; i++) g[i] += src[i];
+}
+
+/* Sum of squares of g[0, n), after g += src when src is not NULL (the reduce of data
+ * parallel's reduce-scatter: each block is summed right after its add, while it is in cache,
+ * so the norm needs no second pass). Fixed blocks (at most SUMSQ_MAX_BLOCKS of them) summed
+ * in block order, so the result does not depend on the thread count, nor on whether the add
+ * came first or in another call. */
 #define SUMSQ_MAX_BLOCKS 4096
-double grad_sumsq(const float *g, size_t n, int nt) {
+static double blocked_sumsq(float *g, const float *src, size_t n, int nt) {
     double block_sums[SUMSQ_MAX_BLOCKS];
     size_t bs = n / SUMSQ_MAX_BLOCKS + 1;
     if (bs < 16384) bs = 16384;
@@ -91,11 +98,16 @@ double grad_sumsq(const float *g, size_t n, int nt) {
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (long b = 0; b < nb; b++) {
         const size_t lo = (size_t)b * bs, hi = lo + bs < n ? lo + bs : n;
+        if (src) add_block(g + lo, src + lo, hi - lo);
         block_sums[b] = sumsq_block(g + lo, hi - lo);
     }
     double s = 0.0;
     for (long b = 0; b < nb; b++) s += block_sums[b];
     return s;
+}
+
+double grad_sumsq(const float *g, size_t n, int nt) {
+    return blocked_sumsq((float *)g, NULL, n, nt); /* no src: g is only read */
 }
 
 /* ---- slices of the parameter buffer (ZeRO-1: each process updates its own slice) ---- */
@@ -146,5 +158,17 @@ LLMC_API int32_t llmc_model_grad_sumsq_range(llmc_model *m, int64_t offset, int6
     const int st = check_range(m, offset, count, "grad_sumsq_range");
     if (st != LLMC_OK) return st;
     *sumsq = grad_sumsq(m->grads + offset, (size_t)count, m->nthreads);
+    return LLMC_OK;
+}
+
+LLMC_API int32_t llmc_model_grad_add_range(llmc_model *m, int64_t offset, int64_t count,
+                                           const float *src, double *sumsq) {
+    if (!m) return LLMC_ERR_INVALID_ARGUMENT;
+    if (!src && count > 0)
+        return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "grad_add_range: src is NULL");
+    const int st = check_range(m, offset, count, "grad_add_range");
+    if (st != LLMC_OK) return st;
+    const double s = blocked_sumsq(m->grads + offset, src, (size_t)count, m->nthreads);
+    if (sumsq) *sumsq = s;
     return LLMC_OK;
 }

@@ -1,7 +1,9 @@
-/* test_adamw_range.c - llmc_model_adamw_step_range and llmc_model_grad_sumsq_range: slices
- * that cover the parameter buffer (with the caller's moment buffers, cut inside tensors) give
- * bitwise the update of llmc_model_adamw_step, for both weight-decay modes; the sum of squares
- * of the whole buffer is the square of llmc_model_grad_norm; bad slices are errors. */
+/* test_adamw_range.c - llmc_model_adamw_step_range, llmc_model_grad_sumsq_range and
+ * llmc_model_grad_add_range: slices that cover the parameter buffer (with the caller's moment
+ * buffers, cut inside tensors) give bitwise the update of llmc_model_adamw_step, for both
+ * weight-decay modes; the sum of squares of the whole buffer is the square of
+ * llmc_model_grad_norm; adding into a slice changes that slice alone, by a float add, and
+ * returns bitwise the slice's sum of squares afterwards; bad slices are errors. */
 #include "../src/internal.h"
 
 #include <math.h>
@@ -105,9 +107,51 @@ static int run(int decay_matrices_only) {
     return 0;
 }
 
+/* A model of about 140k parameters, so that a slice spans several 16384-float blocks of the
+ * sum of squares and ends inside one. */
+static void add_range(int threads) {
+    llmc_config c = {16, 500, 512, 2, 2, 64};
+    llmc_options o = {threads, 0, 2, 0, 0, 0};
+    llmc_model *m = NULL;
+    CHECK(llmc_model_create(&c, &o, 7, &m) == LLMC_OK && m, "create");
+    if (!m) return;
+    float *g = NULL;
+    int64_t n = 0;
+    llmc_model_buffer(m, LLMC_KIND_GRADS, &g, &n);
+    CHECK(n > 5 * 16384, "model too small for several blocks: %lld", (long long)n);
+    fill(g, (size_t)n, 11);
+    float *before = malloc((size_t)n * sizeof(float)), *src = malloc((size_t)n * sizeof(float));
+    memcpy(before, g, (size_t)n * sizeof(float));
+    fill(src, (size_t)n, 12);
+    const int64_t off = 37, cnt = n - off - 5;
+    double s = -1.0, want = -2.0;
+    CHECK(llmc_model_grad_add_range(m, off, cnt, src, &s) == LLMC_OK, "add_range");
+    int wrong = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const float expect = (i >= off && i < off + cnt) ? before[i] + src[i - off] : before[i];
+        if (memcmp(&g[i], &expect, sizeof(float)) != 0 && wrong++ < 3)
+            CHECK(0, "grads[%lld] = %.9g, expected %.9g", (long long)i, g[i], expect);
+    }
+    CHECK(wrong == 0, "%d gradients wrong after add_range", wrong);
+    CHECK(llmc_model_grad_sumsq_range(m, off, cnt, &want) == LLMC_OK, "sumsq");
+    CHECK(memcmp(&s, &want, sizeof s) == 0, "add_range sumsq %.17g != sumsq_range %.17g", s, want);
+    CHECK(llmc_model_grad_add_range(m, 0, 16, src, NULL) == LLMC_OK, "NULL sumsq is allowed");
+    CHECK(g[15] == before[15] + src[15] && g[16] == before[16], "add without sumsq");
+    CHECK(llmc_model_grad_add_range(m, 0, 0, NULL, &s) == LLMC_OK && s == 0.0, "empty slice");
+    CHECK(llmc_model_grad_add_range(m, 0, 4, NULL, &s) == LLMC_ERR_INVALID_ARGUMENT, "NULL src");
+    CHECK(llmc_model_grad_add_range(m, 1, n, src, &s) == LLMC_ERR_INVALID_ARGUMENT, "add too long");
+    CHECK(llmc_model_grad_add_range(m, -1, 1, src, &s) == LLMC_ERR_INVALID_ARGUMENT, "negative");
+    CHECK(llmc_model_grad_add_range(NULL, 0, 1, src, &s) == LLMC_ERR_INVALID_ARGUMENT, "NULL model");
+    free(before);
+    free(src);
+    llmc_model_destroy(m);
+}
+
 int main(void) {
     run(1);
     run(0);
+    add_range(1);
+    add_range(2);
     printf("adamw_range: %s\n", failures ? "FAILED" : "passed");
     return failures != 0;
 }
