@@ -43,6 +43,17 @@ def activation_names(num_layers: int, with_targets: bool = True) -> List[str]:
     return names
 
 
+def mean_inputs(num_layers: int) -> Dict[str, str]:
+    """Each layernorm mean statistic -> the activation whose rows it is the mean of (its
+    input), for judging it as a tensor of means (tolerance.py: Tensors of means)."""
+    out = {}
+    for l in range(num_layers):
+        out[f"h{l}.ln1_mean"] = "encoded" if l == 0 else f"h{l - 1}.residual3"
+        out[f"h{l}.ln2_mean"] = f"h{l}.residual2"
+    out["lnf_mean"] = f"h{num_layers - 1}.residual3" if num_layers else "encoded"
+    return out
+
+
 @dataclasses.dataclass
 class Capture:
     """One reference forward (and optionally backward), in C names and layouts, as numpy."""

@@ -43,7 +43,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .capture import activation_names
+from .capture import activation_names, mean_inputs
 from .convert import LAYER_PARAMS, PARAM_NAMES, hf_to_params, round_to_bf16
 from .parity import c_activations, compare_scalar
 from .tolerance import compare
@@ -332,6 +332,7 @@ def run_lockstep(ref32: Any, c_model: Any, cfg: LockstepConfig, *,
                                                                   max_seq_len=int(ref32.config.n_positions)),
                          model=model_name, faults=list(faults))
     act_names = activation_names(L, with_targets=True)
+    means = mean_inputs(L)
     # activations the C core stores as bf16 (a bf16 CPU model: ln1, atty, ln2, fch_gelu, lnf):
     # its tensor is then the matmul's bf16 operand, so the peer's is too (autocast rounds the
     # same tensor as it enters its matmul); fp64 stays the unrounded truth. That the stored
@@ -370,8 +371,10 @@ def run_lockstep(ref32: Any, c_model: Any, cfg: LockstepConfig, *,
         a64 = o64["capture"].acts if o64 else None
         for n in act_names:
             peer = round_to_bf16(a32[n]) if n in acts16 else a32[n]
-            rows.append(_annotate(compare(n, acts_c[n], peer, None if a64 is None else a64[n], step=step, **kw),
-                                  "forward", acts_c[n]))
+            src = means.get(n)  # a layernorm mean: judged as a tensor of means (tolerance.py)
+            mean_of = (a32[src], a64[src]) if src is not None and a64 is not None else None
+            rows.append(_annotate(compare(n, acts_c[n], peer, None if a64 is None else a64[n], step=step,
+                                          mean_of=mean_of, **kw), "forward", acts_c[n]))
         # the loss is the mean of the per-position losses: its baseline is the reference's
         # standard error of that mean, not its single draw (tolerance.py: Means)
         mean_of = None if a64 is None else (a32["losses"], a64["losses"])

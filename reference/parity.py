@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .capture import Capture, activation_names, capture
+from .capture import Capture, activation_names, capture, mean_inputs
 from .convert import PARAM_NAMES, model_tensors
 from .tolerance import compare, compare_dicts
 
@@ -64,7 +64,8 @@ def forward_backward_rows(model_c: Any, ref32: Any, ref64: Any, inputs: Any, tar
     mean_of = None if r64 is None else (r32.acts["losses"], r64.acts["losses"])
     rows: List[Dict[str, Any]] = [compare_scalar("loss", c_loss, r32.loss, None if r64 is None else r64.loss, step=step,
                                                  mean_of=mean_of)]
-    rows += compare_dicts(c_acts, r32.acts, None if r64 is None else r64.acts, names, step=step)
+    rows += compare_dicts(c_acts, r32.acts, None if r64 is None else r64.acts, names, step=step,
+                          mean_inputs=mean_inputs(L))
     rows += compare_dicts(c_grads, r32.grads, None if r64 is None else r64.grads, PARAM_NAMES,
                           prefix="grad.", step=step)
     return {"rows": rows, "c_loss": c_loss, "ref": r32, "ref64": r64}
