@@ -252,6 +252,16 @@ def test_gate_ratio_rules():
     assert gate.pooled_stats([quiet_fast, busy_slow])["ratio_of_mins"] == pytest.approx(80 / 90)
 
 
+def test_gate_ratio_limit_follows_the_gemm_path():
+    cfg = {"max_ratio": 1.0, "max_ratio_by_gemm": {"avx2": 1.5}}
+    assert gate.ratio_limit(cfg, "avx512") == 1.0
+    assert gate.ratio_limit(cfg, "avx2") == 1.5
+    assert gate.ratio_limit({"max_ratio": 0.9}, "avx2") == 0.9
+    # the committed config: the AVX-512 limit is still 1.0, and this CPU's path is one it knows
+    real = gate.load_config(ROOT / "benchmarks" / "gate" / "gate.json")["ratio"]
+    assert real["max_ratio"] == 1.0 and set(real["max_ratio_by_gemm"]) <= {"avx2", "generic"}
+
+
 CALLGRIND_OUT = """version: 1
 creator: callgrind-3.19.0
 positions: line

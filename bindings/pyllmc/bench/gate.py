@@ -109,11 +109,28 @@ def pooled_stats(attempts: List[Dict[str, Any]]) -> Dict[str, float]:
     return ratio_stats([x for a in attempts for x in a["c_ms"]], [x for a in attempts for x in a["torch_ms"]])
 
 
-def run_ratio(cfg: Dict[str, Any], slow_lib: Optional[Path], log=_log) -> Dict[str, Any]:
+def gemm_path(src: Optional[Path]) -> str:
+    """The fp32 GEMM kernel the C core picks on this CPU (avx512, avx2, generic), as the C
+    benchmark driver reports it from the library's own dispatch."""
+    try:
+        return str(cdriver.run_gemm(cdriver.build("bench_kernels", src), 64, 1, repeats=1)["isa"])
+    except (cdriver.DriverError, KeyError, ValueError) as e:
+        raise GateError(f"could not tell which GEMM kernel the C core runs here: {e}") from None
+
+
+def ratio_limit(cfg: Dict[str, Any], path: str) -> float:
+    """max_ratio, or the limit measured for this GEMM path (ratio.max_ratio_by_gemm)."""
+    return float(cfg.get("max_ratio_by_gemm", {}).get(path, cfg["max_ratio"]))
+
+
+def run_ratio(cfg: Dict[str, Any], slow_lib: Optional[Path], log=_log, src: Optional[Path] = None,
+              path: Optional[str] = None) -> Dict[str, Any]:
     shape = parse_model(cfg["model"])
     B, T, n = int(cfg["batch"]), int(cfg["seq"]), int(cfg["threads"])
     versus = cfg["versus"]
-    limit = float(cfg["max_ratio"])
+    path = path or gemm_path(src)
+    limit = ratio_limit(cfg, path)
+    log(f"ratio: the C core's GEMM runs the {path} kernel here: max_ratio {limit}")
     max_spread = float(cfg.get("max_spread", 0.15))
     confirm = int(cfg.get("confirm", 2))
     max_attempts = max(1, int(cfg.get("max_attempts", 6)))
@@ -139,7 +156,8 @@ def run_ratio(cfg: Dict[str, Any], slow_lib: Optional[Path], log=_log) -> Dict[s
                 f"({'clean' if st['spread'] <= max_spread else 'disturbed: not counted'})")
         c_lib = il.info.get("c-core", {}).get("library")
     res: Dict[str, Any] = {"check": "ratio", "model": shape.name, "batch": B, "seq": T, "threads": n, "versus": versus,
-                           "c_library": c_lib, "attempts": attempts, "max_ratio": limit, "max_spread": max_spread}
+                           "c_library": c_lib, "gemm_path": path, "attempts": attempts, "max_ratio": limit,
+                           "max_spread": max_spread}
     clean = [a for a in attempts if a["spread"] <= max_spread]
     if verdict is None:
         # the machine stayed busy: judge from all steps together, and say so
@@ -157,8 +175,8 @@ def run_ratio(cfg: Dict[str, Any], slow_lib: Optional[Path], log=_log) -> Dict[s
         res["message"] = (f"the C core's step took {res['statistic']:.2f}x the {versus} step "
                           f"({'all steps pooled' if res['pooled'] else f'{len(clean)} clean attempts'}; max_ratio {limit}): a "
                           "slower C core (a slowdown that callgrind does not see is in the AVX-512 or multi-threaded paths). "
-                          "If the machine was busy, rerun; if the threshold must change, edit ratio.max_ratio in "
-                          "benchmarks/gate/gate.json (see benchmarks/README.md)")
+                          "If the machine was busy, rerun; if the threshold must change, edit ratio.max_ratio (or "
+                          f"ratio.max_ratio_by_gemm.{path}) in benchmarks/gate/gate.json (see benchmarks/README.md)")
         log(f"ratio: FAIL: {res['message']}")
     return res
 
@@ -414,7 +432,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             if a.slow:
                 slow_lib = cdriver.build("libllmc", src, slow=a.slow)
             try:
-                results.append(run_ratio(rcfg, slow_lib))
+                results.append(run_ratio(rcfg, slow_lib, src=src))
             except Skipped as e:
                 raise GateError(f"ratio check could not run: {e}") from None
     except (GateError, cdriver.DriverError) as e:
@@ -457,7 +475,8 @@ def _update(path: Path, cfg: Dict[str, Any], results: List[Dict[str, Any]]) -> N
             clean = [x for x in r["attempts"] if x["spread"] <= r["max_spread"]] or r["attempts"]
             att = min(clean, key=lambda x: x["statistic"])
             cfg["ratio"]["last_measured"] = {"statistic": round(r["statistic"], 4), "ratio_of_mins": round(att["ratio_of_mins"], 4),
-                                             "median_paired_ratio": round(att["median_paired_ratio"], 4), "recorded": today}
+                                             "median_paired_ratio": round(att["median_paired_ratio"], 4),
+                                             "gemm_path": r["gemm_path"], "recorded": today}
             _log(f"recorded measured ratio {r['statistic']:.3f} (max_ratio {cfg['ratio']['max_ratio']} is kept; change it by hand)")
     with atomic_write(path, "w") as f:  # the committed config: never left half-written
         f.write(json.dumps(cfg, indent=1) + "\n")
