@@ -831,9 +831,11 @@ class Model:
         None): on the GPU for a CUDA model (no copy, via ``__cuda_array_interface__``), on the
         CPU for a CPU model. It keeps the C model alive like the numpy views do; after
         ``close()`` it is invalid. A parameter view of a bf16 model (on the CPU also the numpy
-        views: ``params``, ``flat("params")``) makes that model
-        rebuild its bf16 weight copy at every forward and backward from then on (writes
-        through the view cannot be seen; otherwise it rebuilds once per change)."""
+        views: ``params``, ``flat("params")``) makes that model rebuild its bf16 weight copy at
+        every forward and backward from then on (writes through the view cannot be seen;
+        otherwise it rebuilds once per change). A bf16 CPU model keeps that copy inside its
+        master weights until the first parameter view (docs/bf16.md, "planes"): the view turns
+        it, once, into float32 weights beside a separate copy, 2 bytes per parameter more."""
         import torch  # optional dependency: only this method needs it
 
         k = self._kind(kind)

@@ -47,4 +47,39 @@ static inline uint32_t llmc_bf16_pair(float even, float odd) {
     return llmc_bf16_bits(even) | (llmc_bf16_bits(odd) << 16);
 }
 
+/* ---- a weight in planes (bf16_planes.c): its bf16 image hi, the low half lo of its fp32
+ * bits, and up = 1 where the rounding went up (hi is the high half plus one) ---- */
+
+/* the fp32 bits a weight is kept as in planes: zeros and denormals, whose image is a signed
+ * zero that says nothing of their high half, become that zero; a NaN is made quiet, so its
+ * image is its own high half. Every other value is kept as it is. */
+static inline uint32_t llmc_planes_canonical(float w) {
+    uint32_t u;
+    memcpy(&u, &w, sizeof(u));
+    const uint32_t mag = u & 0x7FFFFFFFu;
+    u = mag < 0x00800000u ? (u & 0x80000000u) : u;
+    u = mag > 0x7F800000u ? (u | 0x00400000u) : u;
+    return u;
+}
+
+/* the weight of (hi, lo, up): exact for every canonical value */
+static inline float llmc_planes_value(uint32_t hi, uint32_t lo, uint32_t up) {
+    const uint32_t u = (((hi - up) & 0xFFFFu) << 16) | lo;
+    float f;
+    memcpy(&f, &u, sizeof(f));
+    return f;
+}
+
+/* w as (hi, lo, up); returns up. For a normal w the image is its high half or one more
+ * (round to nearest even never moves further), so one bit tells which. */
+static inline uint32_t llmc_planes_split(float w, uint16_t *hi, uint16_t *lo) {
+    const uint32_t u = llmc_planes_canonical(w);
+    float c;
+    memcpy(&c, &u, sizeof(c));
+    const uint32_t r = llmc_bf16_bits(c);
+    *hi = (uint16_t)r;
+    *lo = (uint16_t)(u & 0xFFFFu);
+    return (u >> 16) != r;
+}
+
 #endif

@@ -199,6 +199,11 @@ LLMC_API int32_t llmc_model_load(const char *path, const llmc_options *options,
     const size_t padding_row =
         got == m->num_params ? nonzero_padding_row(params, &cfg) : 0;
     int status_up = LLMC_OK;
+    if (on_host && m->planes && got == m->num_params && padding_row == 0) {
+        /* the matrices into planes (bf16_planes.c), through the still unused gradients */
+        planes_pack(m, (uint16_t *)(void *)m->grads);
+        memset(m->grads, 0, m->num_params * sizeof(float));
+    }
     if (!on_host) {
         free(tmp);
         if (got == m->num_params && padding_row == 0)
@@ -229,13 +234,26 @@ LLMC_API int32_t llmc_model_load(const char *path, const llmc_options *options,
 
 static int save_params(llmc_model *m, const float *params, const char *path);
 
+/* params, or when it is NULL the model's own fp32 values, copied out 64 KiB at a time */
+static int write_params(llmc_model *m, const float *params, FILE *f) {
+    if (params) return fwrite(params, sizeof(float), m->num_params, f) == m->num_params;
+    float chunk[16384];
+    for (size_t at = 0; at < m->num_params; at += 16384) {
+        const size_t n = m->num_params - at < 16384 ? m->num_params - at : 16384;
+        if (m->be->copy(m, LLMC_KIND_PARAMS, at, n, chunk, 1) != LLMC_OK) return 0;
+        if (fwrite(chunk, sizeof(float), n, f) != n) return 0;
+    }
+    return 1;
+}
+
 /* Written to "<path>.tmp", flushed to disk, then renamed over path: a crash mid-save never
  * leaves a truncated checkpoint under the real name. */
 LLMC_API int32_t llmc_model_save(llmc_model *m, const char *path) {
     if (!m) return LLMC_ERR_INVALID_ARGUMENT;
     if (!path) return llmc_fail(m, LLMC_ERR_INVALID_ARGUMENT, "path is NULL");
-    /* a model on another device is saved from a host copy of its parameters */
-    float *params = m->params;
+    /* a model on another device is saved from a host copy of its parameters; one with its
+     * matrices in planes (bf16_planes.c) through a small buffer (params NULL) */
+    float *params = m->planes ? NULL : m->params;
     if (m->device != LLMC_DEVICE_CPU) {
         params = (float *)malloc(m->num_params * sizeof(float));
         if (!params)
@@ -248,7 +266,7 @@ LLMC_API int32_t llmc_model_save(llmc_model *m, const char *path) {
         }
     }
     int status = save_params(m, params, path);
-    if (params != m->params) free(params);
+    if (params && params != m->params) free(params);
     return status;
 }
 
@@ -274,8 +292,7 @@ static int save_params(llmc_model *m, const float *params, const char *path) {
     h[5] = m->cfg.num_heads;
     h[6] = m->cfg.channels;
     h[7] = m->cfg.padded_vocab_size;
-    int ok = fwrite(h, 1, sizeof(h), f) == sizeof(h) &&
-             fwrite(params, sizeof(float), m->num_params, f) == m->num_params &&
+    int ok = fwrite(h, 1, sizeof(h), f) == sizeof(h) && write_params(m, params, f) &&
              fflush(f) == 0 && fsync(fileno(f)) == 0;
     int err = errno;
     ok = (fclose(f) == 0) && ok;

@@ -91,6 +91,13 @@ struct llmc_model {
      * GEMM call (bf16_weights.c). NULL in fp32 and on other devices. */
     uint16_t *params16;
     int params16_valid; /* params16 == round(params) */
+    /* bf16 precision on the CPU, by default: the matrices' master weights are kept in planes
+     * (bf16_planes.c), their image inside their own 4 bytes per weight, and params16 is NULL.
+     * planes_up: one bit per weight of those tensors, 16 to a word, tensor i's from word
+     * planes_up_off[i]. */
+    int planes;
+    uint16_t *planes_up;
+    size_t planes_up_off[LLMC_NUM_PARAM_TENSORS];
 
     size_t act_layer_stride[A_NUM]; /* floats between layer l and l+1 (0 for non-layer) */
     size_t act_offsets[A_NUM];
@@ -241,6 +248,9 @@ typedef struct {
     const float *params;
     const uint16_t *params16;
     size_t num_params;
+    /* bf16 planes (bf16_planes.c): a weight inside a planes tensor has its image in the
+     * tensor's first half (weight16_of, matmul.c); NULL when the model keeps none */
+    const size_t *param_offsets, *param_sizes;
 } llmc_exec;
 
 /* out (N, OC) = inp (N, IC) @ weight (OC, IC)^T + bias (OC or NULL) */
@@ -381,6 +391,24 @@ void bf16_round_copy(uint16_t *dst, const float *src, size_t n, int nt);
 /* the bf16 weight copy of a CPU bf16 model: made current when stale or when the parameter
  * pointer was handed out (writes through it are unseen); nothing in fp32 */
 void bf16_weights_refresh(llmc_model *m);
+/* The tensors kept in planes by a bf16 CPU model: the five matrices the matmuls read. */
+static inline int planes_tensor(int i) {
+    return i == P_WTE || i == P_QKVW || i == P_ATTPROJW || i == P_FCW || i == P_FCPROJW;
+}
+/* bf16_planes.c. pack: every planes tensor from the fp32 values in it, through tmp (as many
+ * uint16 as the largest such tensor). unpack: back to fp32 weights beside a params16 image
+ * (the layout of LLMC_BF16_MASTER=fp32; LLMC_OK or the model error). copy: the public fp32
+ * layout of the parameters [offset, offset + count) to or from host. */
+void planes_pack(llmc_model *m, uint16_t *tmp);
+int planes_unpack(llmc_model *m);
+void planes_copy(llmc_model *m, size_t offset, size_t count, float *host, int to_host);
+/* encoder_forward with wte in planes */
+void planes_encoder_forward(const llmc_model *m, float *out, const int32_t *inp,
+                            const float *wpe, int B, int T, int C, int nt);
+/* AdamW of elements [j0, j1) of planes tensor i; m and v at element j0 */
+void adamw_update_planes(llmc_model *md, int i, size_t j0, size_t j1, const float *grad,
+                         float *m, float *v, double lr, double beta1, double beta2, double eps,
+                         double weight_decay, int t, float grad_scale, int nt);
 /* adamw_update that also writes param16[i] = round(param[i]) (bf16 precision) */
 void adamw_update16(float *param, uint16_t *param16, const float *grad, float *m, float *v,
                     size_t n, double lr, double beta1, double beta2, double eps,

@@ -25,13 +25,22 @@ static void bias_backward(float *dbias, const float *dout, int N, int OC, int nt
     }
 }
 
-/* The bf16 image of a weight that lies in the model's parameters (ex->params16, kept by
- * bf16_weights.c), or NULL: in fp32, or a weight from elsewhere (kernel tests, benchmarks),
- * which the bf16 GEMM then rounds itself, to the same bits. */
+/* The bf16 image of a weight that lies in the model's parameters (in its planes tensor,
+ * bf16_planes.c, or ex->params16, kept by bf16_weights.c), or NULL: in fp32, or a weight
+ * from elsewhere (kernel tests, benchmarks), which the bf16 GEMM then rounds itself, to the
+ * same bits. */
 static const uint16_t *weight16_of(const llmc_exec *ex, const float *weight) {
-    if (!ex->bf16 || !ex->params16 || weight < ex->params || weight >= ex->params + ex->num_params)
-        return NULL;
-    return ex->params16 + (weight - ex->params);
+    if (!ex->bf16 || weight < ex->params || weight >= ex->params + ex->num_params) return NULL;
+    const size_t at = (size_t)(weight - ex->params);
+    if (ex->param_offsets) { /* planes: the image is the first half of the weight's tensor */
+        for (int i = 0; i < LLMC_NUM_PARAM_TENSORS; i++) {
+            const size_t t0 = ex->param_offsets[i];
+            if (planes_tensor(i) && at >= t0 && at < t0 + ex->param_sizes[i])
+                return (const uint16_t *)(const void *)(ex->params + t0) + (at - t0);
+        }
+        return NULL; /* a tensor kept in fp32 */
+    }
+    return ex->params16 ? ex->params16 + at : NULL;
 }
 
 /* the Linear forward on an fp32 input (inp) or a bf16 one (inp16 non-NULL, bf16 precision):

@@ -46,18 +46,20 @@ static int act_is_gemm_only(int a) {
     return a == A_LN1 || a == A_ATTY || a == A_LN2 || a == A_FCH_GELU || a == A_LNF;
 }
 
-/* Whether a CPU bf16 model keeps the GEMM-only activations in bf16: yes, unless the
- * environment says LLMC_BF16_ACTS=fp32 (the layout before, kept so tests can show both give
- * the same bits). Returns 0 with the reason in why for any other value. */
-static int bf16_acts_choice(int *keep16, char *why, size_t n) {
-    const char *v = getenv("LLMC_BF16_ACTS");
+/* A layout choice of CPU bf16 models, read at creation: LLMC_BF16_ACTS (the GEMM-only
+ * activations kept as bf16) and LLMC_BF16_MASTER (the matrices' master weights in planes,
+ * bf16_planes.c) are on unless the variable says fp32, the layout before, kept so tests can
+ * show both give the same bits. Returns 0 with the reason in why for any other value. */
+static int bf16_layout_choice(const char *var, const char *on, int *keep16, char *why,
+                              size_t n) {
+    const char *v = getenv(var);
     *keep16 = 1;
-    if (!v || !v[0] || !strcmp(v, "bf16")) return 1;
+    if (!v || !v[0] || !strcmp(v, on)) return 1;
     if (!strcmp(v, "fp32")) {
         *keep16 = 0;
         return 1;
     }
-    snprintf(why, n, "environment variable LLMC_BF16_ACTS='%.64s' is not bf16 or fp32", v);
+    snprintf(why, n, "environment variable %s='%.64s' is not %s or fp32", var, v, on);
     return 0;
 }
 
@@ -337,9 +339,10 @@ int llmc_model_alloc(const llmc_config *cfg, const llmc_options *opt, llmc_model
 
     m->device = o.device;
     m->precision = o.precision;
-    int keep16 = 0; /* GEMM-only activations in bf16: CPU bf16 models */
+    int keep16 = 0, planes = 0; /* CPU bf16 models: GEMM-only activations, master weights */
     if (o.device == LLMC_DEVICE_CPU && o.precision == LLMC_PRECISION_BF16 &&
-        !bf16_acts_choice(&keep16, why, sizeof(why))) {
+        (!bf16_layout_choice("LLMC_BF16_ACTS", "bf16", &keep16, why, sizeof(why)) ||
+         !bf16_layout_choice("LLMC_BF16_MASTER", "planes", &planes, why, sizeof(why)))) {
         llmc_model_destroy(m);
         return llmc_fail_thread(LLMC_ERR_INVALID_ARGUMENT, "%s", why);
     }
@@ -383,12 +386,21 @@ int llmc_model_alloc(const llmc_config *cfg, const llmc_options *opt, llmc_model
     m->inputs = (int32_t *)calloc(BT, sizeof(int32_t));
     m->targets = (int32_t *)calloc(BT, sizeof(int32_t));
     m->gemm_shared = alloc_aligned_floats(LLMC_GEMM_SHARED_FLOATS);
-    /* bf16: the weights' bf16 image (bf16_weights.c), made by the first forward */
+    /* bf16: the matrices in planes (bf16_planes.c: their round-up bits here), or else the
+     * weights' bf16 image (bf16_weights.c), made by the first forward */
     const int bf16 = o.precision == LLMC_PRECISION_BF16;
-    if (bf16 && ok) m->params16 = (uint16_t *)calloc(m->num_params ? m->num_params : 1, sizeof(uint16_t));
+    m->planes = bf16 && planes;
+    size_t up_words = 0;
+    for (int i = 0; i < LLMC_NUM_PARAM_TENSORS; i++) {
+        m->planes_up_off[i] = up_words;
+        if (m->planes && planes_tensor(i)) up_words += (m->param_sizes[i] + 15) / 16;
+    }
+    if (m->planes && ok) m->planes_up = (uint16_t *)calloc(up_words ? up_words : 1, sizeof(uint16_t));
+    if (bf16 && !m->planes && ok)
+        m->params16 = (uint16_t *)calloc(m->num_params ? m->num_params : 1, sizeof(uint16_t));
     if (m->params16) advise_huge_pages(m->params16, m->num_params * sizeof(uint16_t));
     if (!m->params || !m->grads || !m->adam_m || !m->adam_v || !m->acts || !m->bwd_buffer ||
-        (bf16 && !m->params16) || (m->num_acts16 && !m->acts16) ||
+        (bf16 && !m->params16 && !m->planes_up) || (m->num_acts16 && !m->acts16) ||
         !m->inputs || !m->targets || !m->gemm_shared || !build_tensor_table(m) ||
         ensure_workspaces(m, m->nthreads) != LLMC_OK) {
         /* in double: the sizes in the message must not themselves wrap around for huge
@@ -428,6 +440,10 @@ int llmc_model_alloc(const llmc_config *cfg, const llmc_options *opt, llmc_model
 void llmc_model_init_weights(llmc_model *m, uint64_t seed) {
     llmc_init_params(m, m->params, seed);
     m->params16_valid = 0;
+    if (m->planes) { /* the gradients, still unused, hold the low halves on the way */
+        planes_pack(m, (uint16_t *)(void *)m->grads);
+        memset(m->grads, 0, m->num_params * sizeof(float));
+    }
 }
 
 void llmc_init_params(const llmc_model *m, float *params, uint64_t seed) {
@@ -561,6 +577,7 @@ LLMC_API void llmc_model_destroy(llmc_model *m) {
     if (m->be && m->be->destroy) m->be->destroy(m); /* backend memory; NULLs what it freed */
     free(m->params);
     free(m->params16);
+    free(m->planes_up);
     free(m->grads);
     free(m->adam_m);
     free(m->adam_v);
@@ -680,6 +697,11 @@ LLMC_API int32_t llmc_model_buffer(llmc_model *m, int32_t kind, float **data, in
                          "the activations of this bf16 CPU model are not one float buffer (ln1, "
                          "atty, ln2, fch_gelu and lnf are stored as bf16): copy them out with "
                          "llmc_model_copy_to_host, which widens those to float");
+    if (data && kind == LLMC_KIND_PARAMS && m->planes) {
+        /* weights in planes are no float buffer: back to fp32 weights and an image, once */
+        const int st = planes_unpack(m);
+        if (st != LLMC_OK) return st;
+    }
     if (data) {
         *data = p;
         if (kind == LLMC_KIND_PARAMS) m->params_exposed = 1;
@@ -736,7 +758,8 @@ double llmc_param_weight_decay(const llmc_adamw_params *hp, int i) {
 static llmc_exec exec_of(llmc_model *m) {
     llmc_exec ex = {m->nthreads, m->gemm_ws, m->row_ws, attn_ws_floats(m), m->gemm_shared,
                     LLMC_GEMM_SHARED_FLOATS, 1.0f, m->precision == LLMC_PRECISION_BF16,
-                    m->params, m->params16_valid ? m->params16 : NULL, m->num_params};
+                    m->params, m->params16_valid ? m->params16 : NULL, m->num_params,
+                    m->planes ? m->param_offsets : NULL, m->param_sizes};
     return ex;
 }
 
@@ -902,7 +925,10 @@ static int cpu_forward(llmc_model *m, int with_targets, float *mean_loss) {
     const llmc_exec ex = exec_of(m);
     float **p = m->p;
 
-    encoder_forward(m->a[A_ENCODED], m->inputs, p[P_WTE], p[P_WPE], B, T, C, nt);
+    if (m->planes)
+        planes_encoder_forward(m, m->a[A_ENCODED], m->inputs, p[P_WPE], B, T, C, nt);
+    else
+        encoder_forward(m->a[A_ENCODED], m->inputs, p[P_WTE], p[P_WPE], B, T, C, nt);
     LLMC_DEBUG_FAULT(m, A_ENCODED, A_ENCODED, 0);
     for (int l = 0; l < L; l++) {
         const float *res = l == 0 ? m->a[A_ENCODED] : act(m, A_RESIDUAL3, l - 1);
@@ -1041,6 +1067,12 @@ static int cpu_adamw(llmc_model *m, const llmc_adamw_params *hp) {
     for (int i = 0; i < LLMC_NUM_PARAM_TENSORS; i++) {
         const double wd = llmc_param_weight_decay(hp, i);
         const size_t off = m->param_offsets[i];
+        if (m->planes && planes_tensor(i)) { /* bf16_planes.c */
+            adamw_update_planes(m, i, 0, m->param_sizes[i], m->grads + off, m->adam_m + off,
+                                m->adam_v + off, hp->lr, hp->beta1, hp->beta2, hp->eps, wd, hp->t,
+                                hp->grad_scale, m->nthreads);
+            continue;
+        }
         /* bf16: the weights' bf16 image is written with them (bf16_weights.c) */
         adamw_update16(m->params + off, m->params16 ? m->params16 + off : NULL, m->grads + off,
                        m->adam_m + off, m->adam_v + off, m->param_sizes[i], hp->lr, hp->beta1,
@@ -1079,6 +1111,10 @@ static int cpu_copy(llmc_model *m, int kind, size_t offset, size_t count, float 
                     int to_host) {
     if (kind == LLMC_KIND_ACTS && m->acts16) {
         acts_copy(m, offset, count, host, to_host);
+        return LLMC_OK;
+    }
+    if (kind == LLMC_KIND_PARAMS && m->planes) {
+        planes_copy(m, offset, count, host, to_host);
         return LLMC_OK;
     }
     size_t n;

@@ -258,8 +258,8 @@ mutant("adamw_bc2_step", "adamw.c", "const double bc2 = 1.0 - pow(beta2, (double
 mutant("adamw_eps_inside_sqrt", "adamw.c", "const float denom = sqrtf(vi) / bc2_sqrt + eps_f;",
        "const float denom = sqrtf(vi + eps_f) / bc2_sqrt;", "optimizer", "AdamW", ["wte"],
        "eps inside the square root")
-mutant("adamw_decay_without_lr", "adamw.c", "const float decay = (float)(1.0 - lr * weight_decay);",
-       "const float decay = (float)(1.0 - weight_decay);", "optimizer", "AdamW", ["wte"],
+mutant("adamw_decay_without_lr", "adamw.c", "k.decay = (float)(1.0 - lr * weight_decay);",
+       "k.decay = (float)(1.0 - weight_decay);", "optimizer", "AdamW", ["wte"],
        "decoupled decay not scaled by lr")
 mutant("adamw_m_missing_term", "adamw.c", "const float mi = m[i] + one_minus_b1 * (g - m[i]);",
        "const float mi = m[i] + one_minus_b1 * g;", "missing-term", "AdamW", ["adam_m.wte"],
@@ -267,8 +267,8 @@ mutant("adamw_m_missing_term", "adamw.c", "const float mi = m[i] + one_minus_b1 
 mutant("adamw_v_betas_swapped", "adamw.c", "const float vi = v[i] * b2 + one_minus_b2 * g * g;",
        "const float vi = v[i] * one_minus_b2 + b2 * g * g;", "optimizer", "AdamW", ["adam_v.wte"],
        "beta2 and 1 - beta2 swapped")
-mutant("adamw_no_decay", "adamw.c", "param[i] = p + neg_step_size * (mi / denom);",
-       "param[i] = param[i] + neg_step_size * (mi / denom);", "missing-term", "AdamW", ["wte"],
+mutant("adamw_no_decay", "adamw.c", "const float pn = p + neg_step_size * (mi / denom)",
+       "const float pn = (p0) + neg_step_size * (mi / denom)", "missing-term", "AdamW", ["wte"],
        "the decayed parameter is computed and thrown away")
 mutant("adamw_ignores_grad_scale", "adamw.c", "const float g = grad[i] * grad_scale;",
        "const float g = grad[i];", "optimizer", "AdamW (clipping)", ["adam_m.wte"],
@@ -285,8 +285,8 @@ mutant("eq_sumsq_reverse_blocks", "adamw.c", "for (long b = 0; b < nb; b++) s +=
 mutant("eq_adamw_sqrt_of_quotient", "adamw.c", "const float denom = sqrtf(vi) / bc2_sqrt + eps_f;",
        "const float denom = sqrtf(vi / (bc2_sqrt * bc2_sqrt)) + eps_f;", "equivalent", "AdamW", [],
        "sqrt(v) / sqrt(bc2) -> sqrt(v / bc2)")
-mutant("eq_adamw_step_reassociated", "adamw.c", "param[i] = p + neg_step_size * (mi / denom);",
-       "param[i] = p + (neg_step_size * mi) / denom;", "equivalent", "AdamW", [],
+mutant("eq_adamw_step_reassociated", "adamw.c", "const float pn = p + neg_step_size * (mi / denom)",
+       "const float pn = p + (neg_step_size * mi) / denom", "equivalent", "AdamW", [],
        "-lr/bc1 * (m / d) -> (-lr/bc1 * m) / d")
 
 MUTANTS: List[Dict[str, Any]] = M
