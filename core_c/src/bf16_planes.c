@@ -94,6 +94,7 @@ int planes_unpack(llmc_model *m) {
         for (size_t j = v.n; j-- > 0;) w[j] = value_at(&v, j);
     }
     free(tmp);
+    llmc_advise_huge_pages(p16, m->num_params * sizeof(uint16_t)); /* as params16 at creation */
     free(m->planes_up);
     m->planes_up = NULL;
     m->planes = 0;

@@ -234,16 +234,21 @@ LLMC_API int32_t llmc_model_load(const char *path, const llmc_options *options,
 
 static int save_params(llmc_model *m, const float *params, const char *path);
 
-/* params, or when it is NULL the model's own fp32 values, copied out 64 KiB at a time */
+/* params, or when it is NULL the model's own fp32 values, copied out 64 KiB at a time (on the
+ * heap: a wasm stack is 64 KiB in all) */
 static int write_params(llmc_model *m, const float *params, FILE *f) {
     if (params) return fwrite(params, sizeof(float), m->num_params, f) == m->num_params;
-    float chunk[16384];
-    for (size_t at = 0; at < m->num_params; at += 16384) {
-        const size_t n = m->num_params - at < 16384 ? m->num_params - at : 16384;
-        if (m->be->copy(m, LLMC_KIND_PARAMS, at, n, chunk, 1) != LLMC_OK) return 0;
-        if (fwrite(chunk, sizeof(float), n, f) != n) return 0;
+    enum { CHUNK = 16384 };
+    float *chunk = (float *)malloc(CHUNK * sizeof(float));
+    int ok = chunk != NULL;
+    if (!ok) errno = ENOMEM;
+    for (size_t at = 0; ok && at < m->num_params; at += CHUNK) {
+        const size_t n = m->num_params - at < CHUNK ? m->num_params - at : CHUNK;
+        ok = m->be->copy(m, LLMC_KIND_PARAMS, at, n, chunk, 1) == LLMC_OK &&
+             fwrite(chunk, sizeof(float), n, f) == n;
     }
-    return 1;
+    free(chunk);
+    return ok;
 }
 
 /* Written to "<path>.tmp", flushed to disk, then renamed over path: a crash mid-save never

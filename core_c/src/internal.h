@@ -400,6 +400,8 @@ static inline int planes_tensor(int i) {
  * (the layout of LLMC_BF16_MASTER=fp32; LLMC_OK or the model error). copy: the public fp32
  * layout of the parameters [offset, offset + count) to or from host. */
 void planes_pack(llmc_model *m, uint16_t *tmp);
+/* model.c: transparent huge pages for a parameter-sized buffer (advice only; Linux) */
+void llmc_advise_huge_pages(void *p, size_t bytes);
 int planes_unpack(llmc_model *m);
 void planes_copy(llmc_model *m, size_t offset, size_t count, float *host, int to_host);
 /* encoder_forward with wte in planes */

@@ -204,6 +204,8 @@ static void advise_huge_pages(void *p, size_t bytes) {
 #endif
 }
 
+void llmc_advise_huge_pages(void *p, size_t bytes) { advise_huge_pages(p, bytes); }
+
 static float *alloc_param_floats(size_t n) {
     float *p = alloc_floats(n);
     advise_huge_pages(p, n * sizeof(float)); /* n * 4 did not overflow in alloc_floats */
