@@ -34,6 +34,12 @@ static adamw_scalars adamw_scalars_of(double lr, double beta1, double beta2, dou
     return k;
 }
 
+/* the scalars as the locals ADAMW_NEW reads */
+#define ADAMW_SCALAR_LOCALS(k)                                                             \
+    const float one_minus_b1 = (k).one_minus_b1, b2 = (k).b2, one_minus_b2 = (k).one_minus_b2; \
+    const float neg_step_size = (k).neg_step_size, bc2_sqrt = (k).bc2_sqrt, eps_f = (k).eps_f; \
+    const float decay = (k).decay
+
 /* The new weight pn of element i whose weight is p0 (m[i] and v[i] updated with it). */
 #define ADAMW_NEW(i, p0, pn)                                                               \
     const float g = grad[i] * grad_scale; /* exact when grad_scale is 1 */                 \
@@ -210,10 +216,8 @@ static void adamw_elems_planes(uint16_t *hi, uint16_t *lo, uint16_t *up, size_t 
     (void)n;
     for (size_t j = j0; j < j1; j++) {
         const size_t i = j - j0;
-        const uint32_t bit = 1u << (j % 16);
-        ADAMW_NEW(i, llmc_planes_value(hi[j], lo[j], (up[j / 16] & bit) != 0), pn);
-        const uint32_t u = llmc_planes_split(pn, hi + j, lo + j);
-        up[j / 16] = (uint16_t)(u ? (up[j / 16] | bit) : (up[j / 16] & ~bit));
+        ADAMW_NEW(i, llmc_planes_get(hi, lo, up, j), pn);
+        llmc_planes_put(hi, lo, up, j, pn);
     }
 }
 
@@ -221,9 +225,7 @@ void adamw_update_planes(llmc_model *md, int ti, size_t j0, size_t j1, const flo
                          float *m, float *v, double lr, double beta1, double beta2, double eps,
                          double weight_decay, int t, float grad_scale, int nt) {
     const adamw_scalars k = adamw_scalars_of(lr, beta1, beta2, eps, weight_decay, t);
-    const float one_minus_b1 = k.one_minus_b1, b2 = k.b2, one_minus_b2 = k.one_minus_b2;
-    const float neg_step_size = k.neg_step_size, bc2_sqrt = k.bc2_sqrt, eps_f = k.eps_f;
-    const float decay = k.decay;
+    ADAMW_SCALAR_LOCALS(k);
     const size_t n = md->param_sizes[ti];
     uint16_t *hi = (uint16_t *)(void *)md->p[ti], *lo = hi + n;
     uint16_t *up = md->planes_up + md->planes_up_off[ti];
@@ -273,9 +275,7 @@ void adamw_update16(float *param, uint16_t *param16, const float *grad, float *m
                     size_t n, double lr, double beta1, double beta2, double eps,
                     double weight_decay, int t, float grad_scale, int nt) {
     const adamw_scalars k = adamw_scalars_of(lr, beta1, beta2, eps, weight_decay, t);
-    const float one_minus_b1 = k.one_minus_b1, b2 = k.b2, one_minus_b2 = k.one_minus_b2;
-    const float neg_step_size = k.neg_step_size, bc2_sqrt = k.bc2_sqrt, eps_f = k.eps_f;
-    const float decay = k.decay;
+    ADAMW_SCALAR_LOCALS(k);
 /* one contiguous chunk per thread: the range helper is cloned for wide vectors (scalar
  * SSE2 sqrt and two divides per element made AdamW compute-bound) */
 #pragma omp parallel num_threads(nt)

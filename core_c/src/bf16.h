@@ -82,4 +82,17 @@ static inline uint32_t llmc_planes_split(float w, uint16_t *hi, uint16_t *lo) {
     return (u >> 16) != r;
 }
 
+/* Element j of planes hi, lo with its round-up bit in up (16 to a word, bit j % 16 of word
+ * j / 16): read, and written. A write changes one bit of a word shared with 15 neighbours. */
+static inline float llmc_planes_get(const uint16_t *hi, const uint16_t *lo, const uint16_t *up,
+                                    size_t j) {
+    return llmc_planes_value(hi[j], lo[j], ((uint32_t)up[j / 16] >> (j % 16)) & 1u);
+}
+
+static inline void llmc_planes_put(uint16_t *hi, uint16_t *lo, uint16_t *up, size_t j, float w) {
+    const uint32_t bit = 1u << (j % 16);
+    const uint32_t went_up = llmc_planes_split(w, hi + j, lo + j);
+    up[j / 16] = (uint16_t)(went_up ? (up[j / 16] | bit) : (up[j / 16] & ~bit));
+}
+
 #endif

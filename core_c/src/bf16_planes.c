@@ -41,20 +41,13 @@ static planes_view view_of(const llmc_model *m, int i) {
     return v;
 }
 
-static float value_at(const planes_view *v, size_t j) {
-    return llmc_planes_value(v->hi[j], v->lo[j], (v->up[j / 16] >> (j % 16)) & 1u);
-}
-
-static void put_at(const planes_view *v, size_t j, float w) {
-    const uint16_t bit = (uint16_t)(1u << (j % 16));
-    const uint32_t up = llmc_planes_split(w, v->hi + j, v->lo + j);
-    v->up[j / 16] = (uint16_t)(up ? (v->up[j / 16] | bit) : (v->up[j / 16] & ~bit));
-}
+static float value_at(const planes_view *v, size_t j) { return llmc_planes_get(v->hi, v->lo, v->up, j); }
 
 /* In place, front to back: element j's image goes to bytes [2j, 2j + 2), inside floats
- * that are read already; its low half waits in tmp, since it goes where floats not yet read
- * lie. */
-void planes_pack(llmc_model *m, uint16_t *tmp) {
+ * that are read already; its low half waits in the gradients (unused yet: a new or a loaded
+ * model), since it goes where floats not yet read lie. The gradients are zeroed after. */
+void planes_pack(llmc_model *m) {
+    uint16_t *tmp = (uint16_t *)(void *)m->grads;
     for (int i = 0; i < LLMC_NUM_PARAM_TENSORS; i++) {
         if (!planes_tensor(i)) continue;
         const planes_view v = view_of(m, i);
@@ -67,6 +60,7 @@ void planes_pack(llmc_model *m, uint16_t *tmp) {
         }
         memcpy(v.lo, tmp, v.n * sizeof(uint16_t));
     }
+    memset(m->grads, 0, m->num_params * sizeof(float));
 }
 
 int planes_unpack(llmc_model *m) {
@@ -117,7 +111,7 @@ void planes_copy(llmc_model *m, size_t offset, size_t count, float *host, int to
                 if (to_host)
                     h[j] = value_at(&v, j0 + j);
                 else
-                    put_at(&v, j0 + j, h[j]);
+                    llmc_planes_put(v.hi, v.lo, v.up, j0 + j, h[j]);
             }
         } else if (to_host) {
             memcpy(h, m->p[i] + j0, n * sizeof(float));

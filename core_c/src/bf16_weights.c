@@ -1,4 +1,6 @@
-/* bf16_weights.c - the bf16 copy of the weights of a CPU model in bf16 precision.
+/* bf16_weights.c - the bf16 copy of the weights of a CPU model in bf16 precision, where the
+ * model keeps fp32 master weights (LLMC_BF16_MASTER=fp32, or once a float pointer to them was
+ * handed out); by default the copy lives inside the master weights (bf16_planes.c).
  *
  * Every matmul of a bf16 step rounds its weight operand to bf16: the forward and the input
  * gradient each read every weight once. Rounding inside the GEMM packs did it twice per step

@@ -199,11 +199,8 @@ LLMC_API int32_t llmc_model_load(const char *path, const llmc_options *options,
     const size_t padding_row =
         got == m->num_params ? nonzero_padding_row(params, &cfg) : 0;
     int status_up = LLMC_OK;
-    if (on_host && m->planes && got == m->num_params && padding_row == 0) {
-        /* the matrices into planes (bf16_planes.c), through the still unused gradients */
-        planes_pack(m, (uint16_t *)(void *)m->grads);
-        memset(m->grads, 0, m->num_params * sizeof(float));
-    }
+    if (on_host && m->planes && got == m->num_params && padding_row == 0)
+        planes_pack(m); /* the matrices into planes (bf16_planes.c) */
     if (!on_host) {
         free(tmp);
         if (got == m->num_params && padding_row == 0)

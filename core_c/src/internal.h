@@ -395,11 +395,11 @@ void bf16_weights_refresh(llmc_model *m);
 static inline int planes_tensor(int i) {
     return i == P_WTE || i == P_QKVW || i == P_ATTPROJW || i == P_FCW || i == P_FCPROJW;
 }
-/* bf16_planes.c. pack: every planes tensor from the fp32 values in it, through tmp (as many
- * uint16 as the largest such tensor). unpack: back to fp32 weights beside a params16 image
+/* bf16_planes.c. pack: every planes tensor from the fp32 values in it, through the gradients
+ * (unused yet; zeroed after). unpack: back to fp32 weights beside a params16 image
  * (the layout of LLMC_BF16_MASTER=fp32; LLMC_OK or the model error). copy: the public fp32
  * layout of the parameters [offset, offset + count) to or from host. */
-void planes_pack(llmc_model *m, uint16_t *tmp);
+void planes_pack(llmc_model *m);
 /* model.c: transparent huge pages for a parameter-sized buffer (advice only; Linux) */
 void llmc_advise_huge_pages(void *p, size_t bytes);
 int planes_unpack(llmc_model *m);

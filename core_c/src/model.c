@@ -442,10 +442,7 @@ int llmc_model_alloc(const llmc_config *cfg, const llmc_options *opt, llmc_model
 void llmc_model_init_weights(llmc_model *m, uint64_t seed) {
     llmc_init_params(m, m->params, seed);
     m->params16_valid = 0;
-    if (m->planes) { /* the gradients, still unused, hold the low halves on the way */
-        planes_pack(m, (uint16_t *)(void *)m->grads);
-        memset(m->grads, 0, m->num_params * sizeof(float));
-    }
+    if (m->planes) planes_pack(m); /* bf16_planes.c */
 }
 
 void llmc_init_params(const llmc_model *m, float *params, uint64_t seed) {
